@@ -1,0 +1,74 @@
+"""reprorun: reproducible, schedulable machine-learning runs from MLproject files.
+
+In a project's code::
+
+    import reprorun
+    depth = reprorun.param("max_depth", 3)
+    reprorun.log_metric("accuracy", 0.93)
+    reprorun.log_model(model, "model")
+
+Names load lazily: ``import reprorun`` costs almost nothing until a function is called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from reprorun.tracking.fluent import (
+        ActiveRun,
+        active_run,
+        end_run,
+        get_artifact_uri,
+        log_artifact,
+        log_artifacts,
+        log_metric,
+        log_metrics,
+        log_param,
+        log_params,
+        log_text,
+        param,
+        set_tag,
+        set_tags,
+        start_run,
+    )
+    from reprorun.tracking.models import load_model, log_model
+
+_FLUENT = "reprorun.tracking.fluent"
+_MODELS = "reprorun.tracking.models"
+_LAZY = {
+    "ActiveRun": _FLUENT,
+    "active_run": _FLUENT,
+    "end_run": _FLUENT,
+    "get_artifact_uri": _FLUENT,
+    "log_artifact": _FLUENT,
+    "log_artifacts": _FLUENT,
+    "log_metric": _FLUENT,
+    "log_metrics": _FLUENT,
+    "log_param": _FLUENT,
+    "log_params": _FLUENT,
+    "log_text": _FLUENT,
+    "param": _FLUENT,
+    "set_tag": _FLUENT,
+    "set_tags": _FLUENT,
+    "start_run": _FLUENT,
+    "load_model": _MODELS,
+    "log_model": _MODELS,
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reprorun' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

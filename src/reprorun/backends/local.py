@@ -1,0 +1,133 @@
+"""Run the command on this machine, in its own process group, streaming and storing its log."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+from reprorun.backends.base import Backend, LaunchSpec, LocalBackendConfig, SubmittedRun
+from reprorun.errors import ExecutionError
+from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
+
+# After the main process exits, how long leftover processes may keep the log pipe open.
+_DRAIN_SECONDS = 5.0
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, config: LocalBackendConfig | None = None):
+        self.config = config or LocalBackendConfig()
+
+    def _submit(self, spec: LaunchSpec) -> SubmittedRun:
+        log_file = spec.artifact_dir / spec.log_path
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            proc = subprocess.Popen(
+                ["bash", "-c", spec.command],
+                cwd=spec.cwd,
+                env=dict(spec.env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: Ctrl-C reaches us, we stop it all
+            )
+        except OSError as exc:
+            raise ExecutionError(f"Could not start the command in {spec.cwd}: {exc}") from exc
+        return LocalSubmittedRun(spec, proc, log_file, self.config.stop_grace_seconds)
+
+
+class LocalSubmittedRun(SubmittedRun):
+    def __init__(self, spec: LaunchSpec, proc: subprocess.Popen[bytes], log_file: Path, grace: float):
+        self._spec = spec
+        self._proc = proc
+        self._grace = grace
+        self._lock = threading.Lock()
+        self._final: RunStatus | None = None
+        self._cancelled = False
+        self._log = open(log_file, "ab")  # noqa: SIM115 - closed by the pump thread
+        self._pump = threading.Thread(target=self._pump_output, name=f"log-{spec.run_id[:8]}", daemon=True)
+        self._pump.start()
+        # Not a daemon: the interpreter waits for the run to be recorded before it exits.
+        self._monitor = threading.Thread(target=self._supervise, name=f"run-{spec.run_id[:8]}")
+        self._monitor.start()
+
+    @property
+    def run_id(self) -> str:
+        return self._spec.run_id
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def _pump_output(self) -> None:
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        echo = self._spec.echo
+        try:
+            while chunk := os.read(fd, 65536):
+                self._log.write(chunk)
+                self._log.flush()  # `reprorun runs show` reads the log while the run goes on
+                if echo is not None:
+                    with contextlib.suppress(Exception):  # a closed terminal must not kill the log
+                        echo(chunk)
+        finally:
+            self._log.close()
+            self._proc.stdout.close()
+
+    def wait(self) -> bool:
+        self._monitor.join()
+        return self.get_status() is RunStatus.FINISHED
+
+    def _supervise(self) -> None:
+        returncode = self._proc.wait()
+        self._pump.join(_DRAIN_SECONDS)
+        if self._pump.is_alive():
+            # Background processes the command left behind still hold the output open.
+            self._signal_group(signal.SIGKILL)
+            self._pump.join(_DRAIN_SECONDS)
+        if self._cancelled:
+            status = RunStatus.KILLED
+        else:
+            status = RunStatus.FINISHED if returncode == 0 else RunStatus.FAILED
+        self._finish(status, returncode)
+
+    def _finish(self, status: RunStatus, returncode: int | None) -> None:
+        with self._lock:
+            if self._final is not None:
+                return
+            self._final = status
+        store = self._spec.store
+        tags = {SystemTags.EXIT_CODE: str(returncode)} if returncode is not None else {}
+        if tags:
+            store.log_batch(self.run_id, tags=tags)
+        store.update_run(
+            self.run_id, status=status, end_time=now_ms(), only_if_status=RunStatus.RUNNING
+        )
+
+    def get_status(self) -> RunStatus:
+        if self._final is not None:
+            return self._final
+        return self._spec.store.get_run(self.run_id).info.status
+
+    def cancel(self) -> None:
+        """SIGTERM the process group, SIGKILL it after the grace period, mark the run KILLED."""
+        if self._proc.poll() is None:
+            self._cancelled = True
+            self._signal_group(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=self._grace)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self._proc.wait()
+            # Stop anything else left in the group too.
+            self._signal_group(signal.SIGKILL)
+        self._monitor.join()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)

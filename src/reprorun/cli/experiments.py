@@ -1,0 +1,48 @@
+"""``reprorun experiments``: list and create experiments."""
+
+from __future__ import annotations
+
+import click
+
+from reprorun.cli import cli, handle_errors, json_option, tracking_uri_option
+
+
+@cli.group("experiments")
+def experiments() -> None:
+    """List and create experiments."""
+
+
+@experiments.command("list")
+@tracking_uri_option
+@json_option
+@handle_errors
+def list_experiments(tracking_uri: str | None, as_json: bool) -> None:
+    """List active experiments."""
+    from reprorun.cli.render import echo_json, fmt_time, table
+    from reprorun.tracking.store import open_store
+
+    found = open_store(tracking_uri).list_experiments()
+    if as_json:
+        echo_json([e.to_dict() for e in found])
+        return
+    table(
+        ["ID", "NAME", "CREATED", "ARTIFACT LOCATION"],
+        [[e.experiment_id, e.name, fmt_time(e.creation_time), e.artifact_location] for e in found],
+    )
+
+
+@experiments.command("create")
+@click.argument("name")
+@click.option("--artifact-location", help="Where the experiment's runs keep artifacts (file:// URI).")
+@tracking_uri_option
+@handle_errors
+def create_experiment(name: str, artifact_location: str | None, tracking_uri: str | None) -> None:
+    """Create an experiment called NAME and print its id."""
+    from reprorun.errors import ResourceAlreadyExists, UserInputError
+    from reprorun.tracking.store import open_store
+
+    try:
+        exp_id = open_store(tracking_uri).create_experiment(name, artifact_location)
+    except ResourceAlreadyExists as exc:
+        raise UserInputError(str(exc)) from exc
+    click.echo(exp_id)

@@ -1,0 +1,71 @@
+"""Rendering helpers shared by the commands: JSON, times, durations, tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN or infinity: spell them as strings, like MLflow's REST API."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(_clean(data), indent=2, allow_nan=False))
+
+
+def fmt_time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(start_ms: int | None, end_ms: int | None) -> str:
+    if start_ms is None or end_ms is None:
+        return "-"
+    seconds = max(0.0, (end_ms - start_ms) / 1000)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def fmt_metric(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A rich table on stdout (rich loads only here)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(box=None, header_style="bold", pad_edge=False)
+    for header in headers:
+        out.add_column(header, overflow="fold", no_wrap=header.endswith("ID"))
+    for row in rows:
+        out.add_row(*row)
+    Console(soft_wrap=False).print(out)
+
+
+def key_values(pairs: Sequence[tuple[str, str]], indent: int = 2) -> None:
+    if not pairs:
+        click.echo(" " * indent + "(none)")
+        return
+    width = max(len(k) for k, _ in pairs)
+    for key, value in pairs:
+        click.echo(f"{' ' * indent}{key.ljust(width)}  {value}")

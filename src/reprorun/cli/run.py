@@ -1,0 +1,175 @@
+"""``reprorun run``: validate, record and execute a project."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from reprorun.cli import cli, handle_errors, json_option, tracking_uri_option
+
+
+@cli.command("run")
+@click.argument("uri")
+@click.option("-e", "--entry-point", default="main", show_default=True, help="Entry point name, or a .py/.sh/.R file.")
+@click.option("-P", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter (repeatable).")
+@click.option("--experiment-name", help="Experiment to record in (created if missing) [default: Default].")
+@click.option("--experiment-id", help="Experiment id to record in.")
+@click.option("--run-name", help="A name for the run (default: generated).")
+@click.option("--env-manager", help="Environment manager [default: local].")
+@click.option("-b", "--backend", default="local", show_default=True, help="Where to execute.")
+@click.option("--backend-config", type=click.Path(dir_okay=False), help="Backend options (JSON or YAML file).")
+@tracking_uri_option
+@click.option("--dry-run", is_flag=True, help="Validate and show the resolved parameters and command; run nothing.")
+@click.option("--help-params", is_flag=True, help="List the entry point's parameters and exit.")
+@json_option
+@handle_errors
+def run_command(
+    uri: str,
+    entry_point: str,
+    params: tuple[str, ...],
+    experiment_name: str | None,
+    experiment_id: str | None,
+    run_name: str | None,
+    env_manager: str | None,
+    backend: str,
+    backend_config: str | None,
+    tracking_uri: str | None,
+    dry_run: bool,
+    help_params: bool,
+    as_json: bool,
+) -> None:
+    """Run the project at URI (a directory) and record the run.
+
+    \b
+    Examples:
+      reprorun run examples/iris -P max_depth=3 -P ccp_alpha=0.01
+      reprorun run . -e train.py -P epochs=5
+      reprorun run examples/iris --dry-run --json
+    """
+    from reprorun.projects.params import parse_param_args
+
+    given = parse_param_args(params)
+    if help_params:
+        _show_params(uri, entry_point, as_json)
+        return
+    if dry_run:
+        _show_plan(uri, entry_point, given, as_json)
+        return
+    if as_json:
+        raise click.UsageError("--json goes with --dry-run or --help-params.")
+    _run(uri, entry_point, given, experiment_name, experiment_id, run_name, env_manager, backend, backend_config, tracking_uri)
+
+
+def _run(
+    uri: str,
+    entry_point: str,
+    given: dict[str, str],
+    experiment_name: str | None,
+    experiment_id: str | None,
+    run_name: str | None,
+    env_manager: str | None,
+    backend: str,
+    backend_config: str | None,
+    tracking_uri: str | None,
+) -> None:
+    from reprorun.errors import RunInterrupted
+    from reprorun.projects.runner import run, wait_interruptibly
+    from reprorun.tracking.entities import RunStatus
+
+    started = time.monotonic()
+    submitted = run(
+        uri,
+        entry_point,
+        given,
+        experiment_id=experiment_id,
+        experiment_name=experiment_name,
+        env_manager=env_manager,
+        backend=backend,
+        backend_config=backend_config,
+        synchronous=False,
+        run_name=run_name,
+        tracking_uri=tracking_uri,
+    )
+    click.echo(f"reprorun: run {submitted.run_id} started", err=True)
+    try:
+        wait_interruptibly(submitted)
+    except RunInterrupted as exc:
+        click.echo(f"reprorun: run {submitted.run_id} KILLED (signal {exc.signum})", err=True)
+        sys.exit(128 + exc.signum)
+    status = submitted.get_status()
+    elapsed = time.monotonic() - started
+    click.echo(
+        f"reprorun: run {submitted.run_id} {status.value} in {elapsed:.1f}s "
+        f"(reprorun runs show {submitted.run_id})",
+        err=True,
+    )
+    if status is not RunStatus.FINISHED:
+        sys.exit(1)
+
+
+def _show_plan(uri: str, entry_point: str, given: dict[str, str], as_json: bool) -> None:
+    from reprorun.cli.render import echo_json, key_values
+    from reprorun.projects.runner import plan
+
+    the_plan = plan(uri, entry_point, given)
+    if as_json:
+        echo_json(the_plan.to_dict())
+        return
+    prov = the_plan.provenance
+    project = the_plan.project
+    click.echo(f"Project      {project.name or project.directory.name} ({project.directory})")
+    click.echo(f"Entry point  {the_plan.entry_point.name}")
+    click.echo("Parameters")
+    key_values([(p.name, f"{p.text}  ({p.source})") for p in the_plan.params], indent=4)
+    click.echo(f"Command      {the_plan.command}")
+    source = prov.source_name
+    if prov.git_commit:
+        source += f" @ {prov.git_commit[:12]}" + (" (uncommitted changes)" if prov.git_dirty else "")
+    click.echo(f"Source       {source}")
+    click.echo("Dry run: nothing was run or recorded.")
+
+
+def _show_params(uri: str, entry_point: str, as_json: bool) -> None:
+    from reprorun.cli.render import echo_json, table
+    from reprorun.projects.spec import load_project
+    from reprorun.sources import resolve_source
+
+    project = load_project(resolve_source(uri).directory)
+    ep = project.entry_point(entry_point)
+    if as_json:
+        echo_json(
+            {
+                "entry_point": ep.name,
+                "command": ep.command,
+                "parameters": [
+                    {
+                        "name": p.name,
+                        "type": p.type.value,
+                        "default": p.default,
+                        "required": p.required,
+                        "choices": list(p.choices) if p.choices is not None else None,
+                        "min": p.min,
+                        "max": p.max,
+                        "help": p.help,
+                    }
+                    for p in ep.parameters.values()
+                ],
+            }
+        )
+        return
+    others = [name for name in project.entry_points if name != ep.name]
+    click.echo(f"Entry point {ep.name!r}: {ep.command}")
+    if not ep.parameters:
+        click.echo("  (no declared parameters; any -P KEY=VALUE is passed as --KEY VALUE)")
+    else:
+        table(
+            ["PARAMETER", "TYPE", "DEFAULT", "HELP"],
+            [
+                [p.name, p.describe_type(), "(required)" if p.required else str(p.default), p.help or ""]
+                for p in ep.parameters.values()
+            ],
+        )
+    if others:
+        click.echo(f"Other entry points: {', '.join(others)} (show one with -e NAME --help-params)")

@@ -1,0 +1,148 @@
+"""``reprorun runs``: list runs and show one in full."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from pathlib import Path
+
+import click
+
+from reprorun.cli import cli, handle_errors, json_option, tracking_uri_option
+
+
+@cli.group("runs")
+def runs() -> None:
+    """List and inspect runs."""
+
+
+@runs.command("list")
+@click.option("--experiment-name", help="Only this experiment's runs.")
+@click.option("--experiment-id", help="Only this experiment's runs.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1), help="At most this many runs.")
+@tracking_uri_option
+@json_option
+@handle_errors
+def list_runs(
+    experiment_name: str | None,
+    experiment_id: str | None,
+    limit: int,
+    tracking_uri: str | None,
+    as_json: bool,
+) -> None:
+    """List runs, newest first (all experiments unless one is named)."""
+    from reprorun.cli.render import echo_json, fmt_duration, fmt_time, table
+    from reprorun.errors import ResourceNotFound, UserInputError
+    from reprorun.tracking.store import open_store
+
+    store = open_store(tracking_uri)
+    if experiment_name and experiment_id:
+        raise UserInputError("Give --experiment-name or --experiment-id, not both.")
+    if experiment_name:
+        exp = store.get_experiment_by_name(experiment_name)
+        if exp is None:
+            names = ", ".join(e.name for e in store.list_experiments())
+            raise ResourceNotFound(f"No experiment named {experiment_name!r}. Experiments: {names}.")
+        ids = [exp.experiment_id]
+    elif experiment_id:
+        ids = [store.get_experiment(experiment_id).experiment_id]
+    else:
+        ids = [e.experiment_id for e in store.list_experiments()]
+    found = store.search_runs(ids, max_results=limit)
+    if as_json:
+        echo_json([r.to_dict() for r in found])
+        return
+    table(
+        ["RUN ID", "NAME", "STATUS", "STARTED", "DURATION"],
+        [
+            [
+                r.info.run_id,
+                r.info.run_name,
+                r.info.status.value,
+                fmt_time(r.info.start_time),
+                fmt_duration(r.info.start_time, r.info.end_time),
+            ]
+            for r in found
+        ],
+    )
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--log-lines", default=20, show_default=True, type=click.IntRange(min=0), help="Lines of the log to show.")
+@tracking_uri_option
+@json_option
+@handle_errors
+def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: bool) -> None:
+    """Show a run: status, parameters, metrics, tags, source, model, artifacts and log.
+
+    RUN_ID may be shortened to any unique prefix of at least 4 characters.
+    """
+    from reprorun.cli.render import echo_json, fmt_duration, fmt_metric, fmt_time, key_values
+    from reprorun.tracking.artifacts import list_artifacts, local_dir
+    from reprorun.tracking.entities import SystemTags
+    from reprorun.tracking.store import open_store
+
+    store = open_store(tracking_uri)
+    run = store.get_run(store.resolve_run_id(run_id))
+    if as_json:
+        echo_json(run.to_dict())
+        return
+    info, tags = run.info, run.data.tags
+    experiment = store.get_experiment(info.experiment_id)
+    click.echo(click.style(f"Run {info.run_id}", bold=True) + f"  {info.run_name}")
+    source = tags.get(SystemTags.SOURCE_NAME, "-")
+    commit = tags.get(SystemTags.GIT_COMMIT)
+    if commit:
+        source += f" @ {commit[:12]}"
+        if tags.get(SystemTags.GIT_BRANCH):
+            source += f" ({tags[SystemTags.GIT_BRANCH]})"
+        if tags.get(SystemTags.GIT_DIRTY) == "true":
+            source += " with uncommitted changes"
+    key_values(
+        [
+            ("status", info.status.value),
+            ("experiment", f"{experiment.name} ({experiment.experiment_id})"),
+            ("started", fmt_time(info.start_time)),
+            ("duration", fmt_duration(info.start_time, info.end_time)),
+            ("source", source),
+            ("entry point", tags.get(SystemTags.ENTRY_POINT, "-")),
+            ("command", tags.get(SystemTags.COMMAND, "-")),
+            ("environment", tags.get(SystemTags.ENV, "-")),
+            ("artifacts", info.artifact_uri),
+        ]
+    )
+    click.echo(click.style("Parameters", bold=True))
+    key_values(sorted(run.data.params.items()))
+    click.echo(click.style("Metrics (latest)", bold=True))
+    key_values([(k, fmt_metric(v)) for k, v in sorted(run.data.metrics.items())])
+    click.echo(click.style("Tags", bold=True))
+    # The model history is shown under Models; its JSON would flood the tag list.
+    key_values(sorted((k, v) for k, v in run.data.tags.items() if k != SystemTags.LOGGED_MODELS))
+    models = json.loads(tags.get(SystemTags.LOGGED_MODELS, "[]"))
+    if models:
+        click.echo(click.style("Models", bold=True))
+        for model in models:
+            for flavor, spec in model.get("flavors", {}).items():
+                packages = ", ".join(f"{k}=={v}" for k, v in spec.get("packages", {}).items())
+                click.echo(
+                    f"  {model.get('artifact_path')}/  {flavor}  {spec.get('object_type', '')}  "
+                    f"python {spec.get('python_version', '?')}  {packages}".rstrip()
+                )
+                click.echo(f"    load with: reprorun.load_model(\"runs:/{info.run_id}/{model.get('artifact_path')}\")")
+    files = [f for f in list_artifacts(info.artifact_uri, recursive=True) if not f.is_dir]
+    click.echo(click.style("Artifacts", bold=True))
+    key_values([(f.path, f"{f.file_size} bytes") for f in files])
+    log_path = tags.get(SystemTags.LOG_ARTIFACT)
+    if log_path and log_lines:
+        log_file = local_dir(info.artifact_uri) / log_path
+        click.echo(click.style(f"Log (last {log_lines} lines of {log_path})", bold=True))
+        for line in _tail(log_file, log_lines):
+            click.echo(f"  {line}")
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    if not path.is_file():
+        return ["(no log yet)"]
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return [line.rstrip("\n") for line in deque(fh, maxlen=lines)]

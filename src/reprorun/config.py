@@ -1,0 +1,106 @@
+"""Settings: each declared once as (name, environment variable, default, help).
+
+The CLI, the documentation test and ``resolve_tracking`` all read ``SETTINGS``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from reprorun.errors import InvalidTrackingUri
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS = (
+    Setting(
+        "home",
+        "REPRORUN_HOME",
+        "~/.reprorun",
+        "Folder of the embedded default: store.db (SQLite) and artifacts/.",
+    ),
+    Setting(
+        "tracking_uri",
+        "REPRORUN_TRACKING_URI",
+        "sqlite:///<home>/store.db",
+        "Where runs are recorded: a SQLAlchemy URL (sqlite:////abs/path/store.db, "
+        "postgresql://...) or a path to a SQLite file. --tracking-uri overrides it.",
+    ),
+    Setting(
+        "artifact_root",
+        "REPRORUN_ARTIFACT_ROOT",
+        "artifacts/ beside the SQLite file (<home>/artifacts)",
+        "Where new experiments keep their runs' artifacts (a folder or file:// URI).",
+    ),
+)
+
+
+def home() -> Path:
+    return Path(os.environ.get("REPRORUN_HOME") or "~/.reprorun").expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """A resolved tracking URI: the database URL and where artifacts of new experiments go."""
+
+    uri: str  # normalised; what child processes receive
+    artifact_root: str  # a file:// URI
+    sqlite_path: str | None  # set for the stdlib SQLite fast path
+
+
+def resolve_tracking(tracking_uri: str | None = None) -> TrackingTarget:
+    """Turn ``--tracking-uri`` / ``REPRORUN_TRACKING_URI`` / the default into a target."""
+    raw = tracking_uri or os.environ.get("REPRORUN_TRACKING_URI") or ""
+    if not raw:
+        path = home() / "store.db"
+        return _sqlite_target(path)
+    parsed = urlparse(raw)
+    scheme = parsed.scheme.lower()
+    if scheme in ("http", "https"):
+        raise InvalidTrackingUri(
+            f"Tracking URI {raw!r}: http(s) tracking servers are not supported yet by this "
+            "version; use a SQLite file or a SQLAlchemy database URL."
+        )
+    if scheme == "sqlite":
+        # sqlite:///relative.db, sqlite:////abs/path.db, sqlite:// (in memory)
+        rest = raw[len("sqlite://") :]
+        if rest in ("", "/", "/:memory:"):
+            return TrackingTarget("sqlite://", _artifact_root(home() / "artifacts"), ":memory:")
+        path = Path(unquote(rest[1:] if rest.startswith("/") else rest))
+        return _sqlite_target(path)
+    if scheme == "file":
+        return _sqlite_target(Path(unquote(parsed.path)))
+    if scheme and len(scheme) > 1:
+        # Any other SQLAlchemy URL (postgresql://, sqlite+pysqlite://, ...).
+        root = os.environ.get("REPRORUN_ARTIFACT_ROOT") or str(home() / "artifacts")
+        return TrackingTarget(raw, _artifact_root(Path(root)), None)
+    return _sqlite_target(Path(raw))
+
+
+def _sqlite_target(path: Path) -> TrackingTarget:
+    path = path.expanduser()
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    if path.is_dir():
+        path = path / "store.db"
+    if path.exists() and not path.is_file():
+        raise InvalidTrackingUri(f"Tracking store {path} exists but is not a file.")
+    root = os.environ.get("REPRORUN_ARTIFACT_ROOT")
+    artifact_root = _artifact_root(Path(root) if root else path.parent / "artifacts")
+    return TrackingTarget(f"sqlite:///{path}", artifact_root, str(path))
+
+
+def _artifact_root(value: Path | str) -> str:
+    text = str(value)
+    if text.startswith("file://"):
+        return text.rstrip("/")
+    return Path(text).expanduser().resolve().as_uri()

@@ -1,0 +1,165 @@
+"""Every error reprorun raises on purpose.
+
+    ReprorunError
+    ├── UserInputError            bad input the user can fix; the CLI exits with code 2
+    │   ├── SpecError             a malformed MLproject: carries file and line
+    │   ├── ParameterError        one or more bad -P values: carries every problem
+    │   ├── EntryPointNotFound    names the entry points that exist
+    │   ├── SourceNotFound        a project URI that does not resolve
+    │   ├── UnknownNameError      a registry miss (backend, env manager): lists valid names
+    │   └── InvalidTrackingUri    a tracking URI reprorun cannot use
+    ├── TrackingError             the store refused or lost something
+    │   ├── ResourceNotFound      unknown run or experiment id
+    │   ├── ResourceAlreadyExists an experiment name that is taken
+    │   ├── ParamConflict         re-logging a parameter with a different value
+    │   └── StoreVersionError     a store written by a newer reprorun
+    ├── ExecutionError            the run could not be launched or supervised
+    └── RunInterrupted            Ctrl-C / SIGTERM stopped a run; it is recorded as KILLED
+
+Library code raises these; only the CLI turns them into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ReprorunError(Exception):
+    """Base of every error reprorun raises on purpose."""
+
+
+class UserInputError(ReprorunError):
+    """Input the user can correct; the CLI exits with status 2 and no run is left behind."""
+
+
+class SpecError(UserInputError):
+    """A malformed MLproject file, located by file and (when known) line."""
+
+    def __init__(self, message: str, path: Path | str | None = None, line: int | None = None):
+        self.message = message
+        self.path = Path(path) if path is not None else None
+        self.line = line
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
+        super().__init__(f"{where}{message}")
+
+
+@dataclass(frozen=True)
+class ParamProblem:
+    """One bad parameter: which, what was expected, what was given."""
+
+    name: str
+    expected: str
+    given: str | None  # None: no value given at all
+
+    def describe(self) -> str:
+        if self.given is None:
+            return f"{self.name}: required ({self.expected}), no value given"
+        return f"{self.name}: expected {self.expected}, got {self.given!r}"
+
+
+class ParameterError(UserInputError):
+    """Every bad parameter of one run, reported together."""
+
+    def __init__(self, problems: list[ParamProblem], entry_point: str | None = None):
+        self.problems = problems
+        self.entry_point = entry_point
+        head = "Invalid parameters"
+        if entry_point:
+            head += f" for entry point {entry_point!r}"
+        lines = "\n".join(f"  - {p.describe()}" for p in problems)
+        super().__init__(f"{head}:\n{lines}")
+
+
+class EntryPointNotFound(UserInputError):
+    def __init__(self, name: str, available: list[str]):
+        self.name = name
+        self.available = available
+        listed = ", ".join(available) if available else "none declared"
+        super().__init__(
+            f"Unknown entry point {name!r}. Available entry points: {listed}. "
+            "A file ending in .py, .sh or .R can also be given as the entry point."
+        )
+
+
+class SourceNotFound(UserInputError):
+    """A project URI that does not name an existing project."""
+
+
+class UnknownNameError(UserInputError):
+    """A name looked up in a registry (backend, env manager) that is not there."""
+
+    def __init__(self, kind: str, name: str, valid: list[str]):
+        self.kind = kind
+        self.name = name
+        self.valid = valid
+        super().__init__(f"Unknown {kind} {name!r}. Valid choices: {', '.join(valid)}.")
+
+
+class InvalidTrackingUri(UserInputError):
+    """A tracking URI that reprorun cannot use."""
+
+
+class TrackingError(ReprorunError):
+    """The tracking store refused an operation."""
+
+
+class ResourceNotFound(TrackingError):
+    """An unknown run or experiment."""
+
+
+class ResourceAlreadyExists(TrackingError):
+    """An experiment name that is already taken."""
+
+
+class ParamConflict(TrackingError):
+    """A parameter logged again with a different value (parameters are immutable)."""
+
+    def __init__(self, run_id: str, key: str, old: str, new: str):
+        self.run_id = run_id
+        self.key = key
+        self.old = old
+        self.new = new
+        super().__init__(
+            f"Parameter {key!r} of run {run_id} is already {old!r}; cannot change it to {new!r}. "
+            "Parameters are immutable: log the new value under another key, or start a new run."
+        )
+
+
+class StoreVersionError(TrackingError):
+    """A store whose schema is newer than this reprorun understands."""
+
+
+class ExecutionError(ReprorunError):
+    """The run could not be launched or supervised."""
+
+
+class RunInterrupted(ReprorunError):
+    """The user stopped a synchronous run with a signal; the run is recorded as KILLED."""
+
+    def __init__(self, signum: int, run_id: str):
+        self.signum = signum
+        self.run_id = run_id
+        super().__init__(f"Run {run_id} was stopped by signal {signum} and marked KILLED.")
+
+
+__all__ = [
+    "EntryPointNotFound",
+    "ExecutionError",
+    "InvalidTrackingUri",
+    "ParamConflict",
+    "ParamProblem",
+    "ParameterError",
+    "ReprorunError",
+    "ResourceAlreadyExists",
+    "ResourceNotFound",
+    "RunInterrupted",
+    "SourceNotFound",
+    "SpecError",
+    "StoreVersionError",
+    "TrackingError",
+    "UnknownNameError",
+    "UserInputError",
+]

@@ -1,0 +1,258 @@
+"""Parameter types, casting, validation and shell-safe rendering.
+
+Pure functions over plain data: nothing here touches the store or runs anything. The only
+I/O is the existence check of ``path`` parameters, which MLflow Projects does too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlparse
+
+from reprorun.errors import ParameterError, ParamProblem, UserInputError
+
+ParamValue = float | int | str
+
+
+class ParamType(str, Enum):
+    """The parameter types of MLflow Projects."""
+
+    FLOAT = "float"
+    INT = "int"
+    STRING = "string"
+    PATH = "path"
+    URI = "uri"
+
+
+_INT_RE = re.compile(r"[+-]?\d+")
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_EXPECTED = {
+    ParamType.FLOAT: "a float",
+    ParamType.INT: "an integer",
+    ParamType.STRING: "a string",
+    ParamType.PATH: "an existing local file or directory",
+    ParamType.URI: "a URI with a scheme (e.g. s3://bucket/key, file:///abs/path)",
+}
+
+
+class CastError(ValueError):
+    """A value that does not fit its declared type; ``expected`` says what would."""
+
+    def __init__(self, expected: str):
+        super().__init__(expected)
+        self.expected = expected
+
+
+def expected_text(ptype: ParamType) -> str:
+    return _EXPECTED[ptype]
+
+
+def cast_value(ptype: ParamType, raw: str, *, base_dir: Path) -> ParamValue:
+    """Cast ``raw`` to ``ptype``. Relative paths are resolved against ``base_dir``."""
+    text = raw.strip() if ptype in (ParamType.FLOAT, ParamType.INT) else raw
+    if ptype is ParamType.INT:
+        if not _INT_RE.fullmatch(text):
+            raise CastError(_EXPECTED[ptype])
+        return int(text)
+    if ptype is ParamType.FLOAT:
+        if not _FLOAT_RE.fullmatch(text):
+            raise CastError(_EXPECTED[ptype])
+        value = float(text)
+        if not math.isfinite(value):
+            raise CastError("a finite float")
+        return value
+    if ptype is ParamType.URI:
+        if not urlparse(raw).scheme:
+            raise CastError(_EXPECTED[ptype])
+        return raw
+    if ptype is ParamType.PATH:
+        return str(_local_path(raw, base_dir))
+    return raw
+
+
+def _local_path(raw: str, base_dir: Path) -> Path:
+    if not raw:
+        raise CastError(_EXPECTED[ParamType.PATH])
+    parsed = urlparse(raw)
+    if parsed.scheme == "file":
+        candidate = Path(unquote(parsed.path))
+    elif parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive, not a scheme
+        raise CastError(
+            "a local file or directory (remote paths are not downloaded; "
+            "declare the parameter with type uri to pass it through)"
+        )
+    else:
+        candidate = Path(raw).expanduser()
+    absolute = candidate if candidate.is_absolute() else base_dir / candidate
+    absolute = Path(_normalise(absolute))
+    if not absolute.exists():
+        raise CastError(f"{_EXPECTED[ParamType.PATH]} (no such file or directory: {absolute})")
+    return absolute
+
+
+def _normalise(path: Path) -> str:
+    import os.path
+
+    return os.path.normpath(str(path))
+
+
+def format_value(value: ParamValue) -> str:
+    """The text of a cast value: what the command receives and what the run records."""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One declared parameter of an entry point."""
+
+    name: str
+    type: ParamType = ParamType.STRING
+    default: str | None = None  # raw text; None means required
+    choices: tuple[ParamValue, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    help: str | None = None
+    line: int | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    def describe_type(self) -> str:
+        text = self.type.value
+        if self.choices is not None:
+            text += " in {" + ", ".join(format_value(c) for c in self.choices) + "}"
+        if self.min is not None or self.max is not None:
+            low = "" if self.min is None else format_value(self.min)
+            high = "" if self.max is None else format_value(self.max)
+            text += f" in [{low}, {high}]"
+        return text
+
+    def check(self, raw: str, *, base_dir: Path) -> ParamValue:
+        """Cast and check bounds and choices; raises CastError naming what was expected."""
+        value = cast_value(self.type, raw, base_dir=base_dir)
+        if self.choices is not None and value not in self.choices:
+            raise CastError(
+                f"one of {', '.join(format_value(c) for c in self.choices)} ({self.type.value})"
+            )
+        if isinstance(value, (int, float)):
+            if self.min is not None and value < self.min:
+                raise CastError(f"{self.describe_type()} (at least {format_value(self.min)})")
+            if self.max is not None and value > self.max:
+                raise CastError(f"{self.describe_type()} (at most {format_value(self.max)})")
+        return value
+
+
+Source = Literal["cli", "default", "extra"]
+
+
+@dataclass(frozen=True)
+class ResolvedParam:
+    """A parameter's final value and where it came from."""
+
+    name: str
+    value: ParamValue
+    text: str
+    source: Source
+    declared: bool
+
+
+def parse_param_args(args: Sequence[str]) -> dict[str, str]:
+    """Parse ``KEY=VALUE`` strings (the -P options). The value may itself contain '='."""
+    params: dict[str, str] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserInputError(
+                f"Invalid parameter {arg!r}: expected KEY=VALUE, e.g. -P max_depth=3."
+            )
+        if key in params and params[key] != value:
+            raise UserInputError(
+                f"Parameter {key!r} given twice with different values: "
+                f"{params[key]!r} and {value!r}."
+            )
+        params[key] = value
+    return params
+
+
+def resolve_parameters(
+    declared: Mapping[str, Parameter],
+    given: Mapping[str, str],
+    *,
+    cwd: Path,
+    project_dir: Path,
+    entry_point: str | None = None,
+) -> list[ResolvedParam]:
+    """Cast every parameter; raise one ParameterError listing every problem.
+
+    Values given on the command line resolve relative paths against ``cwd`` (where the user
+    typed them); defaults resolve against ``project_dir`` (where the author wrote them).
+    Undeclared values are passed through as strings, as MLflow does.
+    """
+    problems: list[ParamProblem] = []
+    resolved: list[ResolvedParam] = []
+    for name, param in declared.items():
+        source: Source
+        if name in given:
+            raw, source, base = given[name], "cli", cwd
+        elif param.default is not None:
+            raw, source, base = param.default, "default", project_dir
+        else:
+            problems.append(ParamProblem(name, param.describe_type(), None))
+            continue
+        try:
+            value = param.check(raw, base_dir=base)
+        except CastError as exc:
+            given_text = raw if source == "cli" else f"{raw} (the default)"
+            problems.append(ParamProblem(name, exc.expected, given_text))
+            continue
+        resolved.append(ResolvedParam(name, value, format_value(value), source, True))
+    if problems:
+        raise ParameterError(problems, entry_point)
+    for name, raw in given.items():
+        if name not in declared:
+            resolved.append(ResolvedParam(name, raw, raw, "extra", False))
+    return resolved
+
+
+# A placeholder is {name} not preceded by '$' (so shell ${VAR} stays shell syntax).
+_PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|(?<!\$)\{([^{}\s.\[\]!:'\"$]+)\}")
+
+
+def placeholders(template: str) -> list[str]:
+    """The parameter names a command template refers to, in order of appearance."""
+    return [m.group(1) for m in _PLACEHOLDER_RE.finditer(template) if m.group(1)]
+
+
+def render_command(template: str, params: Sequence[ResolvedParam]) -> str:
+    """Fill the template with shell-quoted values and append undeclared ones as --key value.
+
+    The template is shell syntax by contract; every substituted value is quoted, so no
+    parameter value can become shell code. ``{{`` and ``}}`` are literal braces, as in
+    ``str.format`` (what MLflow uses).
+    """
+    values = {p.name: p.text for p in params if p.declared}
+
+    def substitute(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "{{":
+            return "{"
+        if token == "}}":
+            return "}"
+        return shlex.quote(values[match.group(1)])
+
+    command = _PLACEHOLDER_RE.sub(substitute, template)
+    extras = [
+        f"{shlex.quote('--' + p.name)} {shlex.quote(p.text)}" for p in params if not p.declared
+    ]
+    return " ".join([command, *extras])

@@ -1,0 +1,293 @@
+"""Orchestration of one run: source -> project -> parameters -> environment -> tracking -> backend.
+
+``plan`` does everything that can fail on bad input, with no side effect; ``run`` creates the
+run only after the plan is complete, so bad input never leaves a run behind.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reprorun.backends.base import Echo, LaunchSpec, SubmittedRun, get_backend
+from reprorun.envs.base import get_env_manager
+from reprorun.errors import RunInterrupted, UserInputError
+from reprorun.projects.params import ResolvedParam, render_command, resolve_parameters
+from reprorun.projects.spec import EntryPoint, Project, load_project
+from reprorun.sources import Provenance, resolve_source
+from reprorun.tracking.artifacts import local_dir
+from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
+
+DEFAULT_ENTRY_POINT = "main"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A fully validated run, ready to execute: the output of ``--dry-run``."""
+
+    project: Project
+    entry_point: EntryPoint
+    params: list[ResolvedParam]
+    command: str
+    provenance: Provenance
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "project": {
+                "name": self.project.name,
+                "directory": str(self.project.directory),
+                "mlproject": str(self.project.spec_path) if self.project.spec_path else None,
+                "env": self.project.env.kind,
+            },
+            "entry_point": self.entry_point.name,
+            "parameters": {
+                p.name: {"value": p.value, "text": p.text, "source": p.source} for p in self.params
+            },
+            "command": self.command,
+            "cwd": str(self.project.directory),
+            "source": {
+                "name": self.provenance.source_name,
+                "git_commit": self.provenance.git_commit,
+                "git_repo_url": self.provenance.git_repo_url,
+                "git_branch": self.provenance.git_branch,
+                "git_dirty": self.provenance.git_dirty,
+                "subdirectory": self.provenance.subdirectory,
+            },
+        }
+
+
+def plan(
+    uri: str,
+    entry_point: str = DEFAULT_ENTRY_POINT,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    cwd: Path | None = None,
+) -> RunPlan:
+    """Resolve and validate everything about a run without running or recording anything."""
+    cwd = cwd or Path.cwd()
+    source = resolve_source(uri, cwd=cwd)
+    project = load_project(source.directory)
+    ep = project.entry_point(entry_point)
+    given = {str(k): _param_text(v) for k, v in (parameters or {}).items()}
+    resolved = resolve_parameters(
+        ep.parameters, given, cwd=cwd, project_dir=project.directory, entry_point=ep.name
+    )
+    return RunPlan(project, ep, resolved, render_command(ep.command, resolved), source.provenance)
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def run(
+    uri: str,
+    entry_point: str = DEFAULT_ENTRY_POINT,
+    parameters: Mapping[str, Any] | None = None,
+    experiment_id: str | None = None,
+    experiment_name: str | None = None,
+    env_manager: str | None = None,
+    backend: str = "local",
+    backend_config: Mapping[str, Any] | str | Path | None = None,
+    synchronous: bool = True,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+    *,
+    echo: Echo | None | bool = True,
+) -> SubmittedRun:
+    """Run a project and record it: the counterpart of ``mlflow.projects.run``.
+
+    Returns the submitted run; when ``synchronous`` it has already finished (check
+    ``get_status()``). ``echo`` receives the child's output (True: this process's stdout;
+    False/None: nothing; a callable: each chunk of bytes).
+    """
+    from reprorun.tracking.store import open_store
+
+    if experiment_id is not None and experiment_name is not None:
+        raise UserInputError("Give either an experiment id or an experiment name, not both.")
+    # Everything that can be wrong with the input is checked before the run exists.
+    backend_impl = get_backend(backend, _load_backend_config(backend_config))
+    env_impl = get_env_manager(env_manager)
+    the_plan = plan(uri, entry_point, parameters)
+    store = open_store(tracking_uri)
+    if experiment_id is not None:
+        exp_id = store.get_experiment(str(experiment_id)).experiment_id
+    else:
+        exp_id = store.get_or_create_experiment(experiment_name or _default_experiment_name())
+
+    created = store.create_run(
+        exp_id,
+        run_name=run_name,
+        user_id=_user(),
+        tags=_system_tags(the_plan, env_impl.name, backend_impl.name),
+        params={p.name: p.text for p in the_plan.params},
+    )
+    run_id = created.info.run_id
+    try:
+        prepared = env_impl.prepare(the_plan.project)
+        target = store_uri_for_child(tracking_uri)
+        env = _child_env(prepared.path_prefix, prepared.env_vars, run_id, exp_id, target)
+        spec = LaunchSpec(
+            run_id=run_id,
+            command=the_plan.command,
+            cwd=the_plan.project.directory,
+            env=env,
+            store=store,
+            artifact_dir=local_dir(created.info.artifact_uri),
+            echo=_echo(echo),
+        )
+        submitted = backend_impl.submit(spec)
+    except BaseException as exc:
+        status = RunStatus.KILLED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
+        store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=RunStatus.RUNNING)
+        raise
+    if synchronous:
+        wait_interruptibly(submitted)
+    return submitted
+
+
+def wait_interruptibly(submitted: SubmittedRun) -> bool:
+    """Wait for the run; Ctrl-C or SIGTERM meanwhile stops it, marks it KILLED and raises
+    RunInterrupted. Returns True when the run FINISHED."""
+    with _cancel_on_signals(submitted):
+        return submitted.wait()
+
+
+def store_uri_for_child(tracking_uri: str | None) -> str:
+    from reprorun.config import resolve_tracking
+
+    return resolve_tracking(tracking_uri).uri
+
+
+def _default_experiment_name() -> str:
+    from reprorun.tracking.store import DEFAULT_EXPERIMENT_NAME
+
+    return os.environ.get("REPRORUN_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT_NAME
+
+
+def _load_backend_config(config: Mapping[str, Any] | str | Path | None) -> Mapping[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return config
+    path = Path(config)
+    if not path.is_file():
+        raise UserInputError(f"Backend config {path}: no such file.")
+    import yaml  # JSON is YAML too
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"Backend config {path} is not valid JSON/YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserInputError(f"Backend config {path} must hold a mapping of options.")
+    return data
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _system_tags(the_plan: RunPlan, env_name: str, backend_name: str) -> dict[str, str]:
+    from reprorun import __version__
+
+    prov = the_plan.provenance
+    tags = {
+        SystemTags.SOURCE_TYPE: prov.source_type,
+        SystemTags.SOURCE_NAME: prov.source_name,
+        SystemTags.ENTRY_POINT: the_plan.entry_point.name,
+        SystemTags.ENV: env_name,
+        SystemTags.BACKEND: backend_name,
+        SystemTags.COMMAND: the_plan.command,
+        SystemTags.VERSION: __version__,
+        SystemTags.PROJECT_DIR: str(the_plan.project.directory),
+        SystemTags.LOG_ARTIFACT: "logs/run.log",
+    }
+    if prov.git_commit:
+        tags[SystemTags.GIT_COMMIT] = prov.git_commit
+    if prov.git_repo_url:
+        tags[SystemTags.GIT_REPO_URL] = prov.git_repo_url
+        tags[SystemTags.LEGACY_GIT_REPO_URL] = prov.git_repo_url
+    if prov.git_branch:
+        tags[SystemTags.GIT_BRANCH] = prov.git_branch
+    if prov.git_dirty is not None:
+        tags[SystemTags.GIT_DIRTY] = str(prov.git_dirty).lower()
+    return tags
+
+
+def _child_env(
+    path_prefix: tuple[str, ...],
+    extra: Mapping[str, str],
+    run_id: str,
+    experiment_id: str,
+    tracking_uri: str,
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    if path_prefix:
+        env["PATH"] = os.pathsep.join([*path_prefix, env.get("PATH", "")])
+    env["REPRORUN_RUN_ID"] = run_id
+    env["REPRORUN_EXPERIMENT_ID"] = experiment_id
+    env["REPRORUN_TRACKING_URI"] = tracking_uri
+    # Python children print as they go, so the log and the terminal follow the run live.
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _echo(echo: Echo | None | bool) -> Echo | None:
+    if echo is True:
+        out = sys.stdout
+        buffer = getattr(out, "buffer", None)
+        if buffer is not None:
+
+            def write_bytes(chunk: bytes) -> None:
+                buffer.write(chunk)
+                buffer.flush()
+
+            return write_bytes
+
+        def write_text(chunk: bytes) -> None:
+            out.write(chunk.decode("utf-8", errors="replace"))
+            out.flush()
+
+        return write_text
+    if echo is False or echo is None:
+        return None
+    return echo
+
+
+@contextmanager
+def _cancel_on_signals(submitted: SubmittedRun) -> Iterator[None]:
+    """While waiting in the main thread, Ctrl-C or SIGTERM stops the run and marks it KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if not received:
+            received.append(signum)
+            submitted.cancel()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if received:
+        raise RunInterrupted(received[0], submitted.run_id)

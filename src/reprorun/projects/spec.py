@@ -1,0 +1,441 @@
+"""The MLproject model: parsed once, validated with file and line, frozen, no I/O after load.
+
+Compatible with MLflow Projects: the file is found whatever its case; ``name``,
+``entry_points`` (``parameters`` and ``command``), and one of ``python_env``, ``conda_env``,
+``docker_env``. Beyond MLflow (extra keys MLflow ignores): a parameter may declare
+``choices``, ``min``, ``max`` and ``help``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reprorun.errors import EntryPointNotFound, SpecError
+from reprorun.projects.params import (
+    CastError,
+    Parameter,
+    ParamType,
+    ParamValue,
+    cast_value,
+    placeholders,
+)
+
+MLPROJECT_FILE_NAME = "mlproject"
+ENV_KEYS = ("python_env", "conda_env", "docker_env")
+# Files MLflow picks up as the environment when the MLproject names none.
+DEFAULT_ENV_FILES = {"python_env": "python_env.yaml", "conda_env": "conda.yaml"}
+SCRIPT_RUNNERS = {".py": "python", ".sh": "bash", ".R": "Rscript"}
+
+_PARAM_KEYS = {"type", "default", "choices", "min", "max", "help"}
+_ENTRY_POINT_KEYS = {"parameters", "command"}
+
+
+@dataclass(frozen=True)
+class DockerEnv:
+    image: str
+    volumes: tuple[str, ...] = ()
+    # (name, value); value None means "copy from the host"
+    environment: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Which environment the project declares; built by the environments layer."""
+
+    kind: str | None = None  # "python_env" | "conda_env" | "docker_env" | None
+    path: Path | None = None  # the python_env / conda file, absolute
+    docker: DockerEnv | None = None
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    name: str
+    command: str
+    parameters: Mapping[str, Parameter] = field(default_factory=dict)
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Project:
+    directory: Path
+    name: str | None = None
+    entry_points: Mapping[str, EntryPoint] = field(default_factory=dict)
+    env: EnvSpec = EnvSpec()
+    spec_path: Path | None = None  # None: a directory without an MLproject
+
+    def entry_point(self, name: str) -> EntryPoint:
+        """The named entry point, or a script file run by its interpreter (as MLflow does)."""
+        if name in self.entry_points:
+            return self.entry_points[name]
+        suffix = Path(name).suffix
+        runner = SCRIPT_RUNNERS.get(suffix)
+        if runner is not None:
+            script = self.directory / name
+            if script.is_file():
+                return EntryPoint(name=name, command=f"{runner} {shlex.quote(name)}")
+        raise EntryPointNotFound(name, sorted(self.entry_points) + _scripts_in(self.directory))
+
+
+def _scripts_in(directory: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in directory.iterdir() if p.suffix in SCRIPT_RUNNERS)
+    except OSError:
+        return []
+
+
+def find_mlproject(directory: Path) -> Path | None:
+    """The MLproject file of ``directory``, matched case-insensitively as MLflow does."""
+    for entry in sorted(directory.iterdir()):
+        if entry.name.lower() == MLPROJECT_FILE_NAME and entry.is_file():
+            return entry
+    return None
+
+
+# --- YAML with line numbers -------------------------------------------------------------
+
+
+class _LineDict(dict[Any, Any]):
+    """A mapping that remembers the line of itself and of each key (1-based)."""
+
+    line: int
+    key_lines: dict[Any, int]
+
+
+class _LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """SafeLoader (the C one when available) whose mappings remember their lines."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
+    loader.flatten_mapping(node)
+    result = _LineDict()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise SpecError("mapping keys must be plain values", line=key_node.start_mark.line + 1) from None
+        if key in result:
+            raise SpecError(
+                f"duplicate key {key!r} (first at line {result.key_lines[key]})",
+                line=key_node.start_mark.line + 1,
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_of(mapping: Any, key: Any) -> int | None:
+    if isinstance(mapping, _LineDict):
+        return mapping.key_lines.get(key, mapping.line)
+    return None
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_project(directory: Path | str) -> Project:
+    """Load the project in ``directory``: its MLproject if there is one, else a bare project."""
+    directory = Path(directory).resolve()
+    spec_path = find_mlproject(directory)
+    if spec_path is None:
+        return Project(directory=directory, env=_default_env(directory))
+    try:
+        text = spec_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not valid UTF-8 text ({exc.reason})", spec_path) from exc
+    return parse_project(text, directory=directory, spec_path=spec_path)
+
+
+def parse_project(text: str, *, directory: Path, spec_path: Path) -> Project:
+    """Parse MLproject ``text``; every error names ``spec_path`` and the line."""
+    try:
+        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or str(exc)
+        raise SpecError(f"YAML syntax error: {problem}", spec_path, line) from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"YAML error: {exc}", spec_path) from exc
+    except SpecError as exc:
+        raise SpecError(exc.message, spec_path, exc.line) from exc
+    if doc is None:
+        doc = _LineDict()
+        doc.line, doc.key_lines = 1, {}
+    if not isinstance(doc, dict):
+        raise SpecError(
+            f"expected a mapping at the top level (name, entry_points, ...), "
+            f"got {_kind(doc)}",
+            spec_path,
+            1,
+        )
+    ctx = _Ctx(spec_path, directory)
+    name = doc.get("name")
+    if name is not None and not isinstance(name, (str, int, float)):
+        raise ctx.error(f"'name' must be a string, got {_kind(name)}", doc, "name")
+    entry_points = ctx.entry_points(doc)
+    env = ctx.env(doc)
+    return Project(
+        directory=directory,
+        name=None if name is None else str(name),
+        entry_points=entry_points,
+        env=env,
+        spec_path=spec_path,
+    )
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return f"a boolean ({value})"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _scalar_text(value: Any) -> str | None:
+    """The text of a YAML scalar default, as the user would write it on the command line."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _default_env(directory: Path) -> EnvSpec:
+    for kind, filename in DEFAULT_ENV_FILES.items():
+        candidate = directory / filename
+        if candidate.is_file():
+            return EnvSpec(kind=kind, path=candidate)
+    return EnvSpec()
+
+
+@dataclass
+class _Ctx:
+    path: Path
+    directory: Path
+
+    def error(self, message: str, mapping: Any = None, key: Any = None) -> SpecError:
+        line = _line_of(mapping, key) if mapping is not None else None
+        return SpecError(message, self.path, line)
+
+    def entry_points(self, doc: dict[str, Any]) -> dict[str, EntryPoint]:
+        raw = doc.get("entry_points")
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise self.error(
+                f"'entry_points' must be a mapping of names to entry points, got {_kind(raw)}",
+                doc,
+                "entry_points",
+            )
+        result: dict[str, EntryPoint] = {}
+        for ep_name, body in raw.items():
+            ep_name = str(ep_name)
+            result[ep_name] = self.entry_point(ep_name, body, raw)
+        return result
+
+    def entry_point(self, name: str, body: Any, parent: Any) -> EntryPoint:
+        where = f"entry point {name!r}"
+        if not isinstance(body, dict):
+            raise self.error(
+                f"{where} must be a mapping with 'command' (and optional 'parameters'), "
+                f"got {_kind(body)}",
+                parent,
+                name,
+            )
+        unknown = set(body) - _ENTRY_POINT_KEYS
+        if unknown:
+            key = sorted(unknown, key=str)[0]
+            raise self.error(
+                f"{where}: unknown key {key!r}; expected one of: command, parameters", body, key
+            )
+        command = body.get("command")
+        if not isinstance(command, str) or not command.strip():
+            raise self.error(
+                f"{where}: 'command' must be a non-empty string, got {_kind(command)}",
+                body,
+                "command" if "command" in body else None,
+            )
+        params_raw = body.get("parameters") or {}
+        if not isinstance(params_raw, dict):
+            raise self.error(
+                f"{where}: 'parameters' must be a mapping, got {_kind(params_raw)}",
+                body,
+                "parameters",
+            )
+        params = {
+            str(pname): self.parameter(where, str(pname), spec, params_raw)
+            for pname, spec in params_raw.items()
+        }
+        for placeholder in placeholders(command):
+            if placeholder not in params:
+                declared = ", ".join(params) or "none"
+                raise self.error(
+                    f"{where}: the command uses {{{placeholder}}} but no such parameter is "
+                    f"declared (declared: {declared}); write {{{{ and }}}} for literal braces",
+                    body,
+                    "command",
+                )
+        return EntryPoint(name=name, command=command, parameters=params, line=_line_of(parent, name))
+
+    def parameter(self, where: str, name: str, spec: Any, parent: Any) -> Parameter:
+        line = _line_of(parent, name)
+        here = f"{where}, parameter {name!r}"
+        # MLflow allows the short form `alpha: float` (a type and no default).
+        if isinstance(spec, str):
+            spec = {"type": spec}
+        elif spec is None:
+            spec = {}
+        if not isinstance(spec, dict):
+            raise SpecError(
+                f"{here}: expected a type name or a mapping with type/default, got {_kind(spec)}",
+                self.path,
+                line,
+            )
+        unknown = set(spec) - _PARAM_KEYS
+        if unknown:
+            key = sorted(unknown, key=str)[0]
+            raise self.error(
+                f"{here}: unknown key {key!r}; expected one of: {', '.join(sorted(_PARAM_KEYS))}",
+                spec,
+                key,
+            )
+        type_name = spec.get("type", "string")
+        try:
+            ptype = ParamType(type_name)
+        except ValueError:
+            valid = ", ".join(t.value for t in ParamType)
+            raise self.error(
+                f"{here}: unknown type {type_name!r}; expected one of: {valid}", spec, "type"
+            ) from None
+        default = _scalar_text(spec.get("default"))
+        if "default" in spec and spec["default"] is not None and default is None:
+            raise self.error(
+                f"{here}: the default must be a single value, got {_kind(spec['default'])}",
+                spec,
+                "default",
+            )
+        help_text = spec.get("help")
+        if help_text is not None and not isinstance(help_text, str):
+            raise self.error(f"{here}: 'help' must be a string", spec, "help")
+        numeric = ptype in (ParamType.FLOAT, ParamType.INT)
+        bounds: dict[str, float | None] = {}
+        for bound in ("min", "max"):
+            value = spec.get(bound)
+            if value is None:
+                bounds[bound] = None
+                continue
+            if not numeric:
+                raise self.error(
+                    f"{here}: '{bound}' applies only to float and int parameters", spec, bound
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.error(f"{here}: '{bound}' must be a number, got {_kind(value)}", spec, bound)
+            bounds[bound] = value
+        choices = self.choices(here, ptype, spec)
+        param = Parameter(
+            name=name,
+            type=ptype,
+            default=default,
+            choices=choices,
+            min=bounds["min"],
+            max=bounds["max"],
+            help=help_text,
+            line=line,
+        )
+        # Check the default now (paths are checked at run time: they may be created later).
+        if default is not None and ptype is not ParamType.PATH:
+            try:
+                param.check(default, base_dir=self.directory)
+            except CastError as exc:
+                raise self.error(
+                    f"{here}: the default {default!r} is not {exc.expected}", spec, "default"
+                ) from None
+        return param
+
+    def choices(self, here: str, ptype: ParamType, spec: dict[str, Any]) -> tuple[ParamValue, ...] | None:
+        raw = spec.get("choices")
+        if raw is None:
+            return None
+        if not isinstance(raw, list) or not raw:
+            raise self.error(f"{here}: 'choices' must be a non-empty list", spec, "choices")
+        result: list[ParamValue] = []
+        for item in raw:
+            text = _scalar_text(item)
+            try:
+                if text is None:
+                    raise CastError("a single value")
+                result.append(cast_value(ptype, text, base_dir=self.directory))
+            except CastError as exc:
+                raise self.error(
+                    f"{here}: choice {item!r} is not {exc.expected}", spec, "choices"
+                ) from None
+        return tuple(result)
+
+    def env(self, doc: dict[str, Any]) -> EnvSpec:
+        present = [k for k in ENV_KEYS if doc.get(k) is not None]
+        if len(present) > 1:
+            raise self.error(
+                f"a project may declare only one environment, found: {', '.join(present)}",
+                doc,
+                present[1],
+            )
+        if not present:
+            return _default_env(self.directory)
+        kind = present[0]
+        value = doc[kind]
+        if kind == "docker_env":
+            return EnvSpec(kind=kind, docker=self.docker(value, doc))
+        if not isinstance(value, str) or not value:
+            raise self.error(f"'{kind}' must be a file path, got {_kind(value)}", doc, kind)
+        env_path = (self.directory / value).resolve()
+        if not env_path.is_file():
+            raise self.error(f"'{kind}' names {value}, but no such file exists ({env_path})", doc, kind)
+        return EnvSpec(kind=kind, path=env_path)
+
+    def docker(self, value: Any, doc: dict[str, Any]) -> DockerEnv:
+        if not isinstance(value, dict):
+            raise self.error(f"'docker_env' must be a mapping with 'image', got {_kind(value)}", doc, "docker_env")
+        image = value.get("image")
+        if not isinstance(image, str) or not image:
+            raise self.error("'docker_env' needs an 'image' (a string)", value, "image")
+        volumes = value.get("volumes") or []
+        if not isinstance(volumes, list) or not all(isinstance(v, str) for v in volumes):
+            raise self.error(
+                "docker_env 'volumes' must be a list of strings, e.g. [\"/data:/data\"]",
+                value,
+                "volumes",
+            )
+        env_raw = value.get("environment") or []
+        environment: list[tuple[str, str | None]] = []
+        ok = isinstance(env_raw, list)
+        for item in env_raw if ok else []:
+            if isinstance(item, str):
+                environment.append((item, None))
+            elif isinstance(item, list) and len(item) == 2 and all(isinstance(i, (str, int, float)) for i in item):
+                environment.append((str(item[0]), str(item[1])))
+            else:
+                ok = False
+        if not ok:
+            raise self.error(
+                "docker_env 'environment' must be a list of names (copied from the host) or "
+                "[NAME, value] pairs, e.g. [[\"NEW_VAR\", \"value\"], \"VAR_FROM_HOST\"]",
+                value,
+                "environment",
+            )
+        return DockerEnv(image=image, volumes=tuple(volumes), environment=tuple(environment))

@@ -1,0 +1,125 @@
+"""Tracking entities: plain frozen data, shaped like MLflow's so both sides map one to one."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RunStatus(str, Enum):
+    RUNNING = "RUNNING"
+    SCHEDULED = "SCHEDULED"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    experiment_id: str
+    name: str
+    artifact_location: str
+    lifecycle_stage: str = "active"
+    creation_time: int | None = None
+    last_update_time: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "experiment_id": self.experiment_id,
+            "name": self.name,
+            "artifact_location": self.artifact_location,
+            "lifecycle_stage": self.lifecycle_stage,
+            "creation_time": self.creation_time,
+            "last_update_time": self.last_update_time,
+            "tags": dict(self.tags),
+        }
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    value: float
+    timestamp: int
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    experiment_id: str
+    run_name: str
+    status: RunStatus
+    start_time: int
+    end_time: int | None
+    artifact_uri: str
+    user_id: str = ""
+    lifecycle_stage: str = "active"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "run_name": self.run_name,
+            "status": self.status.value,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "artifact_uri": self.artifact_uri,
+        }
+
+
+@dataclass(frozen=True)
+class RunData:
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # latest value per key
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Run:
+    info: RunInfo
+    data: RunData
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "info": self.info.to_dict(),
+            "data": {
+                "params": dict(self.data.params),
+                "metrics": dict(self.data.metrics),
+                "tags": dict(self.data.tags),
+            },
+        }
+
+
+class SystemTags:
+    """Tag names shared with MLflow, so its clients and UIs understand reprorun's runs."""
+
+    SOURCE_NAME = "mlflow.source.name"
+    SOURCE_TYPE = "mlflow.source.type"
+    GIT_COMMIT = "mlflow.source.git.commit"
+    GIT_REPO_URL = "mlflow.source.git.repoURL"
+    GIT_BRANCH = "mlflow.source.git.branch"
+    LEGACY_GIT_REPO_URL = "mlflow.gitRepoURL"
+    ENTRY_POINT = "mlflow.project.entryPoint"
+    ENV = "mlflow.project.env"
+    BACKEND = "mlflow.project.backend"
+    USER = "mlflow.user"
+    RUN_NAME = "mlflow.runName"
+    LOGGED_MODELS = "mlflow.log-model.history"
+    # reprorun's own
+    GIT_DIRTY = "reprorun.git.dirty"
+    COMMAND = "reprorun.command"
+    VERSION = "reprorun.version"
+    PROJECT_DIR = "reprorun.project.dir"
+    EXIT_CODE = "reprorun.exitCode"
+    LOG_ARTIFACT = "reprorun.log"

@@ -1,0 +1,292 @@
+"""The API for code running inside a run: ``import reprorun; reprorun.log_metric(...)``.
+
+Under ``reprorun run`` the process attaches to the run the runner created (found through
+``REPRORUN_RUN_ID``); the runner owns that run's status. Run by hand, the first call creates
+a run in the default experiment, and it ends FINISHED at exit (FAILED when the ``with``
+block raises).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from reprorun.errors import UserInputError
+from reprorun.tracking.entities import Metric, Run, RunStatus, now_ms
+from reprorun.tracking.store.sql import SqlStore
+
+T = TypeVar("T")
+
+
+class ActiveRun:
+    """The run this process logs to; a context manager that ends the run it created."""
+
+    def __init__(self, run_id: str, store: SqlStore, *, owned: bool):
+        self.run_id = run_id
+        self.store = store
+        self.owned = owned  # created here (not by the runner): we set its final status
+
+    @property
+    def info(self) -> Any:
+        return self.store.get_run(self.run_id).info
+
+    def get_run(self) -> Run:
+        return self.store.get_run(self.run_id)
+
+    def __enter__(self) -> ActiveRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            end_run(RunStatus.FINISHED)
+        elif issubclass(exc_type, KeyboardInterrupt):
+            end_run(RunStatus.KILLED)
+        else:
+            end_run(RunStatus.FAILED)
+
+    def __repr__(self) -> str:
+        return f"<ActiveRun {self.run_id}{' (owned)' if self.owned else ''}>"
+
+
+_active: ActiveRun | None = None
+_lock = threading.RLock()
+_atexit_registered = False
+
+
+def start_run(
+    run_id: str | None = None,
+    *,
+    experiment_name: str | None = None,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+) -> ActiveRun:
+    """Attach to the runner's run (``REPRORUN_RUN_ID``), to ``run_id``, or create a new run."""
+    global _active, _atexit_registered
+    from reprorun.tracking.store import open_store
+
+    with _lock:
+        if _active is not None:
+            return _active
+        store = open_store(tracking_uri or os.environ.get("REPRORUN_TRACKING_URI"))
+        attach_id = run_id or os.environ.get("REPRORUN_RUN_ID")
+        if attach_id:
+            store.get_run(attach_id)  # fails clearly if the id is unknown
+            _active = ActiveRun(attach_id, store, owned=False)
+            return _active
+        name = experiment_name or os.environ.get("REPRORUN_EXPERIMENT_NAME")
+        if name:
+            exp_id = store.get_or_create_experiment(name)
+        else:
+            exp_id = os.environ.get("REPRORUN_EXPERIMENT_ID") or "0"
+        from reprorun.projects.runner import _user
+
+        created = store.create_run(
+            exp_id,
+            run_name=run_name,
+            user_id=_user(),
+            tags={"mlflow.source.type": "LOCAL", "mlflow.source.name": _script_name()},
+        )
+        _active = ActiveRun(created.info.run_id, store, owned=True)
+        if not _atexit_registered:
+            atexit.register(_end_at_exit)
+            _atexit_registered = True
+        return _active
+
+
+def _script_name() -> str:
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return str(Path(path).resolve()) if path else "<interactive>"
+
+
+def _end_at_exit() -> None:
+    # An uncaught exception has already been printed; sys.last_value tells us it happened.
+    failed = getattr(sys, "last_value", None) is not None
+    end_run(RunStatus.FAILED if failed else RunStatus.FINISHED)
+
+
+def end_run(status: RunStatus | str = RunStatus.FINISHED) -> None:
+    """Detach from the active run; a run created here gets its final status."""
+    global _active
+    with _lock:
+        active, _active = _active, None
+    if active is not None and active.owned:
+        active.store.update_run(
+            active.run_id,
+            status=RunStatus(status),
+            end_time=now_ms(),
+            only_if_status=RunStatus.RUNNING,
+        )
+
+
+def active_run() -> ActiveRun | None:
+    return _active
+
+
+def _run() -> ActiveRun:
+    return _active or start_run()
+
+
+# --- params ---------------------------------------------------------------------------------
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def log_param(key: str, value: Any) -> Any:
+    """Log a parameter. Logging the same value again is fine; a different value is an error."""
+    run = _run()
+    run.store.log_batch(run.run_id, params={key: _to_text(value)})
+    return value
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    run = _run()
+    run.store.log_batch(run.run_id, params={k: _to_text(v) for k, v in params.items()})
+
+
+def param(name: str, default: T, type: Any = None) -> T:  # noqa: A002 - mirrors mlflow_param
+    """The value of parameter ``name``, cast to the default's type, logged on the run.
+
+    The value comes from the run (``reprorun run -P name=value``), else from this program's
+    own command line (``-P name=value``, ``--name value`` or ``--name=value``), else the
+    default. The seed workshop's ``mlflow_param('cp', 0.05)``.
+    """
+    run = _run()
+    caster = type or (default.__class__ if default is not None else str)
+    raw = run.store.get_run(run.run_id).data.params.get(name)
+    if raw is None:
+        raw = _from_argv(name, sys.argv[1:])
+    if raw is None:
+        value: Any = default
+    else:
+        value = _cast(name, raw, caster)
+    log_param(name, value)
+    return value  # type: ignore[no-any-return]
+
+
+def _from_argv(name: str, argv: list[str]) -> str | None:
+    found: str | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-P" and i + 1 < len(argv):
+            key, _, value = argv[i + 1].partition("=")
+            if key == name:
+                found = value
+            i += 2
+            continue
+        if arg.startswith("-P") and "=" in arg[2:]:
+            key, _, value = arg[2:].partition("=")
+            if key == name:
+                found = value
+        elif arg == f"--{name}" and i + 1 < len(argv):
+            found = argv[i + 1]
+            i += 2
+            continue
+        elif arg.startswith(f"--{name}="):
+            found = arg.split("=", 1)[1]
+        i += 1
+    return found
+
+
+def _cast(name: str, raw: str, caster: Any) -> Any:
+    from reprorun.projects.params import CastError, ParamType, cast_value
+
+    if caster is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise UserInputError(f"Parameter {name!r}: expected a boolean (true/false), got {raw!r}.")
+    ptype = {int: ParamType.INT, float: ParamType.FLOAT}.get(caster)
+    if ptype is not None:
+        try:
+            return cast_value(ptype, raw, base_dir=Path.cwd())
+        except CastError as exc:
+            raise UserInputError(f"Parameter {name!r}: expected {exc.expected}, got {raw!r}.") from None
+    try:
+        return caster(raw)
+    except (TypeError, ValueError) as exc:
+        raise UserInputError(
+            f"Parameter {name!r}: cannot convert {raw!r} to {getattr(caster, '__name__', caster)}: {exc}"
+        ) from None
+
+
+# --- metrics and tags -----------------------------------------------------------------------
+
+
+def _metric(key: str, value: Any, step: int | None, timestamp: int | None) -> Metric:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"Metric {key!r} must be a number, got {value!r}.") from None
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise UserInputError(f"Metric {key!r}: step must be an integer, got {step!r}.")
+    return Metric(key, number, timestamp if timestamp is not None else now_ms(), step or 0)
+
+
+def log_metric(key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
+    run = _run()
+    run.store.log_batch(run.run_id, metrics=[_metric(key, value, step, timestamp)])
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    run = _run()
+    stamp = now_ms()
+    run.store.log_batch(run.run_id, metrics=[_metric(k, v, step, stamp) for k, v in metrics.items()])
+
+
+def set_tag(key: str, value: Any) -> None:
+    run = _run()
+    run.store.log_batch(run.run_id, tags={key: _to_text(value)})
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    run = _run()
+    run.store.log_batch(run.run_id, tags={k: _to_text(v) for k, v in tags.items()})
+
+
+# --- artifacts ------------------------------------------------------------------------------
+
+
+def get_artifact_uri(artifact_path: str | None = None) -> str:
+    run = _run()
+    uri = run.store.get_run(run.run_id).info.artifact_uri
+    return uri if not artifact_path else f"{uri}/{artifact_path.strip('/')}"
+
+
+def log_artifact(local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+    from reprorun.tracking import artifacts
+
+    artifacts.log_file(get_artifact_uri(), Path(local_path), artifact_path)
+
+
+def log_artifacts(local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+    from reprorun.tracking import artifacts
+
+    artifacts.log_dir(get_artifact_uri(), Path(local_dir), artifact_path)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    from reprorun.tracking import artifacts
+
+    rel = artifacts.safe_relative(artifact_file)
+    dest = artifacts.local_dir(get_artifact_uri()) / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text, encoding="utf-8")

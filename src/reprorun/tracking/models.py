@@ -1,0 +1,125 @@
+"""Models as pickles, with what is needed to load them again: Python and package versions.
+
+A model folder holds ``model.pkl``, an ``MLmodel`` file (MLflow's descriptor format, with a
+``python_function``-free ``reprorun_pickle`` flavor) and a ``requirements.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import platform
+import sys
+import tempfile
+import uuid
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from reprorun.errors import UserInputError
+
+MODEL_FILE = "model.pkl"
+FLAVOR = "reprorun_pickle"
+
+
+def _top_packages(obj: Any) -> dict[str, str]:
+    """Installed versions of the distributions that define the object's classes."""
+    modules = {cls.__module__.split(".")[0] for cls in type(obj).__mro__}
+    modules.discard("builtins")
+    mapping = metadata.packages_distributions()
+    versions: dict[str, str] = {}
+    for module in sorted(modules):
+        for dist in mapping.get(module, []):
+            try:
+                versions[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+    # numpy travels inside most pickled models without being in the MRO.
+    for extra in ("numpy", "scipy"):
+        if extra in sys.modules and extra not in versions:
+            try:
+                versions[extra] = metadata.version(extra)
+            except metadata.PackageNotFoundError:
+                pass
+    return versions
+
+
+def save_model(obj: Any, path: Path, *, run_id: str | None = None, artifact_path: str = "model") -> dict[str, Any]:
+    """Write the model folder at ``path``; returns its description."""
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / MODEL_FILE, "wb") as fh:
+        pickle.dump(obj, fh, protocol=pickle.DEFAULT_PROTOCOL)
+    packages = _top_packages(obj)
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    description = {
+        "artifact_path": artifact_path,
+        "run_id": run_id,
+        "model_uuid": uuid.uuid4().hex,
+        "utc_time_created": created,
+        "flavors": {
+            FLAVOR: {
+                "pickled_model": MODEL_FILE,
+                "pickle_protocol": pickle.DEFAULT_PROTOCOL,
+                "python_version": platform.python_version(),
+                "object_type": f"{type(obj).__module__}.{type(obj).__qualname__}",
+                "packages": packages,
+            }
+        },
+    }
+    import yaml
+
+    (path / "MLmodel").write_text(yaml.safe_dump(description, sort_keys=False), encoding="utf-8")
+    (path / "requirements.txt").write_text(
+        "".join(f"{name}=={version}\n" for name, version in packages.items()), encoding="utf-8"
+    )
+    return description
+
+
+def log_model(obj: Any, artifact_path: str = "model") -> dict[str, Any]:
+    """Pickle ``obj`` into the active run's artifacts under ``artifact_path``."""
+    from reprorun.tracking import artifacts, fluent
+    from reprorun.tracking.entities import SystemTags
+
+    run = fluent._run()
+    rel = artifacts.safe_relative(artifact_path)
+    if not rel.parts:
+        raise UserInputError("log_model needs an artifact path, e.g. log_model(model, 'model').")
+    with tempfile.TemporaryDirectory() as tmp:
+        description = save_model(obj, Path(tmp) / "m", run_id=run.run_id, artifact_path=str(rel))
+        artifacts.log_dir(fluent.get_artifact_uri(), Path(tmp) / "m", str(rel))
+    # MLflow's tag listing a run's models, so MLflow UIs show them too.
+    current = run.store.get_run(run.run_id).data.tags.get(SystemTags.LOGGED_MODELS)
+    history = json.loads(current) if current else []
+    history.append(description)
+    run.store.set_tag(run.run_id, SystemTags.LOGGED_MODELS, json.dumps(history))
+    return description
+
+
+def model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
+    """The local folder of ``runs:/<run_id>/<path>``, ``file://...`` or a plain path."""
+    from reprorun.tracking import artifacts
+
+    if model_uri.startswith("runs:/"):
+        rest = model_uri[len("runs:/") :].strip("/")
+        run_id, _, sub = rest.partition("/")
+        if not run_id:
+            raise UserInputError(f"Model URI {model_uri!r}: expected runs:/<run_id>/<path>.")
+        from reprorun.tracking.store import open_store
+
+        run = open_store(tracking_uri).get_run(run_id)
+        return artifacts.local_dir(run.info.artifact_uri) / artifacts.safe_relative(sub)
+    return artifacts.local_dir(model_uri)
+
+
+def load_model(model_uri: str, tracking_uri: str | None = None) -> Any:
+    """Load a model logged with ``log_model`` (e.g. ``runs:/<run_id>/model``).
+
+    Unpickling runs code from the pickle: load only models you trust.
+    """
+    folder = model_dir(model_uri, tracking_uri)
+    target = folder / MODEL_FILE if folder.is_dir() else folder
+    if not target.is_file():
+        raise UserInputError(f"No model at {model_uri} (looked for {target}).")
+    with open(target, "rb") as fh:
+        return pickle.load(fh)  # noqa: S301 - a model the user logged; documented above

@@ -1,0 +1,65 @@
+"""Tracking stores. ``open_store`` returns the store for a tracking URI, one per process."""
+
+from __future__ import annotations
+
+import threading
+
+from reprorun.config import resolve_tracking
+from reprorun.errors import TrackingError
+from reprorun.tracking.store.sql import (
+    DEFAULT_EXPERIMENT_ID,
+    DEFAULT_EXPERIMENT_NAME,
+    SqlStore,
+)
+
+__all__ = ["DEFAULT_EXPERIMENT_ID", "DEFAULT_EXPERIMENT_NAME", "SqlStore", "close_stores", "open_store"]
+
+_stores: dict[tuple[str, str], SqlStore] = {}
+_lock = threading.Lock()
+
+
+def open_store(tracking_uri: str | None = None) -> SqlStore:
+    """The store for ``tracking_uri`` (or the configured default), opened once per process."""
+    target = resolve_tracking(tracking_uri)
+    key = (target.uri, target.artifact_root)
+    with _lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _open(target.uri, target.sqlite_path, target.artifact_root)
+            _stores[key] = store
+        return store
+
+
+def _open(uri: str, sqlite_path: str | None, artifact_root: str) -> SqlStore:
+    if sqlite_path is not None:
+        import sqlite3
+
+        from reprorun.tracking.store.database import SqliteDatabase
+
+        try:
+            return SqlStore(SqliteDatabase(sqlite_path), artifact_root)
+        except (sqlite3.Error, OSError) as exc:
+            raise TrackingError(
+                f"Cannot open the tracking store {sqlite_path}: {exc}. Check the path and its "
+                "permissions, or choose another with --tracking-uri / REPRORUN_TRACKING_URI."
+            ) from exc
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    from reprorun.tracking.store.database import SqlAlchemyDatabase
+
+    try:
+        return SqlStore(SqlAlchemyDatabase(uri), artifact_root)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        from reprorun.errors import InvalidTrackingUri
+
+        raise InvalidTrackingUri(f"Tracking URI {uri!r} is not a usable database URL: {exc}") from exc
+    except SQLAlchemyError as exc:
+        raise TrackingError(f"Cannot open the tracking store {uri}: {exc}") from exc
+
+
+def close_stores() -> None:
+    """Close every open store (tests; long-lived processes switching stores)."""
+    with _lock:
+        for store in _stores.values():
+            store.close()
+        _stores.clear()

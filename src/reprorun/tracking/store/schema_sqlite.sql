@@ -1,0 +1,82 @@
+-- Generated from reprorun/tracking/store/schema.py by
+--   python -m reprorun.tracking.store.schema > schema_sqlite.sql
+-- schema version 1; do not edit by hand.
+CREATE TABLE experiments (
+	experiment_id INTEGER NOT NULL, 
+	name VARCHAR(256) NOT NULL, 
+	artifact_location VARCHAR(1000) NOT NULL, 
+	lifecycle_stage VARCHAR(32) DEFAULT 'active' NOT NULL, 
+	creation_time BIGINT, 
+	last_update_time BIGINT, 
+	PRIMARY KEY (experiment_id), 
+	UNIQUE (name)
+);
+
+CREATE TABLE schema_version (
+	version INTEGER NOT NULL
+);
+
+CREATE TABLE experiment_tags (
+	experiment_id INTEGER NOT NULL, 
+	"key" VARCHAR(250) NOT NULL, 
+	value VARCHAR(5000), 
+	PRIMARY KEY (experiment_id, "key"), 
+	FOREIGN KEY(experiment_id) REFERENCES experiments (experiment_id)
+);
+
+CREATE TABLE runs (
+	run_uuid VARCHAR(32) NOT NULL, 
+	name VARCHAR(250), 
+	experiment_id INTEGER NOT NULL, 
+	user_id VARCHAR(256), 
+	status VARCHAR(20) NOT NULL, 
+	start_time BIGINT NOT NULL, 
+	end_time BIGINT, 
+	artifact_uri VARCHAR(1000) NOT NULL, 
+	lifecycle_stage VARCHAR(20) DEFAULT 'active' NOT NULL, 
+	PRIMARY KEY (run_uuid), 
+	FOREIGN KEY(experiment_id) REFERENCES experiments (experiment_id)
+);
+
+CREATE INDEX ix_runs_experiment_start ON runs (experiment_id, start_time);
+
+CREATE TABLE latest_metrics (
+	run_uuid VARCHAR(32) NOT NULL, 
+	"key" VARCHAR(250) NOT NULL, 
+	value FLOAT NOT NULL, 
+	is_nan BOOLEAN DEFAULT '0' NOT NULL, 
+	step BIGINT NOT NULL, 
+	timestamp BIGINT NOT NULL, 
+	PRIMARY KEY (run_uuid, "key"), 
+	FOREIGN KEY(run_uuid) REFERENCES runs (run_uuid)
+);
+
+CREATE TABLE metrics (
+	id INTEGER NOT NULL, 
+	run_uuid VARCHAR(32) NOT NULL, 
+	"key" VARCHAR(250) NOT NULL, 
+	value FLOAT NOT NULL, 
+	is_nan BOOLEAN DEFAULT '0' NOT NULL, 
+	step BIGINT NOT NULL, 
+	timestamp BIGINT NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(run_uuid) REFERENCES runs (run_uuid)
+);
+
+CREATE INDEX ix_metrics_run_key_step ON metrics (run_uuid, "key", step);
+
+CREATE TABLE params (
+	run_uuid VARCHAR(32) NOT NULL, 
+	"key" VARCHAR(250) NOT NULL, 
+	value VARCHAR(8000) NOT NULL, 
+	PRIMARY KEY (run_uuid, "key"), 
+	FOREIGN KEY(run_uuid) REFERENCES runs (run_uuid)
+);
+
+CREATE TABLE tags (
+	run_uuid VARCHAR(32) NOT NULL, 
+	"key" VARCHAR(250) NOT NULL, 
+	value VARCHAR(8000), 
+	PRIMARY KEY (run_uuid, "key"), 
+	FOREIGN KEY(run_uuid) REFERENCES runs (run_uuid)
+);
