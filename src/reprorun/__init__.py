@@ -58,7 +58,26 @@ _LAZY = {
     "log_model": _MODELS,
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "ActiveRun",
+    "__version__",
+    "active_run",
+    "end_run",
+    "get_artifact_uri",
+    "load_model",
+    "log_artifact",
+    "log_artifacts",
+    "log_metric",
+    "log_metrics",
+    "log_model",
+    "log_param",
+    "log_params",
+    "log_text",
+    "param",
+    "set_tag",
+    "set_tags",
+    "start_run",
+]
 
 
 def __getattr__(name: str) -> Any:

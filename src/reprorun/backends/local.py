@@ -42,7 +42,9 @@ class LocalBackend(Backend):
 
 
 class LocalSubmittedRun(SubmittedRun):
-    def __init__(self, spec: LaunchSpec, proc: subprocess.Popen[bytes], log_file: Path, grace: float):
+    def __init__(
+        self, spec: LaunchSpec, proc: subprocess.Popen[bytes], log_file: Path, grace: float
+    ):
         self._spec = spec
         self._proc = proc
         self._grace = grace
@@ -50,7 +52,9 @@ class LocalSubmittedRun(SubmittedRun):
         self._final: RunStatus | None = None
         self._cancelled = False
         self._log = open(log_file, "ab")  # noqa: SIM115 - closed by the pump thread
-        self._pump = threading.Thread(target=self._pump_output, name=f"log-{spec.run_id[:8]}", daemon=True)
+        self._pump = threading.Thread(
+            target=self._pump_output, name=f"log-{spec.run_id[:8]}", daemon=True
+        )
         self._pump.start()
         # Not a daemon: the interpreter waits for the run to be recorded before it exits.
         self._monitor = threading.Thread(target=self._supervise, name=f"run-{spec.run_id[:8]}")

@@ -33,7 +33,9 @@ def list_experiments(tracking_uri: str | None, as_json: bool) -> None:
 
 @experiments.command("create")
 @click.argument("name")
-@click.option("--artifact-location", help="Where the experiment's runs keep artifacts (file:// URI).")
+@click.option(
+    "--artifact-location", help="Where the experiment's runs keep artifacts (file:// URI)."
+)
 @tracking_uri_option
 @handle_errors
 def create_experiment(name: str, artifact_location: str | None, tracking_uri: str | None) -> None:

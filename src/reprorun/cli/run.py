@@ -12,16 +12,32 @@ from reprorun.cli import cli, handle_errors, json_option, tracking_uri_option
 
 @cli.command("run")
 @click.argument("uri")
-@click.option("-e", "--entry-point", default="main", show_default=True, help="Entry point name, or a .py/.sh/.R file.")
-@click.option("-P", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter (repeatable).")
-@click.option("--experiment-name", help="Experiment to record in (created if missing) [default: Default].")
+@click.option(
+    "-e",
+    "--entry-point",
+    default="main",
+    show_default=True,
+    help="Entry point name, or a .py/.sh/.R file.",
+)
+@click.option(
+    "-P", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter (repeatable)."
+)
+@click.option(
+    "--experiment-name", help="Experiment to record in (created if missing) [default: Default]."
+)
 @click.option("--experiment-id", help="Experiment id to record in.")
 @click.option("--run-name", help="A name for the run (default: generated).")
 @click.option("--env-manager", help="Environment manager [default: local].")
 @click.option("-b", "--backend", default="local", show_default=True, help="Where to execute.")
-@click.option("--backend-config", type=click.Path(dir_okay=False), help="Backend options (JSON or YAML file).")
+@click.option(
+    "--backend-config", type=click.Path(dir_okay=False), help="Backend options (JSON or YAML file)."
+)
 @tracking_uri_option
-@click.option("--dry-run", is_flag=True, help="Validate and show the resolved parameters and command; run nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate and show the resolved parameters and command; run nothing.",
+)
 @click.option("--help-params", is_flag=True, help="List the entry point's parameters and exit.")
 @json_option
 @handle_errors
@@ -59,7 +75,18 @@ def run_command(
         return
     if as_json:
         raise click.UsageError("--json goes with --dry-run or --help-params.")
-    _run(uri, entry_point, given, experiment_name, experiment_id, run_name, env_manager, backend, backend_config, tracking_uri)
+    _run(
+        uri,
+        entry_point,
+        given,
+        experiment_name,
+        experiment_id,
+        run_name,
+        env_manager,
+        backend,
+        backend_config,
+        tracking_uri,
+    )
 
 
 def _run(
@@ -126,7 +153,9 @@ def _show_plan(uri: str, entry_point: str, given: dict[str, str], as_json: bool)
     click.echo(f"Command      {the_plan.command}")
     source = prov.source_name
     if prov.git_commit:
-        source += f" @ {prov.git_commit[:12]}" + (" (uncommitted changes)" if prov.git_dirty else "")
+        source += f" @ {prov.git_commit[:12]}" + (
+            " (uncommitted changes)" if prov.git_dirty else ""
+        )
     click.echo(f"Source       {source}")
     click.echo("Dry run: nothing was run or recorded.")
 
@@ -167,7 +196,12 @@ def _show_params(uri: str, entry_point: str, as_json: bool) -> None:
         table(
             ["PARAMETER", "TYPE", "DEFAULT", "HELP"],
             [
-                [p.name, p.describe_type(), "(required)" if p.required else str(p.default), p.help or ""]
+                [
+                    p.name,
+                    p.describe_type(),
+                    "(required)" if p.required else str(p.default),
+                    p.help or "",
+                ]
                 for p in ep.parameters.values()
             ],
         )

@@ -19,7 +19,13 @@ def runs() -> None:
 @runs.command("list")
 @click.option("--experiment-name", help="Only this experiment's runs.")
 @click.option("--experiment-id", help="Only this experiment's runs.")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1), help="At most this many runs.")
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="At most this many runs.",
+)
 @tracking_uri_option
 @json_option
 @handle_errors
@@ -42,7 +48,9 @@ def list_runs(
         exp = store.get_experiment_by_name(experiment_name)
         if exp is None:
             names = ", ".join(e.name for e in store.list_experiments())
-            raise ResourceNotFound(f"No experiment named {experiment_name!r}. Experiments: {names}.")
+            raise ResourceNotFound(
+                f"No experiment named {experiment_name!r}. Experiments: {names}."
+            )
         ids = [exp.experiment_id]
     elif experiment_id:
         ids = [store.get_experiment(experiment_id).experiment_id]
@@ -69,7 +77,13 @@ def list_runs(
 
 @runs.command("show")
 @click.argument("run_id")
-@click.option("--log-lines", default=20, show_default=True, type=click.IntRange(min=0), help="Lines of the log to show.")
+@click.option(
+    "--log-lines",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Lines of the log to show.",
+)
 @tracking_uri_option
 @json_option
 @handle_errors
@@ -129,7 +143,10 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
                     f"  {model.get('artifact_path')}/  {flavor}  {spec.get('object_type', '')}  "
                     f"python {spec.get('python_version', '?')}  {packages}".rstrip()
                 )
-                click.echo(f"    load with: reprorun.load_model(\"runs:/{info.run_id}/{model.get('artifact_path')}\")")
+                click.echo(
+                    f"    load with: reprorun.load_model("
+                    f'"runs:/{info.run_id}/{model.get("artifact_path")}")'
+                )
     files = [f for f in list_artifacts(info.artifact_uri, recursive=True) if not f.is_dir]
     click.echo(click.style("Artifacts", bold=True))
     key_values([(f.path, f"{f.file_size} bytes") for f in files])

@@ -244,11 +244,9 @@ def render_command(template: str, params: Sequence[ResolvedParam]) -> str:
     values = {p.name: p.text for p in params if p.declared}
 
     def substitute(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token == "{{":
-            return "{"
-        if token == "}}":
-            return "}"
+        matched = match.group(0)
+        if matched in ("{{", "}}"):
+            return matched[0]
         return shlex.quote(values[match.group(1)])
 
     command = _PLACEHOLDER_RE.sub(substitute, template)

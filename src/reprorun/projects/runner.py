@@ -102,7 +102,7 @@ def run(
     run_name: str | None = None,
     tracking_uri: str | None = None,
     *,
-    echo: Echo | None | bool = True,
+    echo: Echo | bool | None = True,
 ) -> SubmittedRun:
     """Run a project and record it: the counterpart of ``mlflow.projects.run``.
 
@@ -248,7 +248,7 @@ def _child_env(
     return env
 
 
-def _echo(echo: Echo | None | bool) -> Echo | None:
+def _echo(echo: Echo | bool | None) -> Echo | None:
     if echo is True:
         out = sys.stdout
         buffer = getattr(out, "buffer", None)

@@ -121,7 +121,9 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict
         try:
             hash(key)
         except TypeError:
-            raise SpecError("mapping keys must be plain values", line=key_node.start_mark.line + 1) from None
+            raise SpecError(
+                "mapping keys must be plain values", line=key_node.start_mark.line + 1
+            ) from None
         if key in result:
             raise SpecError(
                 f"duplicate key {key!r} (first at line {result.key_lines[key]})",
@@ -175,8 +177,7 @@ def parse_project(text: str, *, directory: Path, spec_path: Path) -> Project:
         doc.line, doc.key_lines = 1, {}
     if not isinstance(doc, dict):
         raise SpecError(
-            f"expected a mapping at the top level (name, entry_points, ...), "
-            f"got {_kind(doc)}",
+            f"expected a mapping at the top level (name, entry_points, ...), got {_kind(doc)}",
             spec_path,
             1,
         )
@@ -291,7 +292,9 @@ class _Ctx:
                     body,
                     "command",
                 )
-        return EntryPoint(name=name, command=command, parameters=params, line=_line_of(parent, name))
+        return EntryPoint(
+            name=name, command=command, parameters=params, line=_line_of(parent, name)
+        )
 
     def parameter(self, where: str, name: str, spec: Any, parent: Any) -> Parameter:
         line = _line_of(parent, name)
@@ -345,7 +348,9 @@ class _Ctx:
                     f"{here}: '{bound}' applies only to float and int parameters", spec, bound
                 )
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise self.error(f"{here}: '{bound}' must be a number, got {_kind(value)}", spec, bound)
+                raise self.error(
+                    f"{here}: '{bound}' must be a number, got {_kind(value)}", spec, bound
+                )
             bounds[bound] = value
         choices = self.choices(here, ptype, spec)
         param = Parameter(
@@ -368,7 +373,9 @@ class _Ctx:
                 ) from None
         return param
 
-    def choices(self, here: str, ptype: ParamType, spec: dict[str, Any]) -> tuple[ParamValue, ...] | None:
+    def choices(
+        self, here: str, ptype: ParamType, spec: dict[str, Any]
+    ) -> tuple[ParamValue, ...] | None:
         raw = spec.get("choices")
         if raw is None:
             return None
@@ -405,12 +412,18 @@ class _Ctx:
             raise self.error(f"'{kind}' must be a file path, got {_kind(value)}", doc, kind)
         env_path = (self.directory / value).resolve()
         if not env_path.is_file():
-            raise self.error(f"'{kind}' names {value}, but no such file exists ({env_path})", doc, kind)
+            raise self.error(
+                f"'{kind}' names {value}, but no such file exists ({env_path})", doc, kind
+            )
         return EnvSpec(kind=kind, path=env_path)
 
     def docker(self, value: Any, doc: dict[str, Any]) -> DockerEnv:
         if not isinstance(value, dict):
-            raise self.error(f"'docker_env' must be a mapping with 'image', got {_kind(value)}", doc, "docker_env")
+            raise self.error(
+                f"'docker_env' must be a mapping with 'image', got {_kind(value)}",
+                doc,
+                "docker_env",
+            )
         image = value.get("image")
         if not isinstance(image, str) or not image:
             raise self.error("'docker_env' needs an 'image' (a string)", value, "image")
@@ -427,14 +440,18 @@ class _Ctx:
         for item in env_raw if ok else []:
             if isinstance(item, str):
                 environment.append((item, None))
-            elif isinstance(item, list) and len(item) == 2 and all(isinstance(i, (str, int, float)) for i in item):
+            elif (
+                isinstance(item, list)
+                and len(item) == 2
+                and all(isinstance(i, (str, int, float)) for i in item)
+            ):
                 environment.append((str(item[0]), str(item[1])))
             else:
                 ok = False
         if not ok:
             raise self.error(
                 "docker_env 'environment' must be a list of names (copied from the host) or "
-                "[NAME, value] pairs, e.g. [[\"NEW_VAR\", \"value\"], \"VAR_FROM_HOST\"]",
+                '[NAME, value] pairs, e.g. [["NEW_VAR", "value"], "VAR_FROM_HOST"]',
                 value,
                 "environment",
             )

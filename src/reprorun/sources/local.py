@@ -56,7 +56,8 @@ def resolve_source(uri: str, *, cwd: Path | None = None) -> ResolvedSource:
     if not path.is_dir():
         raise SourceNotFound(
             f"Project URI {uri!r} is a file, not a project directory. To run a script, give its "
-            f"directory and the script as the entry point: reprorun run {path.parent} -e {path.name}"
+            "directory and the script as the entry point: "
+            f"reprorun run {path.parent} -e {path.name}"
         )
     directory = path.resolve()
     return ResolvedSource(directory, git_info(directory))
@@ -80,7 +81,10 @@ def git_info(directory: Path) -> Provenance:
         return plain  # not a checkout, or a repository without commits
     toplevel, commit, branch = Path(lines[0]), lines[1], lines[2]
     remote = subprocess.run(
-        ["git", "config", "--get", "remote.origin.url"], cwd=directory, capture_output=True, text=True
+        ["git", "config", "--get", "remote.origin.url"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     status = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=normal"],

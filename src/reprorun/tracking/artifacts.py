@@ -35,7 +35,8 @@ def safe_relative(artifact_path: str | None) -> PurePosixPath:
     path = PurePosixPath(artifact_path.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts:
         raise UserInputError(
-            f"Invalid artifact path {artifact_path!r}: it must be relative and must not contain '..'."
+            f"Invalid artifact path {artifact_path!r}: "
+            "it must be relative and must not contain '..'."
         )
     return path
 
@@ -63,7 +64,9 @@ def log_dir(artifact_uri: str, local_dir_path: Path | str, artifact_path: str | 
     return str(rel)
 
 
-def list_artifacts(artifact_uri: str, path: str | None = None, *, recursive: bool = False) -> list[FileInfo]:
+def list_artifacts(
+    artifact_uri: str, path: str | None = None, *, recursive: bool = False
+) -> list[FileInfo]:
     root = local_dir(artifact_uri)
     base = root / safe_relative(path)
     if not base.is_dir():

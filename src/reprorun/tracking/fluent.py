@@ -159,7 +159,7 @@ def log_params(params: Mapping[str, Any]) -> None:
     run.store.log_batch(run.run_id, params={k: _to_text(v) for k, v in params.items()})
 
 
-def param(name: str, default: T, type: Any = None) -> T:  # noqa: A002 - mirrors mlflow_param
+def param(name: str, default: T, type: Any = None) -> T:
     """The value of parameter ``name``, cast to the default's type, logged on the run.
 
     The value comes from the run (``reprorun run -P name=value``), else from this program's
@@ -219,12 +219,15 @@ def _cast(name: str, raw: str, caster: Any) -> Any:
         try:
             return cast_value(ptype, raw, base_dir=Path.cwd())
         except CastError as exc:
-            raise UserInputError(f"Parameter {name!r}: expected {exc.expected}, got {raw!r}.") from None
+            raise UserInputError(
+                f"Parameter {name!r}: expected {exc.expected}, got {raw!r}."
+            ) from None
     try:
         return caster(raw)
     except (TypeError, ValueError) as exc:
         raise UserInputError(
-            f"Parameter {name!r}: cannot convert {raw!r} to {getattr(caster, '__name__', caster)}: {exc}"
+            f"Parameter {name!r}: cannot convert {raw!r} "
+            f"to {getattr(caster, '__name__', caster)}: {exc}"
         ) from None
 
 
@@ -241,7 +244,9 @@ def _metric(key: str, value: Any, step: int | None, timestamp: int | None) -> Me
     return Metric(key, number, timestamp if timestamp is not None else now_ms(), step or 0)
 
 
-def log_metric(key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
+def log_metric(
+    key: str, value: float, step: int | None = None, timestamp: int | None = None
+) -> None:
     run = _run()
     run.store.log_batch(run.run_id, metrics=[_metric(key, value, step, timestamp)])
 
@@ -249,7 +254,9 @@ def log_metric(key: str, value: float, step: int | None = None, timestamp: int |
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     run = _run()
     stamp = now_ms()
-    run.store.log_batch(run.run_id, metrics=[_metric(k, v, step, stamp) for k, v in metrics.items()])
+    run.store.log_batch(
+        run.run_id, metrics=[_metric(k, v, step, stamp) for k, v in metrics.items()]
+    )
 
 
 def set_tag(key: str, value: Any) -> None:

@@ -6,6 +6,7 @@ A model folder holds ``model.pkl``, an ``MLmodel`` file (MLflow's descriptor for
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import platform
@@ -38,14 +39,14 @@ def _top_packages(obj: Any) -> dict[str, str]:
     # numpy travels inside most pickled models without being in the MRO.
     for extra in ("numpy", "scipy"):
         if extra in sys.modules and extra not in versions:
-            try:
+            with contextlib.suppress(metadata.PackageNotFoundError):
                 versions[extra] = metadata.version(extra)
-            except metadata.PackageNotFoundError:
-                pass
     return versions
 
 
-def save_model(obj: Any, path: Path, *, run_id: str | None = None, artifact_path: str = "model") -> dict[str, Any]:
+def save_model(
+    obj: Any, path: Path, *, run_id: str | None = None, artifact_path: str = "model"
+) -> dict[str, Any]:
     """Write the model folder at ``path``; returns its description."""
     path.mkdir(parents=True, exist_ok=True)
     with open(path / MODEL_FILE, "wb") as fh:

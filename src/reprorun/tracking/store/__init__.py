@@ -12,7 +12,13 @@ from reprorun.tracking.store.sql import (
     SqlStore,
 )
 
-__all__ = ["DEFAULT_EXPERIMENT_ID", "DEFAULT_EXPERIMENT_NAME", "SqlStore", "close_stores", "open_store"]
+__all__ = [
+    "DEFAULT_EXPERIMENT_ID",
+    "DEFAULT_EXPERIMENT_NAME",
+    "SqlStore",
+    "close_stores",
+    "open_store",
+]
 
 _stores: dict[tuple[str, str], SqlStore] = {}
 _lock = threading.Lock()
@@ -52,7 +58,9 @@ def _open(uri: str, sqlite_path: str | None, artifact_root: str) -> SqlStore:
     except (ArgumentError, NoSuchModuleError) as exc:
         from reprorun.errors import InvalidTrackingUri
 
-        raise InvalidTrackingUri(f"Tracking URI {uri!r} is not a usable database URL: {exc}") from exc
+        raise InvalidTrackingUri(
+            f"Tracking URI {uri!r} is not a usable database URL: {exc}"
+        ) from exc
     except SQLAlchemyError as exc:
         raise TrackingError(f"Cannot open the tracking store {uri}: {exc}") from exc
 

@@ -144,7 +144,11 @@ class SqlStore:
                 "last_update_time) VALUES (:n, '', 'active', :t, :t)",
                 {"n": name, "t": t},
             )
-            exp_id = str(conn.fetch("SELECT experiment_id FROM experiments WHERE name = :n", {"n": name})[0][0])
+            exp_id = str(
+                conn.fetch("SELECT experiment_id FROM experiments WHERE name = :n", {"n": name})[0][
+                    0
+                ]
+            )
             location = artifact_location or _join(self.artifact_root, exp_id)
             conn.execute(
                 "UPDATE experiments SET artifact_location = :loc WHERE experiment_id = :id",
@@ -159,7 +163,11 @@ class SqlStore:
         return self.db.write(create)
 
     def get_experiment(self, experiment_id: str) -> Experiment:
-        exp = self.db.read(lambda c: self._experiments(c, "WHERE experiment_id = :id", {"id": _exp_int(experiment_id)}))
+        exp = self.db.read(
+            lambda c: self._experiments(
+                c, "WHERE experiment_id = :id", {"id": _exp_int(experiment_id)}
+            )
+        )
         if not exp:
             raise ResourceNotFound(f"No experiment with id {experiment_id!r}.")
         return exp[0]
@@ -170,7 +178,9 @@ class SqlStore:
 
     def list_experiments(self) -> list[Experiment]:
         return self.db.read(
-            lambda c: self._experiments(c, "WHERE lifecycle_stage = 'active' ORDER BY experiment_id", {})
+            lambda c: self._experiments(
+                c, "WHERE lifecycle_stage = 'active' ORDER BY experiment_id", {}
+            )
         )
 
     def get_or_create_experiment(self, name: str) -> str:
@@ -184,7 +194,9 @@ class SqlStore:
             assert found is not None
             return found.experiment_id
 
-    def _experiments(self, conn: Connection, where: str, params: Mapping[str, Any]) -> list[Experiment]:
+    def _experiments(
+        self, conn: Connection, where: str, params: Mapping[str, Any]
+    ) -> list[Experiment]:
         rows = conn.fetch(
             "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, "
             f"last_update_time FROM experiments {where}",
@@ -234,7 +246,8 @@ class SqlStore:
 
         def create(conn: Connection) -> str:
             rows = conn.fetch(
-                "SELECT artifact_location, lifecycle_stage FROM experiments WHERE experiment_id = :id",
+                "SELECT artifact_location, lifecycle_stage FROM experiments "
+                "WHERE experiment_id = :id",
                 {"id": _exp_int(experiment_id)},
             )
             if not rows:
@@ -274,9 +287,13 @@ class SqlStore:
         if len(prefix) == 32:
             return prefix
         if len(prefix) < 4 or not all(c in "0123456789abcdef" for c in prefix):
-            raise ResourceNotFound(f"No run with id {prefix!r} (give the full id or at least 4 hex digits).")
+            raise ResourceNotFound(
+                f"No run with id {prefix!r} (give the full id or at least 4 hex digits)."
+            )
         rows = self.db.read(
-            lambda c: c.fetch("SELECT run_uuid FROM runs WHERE run_uuid LIKE :p LIMIT 3", {"p": prefix + "%"})
+            lambda c: c.fetch(
+                "SELECT run_uuid FROM runs WHERE run_uuid LIKE :p LIMIT 3", {"p": prefix + "%"}
+            )
         )
         if not rows:
             raise ResourceNotFound(f"No run id starts with {prefix!r}.")
@@ -284,9 +301,7 @@ class SqlStore:
             raise ResourceNotFound(f"Run id prefix {prefix!r} is ambiguous; give more digits.")
         return str(rows[0][0])
 
-    def search_runs(
-        self, experiment_ids: Sequence[str], *, max_results: int = 1000
-    ) -> list[Run]:
+    def search_runs(self, experiment_ids: Sequence[str], *, max_results: int = 1000) -> list[Run]:
         """Active runs of the experiments, newest first."""
         if not experiment_ids:
             return []
@@ -328,8 +343,12 @@ class SqlStore:
             values["guard"] = only_if_status.value
 
         def update(conn: Connection) -> bool:
-            changed = conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_uuid = :id{guard}", values)
-            if not changed and not conn.fetch("SELECT 1 FROM runs WHERE run_uuid = :id", {"id": run_id}):
+            changed = conn.execute(
+                f"UPDATE runs SET {', '.join(sets)} WHERE run_uuid = :id{guard}", values
+            )
+            if not changed and not conn.fetch(
+                "SELECT 1 FROM runs WHERE run_uuid = :id", {"id": run_id}
+            ):
                 raise ResourceNotFound(f"No run with id {run_id!r}.")
             if changed and run_name is not None:
                 self._write_tags(conn, run_id, {SystemTags.RUN_NAME: run_name})
@@ -361,7 +380,8 @@ class SqlStore:
             ):
                 data[rid].tags[key] = value
             for rid, key, value, is_nan in conn.fetch(
-                f'SELECT run_uuid, "key", value, is_nan FROM latest_metrics WHERE run_uuid IN ({in_list})',
+                'SELECT run_uuid, "key", value, is_nan FROM latest_metrics '
+                f"WHERE run_uuid IN ({in_list})",
                 names,
             ):
                 data[rid].metrics[key] = math.nan if is_nan else float(value)
@@ -420,8 +440,8 @@ class SqlStore:
         if not params:
             return
         names = {f"k{i}": k for i, k in enumerate(params)}
-        existing = dict(
-            conn.fetch(
+        existing: dict[str, str] = dict(
+            conn.fetch(  # type: ignore[arg-type]
                 f'SELECT "key", value FROM params WHERE run_uuid = :id AND "key" IN '
                 f"({', '.join(':' + n for n in names)})",
                 {"id": run_id, **names},
@@ -491,7 +511,9 @@ def _exp_int(experiment_id: str) -> int:
     try:
         return int(experiment_id)
     except (TypeError, ValueError):
-        raise ResourceNotFound(f"No experiment with id {experiment_id!r} (ids are integers).") from None
+        raise ResourceNotFound(
+            f"No experiment with id {experiment_id!r} (ids are integers)."
+        ) from None
 
 
 def _check_key(key: str, kind: str) -> None:
@@ -503,15 +525,43 @@ def _check_items(items: Mapping[str, str], max_value: int, kind: str) -> None:
     for key, value in items.items():
         _check_key(key, kind)
         if not isinstance(value, str):
-            raise UserInputError(f"The {kind} {key!r} must be a string, got {type(value).__name__}.")
+            raise UserInputError(
+                f"The {kind} {key!r} must be a string, got {type(value).__name__}."
+            )
         if len(value) > max_value:
             raise UserInputError(
                 f"The {kind} {key!r} is {len(value)} characters long; the limit is {max_value}."
             )
 
 
-_ADJECTIVES = ("bold", "calm", "eager", "gentle", "keen", "lucid", "merry", "nimble", "quiet", "swift", "tidy", "witty")
-_NOUNS = ("ash", "brook", "cedar", "dune", "fern", "grove", "heron", "iris", "lark", "moss", "oak", "reef")
+_ADJECTIVES = (
+    "bold",
+    "calm",
+    "eager",
+    "gentle",
+    "keen",
+    "lucid",
+    "merry",
+    "nimble",
+    "quiet",
+    "swift",
+    "tidy",
+    "witty",
+)
+_NOUNS = (
+    "ash",
+    "brook",
+    "cedar",
+    "dune",
+    "fern",
+    "grove",
+    "heron",
+    "iris",
+    "lark",
+    "moss",
+    "oak",
+    "reef",
+)
 
 
 def _generated_name(run_id: str) -> str:

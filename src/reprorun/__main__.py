@@ -1,0 +1,5 @@
+"""``python -m reprorun``: the same as the ``reprorun`` command."""
+
+from reprorun.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""Shared fixtures: every test gets its own reprorun home and a clean environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reprorun.tracking.store import close_stores
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IRIS = REPO_ROOT / "examples" / "iris"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No REPRORUN_*/MLFLOW_* from the outside; a fresh REPRORUN_HOME; stores closed after."""
+    for key in list(os.environ):
+        if key.startswith(("REPRORUN_", "MLFLOW_")):
+            monkeypatch.delenv(key)
+    home = tmp_path_factory.mktemp("reprorun-home")
+    monkeypatch.setenv("REPRORUN_HOME", str(home))
+    yield home
+    close_stores()
+
+
+@pytest.fixture
+def home(clean_environ: Path) -> Path:
+    return clean_environ
+
+
+def reprorun_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real `reprorun` command in a subprocess (the installed console script's code)."""
+    return subprocess.run(
+        [sys.executable, "-m", "reprorun", *args],
+        cwd=cwd,
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def make_project(root: Path, mlproject: str, files: dict[str, str] | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "MLproject").write_text(mlproject)
+    for name, text in (files or {}).items():
+        (root / name).write_text(text)
+    return root
