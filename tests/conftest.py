@@ -17,7 +17,9 @@ IRIS = REPO_ROOT / "examples" / "iris"
 
 
 @pytest.fixture(autouse=True)
-def clean_environ(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def clean_environ(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """No REPRORUN_*/MLFLOW_* from the outside; a fresh REPRORUN_HOME; stores closed after."""
     for key in list(os.environ):
         if key.startswith(("REPRORUN_", "MLFLOW_")):
@@ -33,7 +35,9 @@ def home(clean_environ: Path) -> Path:
     return clean_environ
 
 
-def reprorun_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def reprorun_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the real `reprorun` command in a subprocess (the installed console script's code)."""
     return subprocess.run(
         [sys.executable, "-m", "reprorun", *args],

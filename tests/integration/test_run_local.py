@@ -38,7 +38,15 @@ def test_iris_example_records_everything(home: Path) -> None:
     run = only_run(home)
     info, data = run["info"], run["data"]
     assert set(run) == {"info", "data"}
-    assert set(info) == {"run_id", "experiment_id", "run_name", "status", "start_time", "end_time", "artifact_uri"}
+    assert set(info) == {
+        "run_id",
+        "experiment_id",
+        "run_name",
+        "status",
+        "start_time",
+        "end_time",
+        "artifact_uri",
+    }
     assert info["status"] == "FINISHED"
     assert info["end_time"] >= info["start_time"]
     assert info["artifact_uri"].startswith("file://")
@@ -53,7 +61,14 @@ def test_iris_example_records_everything(home: Path) -> None:
 
     show = reprorun_cli("runs", "show", info["run_id"][:8])
     assert show.returncode == 0, show.stderr
-    for expected in ("FINISHED", "accuracy", "max_depth", "model/model.pkl", "logs/run.log", "reprorun_pickle"):
+    for expected in (
+        "FINISHED",
+        "accuracy",
+        "max_depth",
+        "model/model.pkl",
+        "logs/run.log",
+        "reprorun_pickle",
+    ):
         assert expected in show.stdout
 
     artifacts = Path(info["artifact_uri"][len("file://") :])
@@ -67,7 +82,9 @@ def test_iris_example_records_everything(home: Path) -> None:
 
 
 def test_failing_command_marks_run_failed(home: Path, tmp_path: Path) -> None:
-    project = make_project(tmp_path / "p", "entry_points:\n  main:\n    command: 'echo about to fail; exit 3'\n")
+    project = make_project(
+        tmp_path / "p", "entry_points:\n  main:\n    command: 'echo about to fail; exit 3'\n"
+    )
     result = reprorun_cli("run", str(project))
     assert result.returncode == 1
     assert "FAILED" in result.stderr
@@ -85,7 +102,9 @@ def test_failing_command_marks_run_failed(home: Path, tmp_path: Path) -> None:
         (["-P", "noequals"], "expected KEY=VALUE"),
     ],
 )
-def test_bad_parameters_exit_2_and_leave_no_run(home: Path, tmp_path: Path, params: list[str], message: str) -> None:
+def test_bad_parameters_exit_2_and_leave_no_run(
+    home: Path, tmp_path: Path, params: list[str], message: str
+) -> None:
     project = make_project(
         tmp_path / "p",
         "entry_points:\n  main:\n    parameters:\n      n: int\n"
@@ -106,12 +125,19 @@ def test_every_bad_parameter_is_listed_at_once(home: Path, tmp_path: Path) -> No
     )
     result = reprorun_cli("run", str(project), "-P", "a=1.5", "-P", "b=fast", "-P", "c=z")
     assert result.returncode == 2
-    for name in ("a: expected an integer, got '1.5'", "b: expected a float, got 'fast'", "c: expected one of x, y"):
+    for name in (
+        "a: expected an integer, got '1.5'",
+        "b: expected a float, got 'fast'",
+        "c: expected one of x, y",
+    ):
         assert name in result.stderr
 
 
 def test_unknown_entry_point_and_missing_uri(home: Path, tmp_path: Path) -> None:
-    project = make_project(tmp_path / "p", "entry_points:\n  train:\n    command: 'true'\n  evaluate:\n    command: 'true'\n")
+    project = make_project(
+        tmp_path / "p",
+        "entry_points:\n  train:\n    command: 'true'\n  evaluate:\n    command: 'true'\n",
+    )
     result = reprorun_cli("run", str(project), "-e", "predict")
     assert result.returncode == 2
     assert "Unknown entry point 'predict'" in result.stderr
@@ -130,8 +156,12 @@ def test_malformed_mlproject_names_file_and_line(home: Path, tmp_path: Path) -> 
     assert "YAML syntax error" in result.stderr
 
 
-@pytest.mark.parametrize("value", ["x; touch pwned", "$(touch pwned)", "`touch pwned`", "a b 'c' \"d\"", "--flag"])
-def test_parameter_values_reach_the_program_as_one_literal_argument(home: Path, tmp_path: Path, value: str) -> None:
+@pytest.mark.parametrize(
+    "value", ["x; touch pwned", "$(touch pwned)", "`touch pwned`", "a b 'c' \"d\"", "--flag"]
+)
+def test_parameter_values_reach_the_program_as_one_literal_argument(
+    home: Path, tmp_path: Path, value: str
+) -> None:
     project = make_project(
         tmp_path / "p",
         "entry_points:\n  main:\n    parameters:\n      s: string\n    command: 'python echo_args.py {s}'\n",
@@ -148,7 +178,9 @@ def test_scripts_without_mlproject_and_undeclared_params(home: Path, tmp_path: P
     project.mkdir()
     (project / "echo_args.py").write_text(ECHO_ARGS)
     (project / "hello.sh").write_text('echo "hello $1 $2" > out.txt\n')
-    assert reprorun_cli("run", str(project), "-e", "echo_args.py", "-P", "alpha=0.5").returncode == 0
+    assert (
+        reprorun_cli("run", str(project), "-e", "echo_args.py", "-P", "alpha=0.5").returncode == 0
+    )
     assert json.loads((project / "argv.json").read_text()) == ["--alpha", "0.5"]
     assert reprorun_cli("run", str(project), "-e", "hello.sh", "-P", "who=you").returncode == 0
     assert (project / "out.txt").read_text() == "hello --who you\n"
@@ -205,10 +237,16 @@ def test_git_provenance_with_dirty_flag_and_no_credentials(home: Path, tmp_path:
     project = make_project(repo / "sub" / "proj", "entry_points:\n  main:\n    command: 'true'\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q", "-b", "trunk", str(repo)], check=True)
-    subprocess.run([*git, "remote", "add", "origin", "https://user:s3cret@example.com/org/repo.git"], cwd=repo, check=True)
+    subprocess.run(
+        [*git, "remote", "add", "origin", "https://user:s3cret@example.com/org/repo.git"],
+        cwd=repo,
+        check=True,
+    )
     subprocess.run([*git, "add", "."], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "init"], cwd=repo, check=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
 
     assert reprorun_cli("run", str(project)).returncode == 0
     tags = only_run(home)["data"]["tags"]
@@ -260,8 +298,11 @@ def test_two_runs_started_at_once_both_land(home: Path, tmp_path: Path) -> None:
         {"train.py": train},
     )
     procs = [
-        subprocess.Popen([sys.executable, "-m", "reprorun", "run", str(project), "-P", f"k={k}"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-m", "reprorun", "run", str(project), "-P", f"k={k}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for k in range(2)
     ]
     for proc in procs:
@@ -269,7 +310,9 @@ def test_two_runs_started_at_once_both_land(home: Path, tmp_path: Path) -> None:
         assert proc.returncode == 0, err
     runs = json.loads(reprorun_cli("runs", "list", "--json").stdout)
     assert sorted(r["data"]["params"]["k"] for r in runs) == ["0", "1"]
-    assert all(r["info"]["status"] == "FINISHED" and r["data"]["metrics"] == {"m": 19} for r in runs)
+    assert all(
+        r["info"]["status"] == "FINISHED" and r["data"]["metrics"] == {"m": 19} for r in runs
+    )
 
 
 def test_dry_run_shows_plan_and_touches_nothing(home: Path, tmp_path: Path) -> None:
@@ -300,13 +343,24 @@ def test_experiments_and_tracking_uri_override(home: Path, tmp_path: Path) -> No
     store = tmp_path / "elsewhere" / "store.db"
     uri = f"sqlite:///{store}"
     project = make_project(tmp_path / "p", "entry_points:\n  main:\n    command: 'true'\n")
-    assert reprorun_cli("experiments", "create", "tuning", "--tracking-uri", uri).stdout.strip() == "1"
+    assert (
+        reprorun_cli("experiments", "create", "tuning", "--tracking-uri", uri).stdout.strip() == "1"
+    )
     dup = reprorun_cli("experiments", "create", "tuning", "--tracking-uri", uri)
     assert dup.returncode == 2 and "already exists" in dup.stderr
-    assert reprorun_cli("run", str(project), "--experiment-name", "tuning", "--tracking-uri", uri).returncode == 0
+    assert (
+        reprorun_cli(
+            "run", str(project), "--experiment-name", "tuning", "--tracking-uri", uri
+        ).returncode
+        == 0
+    )
     env = {**os.environ, "REPRORUN_TRACKING_URI": uri}
-    runs = json.loads(reprorun_cli("runs", "list", "--experiment-name", "tuning", "--json", env=env).stdout)
+    runs = json.loads(
+        reprorun_cli("runs", "list", "--experiment-name", "tuning", "--json", env=env).stdout
+    )
     assert len(runs) == 1 and runs[0]["info"]["experiment_id"] == "1"
     assert not (home / "store.db").exists()
-    names = [e["name"] for e in json.loads(reprorun_cli("experiments", "list", "--json", env=env).stdout)]
+    names = [
+        e["name"] for e in json.loads(reprorun_cli("experiments", "list", "--json", env=env).stdout)
+    ]
     assert names == ["Default", "tuning"]

@@ -206,7 +206,10 @@ def test_resolve_reports_every_problem_at_once():
     }
     with pytest.raises(ParameterError) as info:
         resolve_parameters(
-            params, {"alpha": "abc", "n": "2.5", "k": "9"}, cwd=BASE, project_dir=BASE,
+            params,
+            {"alpha": "abc", "n": "2.5", "k": "9"},
+            cwd=BASE,
+            project_dir=BASE,
             entry_point="main",
         )
     err = info.value
@@ -329,9 +332,7 @@ def test_render_quotes_injection_literally():
 
 
 def test_render_braces_and_shell_variables():
-    command = render_command(
-        "echo {{literal}} ${HOME} {{{a}}} $x", [declared("a", "v")]
-    )
+    command = render_command("echo {{literal}} ${HOME} {{{a}}} $x", [declared("a", "v")])
     assert command == "echo {literal} ${HOME} {v} $x"
 
 

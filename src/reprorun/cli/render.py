@@ -56,10 +56,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
     out = Table(box=None, header_style="bold", pad_edge=False)
     for header in headers:
-        out.add_column(header, overflow="fold", no_wrap=header.endswith("ID"))
+        no_wrap = header.endswith("ID") or header == "STARTED"
+        out.add_column(header, overflow="fold", no_wrap=no_wrap)
     for row in rows:
         out.add_row(*row)
-    Console(soft_wrap=False).print(out)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=10_000)  # piped: never wrap, the natural width is the width
+    console.print(out)
 
 
 def key_values(pairs: Sequence[tuple[str, str]], indent: int = 2) -> None:

@@ -31,8 +31,8 @@ class ParamType(str, Enum):
     URI = "uri"
 
 
-_INT_RE = re.compile(r"[+-]?\d+")
-_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _EXPECTED = {
     ParamType.FLOAT: "a float",
     ParamType.INT: "an integer",
@@ -82,6 +82,8 @@ def _local_path(raw: str, base_dir: Path) -> Path:
         raise CastError(_EXPECTED[ParamType.PATH])
     parsed = urlparse(raw)
     if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost") or not parsed.path:
+            raise CastError(f"{_EXPECTED[ParamType.PATH]} (file:///absolute/path, no host)")
         candidate = Path(unquote(parsed.path))
     elif parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive, not a scheme
         raise CastError(

@@ -300,10 +300,10 @@ class _Ctx:
         line = _line_of(parent, name)
         here = f"{where}, parameter {name!r}"
         # MLflow allows the short form `alpha: float` (a type and no default).
-        if isinstance(spec, str):
-            spec = {"type": spec}
-        elif spec is None:
-            spec = {}
+        if isinstance(spec, str) or spec is None:
+            short = _LineDict({"type": spec} if spec is not None else {})
+            short.line, short.key_lines = line or 1, {"type": line or 1}
+            spec = short
         if not isinstance(spec, dict):
             raise SpecError(
                 f"{here}: expected a type name or a mapping with type/default, got {_kind(spec)}",

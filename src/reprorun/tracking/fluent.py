@@ -48,7 +48,7 @@ class ActiveRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
+        if exc_type is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
             end_run(RunStatus.FINISHED)
         elif issubclass(exc_type, KeyboardInterrupt):
             end_run(RunStatus.KILLED)

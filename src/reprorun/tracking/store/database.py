@@ -45,6 +45,25 @@ class Database(Protocol):
     def close(self) -> None: ...
 
 
+def enable_wal(raw: Any, timeout: float) -> None:
+    """Switch to WAL (persistent in the file). Switching needs a moment with no other
+    connection busy, and SQLite does not wait for it on the busy timeout: retry."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mode = raw.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raw.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class _SqliteConnection:
     def __init__(self, raw: Any):
         self._raw = raw
@@ -81,7 +100,7 @@ class SqliteDatabase:
         self._raw.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         self._raw.execute("PRAGMA foreign_keys = ON")
         if path != ":memory:":
-            self._raw.execute("PRAGMA journal_mode = WAL")
+            enable_wal(self._raw, timeout)
             self._raw.execute("PRAGMA synchronous = NORMAL")
 
     def _conn(self) -> Any:
@@ -156,7 +175,7 @@ class SqlAlchemyDatabase:
             def _connect(dbapi_conn: Any, _record: Any) -> None:
                 dbapi_conn.isolation_level = None
                 dbapi_conn.execute("PRAGMA busy_timeout = 60000")
-                dbapi_conn.execute("PRAGMA journal_mode = WAL")
+                enable_wal(dbapi_conn, 60.0)
 
             @event.listens_for(self.engine, "begin")
             def _begin(conn: Any) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from reprorun.errors import (
@@ -85,7 +85,7 @@ class SqlStore:
 
     def _create_schema(self) -> None:
         if isinstance(self.db, SqliteDatabase):
-            ddl = resources.files(__package__).joinpath("schema_sqlite.sql").read_text("utf-8")
+            ddl = (Path(__file__).parent / "schema_sqlite.sql").read_text("utf-8")
             statements = [s.strip() for s in ddl.split(";\n") if s.strip()]
 
             def create(conn: Connection) -> None:

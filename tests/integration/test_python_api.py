@@ -1,0 +1,136 @@
+"""`reprorun.projects.run` (the workshop's mlflow_run) and the in-run API used by hand."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import reprorun.projects
+from reprorun.errors import ParameterError, UnknownNameError, UserInputError
+from reprorun.tracking.entities import RunStatus
+from reprorun.tracking.store import open_store
+from tests.conftest import make_project
+
+
+def test_synchronous_run_returns_a_finished_submitted_run(home: Path, tmp_path: Path) -> None:
+    project = make_project(
+        tmp_path / "p",
+        "entry_points:\n  main:\n    parameters:\n      n: {type: int, default: 2}\n    command: 'echo n={n}'\n",
+    )
+    chunks: list[bytes] = []
+    submitted = reprorun.projects.run(
+        str(project), parameters={"n": 5}, experiment_name="api", echo=chunks.append
+    )
+    assert submitted.get_status() is RunStatus.FINISHED
+    assert submitted.wait() is True
+    assert b"n=5" in b"".join(chunks)
+    run = open_store().get_run(submitted.run_id)
+    assert run.data.params == {"n": "5"}
+    assert open_store().get_experiment(run.info.experiment_id).name == "api"
+
+
+def test_asynchronous_run_can_be_cancelled(home: Path, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", "entry_points:\n  main:\n    command: 'sleep 300'\n")
+    submitted = reprorun.projects.run(
+        str(project), synchronous=False, echo=False, backend_config={"stop_grace_seconds": 2}
+    )
+    assert submitted.get_status() is RunStatus.RUNNING
+    started = time.monotonic()
+    submitted.cancel()
+    assert time.monotonic() - started < 10
+    assert submitted.get_status() is RunStatus.KILLED
+    assert submitted.wait() is False
+    assert open_store().get_run(submitted.run_id).info.status is RunStatus.KILLED
+
+
+def test_cancel_after_finish_keeps_finished(home: Path, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", "entry_points:\n  main:\n    command: 'true'\n")
+    submitted = reprorun.projects.run(str(project), synchronous=False, echo=False)
+    assert submitted.wait() is True
+    submitted.cancel()
+    assert submitted.get_status() is RunStatus.FINISHED
+
+
+def test_bad_input_raises_before_any_run_exists(home: Path, tmp_path: Path) -> None:
+    project = make_project(
+        tmp_path / "p",
+        "entry_points:\n  main:\n    parameters:\n      n: int\n    command: 'true'\n",
+    )
+    with pytest.raises(ParameterError) as excinfo:
+        reprorun.projects.run(str(project), parameters={"n": "x"})
+    assert excinfo.value.problems[0].name == "n"
+    with pytest.raises(UnknownNameError, match="Valid choices: local"):
+        reprorun.projects.run(str(project), parameters={"n": 1}, backend="nowhere")
+    with pytest.raises(UnknownNameError, match="env manager"):
+        reprorun.projects.run(str(project), parameters={"n": 1}, env_manager="nope")
+    with pytest.raises(UserInputError, match="not both"):
+        reprorun.projects.run(
+            str(project), parameters={"n": 1}, experiment_id="0", experiment_name="x"
+        )
+    with pytest.raises(UserInputError, match="stop_grace_seconds"):
+        reprorun.projects.run(str(project), parameters={"n": 1}, backend_config={"nope": 1})
+    assert open_store().search_runs(["0"]) == []
+
+
+def test_backend_config_file(home: Path, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", "entry_points:\n  main:\n    command: 'true'\n")
+    config = tmp_path / "local.json"
+    config.write_text(json.dumps({"stop_grace_seconds": 1}))
+    assert reprorun.projects.run(str(project), backend_config=str(config), echo=False).wait()
+    config.write_text("[1, 2]")
+    with pytest.raises(UserInputError, match="mapping"):
+        reprorun.projects.run(str(project), backend_config=str(config), echo=False)
+
+
+SCRIPT_BY_HAND = """
+import sys
+import reprorun
+with reprorun.start_run(run_name="by-hand") as run:
+    cp = reprorun.param("cp", 0.05)
+    depth = reprorun.param("maxdepth", 3)
+    reprorun.log_metrics({"a": 1.0, "b": 2.0}, step=3)
+    reprorun.log_model({"weights": [cp, depth]}, "model")
+    print(run.run_id)
+    if "--fail" in sys.argv:
+        raise SystemExit("boom")
+"""
+
+
+def test_user_code_run_by_hand_creates_and_ends_its_own_run(home: Path, tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT_BY_HAND)
+    done = subprocess.run(
+        [sys.executable, str(script), "-P", "cp=0.02", "--maxdepth", "5"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    run_id = done.stdout.strip()
+    run = open_store().get_run(run_id)
+    assert run.info.status is RunStatus.FINISHED
+    assert run.info.run_name == "by-hand"
+    assert run.data.params == {"cp": "0.02", "maxdepth": "5"}
+    assert run.data.metrics == {"a": 1.0, "b": 2.0}
+    assert run.data.tags["mlflow.source.type"] == "LOCAL"
+    import reprorun
+
+    assert reprorun.load_model(f"runs:/{run_id}/model") == {"weights": [0.02, 5]}
+
+    failed = subprocess.run([sys.executable, str(script), "--fail"], capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert open_store().get_run(failed.stdout.strip()).info.status is RunStatus.FAILED
+
+
+def test_param_with_a_value_that_does_not_cast_is_a_clear_error(home: Path, tmp_path: Path) -> None:
+    script = tmp_path / "t.py"
+    script.write_text("import reprorun\nreprorun.param('depth', 3)\n")
+    result = subprocess.run(
+        [sys.executable, str(script), "--depth", "deep"], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "Parameter 'depth': expected an integer, got 'deep'" in result.stderr
