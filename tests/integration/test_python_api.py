@@ -95,6 +95,9 @@ with reprorun.start_run(run_name="by-hand") as run:
     depth = reprorun.param("maxdepth", 3)
     reprorun.log_metrics({"a": 1.0, "b": 2.0}, step=3)
     reprorun.log_model({"weights": [cp, depth]}, "model")
+    open("notes.txt", "w").write("hello")
+    reprorun.log_artifact("notes.txt", "docs")
+    reprorun.log_artifacts(".", "all")
     print(run.run_id)
     if "--fail" in sys.argv:
         raise SystemExit("boom")
@@ -109,6 +112,7 @@ def test_user_code_run_by_hand_creates_and_ends_its_own_run(home: Path, tmp_path
         capture_output=True,
         text=True,
         check=True,
+        cwd=tmp_path,
     )
     run_id = done.stdout.strip()
     run = open_store().get_run(run_id)
@@ -120,8 +124,14 @@ def test_user_code_run_by_hand_creates_and_ends_its_own_run(home: Path, tmp_path
     import reprorun
 
     assert reprorun.load_model(f"runs:/{run_id}/model") == {"weights": [0.02, 5]}
+    artifacts = Path(run.info.artifact_uri[len("file://") :])
+    assert (artifacts / "docs" / "notes.txt").read_text() == "hello"
+    assert (artifacts / "all" / "train.py").read_text() == SCRIPT_BY_HAND
+    assert "python_version" in (artifacts / "model" / "MLmodel").read_text()
 
-    failed = subprocess.run([sys.executable, str(script), "--fail"], capture_output=True, text=True)
+    failed = subprocess.run(
+        [sys.executable, str(script), "--fail"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert failed.returncode == 1
     assert open_store().get_run(failed.stdout.strip()).info.status is RunStatus.FAILED
 

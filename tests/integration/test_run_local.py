@@ -263,7 +263,10 @@ def test_git_provenance_with_dirty_flag_and_no_credentials(home: Path, tmp_path:
     assert latest["data"]["tags"]["reprorun.git.dirty"] == "true"
 
 
-def test_sigterm_kills_the_whole_process_group_and_marks_killed(home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_kills_the_whole_process_group_and_marks_killed(
+    home: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
     project = make_project(
         tmp_path / "p",
         "entry_points:\n  main:\n    command: 'sleep 300 & echo $! > child.pid; echo started; wait'\n",
@@ -279,9 +282,9 @@ def test_sigterm_kills_the_whole_process_group_and_marks_killed(home: Path, tmp_
         assert time.monotonic() < deadline, "the command never started"
         time.sleep(0.05)
     grandchild = int((project / "child.pid").read_text())
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)  # what Ctrl-C (SIGINT) or a `kill` (SIGTERM) delivers
     _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert proc.returncode == 128 + sig, stderr
     assert "KILLED" in stderr
     assert only_run(home)["info"]["status"] == "KILLED"
     with pytest.raises(ProcessLookupError):

@@ -59,8 +59,18 @@ def log_dir(artifact_uri: str, local_dir_path: Path | str, artifact_path: str | 
     if not src.is_dir():
         raise UserInputError(f"Cannot log artifacts from {src}: no such directory.")
     rel = safe_relative(artifact_path)
-    dest = local_dir(artifact_uri) / rel
-    shutil.copytree(src, dest, dirs_exist_ok=True)
+    dest = (local_dir(artifact_uri) / rel).resolve()
+    # List first, and skip the destination itself: logging a folder that contains the store
+    # (e.g. the working directory) must not copy the artifacts into themselves.
+    files = [
+        f for f in sorted(src.resolve().rglob("*")) if f.is_file() and not f.is_relative_to(dest)
+    ]
+    root = src.resolve()
+    for file in files:
+        target = dest / file.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, target)
+    dest.mkdir(parents=True, exist_ok=True)
     return str(rel)
 
 
