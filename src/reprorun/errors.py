@@ -14,6 +14,7 @@
     │   ├── ParamConflict         re-logging a parameter with a different value
     │   └── StoreVersionError     a store written by a newer reprorun
     ├── ExecutionError            the run could not be launched or supervised
+    │   └── RunFailed             a synchronous run ended FAILED (as MLflow raises)
     └── RunInterrupted            Ctrl-C / SIGTERM stopped a run; it is recorded as KILLED
 
 Library code raises these; only the CLI turns them into messages and exit codes.
@@ -136,6 +137,14 @@ class ExecutionError(ReprorunError):
     """The run could not be launched or supervised."""
 
 
+class RunFailed(ExecutionError):
+    """A synchronous run whose command exited non-zero."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        super().__init__(f"Run {run_id} failed (reprorun runs show {run_id} has its log).")
+
+
 class RunInterrupted(ReprorunError):
     """The user stopped a synchronous run with a signal; the run is recorded as KILLED."""
 
@@ -155,6 +164,7 @@ __all__ = [
     "ReprorunError",
     "ResourceAlreadyExists",
     "ResourceNotFound",
+    "RunFailed",
     "RunInterrupted",
     "SourceNotFound",
     "SpecError",

@@ -144,3 +144,34 @@ def test_param_with_a_value_that_does_not_cast_is_a_clear_error(home: Path, tmp_
     )
     assert result.returncode == 1
     assert "Parameter 'depth': expected an integer, got 'deep'" in result.stderr
+
+
+def test_synchronous_failure_raises_like_mlflow(home: Path, tmp_path: Path) -> None:
+    from reprorun.errors import RunFailed
+
+    project = make_project(tmp_path / "p", "entry_points:\n  main:\n    command: 'exit 4'\n")
+    with pytest.raises(RunFailed) as excinfo:
+        reprorun.projects.run(str(project), echo=False)
+    assert open_store().get_run(excinfo.value.run_id).info.status is RunStatus.FAILED
+
+
+def test_nul_characters_in_parameters_are_refused(home: Path, tmp_path: Path) -> None:
+    project = make_project(
+        tmp_path / "p",
+        "entry_points:\n  main:\n    parameters:\n      s: string\n    command: 'true'\n",
+    )
+    with pytest.raises(ParameterError, match="without NUL"):
+        reprorun.projects.run(str(project), parameters={"s": "a\x00b", "t": "c\x00"}, echo=False)
+    assert open_store().search_runs(["0"]) == []
+
+
+def test_keyboard_interrupt_by_hand_records_killed(home: Path, tmp_path: Path) -> None:
+    script = tmp_path / "t.py"
+    script.write_text(
+        "import reprorun\nprint(reprorun.start_run().run_id, flush=True)\nraise KeyboardInterrupt\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode != 0
+    assert open_store().get_run(result.stdout.strip()).info.status is RunStatus.KILLED

@@ -33,6 +33,10 @@ def only_run(home: Path) -> dict:
 def test_iris_example_records_everything(home: Path) -> None:
     result = reprorun_cli("run", str(IRIS), "-P", "max_depth=3", "-P", "ccp_alpha=0.01")
     assert result.returncode == 0, result.stderr
+    assert (
+        "declares python_env (python_env.yaml); this run uses the current interpreter"
+        in result.stderr
+    )
     assert "accuracy=" in result.stdout  # the child's output reached the terminal
 
     run = only_run(home)
@@ -257,13 +261,21 @@ def test_git_provenance_with_dirty_flag_and_no_credentials(home: Path, tmp_path:
     assert tags["reprorun.git.dirty"] == "false"
     assert "s3cret" not in json.dumps(tags)
 
+    (repo / "elsewhere.txt").write_text("outside the project folder: not this run's code")
+    assert reprorun_cli("run", str(project)).returncode == 0
+    latest = json.loads(reprorun_cli("runs", "list", "--json").stdout)[0]
+    assert latest["data"]["tags"]["reprorun.git.dirty"] == "false"
+    assert latest["data"]["tags"]["mlflow.gitBranchName"] == "trunk"
+
     (project / "new.txt").write_text("uncommitted")
     assert reprorun_cli("run", str(project)).returncode == 0
     latest = json.loads(reprorun_cli("runs", "list", "--json").stdout)[0]
     assert latest["data"]["tags"]["reprorun.git.dirty"] == "true"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"]
+)
 def test_a_signal_kills_the_whole_process_group_and_marks_killed(
     home: Path, tmp_path: Path, sig: signal.Signals
 ) -> None:
@@ -367,3 +379,41 @@ def test_experiments_and_tracking_uri_override(home: Path, tmp_path: Path) -> No
         e["name"] for e in json.loads(reprorun_cli("experiments", "list", "--json", env=env).stdout)
     ]
     assert names == ["Default", "tuning"]
+
+
+def test_param_of_another_type_than_the_logged_text_does_not_clash(
+    home: Path, tmp_path: Path
+) -> None:
+    # The runner logs "5"; the code asks for a float: 5.0 in the code, no ParamConflict.
+    project = tmp_path / "bare"
+    project.mkdir()
+    (project / "train.py").write_text(
+        "import reprorun\nlr = reprorun.param('lr', 0.1)\nassert lr == 5.0 and isinstance(lr, float)\n"
+    )
+    result = reprorun_cli("run", str(project), "-e", "train.py", "-P", "lr=5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert only_run(home)["data"]["params"] == {"lr": "5"}
+
+
+def test_subdirectory_suffix_on_a_local_uri(home: Path, tmp_path: Path) -> None:
+    make_project(tmp_path / "repo" / "proj", "entry_points:\n  main:\n    command: 'echo in-sub'\n")
+    result = reprorun_cli("run", f"{tmp_path / 'repo'}#proj")
+    assert result.returncode == 0, result.stderr
+    assert "in-sub" in result.stdout
+    escape = reprorun_cli("run", f"{tmp_path / 'repo'}#../..")
+    assert escape.returncode == 2 and "leaves" in escape.stderr
+
+
+def test_unusable_stores_are_clear_errors(home: Path, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", "entry_points:\n  main:\n    command: 'true'\n")
+    no_driver = reprorun_cli("run", str(project), "--tracking-uri", "mysql://u@127.0.0.1/db")
+    assert no_driver.returncode == 2, no_driver.stderr
+    assert "database driver that is not installed" in no_driver.stderr
+    assert "Traceback" not in no_driver.stderr
+
+    env = {**os.environ, "REPRORUN_ARTIFACT_ROOT": "/proc/no-such-place"}
+    no_folder = reprorun_cli("run", str(project), env=env)
+    assert no_folder.returncode == 1
+    assert "Cannot create the run's artifact folder" in no_folder.stderr
+    assert "Traceback" not in no_folder.stderr
+    assert only_run(home)["info"]["status"] == "FAILED"

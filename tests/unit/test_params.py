@@ -377,3 +377,29 @@ def test_property_extras_round_trip(pairs):
     params = [extra(k, v) for k, v in pairs]
     expected = ["prog"] + [item for k, v in pairs for item in ("--" + k, v)]
     assert shlex.split(render_command("prog", params)) == expected
+
+
+# --- placeholders inside the template's own quotes ------------------------------------------
+
+QUOTED_TEMPLATE = "prog {a} '{a}' \"{a}\" \"--m={a} end\" 'x{a}y'"
+
+
+@given(st.text().filter(lambda s: "\x00" not in s))
+def test_values_stay_literal_inside_template_quotes(value: str) -> None:
+    rendered = render_command(QUOTED_TEMPLATE, [ResolvedParam("a", value, value, "cli", True)])
+    assert shlex.split(rendered) == ["prog", value, value, value, f"--m={value} end", f"x{value}y"]
+
+
+def test_quoted_placeholder_injection_runs_nothing(tmp_path: Path) -> None:
+    import subprocess
+
+    value = f"$(touch {tmp_path}/i1)x; touch {tmp_path}/i2 `touch {tmp_path}/i3`"
+    rendered = render_command(
+        QUOTED_TEMPLATE.replace("prog", "printf '%s\\n'"),
+        [ResolvedParam("a", value, value, "cli", True)],
+    )
+    out = subprocess.run(
+        ["bash", "-c", rendered], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[0] == value
+    assert list(tmp_path.iterdir()) == []

@@ -193,21 +193,8 @@ def test_not_utf8(tmp_path):
         ("entry_points:\n  main: echo hi\n", 2, "entry point 'main'"),
         ("entry_points:\n  main:\n    parameters: {}\n", 3, "'command'"),  # body start
         ("entry_points:\n  main:\n    command: '  '\n", 3, "'command'"),
-        ("entry_points:\n  main:\n    command: echo\n    cmd: x\n", 4, "unknown key 'cmd'"),
         ("entry_points:\n  main:\n    parameters: [a, b]\n    command: echo\n", 3, "'parameters'"),
         ("entry_points:\n  main:\n    parameters:\n      a: 3\n    command: echo\n", 4, "'a'"),
-        (
-            "entry_points:\n  main:\n    parameters:\n      a:\n        type: floaty\n"
-            "    command: echo\n",
-            5,
-            "unknown type 'floaty'",
-        ),
-        (
-            "entry_points:\n  main:\n    parameters:\n      a:\n        type: int\n"
-            "        dflt: 3\n    command: echo\n",
-            6,
-            "unknown key 'dflt'",
-        ),
         (
             "entry_points:\n  main:\n    parameters:\n      a:\n        default: [1, 2]\n"
             "    command: echo\n",
@@ -240,12 +227,60 @@ def test_structure_errors_name_file_and_line(tmp_path, text, line, fragment):
     assert fragment in err.message
 
 
-def test_unknown_type_in_short_form_names_the_line(tmp_path):
-    # `alpha: floaty` (short form) must be located like the long form `type: floaty`.
-    text = "entry_points:\n  main:\n    parameters:\n      alpha: floaty\n    command: echo\n"
-    err = spec_error(tmp_path, text)
-    assert err.line == 4
-    assert "unknown type 'floaty'" in err.message
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        (
+            "entry_points:\n  main:\n    command: echo\n    cmd: x\n",
+            4,
+            "ignoring unknown key 'cmd'",
+        ),
+        (
+            "entry_points:\n  main:\n    parameters:\n      alpha: floaty\n    command: echo\n",
+            4,
+            "unknown type 'floaty' treated as string",
+        ),
+        (
+            "entry_points:\n  main:\n    parameters:\n      a:\n        type: floaty\n    command: echo\n",
+            5,
+            "unknown type 'floaty'",
+        ),
+        (
+            "entry_points:\n  main:\n    parameters:\n      a:\n        type: int\n        description: x\n    command: echo\n",
+            6,
+            "ignoring unknown key 'description'",
+        ),
+    ],
+)
+def test_what_mlflow_ignores_is_accepted_with_a_located_warning(tmp_path, text, line, fragment):
+    # MLflow ignores unknown keys and passes unknown types through: existing projects must load.
+    (tmp_path / "MLproject").write_text(text)
+    project = load_project(tmp_path)
+    [warning] = project.warnings
+    assert warning.startswith(f"{tmp_path / 'MLproject'}:{line}: ")
+    assert fragment in warning
+
+
+@pytest.mark.parametrize(
+    ("alias", "expected"),
+    [("str", "string"), ("integer", "int"), ("double", "float"), ("Float", "float")],
+)
+def test_type_aliases(tmp_path, alias, expected):
+    (tmp_path / "MLproject").write_text(
+        f"entry_points:\n  main:\n    parameters:\n      a: {alias}\n    command: echo\n"
+    )
+    project = load_project(tmp_path)
+    assert project.entry_points["main"].parameters["a"].type.value == expected
+    assert project.warnings == ()
+
+
+def test_format_specs_are_refused(tmp_path):
+    err = spec_error(
+        tmp_path,
+        "entry_points:\n  main:\n    parameters:\n      x: float\n    command: echo {x:.2f}\n",
+    )
+    assert err.line == 5
+    assert "{x:.2f}" in err.message
 
 
 @pytest.mark.parametrize(

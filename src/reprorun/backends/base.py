@@ -44,8 +44,8 @@ class SubmittedRun(abc.ABC):
     def get_status(self) -> RunStatus: ...
 
     @abc.abstractmethod
-    def cancel(self) -> None:
-        """Stop the run (its whole process tree) and mark it KILLED."""
+    def cancel(self, force: bool = False) -> None:
+        """Stop the run (its whole process tree) and mark it KILLED; ``force``: at once."""
 
 
 @dataclass(frozen=True)

@@ -118,10 +118,13 @@ class LocalSubmittedRun(SubmittedRun):
             return self._final
         return self._spec.store.get_run(self.run_id).info.status
 
-    def cancel(self) -> None:
-        """SIGTERM the process group, SIGKILL it after the grace period, mark the run KILLED."""
+    def cancel(self, force: bool = False) -> None:
+        """SIGTERM the process group, SIGKILL it after the grace period (at once with
+        ``force``), mark the run KILLED."""
         if self._proc.poll() is None:
             self._cancelled = True
+            if force:
+                self._signal_group(signal.SIGKILL)
             self._signal_group(signal.SIGTERM)
             try:
                 self._proc.wait(timeout=self._grace)

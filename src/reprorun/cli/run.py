@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from reprorun.cli import cli, handle_errors, json_option, tracking_uri_option
+
+if TYPE_CHECKING:
+    from reprorun.backends.base import SubmittedRun
 
 
 @cli.command("run")
@@ -101,39 +105,44 @@ def _run(
     backend_config: str | None,
     tracking_uri: str | None,
 ) -> None:
-    from reprorun.errors import RunInterrupted
-    from reprorun.projects.runner import run, wait_interruptibly
-    from reprorun.tracking.entities import RunStatus
+    from reprorun.errors import RunFailed, RunInterrupted
+    from reprorun.projects.runner import run
 
     started = time.monotonic()
-    submitted = run(
-        uri,
-        entry_point,
-        given,
-        experiment_id=experiment_id,
-        experiment_name=experiment_name,
-        env_manager=env_manager,
-        backend=backend,
-        backend_config=backend_config,
-        synchronous=False,
-        run_name=run_name,
-        tracking_uri=tracking_uri,
-    )
-    click.echo(f"reprorun: run {submitted.run_id} started", err=True)
+
+    def announce(submitted: SubmittedRun) -> None:
+        click.echo(f"reprorun: run {submitted.run_id} started", err=True)
+
+    def finished(run_id: str, status: str) -> None:
+        elapsed = time.monotonic() - started
+        click.echo(
+            f"reprorun: run {run_id} {status} in {elapsed:.1f}s (reprorun runs show {run_id})",
+            err=True,
+        )
+
     try:
-        wait_interruptibly(submitted)
+        submitted = run(
+            uri,
+            entry_point,
+            given,
+            experiment_id=experiment_id,
+            experiment_name=experiment_name,
+            env_manager=env_manager,
+            backend=backend,
+            backend_config=backend_config,
+            synchronous=True,
+            run_name=run_name,
+            tracking_uri=tracking_uri,
+            on_submit=announce,
+            on_warning=lambda text: click.echo(f"reprorun: warning: {text}", err=True),
+        )
     except RunInterrupted as exc:
-        click.echo(f"reprorun: run {submitted.run_id} KILLED (signal {exc.signum})", err=True)
+        finished(exc.run_id, f"KILLED (signal {exc.signum})")
         sys.exit(128 + exc.signum)
-    status = submitted.get_status()
-    elapsed = time.monotonic() - started
-    click.echo(
-        f"reprorun: run {submitted.run_id} {status.value} in {elapsed:.1f}s "
-        f"(reprorun runs show {submitted.run_id})",
-        err=True,
-    )
-    if status is not RunStatus.FINISHED:
+    except RunFailed as exc:
+        finished(exc.run_id, "FAILED")
         sys.exit(1)
+    finished(submitted.run_id, submitted.get_status().value)
 
 
 def _show_plan(uri: str, entry_point: str, given: dict[str, str], as_json: bool) -> None:
@@ -141,6 +150,8 @@ def _show_plan(uri: str, entry_point: str, given: dict[str, str], as_json: bool)
     from reprorun.projects.runner import plan
 
     the_plan = plan(uri, entry_point, given)
+    for warning in the_plan.project.warnings:
+        click.echo(f"reprorun: warning: {warning}", err=True)
     if as_json:
         echo_json(the_plan.to_dict())
         return

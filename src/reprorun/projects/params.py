@@ -205,6 +205,8 @@ def resolve_parameters(
     resolved: list[ResolvedParam] = []
     for name, param in declared.items():
         source: Source
+        if name in given and "\x00" in given[name]:
+            continue  # reported below with the undeclared ones
         if name in given:
             raw, source, base = given[name], "cli", cwd
         elif param.default is not None:
@@ -219,16 +221,20 @@ def resolve_parameters(
             problems.append(ParamProblem(name, exc.expected, given_text))
             continue
         resolved.append(ResolvedParam(name, value, format_value(value), source, True))
+    for name, raw in given.items():
+        if "\x00" in raw or "\x00" in name:
+            problems.append(ParamProblem(name, "text without NUL characters", raw))
+        elif name not in declared:
+            resolved.append(ResolvedParam(name, raw, raw, "extra", False))
     if problems:
         raise ParameterError(problems, entry_point)
-    for name, raw in given.items():
-        if name not in declared:
-            resolved.append(ResolvedParam(name, raw, raw, "extra", False))
     return resolved
 
 
 # A placeholder is {name} not preceded by '$' (so shell ${VAR} stays shell syntax).
 _PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|(?<!\$)\{([^{}\s.\[\]!:'\"$]+)\}")
+# {name:spec} and {name!r}: str.format features MLflow templates could use; refused at load.
+FORMAT_SPEC_RE = re.compile(r"(?<!\$)\{([A-Za-z_][\w-]*)[:!][^{}]*\}")
 
 
 def placeholders(template: str) -> list[str]:
@@ -236,22 +242,49 @@ def placeholders(template: str) -> list[str]:
     return [m.group(1) for m in _PLACEHOLDER_RE.finditer(template) if m.group(1)]
 
 
+def _quote_state(text: str, state: str) -> str:
+    """The shell quoting state ('', "'" or '"') after ``text``, starting in ``state``."""
+    escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif state == "'":
+            if char == "'":
+                state = ""
+        elif char == "\\":
+            escaped = True
+        elif state == '"':
+            if char == '"':
+                state = ""
+        elif char in "'\"":
+            state = char
+    return state
+
+
 def render_command(template: str, params: Sequence[ResolvedParam]) -> str:
     """Fill the template with shell-quoted values and append undeclared ones as --key value.
 
     The template is shell syntax by contract; every substituted value is quoted, so no
-    parameter value can become shell code. ``{{`` and ``}}`` are literal braces, as in
+    parameter value can become shell code, even where the template puts the placeholder
+    inside quotes (``'{x}'`` or ``"--msg={x}"``): there the surrounding quote is closed, the
+    quoted value inserted, and the quote reopened. ``{{`` and ``}}`` are literal braces, as in
     ``str.format`` (what MLflow uses).
     """
     values = {p.name: p.text for p in params if p.declared}
-
-    def substitute(match: re.Match[str]) -> str:
-        matched = match.group(0)
-        if matched in ("{{", "}}"):
-            return matched[0]
-        return shlex.quote(values[match.group(1)])
-
-    command = _PLACEHOLDER_RE.sub(substitute, template)
+    parts: list[str] = []
+    state, position = "", 0
+    for match in _PLACEHOLDER_RE.finditer(template):
+        literal = template[position : match.start()]
+        state = _quote_state(literal, state)
+        parts.append(literal)
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            parts.append(token[0])
+        else:
+            parts.append(state + shlex.quote(values[match.group(1)]) + state)
+        position = match.end()
+    parts.append(template[position:])
+    command = "".join(parts)
     extras = [
         f"{shlex.quote('--' + p.name)} {shlex.quote(p.text)}" for p in params if not p.declared
     ]

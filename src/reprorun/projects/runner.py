@@ -6,20 +6,20 @@ run only after the plan is complete, so bad input never leaves a run behind.
 
 from __future__ import annotations
 
-import getpass
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reprorun._utils import current_user
 from reprorun.backends.base import Echo, LaunchSpec, SubmittedRun, get_backend
 from reprorun.envs.base import get_env_manager
-from reprorun.errors import RunInterrupted, UserInputError
+from reprorun.errors import ExecutionError, RunFailed, RunInterrupted, UserInputError
 from reprorun.projects.params import ResolvedParam, render_command, resolve_parameters
 from reprorun.projects.spec import EntryPoint, Project, load_project
 from reprorun.sources import Provenance, resolve_source
@@ -53,6 +53,7 @@ class RunPlan:
             },
             "command": self.command,
             "cwd": str(self.project.directory),
+            "warnings": list(self.project.warnings),
             "source": {
                 "name": self.provenance.source_name,
                 "git_commit": self.provenance.git_commit,
@@ -103,12 +104,16 @@ def run(
     tracking_uri: str | None = None,
     *,
     echo: Echo | bool | None = True,
+    on_submit: Callable[[SubmittedRun], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> SubmittedRun:
     """Run a project and record it: the counterpart of ``mlflow.projects.run``.
 
-    Returns the submitted run; when ``synchronous`` it has already finished (check
-    ``get_status()``). ``echo`` receives the child's output (True: this process's stdout;
-    False/None: nothing; a callable: each chunk of bytes).
+    Returns the submitted run. When ``synchronous``, it has finished: a run that FAILED raises
+    RunFailed (as MLflow does), one stopped by Ctrl-C/SIGTERM/SIGHUP raises RunInterrupted.
+    ``echo`` receives the child's output (True: this process's stdout; False/None: nothing; a
+    callable: each chunk of bytes). ``on_submit`` is called once the command has started;
+    ``on_warning`` with each thing accepted but worth knowing (ignored MLproject keys, ...).
     """
     from reprorun.tracking.store import open_store
 
@@ -118,48 +123,95 @@ def run(
     backend_impl = get_backend(backend, _load_backend_config(backend_config))
     env_impl = get_env_manager(env_manager)
     the_plan = plan(uri, entry_point, parameters)
+    warnings = list(the_plan.project.warnings)
+    declared_env = the_plan.project.env
+    if declared_env.kind and env_impl.name == "local":
+        what = declared_env.path.name if declared_env.path else declared_env.kind
+        warnings.append(
+            f"the project declares {declared_env.kind} ({what}); this run uses the current "
+            "interpreter and its packages (--env-manager local)"
+        )
+    for warning in warnings:
+        if on_warning:
+            on_warning(warning)
     store = open_store(tracking_uri)
     if experiment_id is not None:
         exp_id = store.get_experiment(str(experiment_id)).experiment_id
     else:
         exp_id = store.get_or_create_experiment(experiment_name or _default_experiment_name())
 
-    created = store.create_run(
-        exp_id,
-        run_name=run_name,
-        user_id=_user(),
-        tags=_system_tags(the_plan, env_impl.name, backend_impl.name),
-        params={p.name: p.text for p in the_plan.params},
-    )
-    run_id = created.info.run_id
-    try:
-        prepared = env_impl.prepare(the_plan.project)
-        target = store_uri_for_child(tracking_uri)
-        env = _child_env(prepared.path_prefix, prepared.env_vars, run_id, exp_id, target)
-        spec = LaunchSpec(
-            run_id=run_id,
-            command=the_plan.command,
-            cwd=the_plan.project.directory,
-            env=env,
-            store=store,
-            artifact_dir=local_dir(created.info.artifact_uri),
-            echo=_echo(echo),
+    # From here on a signal must not leave the run RUNNING: synchronous runs handle them from
+    # before the run exists until it has ended.
+    stopper = _Stopper() if synchronous else None
+    with stopper.installed() if stopper else nullcontext():
+        created = store.create_run(
+            exp_id,
+            run_name=run_name,
+            user_id=current_user(),
+            tags=_system_tags(the_plan, env_impl.name, backend_impl.name),
+            params={p.name: p.text for p in the_plan.params},
         )
-        submitted = backend_impl.submit(spec)
-    except BaseException as exc:
-        status = RunStatus.KILLED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
-        store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=RunStatus.RUNNING)
-        raise
-    if synchronous:
-        wait_interruptibly(submitted)
+        run_id = created.info.run_id
+        try:
+            artifact_dir = _artifact_dir(created.info.artifact_uri, exp_id)
+            prepared = env_impl.prepare(the_plan.project)
+            target = store_uri_for_child(tracking_uri)
+            env = _child_env(prepared.path_prefix, prepared.env_vars, run_id, exp_id, target)
+            spec = LaunchSpec(
+                run_id=run_id,
+                command=the_plan.command,
+                cwd=the_plan.project.directory,
+                env=env,
+                store=store,
+                artifact_dir=artifact_dir,
+                echo=_echo(echo),
+            )
+            if stopper:
+                stopper.check(run_id)
+            submitted = backend_impl.submit(spec)
+        except BaseException as exc:
+            interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
+            status = RunStatus.KILLED if interrupted else RunStatus.FAILED
+            store.update_run(
+                run_id, status=status, end_time=now_ms(), only_if_status=RunStatus.RUNNING
+            )
+            raise
+        if stopper is None:
+            if on_submit:
+                on_submit(submitted)
+            return submitted
+        stopper.attach(submitted)
+        if on_submit:
+            on_submit(submitted)
+        submitted.wait()
+    stopper.raise_if_stopped(run_id)
+    if submitted.get_status() is RunStatus.FAILED:
+        raise RunFailed(run_id)
     return submitted
 
 
 def wait_interruptibly(submitted: SubmittedRun) -> bool:
-    """Wait for the run; Ctrl-C or SIGTERM meanwhile stops it, marks it KILLED and raises
-    RunInterrupted. Returns True when the run FINISHED."""
-    with _cancel_on_signals(submitted):
-        return submitted.wait()
+    """Wait for a run submitted with ``synchronous=False``; a signal meanwhile stops it, marks
+    it KILLED and raises RunInterrupted. Returns True when the run FINISHED."""
+    stopper = _Stopper()
+    with stopper.installed():
+        stopper.attach(submitted)
+        finished = submitted.wait()
+    stopper.raise_if_stopped(submitted.run_id)
+    return finished
+
+
+def _artifact_dir(artifact_uri: str, experiment_id: str) -> Path:
+    folder = local_dir(artifact_uri)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExecutionError(
+            f"Cannot create the run's artifact folder {folder}: {exc.strerror}. Experiment "
+            f"{experiment_id} keeps its artifacts there; fix the permissions, or record in an "
+            "experiment created with another --artifact-location."
+        ) from exc
+    return folder
 
 
 def store_uri_for_child(tracking_uri: str | None) -> str:
@@ -195,13 +247,6 @@ def _load_backend_config(config: Mapping[str, Any] | str | Path | None) -> Mappi
     return data
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 def _system_tags(the_plan: RunPlan, env_name: str, backend_name: str) -> dict[str, str]:
     from reprorun import __version__
 
@@ -224,6 +269,7 @@ def _system_tags(the_plan: RunPlan, env_name: str, backend_name: str) -> dict[st
         tags[SystemTags.LEGACY_GIT_REPO_URL] = prov.git_repo_url
     if prov.git_branch:
         tags[SystemTags.GIT_BRANCH] = prov.git_branch
+        tags[SystemTags.LEGACY_GIT_BRANCH] = prov.git_branch
     if prov.git_dirty is not None:
         tags[SystemTags.GIT_DIRTY] = str(prov.git_dirty).lower()
     return tags
@@ -270,24 +316,47 @@ def _echo(echo: Echo | bool | None) -> Echo | None:
     return echo
 
 
-@contextmanager
-def _cancel_on_signals(submitted: SubmittedRun) -> Iterator[None]:
-    """While waiting in the main thread, Ctrl-C or SIGTERM stops the run and marks it KILLED."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def handler(signum: int, _frame: object) -> None:
-        if not received:
-            received.append(signum)
+
+class _Stopper:
+    """Signal handling for a synchronous run: the first Ctrl-C/SIGTERM/SIGHUP stops the run
+    gracefully (SIGTERM to its process group, SIGKILL after the grace period); a second one
+    kills it at once. Before the command starts, a signal aborts the launch."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._submitted: SubmittedRun | None = None
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only live in the main thread
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.received is not None:
+            if self._submitted is not None:
+                self._submitted.cancel(force=True)
+            return
+        self.received = signum
+        if self._submitted is not None:
+            self._submitted.cancel()
+
+    def check(self, run_id: str) -> None:
+        if self.received is not None:
+            raise RunInterrupted(self.received, run_id)
+
+    def attach(self, submitted: SubmittedRun) -> None:
+        self._submitted = submitted
+        if self.received is not None:  # arrived while the command was being started
             submitted.cancel()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    if received:
-        raise RunInterrupted(received[0], submitted.run_id)
+    def raise_if_stopped(self, run_id: str) -> None:
+        self.check(run_id)

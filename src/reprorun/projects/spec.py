@@ -18,6 +18,7 @@ import yaml
 
 from reprorun.errors import EntryPointNotFound, SpecError
 from reprorun.projects.params import (
+    FORMAT_SPEC_RE,
     CastError,
     Parameter,
     ParamType,
@@ -33,6 +34,13 @@ DEFAULT_ENV_FILES = {"python_env": "python_env.yaml", "conda_env": "conda.yaml"}
 SCRIPT_RUNNERS = {".py": "python", ".sh": "bash", ".R": "Rscript"}
 
 _PARAM_KEYS = {"type", "default", "choices", "min", "max", "help"}
+_TYPE_ALIASES = {
+    **{t.value: t for t in ParamType},
+    "str": ParamType.STRING,
+    "integer": ParamType.INT,
+    "double": ParamType.FLOAT,
+    "number": ParamType.FLOAT,
+}
 _ENTRY_POINT_KEYS = {"parameters", "command"}
 
 
@@ -68,6 +76,7 @@ class Project:
     entry_points: Mapping[str, EntryPoint] = field(default_factory=dict)
     env: EnvSpec = EnvSpec()
     spec_path: Path | None = None  # None: a directory without an MLproject
+    warnings: tuple[str, ...] = ()  # what was accepted but ignored (MLflow ignores it too)
 
     def entry_point(self, name: str) -> EntryPoint:
         """The named entry point, or a script file run by its interpreter (as MLflow does)."""
@@ -76,15 +85,17 @@ class Project:
         suffix = Path(name).suffix
         runner = SCRIPT_RUNNERS.get(suffix)
         if runner is not None:
-            script = self.directory / name
-            if script.is_file():
+            script = (self.directory / name).resolve()
+            if script.is_file() and script.is_relative_to(self.directory):
                 return EntryPoint(name=name, command=f"{runner} {shlex.quote(name)}")
         raise EntryPointNotFound(name, sorted(self.entry_points) + _scripts_in(self.directory))
 
 
 def _scripts_in(directory: Path) -> list[str]:
     try:
-        return sorted(p.name for p in directory.iterdir() if p.suffix in SCRIPT_RUNNERS)
+        return sorted(
+            p.name for p in directory.iterdir() if p.suffix in SCRIPT_RUNNERS and p.is_file()
+        )
     except OSError:
         return []
 
@@ -193,6 +204,7 @@ def parse_project(text: str, *, directory: Path, spec_path: Path) -> Project:
         entry_points=entry_points,
         env=env,
         spec_path=spec_path,
+        warnings=tuple(ctx.warnings),
     )
 
 
@@ -229,6 +241,13 @@ def _default_env(directory: Path) -> EnvSpec:
 class _Ctx:
     path: Path
     directory: Path
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str, mapping: Any, key: Any) -> None:
+        line = _line_of(mapping, key)
+        self.warnings.append(
+            f"{self.path}:{line}: {message}" if line else f"{self.path}: {message}"
+        )
 
     def error(self, message: str, mapping: Any = None, key: Any = None) -> SpecError:
         line = _line_of(mapping, key) if mapping is not None else None
@@ -259,11 +278,9 @@ class _Ctx:
                 parent,
                 name,
             )
-        unknown = set(body) - _ENTRY_POINT_KEYS
-        if unknown:
-            key = sorted(unknown, key=str)[0]
-            raise self.error(
-                f"{where}: unknown key {key!r}; expected one of: command, parameters", body, key
+        for key in sorted(set(body) - _ENTRY_POINT_KEYS, key=str):
+            self.warn(
+                f"{where}: ignoring unknown key {key!r} (known: command, parameters)", body, key
             )
         command = body.get("command")
         if not isinstance(command, str) or not command.strip():
@@ -283,6 +300,14 @@ class _Ctx:
             str(pname): self.parameter(where, str(pname), spec, params_raw)
             for pname, spec in params_raw.items()
         }
+        spec_match = FORMAT_SPEC_RE.search(command)
+        if spec_match:
+            raise self.error(
+                f"{where}: the command uses {spec_match.group(0)}; format specs and conversions "
+                f"are not supported, write {{{spec_match.group(1)}}}",
+                body,
+                "command",
+            )
         for placeholder in placeholders(command):
             if placeholder not in params:
                 declared = ", ".join(params) or "none"
@@ -310,22 +335,24 @@ class _Ctx:
                 self.path,
                 line,
             )
-        unknown = set(spec) - _PARAM_KEYS
-        if unknown:
-            key = sorted(unknown, key=str)[0]
-            raise self.error(
-                f"{here}: unknown key {key!r}; expected one of: {', '.join(sorted(_PARAM_KEYS))}",
-                spec,
-                key,
-            )
+        for key in sorted(set(spec) - _PARAM_KEYS, key=str):
+            known = ", ".join(sorted(_PARAM_KEYS))
+            self.warn(f"{here}: ignoring unknown key {key!r} (known: {known})", spec, key)
         type_name = spec.get("type", "string")
-        try:
-            ptype = ParamType(type_name)
-        except ValueError:
-            valid = ", ".join(t.value for t in ParamType)
+        if not isinstance(type_name, str):
             raise self.error(
-                f"{here}: unknown type {type_name!r}; expected one of: {valid}", spec, "type"
-            ) from None
+                f"{here}: 'type' must be a type name, got {_kind(type_name)}", spec, "type"
+            )
+        ptype = _TYPE_ALIASES.get(type_name.lower())
+        if ptype is None:
+            # MLflow passes values of types it does not know through unchecked: so do we.
+            valid = ", ".join(t.value for t in ParamType)
+            self.warn(
+                f"{here}: unknown type {type_name!r} treated as string (types: {valid})",
+                spec,
+                "type",
+            )
+            ptype = ParamType.STRING
         default = _scalar_text(spec.get("default"))
         if "default" in spec and spec["default"] is not None and default is None:
             raise self.error(

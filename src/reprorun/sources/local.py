@@ -48,9 +48,18 @@ def resolve_source(uri: str, *, cwd: Path | None = None) -> ResolvedSource:
             f"Project URI {uri!r}: remote git URLs and archives are not supported yet by this "
             "version; clone the repository and run the local directory."
         )
-    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
+    location, _, subdir = uri.partition("#")  # MLflow's `uri#sub/dir`
+    path = Path(location[len("file://") :] if location.startswith("file://") else location)
+    path = path.expanduser()
     if not path.is_absolute():
         path = (cwd or Path.cwd()) / path
+    if subdir:
+        if not path.is_dir():
+            raise SourceNotFound(f"Project URI {uri!r}: no such directory ({path}).")
+        inner = (path / subdir).resolve()
+        if not inner.is_relative_to(path.resolve()):
+            raise SourceNotFound(f"Project URI {uri!r}: the subdirectory leaves {path}.")
+        path = inner
     if not path.exists():
         raise SourceNotFound(f"Project URI {uri!r}: no such directory ({path}).")
     if not path.is_dir():
@@ -80,18 +89,25 @@ def git_info(directory: Path) -> Provenance:
     if head.returncode != 0 or len(lines) != 3:
         return plain  # not a checkout, or a repository without commits
     toplevel, commit, branch = Path(lines[0]), lines[1], lines[2]
-    remote = subprocess.run(
-        ["git", "config", "--get", "remote.origin.url"],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    status = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=normal"],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-    )
+    try:
+        remote = subprocess.run(
+            ["git", "config", "--get", "remote.origin.url"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+        # Dirty means: the project folder differs from the commit (untracked files included);
+        # changes elsewhere in the repository do not make this project's run dirty.
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=normal", "--", "."],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        return Provenance(source_name=str(directory), git_commit=commit)
     subdir = directory.relative_to(toplevel.resolve()).as_posix()
     subdir_or_none = None if subdir == "." else subdir
     repo_url = strip_credentials(remote) if remote else None

@@ -109,6 +109,7 @@ class SystemTags:
     GIT_COMMIT = "mlflow.source.git.commit"
     GIT_REPO_URL = "mlflow.source.git.repoURL"
     GIT_BRANCH = "mlflow.source.git.branch"
+    LEGACY_GIT_BRANCH = "mlflow.gitBranchName"
     LEGACY_GIT_REPO_URL = "mlflow.gitRepoURL"
     ENTRY_POINT = "mlflow.project.entryPoint"
     ENV = "mlflow.project.env"

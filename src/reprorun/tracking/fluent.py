@@ -89,17 +89,20 @@ def start_run(
             exp_id = store.get_or_create_experiment(name)
         else:
             exp_id = os.environ.get("REPRORUN_EXPERIMENT_ID") or "0"
-        from reprorun.projects.runner import _user
+        from reprorun._utils import current_user
 
         created = store.create_run(
             exp_id,
             run_name=run_name,
-            user_id=_user(),
+            user_id=current_user(),
             tags={"mlflow.source.type": "LOCAL", "mlflow.source.name": _script_name()},
         )
         _active = ActiveRun(created.info.run_id, store, owned=True)
         if not _atexit_registered:
             atexit.register(_end_at_exit)
+            global _previous_excepthook
+            _previous_excepthook = sys.excepthook
+            sys.excepthook = _record_uncaught
             _atexit_registered = True
         return _active
 
@@ -110,10 +113,26 @@ def _script_name() -> str:
     return str(Path(path).resolve()) if path else "<interactive>"
 
 
+_uncaught: list[type[BaseException]] = []
+
+
+def _record_uncaught(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    _uncaught.append(exc_type)
+    _previous_excepthook(exc_type, exc, tb)
+
+
+_previous_excepthook = sys.excepthook
+
+
+# Python tells atexit hooks nothing about sys.exit(n); `with reprorun.start_run():` sees it.
 def _end_at_exit() -> None:
-    # An uncaught exception has already been printed; sys.last_value tells us it happened.
-    failed = getattr(sys, "last_value", None) is not None
-    end_run(RunStatus.FAILED if failed else RunStatus.FINISHED)
+    if _uncaught:
+        interrupted = issubclass(_uncaught[0], KeyboardInterrupt)
+        end_run(RunStatus.KILLED if interrupted else RunStatus.FAILED)
+    else:
+        end_run(RunStatus.FINISHED)
 
 
 def end_run(status: RunStatus | str = RunStatus.FINISHED) -> None:
@@ -168,13 +187,13 @@ def param(name: str, default: T, type: Any = None) -> T:
     """
     run = _run()
     caster = type or (default.__class__ if default is not None else str)
-    raw = run.store.get_run(run.run_id).data.params.get(name)
-    if raw is None:
-        raw = _from_argv(name, sys.argv[1:])
-    if raw is None:
-        value: Any = default
-    else:
-        value = _cast(name, raw, caster)
+    logged = run.store.get_run(run.run_id).data.params.get(name)
+    if logged is not None:
+        # Already on the run (the runner logged the -P value): cast it, don't log it again,
+        # so "5" given to a float default is 5.0 here without clashing with the logged "5".
+        return _cast(name, logged, caster)  # type: ignore[no-any-return]
+    raw = _from_argv(name, sys.argv[1:])
+    value: Any = default if raw is None else _cast(name, raw, caster)
     log_param(name, value)
     return value  # type: ignore[no-any-return]
 

@@ -55,6 +55,13 @@ def _open(uri: str, sqlite_path: str | None, artifact_root: str) -> SqlStore:
 
     try:
         return SqlStore(SqlAlchemyDatabase(uri), artifact_root)
+    except ImportError as exc:
+        from reprorun.errors import InvalidTrackingUri
+
+        raise InvalidTrackingUri(
+            f"Tracking URI {uri!r} needs a database driver that is not installed ({exc.name}). "
+            "Install it, e.g. pip install psycopg2-binary for postgresql://."
+        ) from exc
     except (ArgumentError, NoSuchModuleError) as exc:
         from reprorun.errors import InvalidTrackingUri
 

@@ -1,8 +1,10 @@
 """The tracking schema, declared once in SQLAlchemy Core.
 
 ``schema_sqlite.sql`` beside this file is generated from it (run this module to print it);
-``tests/unit/test_schema.py`` fails when the two drift apart. Bump ``SCHEMA_VERSION`` with
-every change and teach ``migrate`` the step.
+``tests/unit/test_schema_and_package.py`` fails when the two drift apart. Version 1 is the
+first schema: bump ``SCHEMA_VERSION`` (here and in ``sql.py``) with every change and add the
+migration step then (alembic, planned with the PostgreSQL store). A store written by a newer
+version is refused rather than misread.
 
 Importing this module imports SQLAlchemy: only the SQLAlchemy path and the tests do.
 """
