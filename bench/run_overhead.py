@@ -47,6 +47,20 @@ def main() -> None:
     parser.add_argument("--importtime", action="store_true")
     args = parser.parse_args()
 
+    # A regular `pip install` leaves compiled bytecode; an editable install under
+    # PYTHONDONTWRITEBYTECODE=1 (set on some machines) would recompile every module on every
+    # start. Compile once, as an installed package would be.
+    import compileall
+
+    import yaml
+
+    import reprorun
+
+    for package in (reprorun, yaml):
+        compileall.compile_dir(str(Path(package.__file__).parent), quiet=1)
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print("note: PYTHONDONTWRITEBYTECODE is set; the packages were compiled beforehand\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         project = root / "project"
