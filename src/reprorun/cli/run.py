@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 @click.option(
     "--backend-config", type=click.Path(dir_okay=False), help="Backend options (JSON or YAML file)."
 )
+@click.option("--version", "version", help="Branch, tag or commit of a git project.")
 @tracking_uri_option
 @click.option(
     "--dry-run",
@@ -55,27 +57,29 @@ def run_command(
     env_manager: str | None,
     backend: str,
     backend_config: str | None,
+    version: str | None,
     tracking_uri: str | None,
     dry_run: bool,
     help_params: bool,
     as_json: bool,
 ) -> None:
-    """Run the project at URI (a directory) and record the run.
+    """Run the project at URI (a directory, git URL or archive) and record the run.
 
     \b
     Examples:
       reprorun run examples/iris -P max_depth=3 -P ccp_alpha=0.01
       reprorun run . -e train.py -P epochs=5
       reprorun run examples/iris --dry-run --json
+      reprorun run https://github.com/org/repo#sub/dir --version v1.2
     """
     from reprorun.projects.params import parse_param_args
 
     given = parse_param_args(params)
     if help_params:
-        _show_params(uri, entry_point, as_json)
+        _show_params(uri, entry_point, as_json, version)
         return
     if dry_run:
-        _show_plan(uri, entry_point, given, as_json)
+        _show_plan(uri, entry_point, given, as_json, version)
         return
     if as_json:
         raise click.UsageError("--json goes with --dry-run or --help-params.")
@@ -90,6 +94,7 @@ def run_command(
         backend,
         backend_config,
         tracking_uri,
+        version,
     )
 
 
@@ -104,9 +109,34 @@ def _run(
     backend: str,
     backend_config: str | None,
     tracking_uri: str | None,
+    version: str | None,
 ) -> None:
-    from reprorun.errors import RunFailed, RunInterrupted
     from reprorun.projects.runner import run
+
+    def start(**callbacks: Any) -> SubmittedRun:
+        return run(
+            uri,
+            entry_point,
+            given,
+            experiment_id=experiment_id,
+            experiment_name=experiment_name,
+            env_manager=env_manager,
+            backend=backend,
+            backend_config=backend_config,
+            synchronous=True,
+            run_name=run_name,
+            tracking_uri=tracking_uri,
+            version=version,
+            **callbacks,
+        )
+
+    execute(start)
+
+
+def execute(start: Callable[..., SubmittedRun]) -> None:
+    """Run synchronously with progress lines on stderr; exit 1 if the run failed, 128+N when
+    signal N stopped it (shared by `run` and `rerun`)."""
+    from reprorun.errors import RunFailed, RunInterrupted
 
     started = time.monotonic()
 
@@ -121,18 +151,7 @@ def _run(
         )
 
     try:
-        submitted = run(
-            uri,
-            entry_point,
-            given,
-            experiment_id=experiment_id,
-            experiment_name=experiment_name,
-            env_manager=env_manager,
-            backend=backend,
-            backend_config=backend_config,
-            synchronous=True,
-            run_name=run_name,
-            tracking_uri=tracking_uri,
+        submitted = start(
             on_submit=announce,
             on_warning=lambda text: click.echo(f"reprorun: warning: {text}", err=True),
         )
@@ -145,11 +164,13 @@ def _run(
     finished(submitted.run_id, submitted.get_status().value)
 
 
-def _show_plan(uri: str, entry_point: str, given: dict[str, str], as_json: bool) -> None:
+def _show_plan(
+    uri: str, entry_point: str, given: dict[str, str], as_json: bool, version: str | None
+) -> None:
     from reprorun.cli.render import echo_json, key_values
     from reprorun.projects.runner import plan
 
-    the_plan = plan(uri, entry_point, given)
+    the_plan = plan(uri, entry_point, given, version=version)
     for warning in the_plan.project.warnings:
         click.echo(f"reprorun: warning: {warning}", err=True)
     if as_json:
@@ -171,12 +192,12 @@ def _show_plan(uri: str, entry_point: str, given: dict[str, str], as_json: bool)
     click.echo("Dry run: nothing was run or recorded.")
 
 
-def _show_params(uri: str, entry_point: str, as_json: bool) -> None:
+def _show_params(uri: str, entry_point: str, as_json: bool, version: str | None) -> None:
     from reprorun.cli.render import echo_json, table
     from reprorun.projects.spec import load_project
     from reprorun.sources import resolve_source
 
-    project = load_project(resolve_source(uri).directory)
+    project = load_project(resolve_source(uri, version=version).directory)
     ep = project.entry_point(entry_point)
     if as_json:
         echo_json(
@@ -218,3 +239,42 @@ def _show_params(uri: str, entry_point: str, as_json: bool) -> None:
         )
     if others:
         click.echo(f"Other entry points: {', '.join(others)} (show one with -e NAME --help-params)")
+
+
+@cli.command("rerun")
+@click.argument("run_id")
+@click.option(
+    "-P",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a parameter (repeatable).",
+)
+@click.option("--experiment-name", help="Record in this experiment [default: the original's].")
+@click.option("--run-name", help="A name for the new run.")
+@tracking_uri_option
+@handle_errors
+def rerun_command(
+    run_id: str,
+    params: tuple[str, ...],
+    experiment_name: str | None,
+    run_name: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Run RUN_ID again: same commit (and stored uncommitted changes), same entry point, same
+    parameters unless overridden. The new run is tagged reprorun.rerunOf=RUN_ID."""
+    from reprorun.projects.params import parse_param_args
+    from reprorun.projects.rerun import rerun
+
+    overrides = parse_param_args(params)
+    execute(
+        lambda **callbacks: rerun(
+            run_id,
+            overrides,
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=tracking_uri,
+            **callbacks,
+        )
+    )

@@ -120,6 +120,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
             ("started", fmt_time(info.start_time)),
             ("duration", fmt_duration(info.start_time, info.end_time)),
             ("source", source),
+            *([("link", link)] if (link := _source_link(tags)) else []),
             ("entry point", tags.get(SystemTags.ENTRY_POINT, "-")),
             ("command", tags.get(SystemTags.COMMAND, "-")),
             ("environment", tags.get(SystemTags.ENV, "-")),
@@ -156,6 +157,16 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
         click.echo(click.style(f"Log (last {log_lines} lines of {log_path})", bold=True))
         for line in _tail(log_file, log_lines):
             click.echo(f"  {line}")
+
+
+def _source_link(tags: dict[str, str]) -> str | None:
+    from reprorun.sources.base import commit_url
+    from reprorun.tracking.entities import SystemTags
+
+    repo, commit = tags.get(SystemTags.GIT_REPO_URL), tags.get(SystemTags.GIT_COMMIT)
+    if not repo or not commit:
+        return None
+    return commit_url(repo, commit, tags.get(SystemTags.SOURCE_SUBDIRECTORY))
 
 
 def _tail(path: Path, lines: int) -> list[str]:

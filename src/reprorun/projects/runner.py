@@ -6,6 +6,7 @@ run only after the plan is complete, so bad input never leaves a run behind.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -38,6 +39,7 @@ class RunPlan:
     params: list[ResolvedParam]
     command: str
     provenance: Provenance
+    snapshot: Path | None = None  # an immutable source tree: runs get a working copy
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,7 +57,9 @@ class RunPlan:
             "cwd": str(self.project.directory),
             "warnings": list(self.project.warnings),
             "source": {
+                "kind": self.provenance.source_kind,
                 "name": self.provenance.source_name,
+                "version": self.provenance.version,
                 "git_commit": self.provenance.git_commit,
                 "git_repo_url": self.provenance.git_repo_url,
                 "git_branch": self.provenance.git_branch,
@@ -70,18 +74,22 @@ def plan(
     entry_point: str = DEFAULT_ENTRY_POINT,
     parameters: Mapping[str, Any] | None = None,
     *,
+    version: str | None = None,
     cwd: Path | None = None,
 ) -> RunPlan:
-    """Resolve and validate everything about a run without running or recording anything."""
+    """Resolve and validate everything about a run without running or recording anything
+    (a git or archive source is fetched into the source cache, which is not a side effect on
+    anything of the user's)."""
     cwd = cwd or Path.cwd()
-    source = resolve_source(uri, cwd=cwd)
+    source = resolve_source(uri, version=version, cwd=cwd)
     project = load_project(source.directory)
     ep = project.entry_point(entry_point)
     given = {str(k): _param_text(v) for k, v in (parameters or {}).items()}
     resolved = resolve_parameters(
         ep.parameters, given, cwd=cwd, project_dir=project.directory, entry_point=ep.name
     )
-    return RunPlan(project, ep, resolved, render_command(ep.command, resolved), source.provenance)
+    command = render_command(ep.command, resolved)
+    return RunPlan(project, ep, resolved, command, source.provenance, source.snapshot)
 
 
 def _param_text(value: Any) -> str:
@@ -106,6 +114,9 @@ def run(
     echo: Echo | bool | None = True,
     on_submit: Callable[[SubmittedRun], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    version: str | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    patch: Path | None = None,
 ) -> SubmittedRun:
     """Run a project and record it: the counterpart of ``mlflow.projects.run``.
 
@@ -114,6 +125,8 @@ def run(
     ``echo`` receives the child's output (True: this process's stdout; False/None: nothing; a
     callable: each chunk of bytes). ``on_submit`` is called once the command has started;
     ``on_warning`` with each thing accepted but worth knowing (ignored MLproject keys, ...).
+    ``version`` picks a branch, tag or commit of a git source; ``patch`` (a git diff) is
+    applied to the run's working copy (rerun of a dirty checkout).
     """
     from reprorun.tracking.store import open_store
 
@@ -122,7 +135,7 @@ def run(
     # Everything that can be wrong with the input is checked before the run exists.
     backend_impl = get_backend(backend, _load_backend_config(backend_config))
     env_impl = get_env_manager(env_manager)
-    the_plan = plan(uri, entry_point, parameters)
+    the_plan = plan(uri, entry_point, parameters, version=version)
     warnings = list(the_plan.project.warnings)
     declared_env = the_plan.project.env
     if declared_env.kind and env_impl.name == "local":
@@ -148,19 +161,21 @@ def run(
             exp_id,
             run_name=run_name,
             user_id=current_user(),
-            tags=_system_tags(the_plan, env_impl.name, backend_impl.name),
+            tags={**_system_tags(the_plan, env_impl.name, backend_impl.name), **(extra_tags or {})},
             params={p.name: p.text for p in the_plan.params},
         )
         run_id = created.info.run_id
         try:
             artifact_dir = _artifact_dir(created.info.artifact_uri, exp_id)
+            _store_uncommitted_diff(store, run_id, the_plan.provenance, artifact_dir)
+            workdir = _working_directory(the_plan, run_id, patch)
             prepared = env_impl.prepare(the_plan.project)
             target = store_uri_for_child(tracking_uri)
             env = _child_env(prepared.path_prefix, prepared.env_vars, run_id, exp_id, target)
             spec = LaunchSpec(
                 run_id=run_id,
                 command=the_plan.command,
-                cwd=the_plan.project.directory,
+                cwd=workdir,
                 env=env,
                 store=store,
                 artifact_dir=artifact_dir,
@@ -199,6 +214,47 @@ def wait_interruptibly(submitted: SubmittedRun) -> bool:
         finished = submitted.wait()
     stopper.raise_if_stopped(submitted.run_id)
     return finished
+
+
+DIFF_ARTIFACT = "source/uncommitted.diff"
+
+
+def _store_uncommitted_diff(store: Any, run_id: str, prov: Provenance, artifact_dir: Path) -> None:
+    """A dirty checkout's changes, kept with the run so it can be reproduced (rerun)."""
+    if not prov.git_dirty:
+        return
+    if prov.uncommitted_diff is None:
+        store.set_tag(run_id, SystemTags.GIT_DIFF, "too large to store")
+        return
+    target = artifact_dir / DIFF_ARTIFACT
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(prov.uncommitted_diff)
+    store.set_tag(run_id, SystemTags.GIT_DIFF, DIFF_ARTIFACT)
+
+
+def _working_directory(the_plan: RunPlan, run_id: str, patch: Path | None = None) -> Path:
+    """Where the command runs: the project folder itself, or for a cached snapshot (git,
+    archive) a working copy of it, so nothing a run writes reaches the snapshot."""
+    if the_plan.snapshot is None:
+        return the_plan.project.directory
+    from reprorun.config import home
+    from reprorun.sources.cache import working_copy
+
+    work = working_copy(the_plan.snapshot, home() / "work" / run_id)
+    if patch is not None:
+        import subprocess
+
+        applied = subprocess.run(
+            ["git", "apply", "--whitespace=nowarn", str(patch)],
+            cwd=work,
+            capture_output=True,
+            text=True,
+        )
+        if applied.returncode != 0:
+            raise ExecutionError(
+                f"Cannot apply the stored changes {patch}: {applied.stderr.strip()}"
+            )
+    return work / the_plan.project.directory.relative_to(the_plan.snapshot)
 
 
 def _artifact_dir(artifact_uri: str, experiment_id: str) -> Path:
@@ -272,6 +328,15 @@ def _system_tags(the_plan: RunPlan, env_name: str, backend_name: str) -> dict[st
         tags[SystemTags.LEGACY_GIT_BRANCH] = prov.git_branch
     if prov.git_dirty is not None:
         tags[SystemTags.GIT_DIRTY] = str(prov.git_dirty).lower()
+    tags[SystemTags.SOURCE_KIND] = prov.source_kind
+    tags[SystemTags.RUN_PARAMS] = json.dumps({p.name: p.text for p in the_plan.params})
+    optional = {
+        SystemTags.SOURCE_VERSION: prov.version,
+        SystemTags.SOURCE_SUBDIRECTORY: prov.subdirectory,
+        SystemTags.SOURCE_URI: prov.uri,
+        SystemTags.SOURCE_ARCHIVE_SHA256: prov.archive_sha256,
+    }
+    tags.update({k: v for k, v in optional.items() if v})
     return tags
 
 

@@ -2,57 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 from reprorun.errors import SourceNotFound
+from reprorun.sources.base import Provenance, ResolvedSource, strip_credentials
 
-_REMOTE_RE = re.compile(r"^(https?|ssh|git|git\+ssh)://|^[\w.-]+@[\w.-]+:")
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Where a run's code came from; recorded as MLflow's source tags."""
-
-    source_name: str
-    source_type: str = "PROJECT"
-    git_commit: str | None = None
-    git_repo_url: str | None = None
-    git_branch: str | None = None
-    git_dirty: bool | None = None
-    subdirectory: str | None = None
+MAX_DIFF_BYTES = 50 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ResolvedSource:
-    directory: Path
-    provenance: Provenance
-
-
-def strip_credentials(url: str) -> str:
-    """Remove user:password@ from a URL, so no secret lands in a tag."""
-    parsed = urlparse(url)
-    if parsed.scheme and parsed.netloc and "@" in parsed.netloc:
-        host = parsed.netloc.rsplit("@", 1)[1]
-        return urlunparse(parsed._replace(netloc=host))
-    return url
-
-
-def resolve_source(uri: str, *, cwd: Path | None = None) -> ResolvedSource:
-    """Resolve a project URI. This version handles local directories (git checkouts or not)."""
-    if _REMOTE_RE.match(uri) or uri.endswith((".zip", ".tar.gz", ".tgz")):
-        raise SourceNotFound(
-            f"Project URI {uri!r}: remote git URLs and archives are not supported yet by this "
-            "version; clone the repository and run the local directory."
-        )
-    location, _, subdir = uri.partition("#")  # MLflow's `uri#sub/dir`
-    path = Path(location[len("file://") :] if location.startswith("file://") else location)
-    path = path.expanduser()
-    if not path.is_absolute():
-        path = (cwd or Path.cwd()) / path
+def resolve_local(uri: str, path: Path, subdir: str | None) -> ResolvedSource:
+    """A local directory, run in place; inside a git checkout, with its git provenance."""
     if subdir:
         if not path.is_dir():
             raise SourceNotFound(f"Project URI {uri!r}: no such directory ({path}).")
@@ -115,11 +75,49 @@ def git_info(directory: Path) -> Provenance:
         source_name = repo_url + (f"#{subdir_or_none}" if subdir_or_none else "")
     else:
         source_name = str(directory)
+    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
     return Provenance(
         source_name=source_name,
         git_commit=commit,
         git_repo_url=repo_url,
         git_branch=None if branch == "HEAD" else branch,
-        git_dirty=bool(status.stdout.strip()) if status.returncode == 0 else None,
+        git_dirty=dirty,
         subdirectory=subdir_or_none,
+        uri=str(directory),
+        uncommitted_diff=uncommitted_diff(directory, toplevel) if dirty else None,
     )
+
+
+def uncommitted_diff(directory: Path, toplevel: Path) -> bytes | None:
+    """What the project folder has beyond HEAD, untracked files included, as one binary patch
+    (paths relative to the repository root, for ``git apply`` on the commit's tree).
+    None when it would exceed MAX_DIFF_BYTES (then only the dirty flag is recorded)."""
+    try:
+        tracked = subprocess.run(
+            ["git", "diff", "HEAD", "--binary", "--", "."],
+            cwd=directory,
+            capture_output=True,
+            timeout=120,
+        ).stdout
+        untracked = subprocess.run(
+            ["git", "ls-files", "--others", "--exclude-standard", "--full-name", "-z", "--", "."],
+            cwd=directory,
+            capture_output=True,
+            timeout=120,
+        ).stdout.split(b"\0")
+        parts = [tracked]
+        size = len(tracked)
+        for name in filter(None, untracked):
+            patch = subprocess.run(
+                ["git", "diff", "--binary", "--no-index", "--", "/dev/null", name.decode()],
+                cwd=toplevel,
+                capture_output=True,
+                timeout=120,
+            ).stdout
+            size += len(patch)
+            if size > MAX_DIFF_BYTES:
+                return None
+            parts.append(patch)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return b"".join(parts)

@@ -119,6 +119,14 @@ class SystemTags:
     LOGGED_MODELS = "mlflow.log-model.history"
     # reprorun's own
     GIT_DIRTY = "reprorun.git.dirty"
+    GIT_DIFF = "reprorun.git.diff"  # artifact path of a dirty checkout's changes
+    SOURCE_KIND = "reprorun.source.kind"  # local | git | archive
+    SOURCE_URI = "reprorun.source.uri"
+    SOURCE_VERSION = "reprorun.source.version"
+    SOURCE_SUBDIRECTORY = "reprorun.source.subdirectory"
+    SOURCE_ARCHIVE_SHA256 = "reprorun.source.archiveSha256"
+    RERUN_OF = "reprorun.rerunOf"
+    RUN_PARAMS = "reprorun.runParams"  # JSON: the parameters the runner passed (for rerun)
     COMMAND = "reprorun.command"
     VERSION = "reprorun.version"
     PROJECT_DIR = "reprorun.project.dir"

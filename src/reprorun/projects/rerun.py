@@ -1,0 +1,124 @@
+"""Run again what a recorded run ran: same code (commit, plus its stored uncommitted changes),
+same entry point, same parameters (overridable), linked to the original by a tag."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reprorun.errors import SourceNotFound
+from reprorun.tracking.entities import Run, SystemTags
+
+
+@dataclass(frozen=True)
+class RerunSpec:
+    """How to run ``original`` again: what ``projects.run`` receives."""
+
+    original: Run
+    uri: str
+    version: str | None
+    entry_point: str
+    parameters: dict[str, str]
+    patch: Path | None
+    env_manager: str | None
+    warnings: tuple[str, ...]
+
+
+def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpec:
+    """Work out the source, version and parameters of ``run``; no side effect."""
+    from reprorun.tracking.artifacts import local_dir
+
+    tags = run.data.tags
+    kind = tags.get(SystemTags.SOURCE_KIND, "local")
+    commit = tags.get(SystemTags.GIT_COMMIT)
+    subdir = tags.get(SystemTags.SOURCE_SUBDIRECTORY)
+    warnings: list[str] = []
+    patch: Path | None = None
+    if kind in ("git", "archive"):
+        uri = tags.get(SystemTags.SOURCE_URI) or tags.get(SystemTags.SOURCE_NAME, "")
+        version = commit if kind == "git" else None
+    else:
+        project_dir = Path(tags.get(SystemTags.PROJECT_DIR, ""))
+        if commit:
+            # The local checkout, at the recorded commit, through the git cache.
+            root = project_dir
+            for _ in Path(subdir).parts if subdir else ():
+                root = root.parent
+            if not root.exists():
+                raise SourceNotFound(
+                    f"Run {run.info.run_id} ran from {project_dir}, which no longer exists; "
+                    "rerun needs that repository (or a run recorded from a git URL)."
+                )
+            uri = str(root) + (f"#{subdir}" if subdir else "")
+            version = commit
+            diff = tags.get(SystemTags.GIT_DIFF)
+            if diff == "too large to store":
+                warnings.append(
+                    "the original run's uncommitted changes were too large to store; "
+                    "rerunning the bare commit"
+                )
+            elif diff:
+                patch = local_dir(run.info.artifact_uri) / diff
+        else:
+            uri, version = str(project_dir), None
+            warnings.append(
+                f"{project_dir} is not under git: rerunning the folder as it is now, which may "
+                "differ from what the original run ran"
+            )
+    recorded = tags.get(SystemTags.RUN_PARAMS)
+    params: dict[str, str] = json.loads(recorded) if recorded else dict(run.data.params)
+    params.update(overrides or {})
+    return RerunSpec(
+        original=run,
+        uri=uri,
+        version=version,
+        entry_point=tags.get(SystemTags.ENTRY_POINT, "main"),
+        parameters=params,
+        patch=patch,
+        env_manager=tags.get(SystemTags.ENV),
+        warnings=tuple(warnings),
+    )
+
+
+def rerun(
+    run_id: str,
+    parameters: Mapping[str, str] | None = None,
+    *,
+    experiment_name: str | None = None,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+    synchronous: bool = True,
+    echo: Any = True,
+    on_submit: Callable[[Any], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> Any:
+    """Run ``run_id`` again; the new run carries ``reprorun.rerunOf``."""
+    from reprorun.projects.runner import run as run_project
+    from reprorun.tracking.store import open_store
+
+    store = open_store(tracking_uri)
+    original = store.get_run(store.resolve_run_id(run_id))
+    spec = rerun_spec(original, parameters)
+    for warning in spec.warnings:
+        if on_warning:
+            on_warning(warning)
+    return run_project(
+        spec.uri,
+        spec.entry_point,
+        spec.parameters,
+        experiment_id=None if experiment_name else original.info.experiment_id,
+        experiment_name=experiment_name,
+        env_manager=spec.env_manager,
+        synchronous=synchronous,
+        run_name=run_name,
+        tracking_uri=tracking_uri,
+        echo=echo,
+        on_submit=on_submit,
+        on_warning=on_warning,
+        version=spec.version,
+        extra_tags={SystemTags.RERUN_OF: original.info.run_id},
+        patch=spec.patch,
+    )

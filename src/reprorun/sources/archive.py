@@ -1,0 +1,127 @@
+"""Projects in .zip and .tar(.gz) archives, by path or http(s) URL.
+
+An archive is unpacked once per content hash into ``<home>/sources/archives/<sha256>/``
+(files read-only). Members that would land outside that folder (absolute paths, ``..``,
+links pointing out, device files) refuse the whole archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import stat
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from reprorun.errors import SourceNotFound
+from reprorun.sources.base import Provenance, ResolvedSource, redact, strip_credentials
+from reprorun.sources.cache import key_for, lock, make_read_only, publish, sources_root
+
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
+
+
+def is_archive(location: str) -> bool:
+    return location.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def resolve_archive(location: str, subdirectory: str | None, *, cwd: Path) -> ResolvedSource:
+    clean = strip_credentials(location)
+    if location.startswith(("http://", "https://")):
+        path = _download(location)
+    else:
+        path = Path(location.removeprefix("file://")).expanduser()
+        path = path if path.is_absolute() else cwd / path
+        if not path.is_file():
+            raise SourceNotFound(f"Project archive {clean}: no such file ({path}).")
+    digest = _sha256(path)
+    root = sources_root() / "archives" / digest
+    with lock(sources_root() / "archives" / f"{digest}.lock"):
+        publish(root, lambda tmp: _extract(path, tmp, clean))
+    base = root
+    entries = [p for p in root.iterdir()]
+    if (
+        len(entries) == 1
+        and entries[0].is_dir()
+        and not any(p.name.lower() == "mlproject" for p in entries)
+    ):
+        base = entries[0]  # GitHub-style archives wrap everything in one folder
+    directory = base
+    if subdirectory:
+        directory = (base / subdirectory).resolve()
+        if not directory.is_relative_to(root) or not directory.is_dir():
+            raise SourceNotFound(f"Project archive {clean} has no directory {subdirectory!r}.")
+    provenance = Provenance(
+        source_name=clean + (f"#{subdirectory}" if subdirectory else ""),
+        source_kind="archive",
+        subdirectory=subdirectory,
+        uri=clean,
+        archive_sha256=digest,
+    )
+    return ResolvedSource(directory, provenance, snapshot=base)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(url: str) -> Path:
+    clean = strip_credentials(url)
+    name = PurePosixPath(url.split("?", 1)[0]).name
+    dest = sources_root() / "downloads" / key_for(clean) / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as out:  # noqa: S310 - http(s) only, checked by the caller
+            shutil.copyfileobj(response, out, 1 << 20)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise SourceNotFound(
+            f"Cannot download project archive {clean}: {redact(str(exc), url)}"
+        ) from None
+    tmp.replace(dest)
+    return dest
+
+
+def _extract(path: Path, dest: Path, label: str) -> None:
+    dest.mkdir(parents=True)
+    try:
+        if path.name.lower().endswith(".zip"):
+            _extract_zip(path, dest, label)
+        else:
+            with tarfile.open(path) as archive:
+                archive.extractall(dest, filter=tarfile.data_filter)  # noqa: S202 - data filter
+    except tarfile.FilterError as exc:
+        raise SourceNotFound(
+            f"Project archive {label} is unsafe: {exc}. Nothing was unpacked."
+        ) from None
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise SourceNotFound(f"Project archive {label} is corrupt or unreadable: {exc}.") from None
+    make_read_only(dest)
+
+
+def _extract_zip(path: Path, dest: Path, label: str) -> None:
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+        if bad is not None:
+            raise zipfile.BadZipFile(f"bad CRC for member {bad}")
+        for info in archive.infolist():
+            name = PurePosixPath(info.filename.replace("\\", "/"))
+            mode = info.external_attr >> 16
+            if name.is_absolute() or ".." in name.parts or info.filename.startswith("/"):
+                raise SourceNotFound(
+                    f"Project archive {label} is unsafe: member {info.filename!r} would land "
+                    "outside its folder. Nothing was unpacked."
+                )
+            if stat.S_ISLNK(mode):
+                raise SourceNotFound(
+                    f"Project archive {label} is unsafe: member {info.filename!r} is a link. "
+                    "Nothing was unpacked."
+                )
+        archive.extractall(dest)  # noqa: S202 - every member was checked above
