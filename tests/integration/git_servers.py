@@ -131,7 +131,7 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._backend()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _backend(self) -> None:
