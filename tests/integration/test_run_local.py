@@ -33,10 +33,7 @@ def only_run(home: Path) -> dict:
 def test_iris_example_records_everything(home: Path) -> None:
     result = reprorun_cli("run", str(IRIS), "-P", "max_depth=3", "-P", "ccp_alpha=0.01")
     assert result.returncode == 0, result.stderr
-    assert (
-        "declares python_env (python_env.yaml); this run uses the current interpreter"
-        in result.stderr
-    )
+    assert "Creating a Python 3.11" in result.stderr  # the environment was built (uv)
     assert "accuracy=" in result.stdout  # the child's output reached the terminal
 
     run = only_run(home)
@@ -59,7 +56,9 @@ def test_iris_example_records_everything(home: Path) -> None:
     tags = data["tags"]
     assert tags["mlflow.project.entryPoint"] == "main"
     assert tags["mlflow.source.type"] == "PROJECT"
-    assert tags["mlflow.project.env"] == "local"
+    assert tags["mlflow.project.env"] == "uv"
+    assert len(tags["reprorun.env.hash"]) == 20
+    assert tags["reprorun.env.lock"] == "environment/requirements.lock"
     assert tags["mlflow.project.backend"] == "local"
     assert tags["reprorun.command"] == "python train.py --max_depth 3 --ccp_alpha 0.01"
 
@@ -77,6 +76,9 @@ def test_iris_example_records_everything(home: Path) -> None:
 
     artifacts = Path(info["artifact_uri"][len("file://") :])
     assert "accuracy=" in (artifacts / "logs" / "run.log").read_text()
+    lock = (artifacts / "environment" / "requirements.lock").read_text()
+    assert lock.startswith("# reprorun lock: python 3.11")
+    assert "scikit-learn==" in lock and "numpy==" in lock
 
     import reprorun
 

@@ -27,6 +27,8 @@ class LaunchSpec:
     artifact_dir: Path
     log_path: str = "logs/run.log"  # relative to the run's artifacts
     echo: Echo | None = None  # receives the child's output as it arrives
+    argv: list[str] | None = None  # run this instead of `bash -c command` (containers)
+    stop_argv: list[str] | None = None  # run this too when the run is cancelled
 
 
 class SubmittedRun(abc.ABC):

@@ -28,7 +28,7 @@ class LocalBackend(Backend):
         log_file.parent.mkdir(parents=True, exist_ok=True)
         try:
             proc = subprocess.Popen(
-                ["bash", "-c", spec.command],
+                spec.argv or ["bash", "-c", spec.command],
                 cwd=spec.cwd,
                 env=dict(spec.env),
                 stdin=subprocess.DEVNULL,
@@ -123,6 +123,9 @@ class LocalSubmittedRun(SubmittedRun):
         ``force``), mark the run KILLED."""
         if self._proc.poll() is None:
             self._cancelled = True
+            if self._spec.stop_argv:  # e.g. docker kill: the container outlives its client
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    subprocess.run(self._spec.stop_argv, capture_output=True, timeout=30)
             if force:
                 self._signal_group(signal.SIGKILL)
             self._signal_group(signal.SIGTERM)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -133,6 +134,46 @@ def _run(
     execute(start)
 
 
+@contextmanager
+def progress_display() -> Iterator[Callable[[str], None]]:
+    """A spinner with the environment build's current step on a terminal; plain lines on
+    stderr otherwise (quiet enough for logs, and nothing when the environment is cached)."""
+    if not sys.stderr.isatty():
+
+        def line(text: str) -> None:
+            if text:
+                click.echo(f"reprorun: {text}", err=True)
+
+        yield line
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    status = console.status("")
+    started = False
+
+    def update(text: str) -> None:
+        nonlocal started
+        if not text:
+            stop()
+            return
+        status.update(f"reprorun: {text}")
+        if not started:
+            status.start()
+            started = True
+
+    def stop() -> None:
+        nonlocal started
+        if started:
+            status.stop()
+            started = False
+
+    try:
+        yield update
+    finally:
+        stop()
+
+
 def execute(start: Callable[..., SubmittedRun]) -> None:
     """Run synchronously with progress lines on stderr; exit 1 if the run failed, 128+N when
     signal N stopped it (shared by `run` and `rerun`)."""
@@ -151,10 +192,12 @@ def execute(start: Callable[..., SubmittedRun]) -> None:
         )
 
     try:
-        submitted = start(
-            on_submit=announce,
-            on_warning=lambda text: click.echo(f"reprorun: warning: {text}", err=True),
-        )
+        with progress_display() as progress:
+            submitted = start(
+                on_submit=announce,
+                on_warning=lambda text: click.echo(f"reprorun: warning: {text}", err=True),
+                progress=progress,
+            )
     except RunInterrupted as exc:
         finished(exc.run_id, f"KILLED (signal {exc.signum})")
         sys.exit(128 + exc.signum)

@@ -1,34 +1,50 @@
-"""The environment-manager interface and its registry."""
+"""The environment-manager interface and its registry.
+
+``prepare`` builds (or reuses from the cache) what the command runs in and reports exactly
+what it holds (the lock). Managers: local (this interpreter), uv, virtualenv, conda, docker.
+"""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from reprorun.errors import UnknownNameError
-from reprorun.projects.spec import Project
+from reprorun.projects.spec import DockerEnv, Project
+
+Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class PreparedEnv:
-    """What a backend needs to run a command in the environment."""
+    """What a backend needs to run a command in the environment, and what to record."""
 
     name: str
     path_prefix: tuple[str, ...] = ()  # folders put in front of PATH
     env_vars: Mapping[str, str] = field(default_factory=dict)
     python: str | None = None  # the interpreter, when there is one
+    python_version: str | None = None
+    env_hash: str | None = None  # the cache key: same hash, same environment
+    lock_text: str | None = None  # the exact package set (requirements.lock format)
+    env_dir: Path | None = None
+    docker: DockerEnv | None = None  # run the command in this container image
+    client_dir: Path | None = None  # reprorun's client, for containers to mount
 
 
 class EnvManager(abc.ABC):
     name: str
 
-    def prepare(self, project: Project) -> PreparedEnv:
-        """Build or reuse the environment for ``project``."""
-        return self._prepare(project)
+    def prepare(
+        self, project: Project, *, progress: Progress | None = None, lock: Path | None = None
+    ) -> PreparedEnv:
+        """Build or reuse the environment for ``project``; ``lock`` re-creates the exact
+        package set of an earlier run instead of resolving the project's spec."""
+        return self._prepare(project, progress or (lambda _msg: None), lock)
 
     @abc.abstractmethod
-    def _prepare(self, project: Project) -> PreparedEnv: ...
+    def _prepare(self, project: Project, progress: Progress, lock: Path | None) -> PreparedEnv: ...
 
 
 def _local() -> EnvManager:
@@ -37,8 +53,47 @@ def _local() -> EnvManager:
     return LocalEnvManager()
 
 
+def _uv() -> EnvManager:
+    from reprorun.envs.venv import UvEnvManager
+
+    return UvEnvManager()
+
+
+def _virtualenv() -> EnvManager:
+    from reprorun.envs.venv import VirtualenvEnvManager
+
+    return VirtualenvEnvManager()
+
+
+def _conda() -> EnvManager:
+    from reprorun.envs.conda import CondaEnvManager
+
+    return CondaEnvManager()
+
+
+def _docker() -> EnvManager:
+    from reprorun.envs.docker import DockerEnvManager
+
+    return DockerEnvManager()
+
+
 # name -> factory; factories import their module only when chosen.
-ENV_MANAGERS = {"local": _local}
+ENV_MANAGERS: dict[str, Callable[[], EnvManager]] = {
+    "local": _local,
+    "uv": _uv,
+    "virtualenv": _virtualenv,
+    "conda": _conda,
+    "docker": _docker,
+}
+
+
+def default_env_manager(project: Project) -> str:
+    """uv when the project declares a Python environment, docker for docker_env, else local."""
+    if project.env.kind == "docker_env":
+        return "docker"
+    from reprorun.envs.spec import read_env_spec
+
+    return "uv" if read_env_spec(project) is not None else "local"
 
 
 def get_env_manager(name: str | None) -> EnvManager:

@@ -24,6 +24,8 @@ class RerunSpec:
     parameters: dict[str, str]
     patch: Path | None
     env_manager: str | None
+    env_lock: Path | None
+    archive_sha256: str | None
     warnings: tuple[str, ...]
 
 
@@ -68,6 +70,13 @@ def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpe
                 f"{project_dir} is not under git: rerunning the folder as it is now, which may "
                 "differ from what the original run ran"
             )
+    env_manager = tags.get(SystemTags.ENV)
+    env_lock: Path | None = None
+    if env_manager in ("uv", "virtualenv") and tags.get(SystemTags.ENV_LOCK):
+        env_lock = local_dir(run.info.artifact_uri) / tags[SystemTags.ENV_LOCK]
+        if not env_lock.is_file():
+            warnings.append(f"the environment lock {env_lock} is missing; rebuilding from the spec")
+            env_lock = None
     recorded = tags.get(SystemTags.RUN_PARAMS)
     params: dict[str, str] = json.loads(recorded) if recorded else dict(run.data.params)
     params.update(overrides or {})
@@ -78,7 +87,9 @@ def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpe
         entry_point=tags.get(SystemTags.ENTRY_POINT, "main"),
         parameters=params,
         patch=patch,
-        env_manager=tags.get(SystemTags.ENV),
+        env_manager=env_manager,
+        env_lock=env_lock,
+        archive_sha256=tags.get(SystemTags.SOURCE_ARCHIVE_SHA256) if kind == "archive" else None,
         warnings=tuple(warnings),
     )
 
@@ -94,6 +105,7 @@ def rerun(
     echo: Any = True,
     on_submit: Callable[[Any], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Any:
     """Run ``run_id`` again; the new run carries ``reprorun.rerunOf``."""
     from reprorun.projects.runner import run as run_project
@@ -121,4 +133,7 @@ def rerun(
         version=spec.version,
         extra_tags={SystemTags.RERUN_OF: original.info.run_id},
         patch=spec.patch,
+        env_lock=spec.env_lock,
+        progress=progress,
+        archive_sha256=spec.archive_sha256,
     )

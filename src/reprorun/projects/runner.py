@@ -19,7 +19,7 @@ from typing import Any
 
 from reprorun._utils import current_user
 from reprorun.backends.base import Echo, LaunchSpec, SubmittedRun, get_backend
-from reprorun.envs.base import get_env_manager
+from reprorun.envs.base import PreparedEnv, default_env_manager, get_env_manager
 from reprorun.errors import ExecutionError, RunFailed, RunInterrupted, UserInputError
 from reprorun.projects.params import ResolvedParam, render_command, resolve_parameters
 from reprorun.projects.spec import EntryPoint, Project, load_project
@@ -76,12 +76,13 @@ def plan(
     *,
     version: str | None = None,
     cwd: Path | None = None,
+    archive_sha256: str | None = None,
 ) -> RunPlan:
     """Resolve and validate everything about a run without running or recording anything
     (a git or archive source is fetched into the source cache, which is not a side effect on
     anything of the user's)."""
     cwd = cwd or Path.cwd()
-    source = resolve_source(uri, version=version, cwd=cwd)
+    source = resolve_source(uri, version=version, cwd=cwd, archive_sha256=archive_sha256)
     project = load_project(source.directory)
     ep = project.entry_point(entry_point)
     given = {str(k): _param_text(v) for k, v in (parameters or {}).items()}
@@ -117,6 +118,9 @@ def run(
     version: str | None = None,
     extra_tags: Mapping[str, str] | None = None,
     patch: Path | None = None,
+    env_lock: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    archive_sha256: str | None = None,
 ) -> SubmittedRun:
     """Run a project and record it: the counterpart of ``mlflow.projects.run``.
 
@@ -126,7 +130,9 @@ def run(
     callable: each chunk of bytes). ``on_submit`` is called once the command has started;
     ``on_warning`` with each thing accepted but worth knowing (ignored MLproject keys, ...).
     ``version`` picks a branch, tag or commit of a git source; ``patch`` (a git diff) is
-    applied to the run's working copy (rerun of a dirty checkout).
+    applied to the run's working copy (rerun of a dirty checkout); ``env_lock`` builds the
+    environment from an earlier run's lock instead of the project's spec; ``progress``
+    receives what the environment build is doing, then "" once it is ready.
     """
     from reprorun.tracking.store import open_store
 
@@ -134,8 +140,10 @@ def run(
         raise UserInputError("Give either an experiment id or an experiment name, not both.")
     # Everything that can be wrong with the input is checked before the run exists.
     backend_impl = get_backend(backend, _load_backend_config(backend_config))
-    env_impl = get_env_manager(env_manager)
-    the_plan = plan(uri, entry_point, parameters, version=version)
+    if env_manager is not None:
+        get_env_manager(env_manager)  # an unknown name fails before anything is fetched
+    the_plan = plan(uri, entry_point, parameters, version=version, archive_sha256=archive_sha256)
+    env_impl = get_env_manager(env_manager or default_env_manager(the_plan.project))
     warnings = list(the_plan.project.warnings)
     declared_env = the_plan.project.env
     if declared_env.kind and env_impl.name == "local":
@@ -147,6 +155,11 @@ def run(
     for warning in warnings:
         if on_warning:
             on_warning(warning)
+    # The environment is built (or found in the cache) before the run exists: a spec that
+    # cannot be installed is bad input, and leaves no run behind.
+    prepared = env_impl.prepare(the_plan.project, progress=progress, lock=env_lock)
+    if progress:
+        progress("")  # the environment is ready: whatever shows progress can stop
     store = open_store(tracking_uri)
     if experiment_id is not None:
         exp_id = store.get_experiment(str(experiment_id)).experiment_id
@@ -161,7 +174,11 @@ def run(
             exp_id,
             run_name=run_name,
             user_id=current_user(),
-            tags={**_system_tags(the_plan, env_impl.name, backend_impl.name), **(extra_tags or {})},
+            tags={
+                **_system_tags(the_plan, env_impl.name, backend_impl.name),
+                **_env_tags(prepared),
+                **(extra_tags or {}),
+            },
             params={p.name: p.text for p in the_plan.params},
         )
         run_id = created.info.run_id
@@ -169,7 +186,9 @@ def run(
             artifact_dir = _artifact_dir(created.info.artifact_uri, exp_id)
             _store_uncommitted_diff(store, run_id, the_plan.provenance, artifact_dir)
             workdir = _working_directory(the_plan, run_id, patch)
-            prepared = env_impl.prepare(the_plan.project)
+            if prepared.lock_text:
+                (artifact_dir / LOCK_ARTIFACT).parent.mkdir(parents=True, exist_ok=True)
+                (artifact_dir / LOCK_ARTIFACT).write_text(prepared.lock_text, encoding="utf-8")
             target = store_uri_for_child(tracking_uri)
             env = _child_env(prepared.path_prefix, prepared.env_vars, run_id, exp_id, target)
             spec = LaunchSpec(
@@ -180,6 +199,9 @@ def run(
                 store=store,
                 artifact_dir=artifact_dir,
                 echo=_echo(echo),
+                **_container(
+                    prepared, run_id, the_plan.command, workdir, env, artifact_dir, tracking_uri
+                ),
             )
             if stopper:
                 stopper.check(run_id)
@@ -217,6 +239,52 @@ def wait_interruptibly(submitted: SubmittedRun) -> bool:
 
 
 DIFF_ARTIFACT = "source/uncommitted.diff"
+LOCK_ARTIFACT = "environment/requirements.lock"
+
+
+def _env_tags(prepared: PreparedEnv) -> dict[str, str]:
+    tags = {}
+    if prepared.env_hash:
+        tags[SystemTags.ENV_HASH] = prepared.env_hash
+    if prepared.python_version:
+        tags[SystemTags.ENV_PYTHON] = prepared.python_version
+    if prepared.lock_text:
+        tags[SystemTags.ENV_LOCK] = LOCK_ARTIFACT
+    if prepared.docker is not None:
+        tags[SystemTags.ENV_IMAGE] = prepared.docker.image
+    return tags
+
+
+def _container(
+    prepared: PreparedEnv,
+    run_id: str,
+    command: str,
+    workdir: Path,
+    env: Mapping[str, str],
+    artifact_dir: Path,
+    tracking_uri: str | None,
+) -> dict[str, Any]:
+    """For docker_env: the argv that runs the command in a container, and how to stop it."""
+    if prepared.docker is None:
+        return {}
+    from reprorun.config import resolve_tracking
+    from reprorun.envs.docker import docker_argv, stop_argv
+
+    mounts = [artifact_dir]
+    sqlite_path = resolve_tracking(tracking_uri).sqlite_path
+    if sqlite_path and sqlite_path != ":memory:":
+        mounts.append(Path(sqlite_path).parent)
+    assert prepared.client_dir is not None
+    argv = docker_argv(
+        prepared.docker,
+        run_id=run_id,
+        command=command,
+        cwd=workdir,
+        env=env,
+        mounts=mounts,
+        client_dir=prepared.client_dir,
+    )
+    return {"argv": argv, "stop_argv": stop_argv(run_id)}
 
 
 def _store_uncommitted_diff(store: Any, run_id: str, prov: Provenance, artifact_dir: Path) -> None:

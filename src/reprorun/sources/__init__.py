@@ -36,7 +36,11 @@ def split_subdirectory(uri: str) -> tuple[str, str | None]:
 
 
 def resolve_source(
-    uri: str, *, version: str | None = None, cwd: Path | None = None
+    uri: str,
+    *,
+    version: str | None = None,
+    cwd: Path | None = None,
+    archive_sha256: str | None = None,
 ) -> ResolvedSource:
     """Resolve a project URI (see the module docstring) to a directory and its provenance."""
     cwd = cwd or Path.cwd()
@@ -51,7 +55,7 @@ def resolve_source(
                 "--version applies to git repositories, not to the archive "
                 f"{strip_credentials(location)}."
             )
-        return resolve_archive(location, subdir, cwd=cwd)
+        return resolve_archive(location, subdir, cwd=cwd, expected_sha256=archive_sha256)
     if _GIT_URL_RE.match(location):
         from reprorun.sources.git import resolve_git
 

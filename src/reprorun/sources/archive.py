@@ -7,14 +7,17 @@ links pointing out, device files) refuse the whole archive.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shutil
 import stat
 import tarfile
 import urllib.error
 import urllib.request
+import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlparse
 
 from reprorun.errors import SourceNotFound
 from reprorun.sources.base import Provenance, ResolvedSource, redact, strip_credentials
@@ -27,19 +30,42 @@ def is_archive(location: str) -> bool:
     return location.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def resolve_archive(location: str, subdirectory: str | None, *, cwd: Path) -> ResolvedSource:
-    clean = strip_credentials(location)
-    if location.startswith(("http://", "https://")):
-        path = _download(location)
+def resolve_archive(
+    location: str,
+    subdirectory: str | None,
+    *,
+    cwd: Path,
+    expected_sha256: str | None = None,
+) -> ResolvedSource:
+    """Unpack (once) and return the project in an archive. With ``expected_sha256`` (a rerun),
+    the recorded content is used from the cache, or the archive must still have it."""
+    is_url = location.startswith(("http://", "https://"))
+    if is_url:
+        clean = strip_credentials(location)
     else:
-        path = Path(location.removeprefix("file://")).expanduser()
-        path = path if path.is_absolute() else cwd / path
-        if not path.is_file():
-            raise SourceNotFound(f"Project archive {clean}: no such file ({path}).")
-    digest = _sha256(path)
-    root = sources_root() / "archives" / digest
-    with lock(sources_root() / "archives" / f"{digest}.lock"):
-        publish(root, lambda tmp: _extract(path, tmp, clean))
+        local = Path(location.removeprefix("file://")).expanduser()
+        local = (local if local.is_absolute() else cwd / local).resolve()
+        clean = str(local)
+    cached = sources_root() / "archives" / (expected_sha256 or "-")
+    if expected_sha256 and cached.is_dir():
+        digest, root = expected_sha256, cached
+    else:
+        if is_url:
+            path = _download(location)
+        else:
+            path = local
+            if not path.is_file():
+                raise SourceNotFound(f"Project archive {clean}: no such file.")
+        digest = _sha256(path)
+        if expected_sha256 and digest != expected_sha256:
+            raise SourceNotFound(
+                f"Project archive {clean} has changed since the recorded run (sha256 "
+                f"{expected_sha256[:12]}… then, {digest[:12]}… now) and the original is no "
+                "longer in the source cache: rerun cannot run the same code."
+            )
+        root = sources_root() / "archives" / digest
+        with lock(sources_root() / "archives" / f"{digest}.lock"):
+            publish(root, lambda tmp: _extract(path, tmp, clean))
     base = root
     entries = [p for p in root.iterdir()]
     if (
@@ -57,7 +83,7 @@ def resolve_archive(location: str, subdirectory: str | None, *, cwd: Path) -> Re
         source_name=clean + (f"#{subdirectory}" if subdirectory else ""),
         source_kind="archive",
         subdirectory=subdirectory,
-        uri=clean,
+        uri=clean + (f"#{subdirectory}" if subdirectory else ""),
         archive_sha256=digest,
     )
     return ResolvedSource(directory, provenance, snapshot=base)
@@ -73,12 +99,19 @@ def _sha256(path: Path) -> str:
 
 def _download(url: str) -> Path:
     clean = strip_credentials(url)
-    name = PurePosixPath(url.split("?", 1)[0]).name
+    name = PurePosixPath(clean.split("?", 1)[0]).name
     dest = sources_root() / "downloads" / key_for(clean) / name
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
+    # A name of its own per download: two runs fetching one URL never write the same file.
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+    request = urllib.request.Request(clean)  # noqa: S310 - http(s) only, checked by the caller
+    parsed = urlparse(url)
+    if parsed.username is not None:
+        # user:password@ in the URL is HTTP Basic authentication, never part of the host.
+        token = f"{unquote(parsed.username)}:{unquote(parsed.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
     try:
-        with urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as out:  # noqa: S310 - http(s) only, checked by the caller
+        with urllib.request.urlopen(request, timeout=120) as response, open(tmp, "wb") as out:  # noqa: S310
             shutil.copyfileobj(response, out, 1 << 20)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         tmp.unlink(missing_ok=True)
@@ -96,6 +129,14 @@ def _extract(path: Path, dest: Path, label: str) -> None:
             _extract_zip(path, dest, label)
         else:
             with tarfile.open(path) as archive:
+                for member in archive.getmembers():
+                    if member.name.startswith("/") or (
+                        member.islnk() and member.linkname.startswith("/")
+                    ):
+                        raise SourceNotFound(
+                            f"Project archive {label} is unsafe: member {member.name!r} has an "
+                            "absolute path. Nothing was unpacked."
+                        )
                 archive.extractall(dest, filter=tarfile.data_filter)  # noqa: S202 - data filter
     except tarfile.FilterError as exc:
         raise SourceNotFound(

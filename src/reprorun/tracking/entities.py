@@ -126,6 +126,10 @@ class SystemTags:
     SOURCE_SUBDIRECTORY = "reprorun.source.subdirectory"
     SOURCE_ARCHIVE_SHA256 = "reprorun.source.archiveSha256"
     RERUN_OF = "reprorun.rerunOf"
+    ENV_HASH = "reprorun.env.hash"  # the environment cache key
+    ENV_PYTHON = "reprorun.env.python"
+    ENV_LOCK = "reprorun.env.lock"  # artifact path of the exact package set
+    ENV_IMAGE = "reprorun.env.image"
     RUN_PARAMS = "reprorun.runParams"  # JSON: the parameters the runner passed (for rerun)
     COMMAND = "reprorun.command"
     VERSION = "reprorun.version"

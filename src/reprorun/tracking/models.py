@@ -68,9 +68,8 @@ def save_model(
             }
         },
     }
-    import yaml
-
-    (path / "MLmodel").write_text(yaml.safe_dump(description, sort_keys=False), encoding="utf-8")
+    # JSON is YAML: MLflow's readers parse it, and the in-run client needs no YAML library.
+    (path / "MLmodel").write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     (path / "requirements.txt").write_text(
         "".join(f"{name}=={version}\n" for name, version in packages.items()), encoding="utf-8"
     )

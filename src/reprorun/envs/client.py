@@ -1,0 +1,61 @@
+"""reprorun's own client inside every environment, at the runner's version.
+
+The in-run API (``import reprorun``; ``param``, ``log_metric``, ...) needs only the standard
+library, so instead of installing reprorun and its dependencies into each environment, a
+copy of the package's Python files (~200 kB) is kept once per version and a ``.pth`` file in
+the environment's site-packages points at it. That costs one small file write per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import reprorun
+from reprorun.envs.cache import envs_root
+
+PTH_NAME = "_reprorun_client.pth"
+
+
+def _package_dir() -> Path:
+    return Path(reprorun.__file__).parent
+
+
+def client_root() -> Path:
+    """A folder holding a copy of the ``reprorun`` package, made once per code version."""
+    package = _package_dir()
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(package)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    root = envs_root() / "client" / f"{reprorun.__version__}-{digest.hexdigest()[:12]}"
+    if not (root / "reprorun" / "__init__.py").is_file():
+        from reprorun.sources.cache import publish
+
+        def copy(tmp: Path) -> None:
+            shutil.copytree(
+                package,
+                tmp / "reprorun",
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            )
+
+        publish(root, copy)
+    return root
+
+
+def site_packages(env_dir: Path) -> Path:
+    found = sorted(env_dir.glob("lib/python3*/site-packages"))
+    if not found:
+        raise FileNotFoundError(f"no site-packages in {env_dir}")
+    return found[0]
+
+
+def inject(env_dir: Path) -> Path:
+    """Make ``import reprorun`` work in the environment; returns the client folder."""
+    root = client_root()
+    pth = site_packages(env_dir) / PTH_NAME
+    line = f"{root}\n"
+    if not pth.is_file() or pth.read_text() != line:
+        pth.write_text(line)
+    return root

@@ -1,0 +1,79 @@
+"""conda environments, when conda, mamba or micromamba is on PATH.
+
+Not exercised by the test suite here: no conda channel is reachable from this machine. The
+error when no conda tool is installed is tested.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from reprorun.envs.base import EnvManager, PreparedEnv, Progress
+from reprorun.envs.cache import MARKER, get_or_build, python_of
+from reprorun.envs.client import inject
+from reprorun.envs.spec import read_conda_env
+from reprorun.errors import ExecutionError, UserInputError
+from reprorun.projects.spec import Project
+
+TOOLS = ("micromamba", "mamba", "conda")
+
+
+def conda_tool() -> str:
+    for name in TOOLS:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise UserInputError(
+        "--env-manager conda needs conda, mamba or micromamba on PATH, and none is installed. "
+        "Install one, or use --env-manager uv (it installs the pip: section of conda.yaml)."
+    )
+
+
+class CondaEnvManager(EnvManager):
+    name = "conda"
+
+    def _prepare(self, project: Project, progress: Progress, lock: Path | None) -> PreparedEnv:
+        tool = conda_tool()
+        if project.env.kind != "conda_env" or project.env.path is None:
+            raise UserInputError(
+                "--env-manager conda needs a conda_env (conda.yaml) in the project."
+            )
+        spec = read_conda_env(project.env.path)
+        conda_file = project.env.path
+
+        def build(dest: Path) -> dict[str, Any]:
+            progress(f"Creating a conda environment from {conda_file}")
+            argv = [tool, "env", "create", "-p", str(dest), "-f", str(conda_file)]
+            if Path(tool).name == "micromamba":
+                argv = [tool, "create", "-y", "-p", str(dest), "-f", str(conda_file)]
+            done = subprocess.run(argv, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ExecutionError(f"{Path(tool).name} failed: {done.stderr.strip()[-2000:]}")
+            listing = subprocess.run(
+                [tool, "list", "-p", str(dest), "--explicit"], capture_output=True, text=True
+            ).stdout
+            (dest / "requirements.lock").write_text(f"# reprorun lock: conda\n{listing}")
+            version = subprocess.run(
+                [str(python_of(dest)), "-c", "import platform; print(platform.python_version())"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            return {"python": version, "source": str(conda_file)}
+
+        env_dir = get_or_build(self.name, spec.hash(self.name), build, relocatable=False)
+        meta = json.loads((env_dir / MARKER).read_text())
+        return PreparedEnv(
+            name=self.name,
+            path_prefix=(str(env_dir / "bin"),),
+            env_vars={"CONDA_PREFIX": str(env_dir)},
+            python=str(python_of(env_dir)),
+            python_version=str(meta.get("python")),
+            env_hash=spec.hash(self.name),
+            lock_text=(env_dir / "requirements.lock").read_text(),
+            env_dir=env_dir,
+            client_dir=inject(env_dir),
+        )

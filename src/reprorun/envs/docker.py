@@ -1,0 +1,119 @@
+"""MLflow's docker_env: the command runs in a container of the project's image.
+
+The image must be present locally or pullable; the engine is whatever ``docker`` talks to
+(DOCKER_HOST). The run's working folder, the tracking store's folder and reprorun's client
+are mounted at the same paths, so the code inside logs to the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from reprorun.envs.base import EnvManager, PreparedEnv, Progress
+from reprorun.envs.client import client_root
+from reprorun.errors import ExecutionError, UserInputError
+from reprorun.projects.spec import DockerEnv, Project
+
+CLIENT_MOUNT = "/opt/reprorun-client"
+
+
+def _docker(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("docker")
+    if binary is None:
+        raise UserInputError(
+            "--env-manager docker needs the docker command, which is not installed."
+        )
+    try:
+        return subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise ExecutionError(f"docker {args[0]} did not answer within {timeout:.0f} s.") from exc
+
+
+class DockerEnvManager(EnvManager):
+    name = "docker"
+
+    def _prepare(self, project: Project, progress: Progress, lock: Path | None) -> PreparedEnv:
+        docker = project.env.docker
+        if docker is None:
+            raise UserInputError(
+                "--env-manager docker needs a docker_env (image, volumes, environment) in the "
+                "project's MLproject."
+            )
+        engine = _docker(["version", "--format", "{{.Server.Version}}"], timeout=15)
+        if engine.returncode != 0:
+            host = os.environ.get("DOCKER_HOST", "the default socket")
+            raise UserInputError(
+                f"No Docker engine answers at {host}: {engine.stderr.strip()}. Start one (or set "
+                "DOCKER_HOST), or run with another --env-manager."
+            )
+        inspect = _docker(["image", "inspect", "--format", "{{.Id}}", docker.image])
+        if inspect.returncode != 0:
+            progress(f"Pulling {docker.image}")
+            pulled = _docker(["pull", docker.image], timeout=3600)
+            if pulled.returncode != 0:
+                raise UserInputError(
+                    f"Docker image {docker.image!r} is not on this machine and cannot be pulled: "
+                    f"{pulled.stderr.strip()}"
+                )
+            inspect = _docker(["image", "inspect", "--format", "{{.Id}}", docker.image])
+        image_id = inspect.stdout.strip()
+        return PreparedEnv(
+            name=self.name,
+            env_hash=image_id.removeprefix("sha256:")[:20],
+            lock_text=f"# reprorun lock: docker image {docker.image} {image_id}\n",
+            docker=docker,
+            client_dir=client_root(),
+        )
+
+
+def container_name(run_id: str) -> str:
+    return f"reprorun-{run_id}"
+
+
+def docker_argv(
+    docker: DockerEnv,
+    *,
+    run_id: str,
+    command: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    mounts: list[Path],
+    client_dir: Path,
+) -> list[str]:
+    """``docker run`` for the command: host network (servers bind 127.0.0.1), the working
+    folder and ``mounts`` at their own paths, reprorun's client on PYTHONPATH."""
+    argv = [
+        "docker",
+        "run",
+        "--rm",
+        "--init",
+        "--network",
+        "host",
+        "--name",
+        container_name(run_id),
+    ]
+    for folder in dict.fromkeys([cwd, *mounts]):
+        argv += ["-v", f"{folder}:{folder}"]
+    argv += ["-v", f"{client_dir}:{CLIENT_MOUNT}:ro", "-w", str(cwd)]
+    for volume in docker.volumes:
+        argv += ["-v", volume]
+    passed = {k: v for k, v in env.items() if k.startswith(("REPRORUN_", "MLFLOW_"))}
+    passed["PYTHONPATH"] = CLIENT_MOUNT
+    passed["PYTHONUNBUFFERED"] = "1"
+    for name, value in docker.environment:
+        if value is None:
+            if name in os.environ:
+                passed[name] = os.environ[name]
+        else:
+            passed[name] = value
+    for name, value in passed.items():
+        argv += ["-e", f"{name}={value}"]
+    return [*argv, docker.image, "bash", "-c", command]
+
+
+def stop_argv(run_id: str) -> list[str]:
+    return ["docker", "kill", container_name(run_id)]
