@@ -23,7 +23,7 @@ from reprorun.errors import ExecutionError, SpecError, UserInputError
 from reprorun.projects.spec import Project
 
 LOCK_FILE = "requirements.lock"
-_LOCK_HEADER = re.compile(r"^# reprorun lock: python (\S+)", re.MULTILINE)
+_LOCK_HEADER = re.compile(r"^# reprorun lock: python ([0-9.]+)", re.MULTILINE)
 # Resolver messages that mean "the spec asks for something that does not exist".
 _BAD_SPEC_HINTS = (
     "not found in the package registry",
@@ -35,6 +35,9 @@ _BAD_SPEC_HINTS = (
     "expected package name",
     "no versions of",
     "unsatisfiable",
+    "couldn't parse requirement",
+    "invalid requirement",
+    "no such comparison operator",
 )
 
 

@@ -48,6 +48,11 @@ def publish(final: Path, build: Callable[[Path], None]) -> Path:
     try:
         build(tmp)
         tmp.replace(final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if final.exists():  # another process published the same thing first: use theirs
+            return final
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

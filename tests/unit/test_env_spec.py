@@ -1,0 +1,99 @@
+"""Reading environment specs: python_env.yaml, conda.yaml, requirements, pyproject."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reprorun.envs.spec import read_conda_env, read_env_spec, read_python_env, read_requirements
+from reprorun.errors import SpecError
+from reprorun.projects.spec import load_project
+
+
+def test_python_env_with_nested_requirement_files(tmp_path: Path) -> None:
+    (tmp_path / "base.txt").write_text("numpy>=1.20  # arrays\n\n# comment\n")
+    (tmp_path / "requirements.txt").write_text("-r base.txt\npandas==2.*\n")
+    spec_file = tmp_path / "python_env.yaml"
+    spec_file.write_text(
+        'python: "3.11"\nbuild_dependencies:\n  - pip\ndependencies:\n  - scikit-learn\n  - -r requirements.txt\n'
+    )
+    spec = read_python_env(spec_file)
+    assert spec.python == "3.11"
+    assert [r.text for r in spec.build_dependencies] == ["pip"]
+    assert [(r.text, r.source.name, r.line) for r in spec.dependencies] == [
+        ("scikit-learn", "python_env.yaml", 5),
+        ("numpy>=1.20", "base.txt", 1),
+        ("pandas==2.*", "requirements.txt", 2),
+    ]
+    assert spec.locate("Scikit_Learn").line == 5
+
+
+def test_the_hash_follows_the_normalised_spec(tmp_path: Path) -> None:
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    a.write_text('python: "3.11"\ndependencies: [six, numpy]\n')
+    b.write_text('python: "3.11"\ndependencies:\n  - numpy\n  - six\n')
+    assert read_python_env(a).hash("uv") == read_python_env(b).hash("uv")  # order does not matter
+    assert read_python_env(a).hash("uv") != read_python_env(a).hash("virtualenv")
+    b.write_text('python: "3.10"\ndependencies: [six, numpy]\n')
+    assert read_python_env(a).hash("uv") != read_python_env(b).hash("uv")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("python: [3]\n", 1, "'python' must be a version"),
+        ("dependencies: numpy\n", 1, "must be a list"),
+        ("python: 3.11\nextras: [x]\n", 2, "unknown key 'extras'"),
+        ("dependencies:\n  - -r missing.txt\n", 2, "no such file"),
+        ("dependencies: [a\n", 2, "YAML syntax error"),
+    ],
+)
+def test_malformed_python_env_names_file_and_line(
+    tmp_path: Path, text: str, line: int, fragment: str
+) -> None:
+    spec_file = tmp_path / "python_env.yaml"
+    spec_file.write_text(text)
+    with pytest.raises(SpecError) as excinfo:
+        read_python_env(spec_file)
+    assert excinfo.value.path == spec_file
+    assert excinfo.value.line == line
+    assert fragment in excinfo.value.message
+
+
+def test_conda_yaml_python_pip_and_conda_only_packages(tmp_path: Path) -> None:
+    conda = tmp_path / "conda.yaml"
+    conda.write_text(
+        "name: x\nchannels: [conda-forge]\ndependencies:\n  - python=3.10\n  - pip\n  - cudatoolkit=11.8\n"
+        "  - pip:\n    - mlflow\n    - scikit-learn==1.3.0\n"
+    )
+    spec = read_conda_env(conda)
+    assert spec.python == "3.10"
+    assert [r.text for r in spec.dependencies] == ["mlflow", "scikit-learn==1.3.0"]
+    assert spec.conda_packages == ("cudatoolkit=11.8",)
+
+
+def test_which_spec_a_project_uses(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("")
+    assert read_env_spec(load_project(tmp_path)) is None
+    (tmp_path / "requirements.txt").write_text("six\n")
+    assert read_env_spec(load_project(tmp_path)).kind == "requirements"
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "p"\nrequires-python = ">=3.10"\ndependencies = ["six>=1.16"]\n'
+    )
+    spec = read_env_spec(load_project(tmp_path))
+    assert (spec.kind, spec.python, [r.text for r in spec.dependencies]) == (
+        "pyproject",
+        "3.10",
+        ["six>=1.16"],
+    )
+    (tmp_path / "python_env.yaml").write_text("dependencies: [numpy]\n")
+    assert read_env_spec(load_project(tmp_path)).kind == "python_env"
+
+
+def test_requirements_loops_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("-r b.txt\n")
+    (tmp_path / "b.txt").write_text("-r a.txt\n")
+    with pytest.raises(SpecError, match="loop"):
+        read_requirements(tmp_path / "a.txt")
