@@ -213,3 +213,39 @@ def test_env_list_and_prune(home: Path, tmp_path: Path) -> None:
 def test_unknown_manager_lists_the_valid_ones(home: Path, tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="conda, docker, local, uv, virtualenv"):
         get_env_manager("pipenv")
+
+
+def test_a_network_failure_caches_nothing_and_the_next_run_builds(
+    home: Path, tmp_path: Path
+) -> None:
+    import os
+
+    project = project_with(tmp_path, "dependencies: [six==1.10.0]\n")
+    offline = {**os.environ, "UV_OFFLINE": "1", "UV_CACHE_DIR": str(tmp_path / "empty-uv-cache")}
+    failed = reprorun_cli("run", str(project), env=offline, timeout=600)
+    assert failed.returncode == 1, failed.stderr
+    assert "network or system problem; nothing was cached" in failed.stderr
+    assert [p for p in (home / "envs" / "uv").iterdir() if p.is_dir()] == []
+    assert json.loads(reprorun_cli("runs", "list", "--json").stdout) == []
+    online = reprorun_cli("run", str(project), timeout=600)
+    assert online.returncode == 0, online.stderr
+    assert "six 1.10.0" in online.stdout
+
+
+def test_a_uv_project_runs_from_its_lock_file(home: Path, tmp_path: Path) -> None:
+    from reprorun.envs.tools import uv_binary
+
+    project = make_project(
+        tmp_path / "p",
+        "entry_points:\n  main:\n    command: 'python train.py'\n",
+        {
+            "train.py": TRAIN,
+            "pyproject.toml": '[project]\nname = "p"\nversion = "0"\nrequires-python = ">=3.11"\ndependencies = ["six==1.16.0"]\n',
+        },
+    )
+    subprocess.run([uv_binary(), "lock", "--quiet"], cwd=project, check=True, timeout=300)
+    result = reprorun_cli("run", str(project), timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "six 1.16.0" in result.stdout
+    tags = only_run()["data"]["tags"]
+    assert tags["mlflow.project.env"] == "uv"

@@ -33,7 +33,11 @@ if TYPE_CHECKING:
 )
 @click.option("--experiment-id", help="Experiment id to record in.")
 @click.option("--run-name", help="A name for the run (default: generated).")
-@click.option("--env-manager", help="Environment manager [default: local].")
+@click.option(
+    "--env-manager",
+    help="uv, virtualenv, conda, docker or local [default: uv when the project declares a "
+    "Python environment, docker for docker_env, else local].",
+)
 @click.option("-b", "--backend", default="local", show_default=True, help="Where to execute.")
 @click.option(
     "--backend-config", type=click.Path(dir_okay=False), help="Backend options (JSON or YAML file)."

@@ -43,13 +43,17 @@ class DockerEnvManager(EnvManager):
                 "--env-manager docker needs a docker_env (image, volumes, environment) in the "
                 "project's MLproject."
             )
-        engine = _docker(["version", "--format", "{{.Server.Version}}"], timeout=15)
-        if engine.returncode != 0:
-            host = os.environ.get("DOCKER_HOST", "the default socket")
+        host = os.environ.get("DOCKER_HOST", "the default socket")
+        advice = "Start one (or set DOCKER_HOST), or run with another --env-manager."
+        try:
+            engine = _docker(["version", "--format", "{{.Server.Version}}"], timeout=15)
+        except ExecutionError:
             raise UserInputError(
-                f"No Docker engine answers at {host}: {engine.stderr.strip()}. Start one (or set "
-                "DOCKER_HOST), or run with another --env-manager."
-            )
+                f"No Docker engine answers at {host}: no reply within 15 s. {advice}"
+            ) from None
+        if engine.returncode != 0:
+            problem = engine.stderr.strip().rstrip(".")
+            raise UserInputError(f"No Docker engine answers at {host}: {problem}. {advice}")
         inspect = _docker(["image", "inspect", "--format", "{{.Id}}", docker.image])
         if inspect.returncode != 0:
             progress(f"Pulling {docker.image}")
@@ -110,6 +114,8 @@ def docker_argv(
                 passed[name] = os.environ[name]
         else:
             passed[name] = value
+    if passed["PYTHONPATH"] != CLIENT_MOUNT:  # the project's own PYTHONPATH keeps the client
+        passed["PYTHONPATH"] = f"{CLIENT_MOUNT}:{passed['PYTHONPATH']}"
     for name, value in passed.items():
         argv += ["-e", f"{name}={value}"]
     return [*argv, docker.image, "bash", "-c", command]

@@ -41,6 +41,21 @@ _BAD_SPEC_HINTS = (
 )
 
 
+# ...unless the index could not be reached: then the spec may be fine.
+_NETWORK_HINTS = (
+    "network was disabled",
+    "failed to fetch",
+    "error sending request",
+    "dns error",
+    "connection refused",
+    "connection reset",
+    "timed out",
+    "could not connect",
+    "temporary failure in name resolution",
+    "network is unreachable",
+)
+
+
 class EnvBuildError(UserInputError):
     """The spec cannot be installed (unknown package, impossible version, bad syntax)."""
 
@@ -140,7 +155,8 @@ def _install_error(manager: str, output: str, spec: PythonEnvSpec) -> ReprorunEr
             culprit = req
             break
     lowered = message.lower()
-    if any(hint in lowered for hint in _BAD_SPEC_HINTS):
+    network = any(hint in lowered for hint in _NETWORK_HINTS)
+    if not network and any(hint in lowered for hint in _BAD_SPEC_HINTS):
         where = culprit or (spec.dependencies[0] if spec.dependencies else None)
         text = f"{manager} cannot install the environment: {tail}"
         if where is not None:
