@@ -339,10 +339,12 @@ def test_dry_run_shows_plan_and_touches_nothing(home: Path, tmp_path: Path) -> N
     assert plan["parameters"]["max_depth"] == {"value": 4, "text": "4", "source": "cli"}
     assert plan["parameters"]["ccp_alpha"]["source"] == "default"
     assert plan["command"] == "python train.py --max_depth 4 --ccp_alpha 0.05"
+    assert plan["env_manager"] == "uv"  # iris declares python_env.yaml
     assert not (home / "store.db").exists()
 
     human = reprorun_cli("run", str(IRIS), "--dry-run")
     assert "python train.py --max_depth 3 --ccp_alpha 0.05" in human.stdout
+    assert "Environment  uv (python_env.yaml)" in human.stdout
     bad = reprorun_cli("run", str(IRIS), "--dry-run", "-P", "max_depth=0")
     assert bad.returncode == 2 and "at least 1" in bad.stderr
 

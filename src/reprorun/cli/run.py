@@ -84,7 +84,7 @@ def run_command(
         _show_params(uri, entry_point, as_json, version)
         return
     if dry_run:
-        _show_plan(uri, entry_point, given, as_json, version)
+        _show_plan(uri, entry_point, given, as_json, version, env_manager)
         return
     if as_json:
         raise click.UsageError("--json goes with --dry-run or --help-params.")
@@ -212,16 +212,23 @@ def execute(start: Callable[..., SubmittedRun]) -> None:
 
 
 def _show_plan(
-    uri: str, entry_point: str, given: dict[str, str], as_json: bool, version: str | None
+    uri: str,
+    entry_point: str,
+    given: dict[str, str],
+    as_json: bool,
+    version: str | None,
+    env_manager: str | None,
 ) -> None:
     from reprorun.cli.render import echo_json, key_values
+    from reprorun.envs.base import default_env_manager, get_env_manager
     from reprorun.projects.runner import plan
 
     the_plan = plan(uri, entry_point, given, version=version)
+    manager = get_env_manager(env_manager or default_env_manager(the_plan.project)).name
     for warning in the_plan.project.warnings:
         click.echo(f"reprorun: warning: {warning}", err=True)
     if as_json:
-        echo_json(the_plan.to_dict())
+        echo_json({**the_plan.to_dict(), "env_manager": manager})
         return
     prov = the_plan.provenance
     project = the_plan.project
@@ -236,6 +243,9 @@ def _show_plan(
             " (uncommitted changes)" if prov.git_dirty else ""
         )
     click.echo(f"Source       {source}")
+    declared = the_plan.project.env
+    spec = f" ({declared.path.name})" if declared.path else ""
+    click.echo(f"Environment  {manager}{spec}")
     click.echo("Dry run: nothing was run or recorded.")
 
 
