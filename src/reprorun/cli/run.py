@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -88,38 +88,10 @@ def run_command(
         return
     if as_json:
         raise click.UsageError("--json goes with --dry-run or --help-params.")
-    _run(
-        uri,
-        entry_point,
-        given,
-        experiment_name,
-        experiment_id,
-        run_name,
-        env_manager,
-        backend,
-        backend_config,
-        tracking_uri,
-        version,
-    )
-
-
-def _run(
-    uri: str,
-    entry_point: str,
-    given: dict[str, str],
-    experiment_name: str | None,
-    experiment_id: str | None,
-    run_name: str | None,
-    env_manager: str | None,
-    backend: str,
-    backend_config: str | None,
-    tracking_uri: str | None,
-    version: str | None,
-) -> None:
     from reprorun.projects.runner import run
 
-    def start(**callbacks: Any) -> SubmittedRun:
-        return run(
+    execute(
+        lambda **callbacks: run(
             uri,
             entry_point,
             given,
@@ -134,8 +106,7 @@ def _run(
             version=version,
             **callbacks,
         )
-
-    execute(start)
+    )
 
 
 @contextmanager

@@ -32,17 +32,15 @@ def resolve_local(uri: str, path: Path, subdir: str | None) -> ResolvedSource:
     return ResolvedSource(directory, git_info(directory))
 
 
+def _git(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=60)
+
+
 def git_info(directory: Path) -> Provenance:
     """Commit, remote, branch and dirty flag of ``directory``'s checkout (if it is in one)."""
     plain = Provenance(source_name=str(directory))
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        head = _git(directory, "rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD")
     except (OSError, subprocess.TimeoutExpired):
         return plain  # no git binary: provenance is the path alone
     lines = head.stdout.split()
@@ -50,22 +48,10 @@ def git_info(directory: Path) -> Provenance:
         return plain  # not a checkout, or a repository without commits
     toplevel, commit, branch = Path(lines[0]), lines[1], lines[2]
     try:
-        remote = subprocess.run(
-            ["git", "config", "--get", "remote.origin.url"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.strip()
+        remote = _git(directory, "config", "--get", "remote.origin.url").stdout.strip()
         # Dirty means: the project folder differs from the commit (untracked files included);
         # changes elsewhere in the repository do not make this project's run dirty.
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=normal", "--", "."],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        status = _git(directory, "status", "--porcelain", "--untracked-files=normal", "--", ".")
     except subprocess.TimeoutExpired:
         return Provenance(source_name=str(directory), git_commit=commit)
     subdir = directory.relative_to(toplevel.resolve()).as_posix()
