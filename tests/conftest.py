@@ -26,6 +26,8 @@ def clean_environ(
             monkeypatch.delenv(key)
     home = tmp_path_factory.mktemp("reprorun-home")
     monkeypatch.setenv("REPRORUN_HOME", str(home))
+    # Environment builds report their steps as plain lines, so tests can tell a build from a reuse.
+    monkeypatch.setenv("REPRORUN_PROGRESS", "plain")
     yield home
     close_stores()
 

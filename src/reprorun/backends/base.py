@@ -29,6 +29,7 @@ class LaunchSpec:
     echo: Echo | None = None  # receives the child's output as it arrives
     argv: list[str] | None = None  # run this instead of `bash -c command` (containers)
     stop_argv: list[str] | None = None  # run this too when the run is cancelled
+    on_finish: Callable[[], None] | None = None  # once the run has ended (release resources)
 
 
 class SubmittedRun(abc.ABC):

@@ -105,6 +105,8 @@ class LocalSubmittedRun(SubmittedRun):
             if self._final is not None:
                 return
             self._final = status
+        if self._spec.on_finish is not None:
+            self._spec.on_finish()
         store = self._spec.store
         tags = {SystemTags.EXIT_CODE: str(returncode)} if returncode is not None else {}
         if tags:

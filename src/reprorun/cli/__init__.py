@@ -37,6 +37,10 @@ def handle_errors(fn: F) -> F:
             raise InputError(str(exc)) from exc
         except ReprorunError as exc:
             raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            # Ctrl-C before a run exists (e.g. while an environment builds): nothing recorded.
+            click.echo("reprorun: interrupted; no run was recorded", err=True)
+            raise SystemExit(130) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -111,9 +112,12 @@ def run_command(
 
 @contextmanager
 def progress_display() -> Iterator[Callable[[str], None]]:
-    """A spinner with the environment build's current step on a terminal; plain lines on
-    stderr otherwise (quiet enough for logs, and nothing when the environment is cached)."""
+    """A spinner with the environment build's current step on a terminal; quiet otherwise,
+    unless REPRORUN_PROGRESS=plain asks for plain lines (CI logs)."""
     if not sys.stderr.isatty():
+        if os.environ.get("REPRORUN_PROGRESS") != "plain":
+            yield lambda _text: None
+            return
 
         def line(text: str) -> None:
             if text:

@@ -31,6 +31,7 @@ class PreparedEnv:
     env_dir: Path | None = None
     docker: DockerEnv | None = None  # run the command in this container image
     client_dir: Path | None = None  # reprorun's client, for containers to mount
+    release: Callable[[], None] | None = None  # call when the run no longer uses the env
 
 
 class EnvManager(abc.ABC):

@@ -9,6 +9,7 @@ build it once. Relocatable environments (uv) are built aside and renamed into pl
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import uuid
@@ -31,9 +32,18 @@ def python_of(env_dir: Path) -> Path:
     return env_dir / "bin" / "python"
 
 
+def read_marker(env_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((env_dir / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def is_complete(env_dir: Path) -> bool:
-    # exists() follows the interpreter symlink: a removed base Python makes the env broken.
-    return (env_dir / MARKER).is_file() and python_of(env_dir).exists()
+    # exists() follows the interpreter symlink: a removed base Python makes the env broken;
+    # an unreadable marker (a crash while writing it) does too.
+    return python_of(env_dir).exists() and read_marker(env_dir) is not None
 
 
 def get_or_build(
@@ -42,33 +52,76 @@ def get_or_build(
     build: Callable[[Path], dict[str, Any]],
     *,
     relocatable: bool,
-) -> Path:
-    """The environment ``manager/key``, built by ``build(folder) -> metadata`` if missing."""
+) -> tuple[Path, Release]:
+    """The environment ``manager/key``, built by ``build(folder) -> metadata`` if missing,
+    and held in use (``prune`` leaves it alone) until the returned release is called."""
     from filelock import FileLock
 
     final = envs_root() / manager / key
+    final.parent.mkdir(parents=True, exist_ok=True)
+    release = hold(final)
+    try:
+        _get_or_build(final, manager, key, build, relocatable, FileLock)
+    except BaseException:
+        release()
+        raise
+    return final, release
+
+
+def _get_or_build(
+    final: Path,
+    manager: str,
+    key: str,
+    build: Callable[[Path], dict[str, Any]],
+    relocatable: bool,
+    file_lock: Any,
+) -> None:
     if is_complete(final):
         _touch(final)
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final.parent / f"{key}.lock"), timeout=3600):
+        return
+    with file_lock(str(final.parent / f"{key}.lock"), timeout=3600):
         if is_complete(final):  # built by a concurrent run while we waited
             _touch(final)
-            return final
+            return
         if final.exists():
             shutil.rmtree(final)  # half-built or broken
         target = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}" if relocatable else final
         try:
             metadata = build(target)
             metadata.update({"manager": manager, "key": key, "created": time.time()})
-            (target / MARKER).write_text(json.dumps(metadata, indent=2))
+            marker = target / f".{MARKER}.tmp"
+            marker.write_text(json.dumps(metadata, indent=2))
+            marker.replace(target / MARKER)  # the marker appears whole or not at all
             if relocatable:
                 target.replace(final)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
     _touch(final)
-    return final
+
+
+Release = Callable[[], None]
+
+
+def _in_use_file(env_dir: Path) -> Path:
+    return env_dir.parent / f"{env_dir.name}.inuse"
+
+
+def hold(env_dir: Path) -> Release:
+    """A shared lock meaning "a run uses this environment"; prune takes it exclusively."""
+    import fcntl
+
+    fd = os.open(_in_use_file(env_dir), os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            os.close(fd)
+
+    return release
 
 
 def _touch(env_dir: Path) -> None:
@@ -119,7 +172,7 @@ def list_envs() -> list[CachedEnv]:
         for env_dir in manager_dir.iterdir():
             if env_dir.name.startswith(".") or not is_complete(env_dir):
                 continue
-            meta = json.loads((env_dir / MARKER).read_text())
+            meta = read_marker(env_dir) or {}
             used = env_dir / LAST_USED
             result.append(
                 CachedEnv(
@@ -153,9 +206,33 @@ def prune(older_than_days: float | None = None) -> list[Path]:
             used = env_dir / LAST_USED
             last = used.stat().st_mtime if used.exists() else env_dir.stat().st_mtime
             if stale_tmp or cutoff is None or last < cutoff:
-                from filelock import FileLock
-
-                with FileLock(str(manager_dir / f"{env_dir.name}.lock"), timeout=60):
-                    shutil.rmtree(env_dir, ignore_errors=True)
-                removed.append(env_dir)
+                key = (
+                    env_dir.name[len(".tmp-") : -9]
+                    if env_dir.name.startswith(".tmp-")
+                    else env_dir.name
+                )
+                if _remove_unless_busy(manager_dir, key, env_dir):
+                    removed.append(env_dir)
     return removed
+
+
+def _remove_unless_busy(manager_dir: Path, key: str, env_dir: Path) -> bool:
+    """Remove ``env_dir`` unless a run uses it or a build of ``key`` is in progress."""
+    import fcntl
+
+    from filelock import FileLock, Timeout
+
+    try:
+        with FileLock(str(manager_dir / f"{key}.lock"), timeout=0):
+            fd = os.open(_in_use_file(manager_dir / key), os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a run is using it
+            try:
+                shutil.rmtree(env_dir, ignore_errors=True)
+            finally:
+                os.close(fd)
+    except Timeout:
+        return False  # being built right now
+    return True

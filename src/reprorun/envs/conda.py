@@ -6,14 +6,13 @@ error when no conda tool is installed is tested.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from reprorun.envs.base import EnvManager, PreparedEnv, Progress
-from reprorun.envs.cache import MARKER, get_or_build, python_of
+from reprorun.envs.cache import get_or_build, python_of, read_marker
 from reprorun.envs.client import inject
 from reprorun.envs.spec import read_conda_env
 from reprorun.errors import ExecutionError, UserInputError
@@ -64,8 +63,8 @@ class CondaEnvManager(EnvManager):
             ).stdout.strip()
             return {"python": version, "source": str(conda_file)}
 
-        env_dir = get_or_build(self.name, spec.hash(self.name), build, relocatable=False)
-        meta = json.loads((env_dir / MARKER).read_text())
+        env_dir, release = get_or_build(self.name, spec.hash(self.name), build, relocatable=False)
+        meta = read_marker(env_dir) or {}
         return PreparedEnv(
             name=self.name,
             path_prefix=(str(env_dir / "bin"),),
@@ -76,4 +75,5 @@ class CondaEnvManager(EnvManager):
             lock_text=(env_dir / "requirements.lock").read_text(),
             env_dir=env_dir,
             client_dir=inject(env_dir),
+            release=release,
         )

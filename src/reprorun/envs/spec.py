@@ -28,6 +28,24 @@ class Requirement:
     line: int
 
     @property
+    def local_path(self) -> Path | None:
+        """The folder or file of a local requirement (``./pkg``, ``-e ../lib``), absolute."""
+        text = re.sub(r"^(-e|--editable)\s+", "", self.text.strip())
+        if text.startswith(("./", "../", "/", "file:")) or text in (".", ".."):
+            path = Path(text.removeprefix("file://").removeprefix("file:"))
+            return path if path.is_absolute() else (self.source.parent / path).resolve()
+        return None
+
+    def resolved(self) -> str:
+        """The line for the installer: local paths made absolute (relative to the spec file,
+        not to wherever reprorun was started)."""
+        local = self.local_path
+        if local is None:
+            return self.text
+        editable = re.match(r"^(-e|--editable)\s+", self.text.strip())
+        return f"{editable.group(1)} {local}" if editable else str(local)
+
+    @property
     def name(self) -> str:
         match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", self.text)
         return match.group(1).lower().replace("_", "-") if match else self.text
@@ -43,6 +61,7 @@ class PythonEnvSpec:
     build_dependencies: tuple[Requirement, ...] = ()
     dependencies: tuple[Requirement, ...] = ()
     conda_packages: tuple[str, ...] = field(default=())  # conda.yaml entries besides pip/python
+    python_line: int | None = None
 
     @property
     def python_version(self) -> str:
@@ -55,6 +74,10 @@ class PythonEnvSpec:
             "python": self.python_version,
             "build": sorted(r.text.strip() for r in self.build_dependencies),
             "deps": sorted(r.text.strip() for r in self.dependencies),
+            # Local packages change without their requirement line changing.
+            "local": sorted(
+                _fingerprint(r.local_path) for r in self.dependencies if r.local_path is not None
+            ),
             "conda": sorted(self.conda_packages),
             "platform": f"{sys.platform}-{platform.machine()}",
         }
@@ -70,6 +93,18 @@ class PythonEnvSpec:
             if req.name == wanted:
                 return req
         return None
+
+
+def _fingerprint(path: Path) -> str:
+    """Names, sizes and modification times of a local package's files (not .git)."""
+    digest = hashlib.sha256(str(path).encode())
+    files = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []
+    for file in files:
+        if ".git" in file.parts or "__pycache__" in file.parts or not file.is_file():
+            continue
+        stat = file.stat()
+        digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
 
 
 def read_env_spec(project: Project) -> PythonEnvSpec | None:
@@ -162,10 +197,20 @@ def read_python_env(path: Path) -> PythonEnvSpec:
     return PythonEnvSpec(
         source=path,
         kind="python_env",
-        python=_version_text(python),
+        python=_raw_version(path, doc, python),
+        python_line=_line(doc, "python"),
         build_dependencies=tuple(build),
         dependencies=tuple(deps),
     )
+
+
+def _raw_version(path: Path, doc: Any, value: Any) -> str | None:
+    """The version as written: YAML reads an unquoted ``3.10`` as the float 3.1."""
+    line = _line(doc, "python")
+    if isinstance(value, float) and line:
+        raw = path.read_text(encoding="utf-8").splitlines()[line - 1].split(":", 1)[1]
+        return raw.split("#", 1)[0].strip().strip("\"'") or None
+    return _version_text(value)
 
 
 def _version_text(value: Any) -> str | None:

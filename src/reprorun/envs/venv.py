@@ -7,7 +7,6 @@ Python version, so a run can be re-created from its lock alone.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reprorun.envs.base import EnvManager, PreparedEnv, Progress
-from reprorun.envs.cache import MARKER, get_or_build, python_of
+from reprorun.envs.cache import get_or_build, python_of, read_marker
 from reprorun.envs.client import inject
 from reprorun.envs.spec import PythonEnvSpec, Requirement, read_env_spec, read_lock
 from reprorun.envs.tools import find_python, uv_binary
@@ -70,6 +69,12 @@ class _VenvManager(EnvManager):
     relocatable = False
 
     def _prepare(self, project: Project, progress: Progress, lock: Path | None) -> PreparedEnv:
+        if project.env.kind == "docker_env":
+            raise UserInputError(
+                f"The project declares docker_env: its command runs in the image "
+                f"{project.env.docker.image if project.env.docker else ''}, not in a {self.name} "
+                "environment. Use --env-manager docker (the default for it) or local."
+            )
         if lock is not None:
             spec = read_lock(lock, lock_python(lock))
         else:
@@ -82,25 +87,33 @@ class _VenvManager(EnvManager):
                 "that file, or run with --env-manager conda."
             )
         key = spec.hash(self.name)
-        env_dir = get_or_build(
+        env_dir, release = get_or_build(
             self.name, key, lambda d: self._build(d, spec, progress), relocatable=self.relocatable
         )
         client = inject(env_dir)
-        meta = json.loads((env_dir / MARKER).read_text())
+        meta = read_marker(env_dir) or {}
         return PreparedEnv(
             name=self.name,
             path_prefix=(str(env_dir / "bin"),),
-            env_vars={"VIRTUAL_ENV": str(env_dir)},
+            # Bytecode is cached in the environment on first import (not compiled up front,
+            # which would cost ~20 s for a scientific stack): so the command may write it.
+            env_vars={"VIRTUAL_ENV": str(env_dir), "PYTHONDONTWRITEBYTECODE": ""},
             python=str(python_of(env_dir)),
             python_version=str(meta.get("python")),
             env_hash=key,
             lock_text=(env_dir / LOCK_FILE).read_text(encoding="utf-8"),
             env_dir=env_dir,
             client_dir=client,
+            release=release,
         )
 
     def _build(self, dest: Path, spec: PythonEnvSpec, progress: Progress) -> dict[str, Any]:
-        interp = find_python(spec.python_version)
+        try:
+            interp = find_python(spec.python_version)
+        except UserInputError as exc:
+            if spec.source is None or spec.python is None:
+                raise
+            raise SpecError(str(exc), spec.source, spec.python_line) from None
         progress(f"Creating a Python {interp.version} environment ({self.name})")
         self._create(dest, interp.path)
         python = str(python_of(dest))
@@ -132,7 +145,7 @@ class _VenvManager(EnvManager):
         self, dest: Path, python: str, reqs: tuple[Requirement, ...], spec: PythonEnvSpec
     ) -> None:
         listing = dest / "reprorun-requirements.txt"
-        listing.write_text("".join(r.text + "\n" for r in reqs), encoding="utf-8")
+        listing.write_text("".join(r.resolved() + "\n" for r in reqs), encoding="utf-8")
         done = _run(self._install_argv(python, listing))
         if done.returncode != 0:
             raise _install_error(self.name, done.stderr or done.stdout, spec)
@@ -148,10 +161,12 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 def _install_error(manager: str, output: str, spec: PythonEnvSpec) -> ReprorunErrorType:
     message = output.strip()
+    if spec.source is not None:  # name the user's file, not reprorun's temporary listing
+        message = re.sub(r"\S*reprorun-requirements\.txt", str(spec.source), message)
     tail = "\n".join(message.splitlines()[-15:])
     culprit: Requirement | None = None
     for req in (*spec.dependencies, *spec.build_dependencies):
-        if re.search(rf"\b{re.escape(req.name)}\b", message, re.IGNORECASE):
+        if re.search(rf"(?<![\w.-]){re.escape(req.name)}(?![\w.-])", message, re.IGNORECASE):
             culprit = req
             break
     lowered = message.lower()
@@ -192,7 +207,6 @@ class UvEnvManager(_VenvManager):
             "pip",
             "install",
             "--quiet",
-            "--compile-bytecode",  # runs start fast even where PYTHONDONTWRITEBYTECODE is set
             "--python",
             python,
             "-r",

@@ -26,6 +26,7 @@ class RerunSpec:
     env_manager: str | None
     env_lock: Path | None
     archive_sha256: str | None
+    source_tags: dict[str, str]  # the original's source tags that a rerun keeps
     warnings: tuple[str, ...]
 
 
@@ -90,6 +91,19 @@ def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpe
         env_manager=env_manager,
         env_lock=env_lock,
         archive_sha256=tags.get(SystemTags.SOURCE_ARCHIVE_SHA256) if kind == "archive" else None,
+        # A checkout rerun goes through the local repository, but its code still comes from
+        # the original's remote: keep that (and the forge link) on the new run.
+        source_tags={
+            k: tags[k]
+            for k in (
+                SystemTags.SOURCE_NAME,
+                SystemTags.GIT_REPO_URL,
+                SystemTags.LEGACY_GIT_REPO_URL,
+                SystemTags.GIT_BRANCH,
+                SystemTags.LEGACY_GIT_BRANCH,
+            )
+            if k in tags and kind == "local"
+        },
         warnings=tuple(warnings),
     )
 
@@ -131,7 +145,7 @@ def rerun(
         on_submit=on_submit,
         on_warning=on_warning,
         version=spec.version,
-        extra_tags={SystemTags.RERUN_OF: original.info.run_id},
+        extra_tags={SystemTags.RERUN_OF: original.info.run_id, **spec.source_tags},
         patch=spec.patch,
         env_lock=spec.env_lock,
         progress=progress,

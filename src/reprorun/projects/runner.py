@@ -160,11 +160,16 @@ def run(
     prepared = env_impl.prepare(the_plan.project, progress=progress, lock=env_lock)
     if progress:
         progress("")  # the environment is ready: whatever shows progress can stop
-    store = open_store(tracking_uri)
-    if experiment_id is not None:
-        exp_id = store.get_experiment(str(experiment_id)).experiment_id
-    else:
-        exp_id = store.get_or_create_experiment(experiment_name or _default_experiment_name())
+    try:
+        store = open_store(tracking_uri)
+        if experiment_id is not None:
+            exp_id = store.get_experiment(str(experiment_id)).experiment_id
+        else:
+            exp_id = store.get_or_create_experiment(experiment_name or _default_experiment_name())
+    except BaseException:
+        if prepared.release:
+            prepared.release()
+        raise
 
     # From here on a signal must not leave the run RUNNING: synchronous runs handle them from
     # before the run exists until it has ended.
@@ -184,8 +189,10 @@ def run(
         run_id = created.info.run_id
         try:
             artifact_dir = _artifact_dir(created.info.artifact_uri, exp_id)
-            _store_uncommitted_diff(store, run_id, the_plan.provenance, artifact_dir)
+            _store_uncommitted_diff(store, run_id, the_plan.provenance, artifact_dir, patch)
             workdir = _working_directory(the_plan, run_id, patch)
+            if workdir != the_plan.project.directory:
+                store.set_tag(run_id, SystemTags.WORK_DIR, str(workdir))
             if prepared.lock_text:
                 (artifact_dir / LOCK_ARTIFACT).parent.mkdir(parents=True, exist_ok=True)
                 (artifact_dir / LOCK_ARTIFACT).write_text(prepared.lock_text, encoding="utf-8")
@@ -199,6 +206,7 @@ def run(
                 store=store,
                 artifact_dir=artifact_dir,
                 echo=_echo(echo),
+                on_finish=prepared.release,
                 **_container(
                     prepared, run_id, the_plan.command, workdir, env, artifact_dir, tracking_uri
                 ),
@@ -207,6 +215,8 @@ def run(
                 stopper.check(run_id)
             submitted = backend_impl.submit(spec)
         except BaseException as exc:
+            if prepared.release:
+                prepared.release()
             interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
             status = RunStatus.KILLED if interrupted else RunStatus.FAILED
             store.update_run(
@@ -287,8 +297,17 @@ def _container(
     return {"argv": argv, "stop_argv": stop_argv(run_id)}
 
 
-def _store_uncommitted_diff(store: Any, run_id: str, prov: Provenance, artifact_dir: Path) -> None:
-    """A dirty checkout's changes, kept with the run so it can be reproduced (rerun)."""
+def _store_uncommitted_diff(
+    store: Any, run_id: str, prov: Provenance, artifact_dir: Path, patch: Path | None
+) -> None:
+    """A dirty checkout's changes, kept with the run so it can be reproduced (rerun). A rerun
+    that applies such changes keeps them too, so a rerun of a rerun runs the same code."""
+    if patch is not None:
+        target = artifact_dir / DIFF_ARTIFACT
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(patch.read_bytes())
+        store.set_tags(run_id, {SystemTags.GIT_DIFF: DIFF_ARTIFACT, SystemTags.GIT_DIRTY: "true"})
+        return
     if not prov.git_dirty:
         return
     if prov.uncommitted_diff is None:

@@ -13,7 +13,13 @@ import re
 from pathlib import Path
 
 from reprorun.errors import SourceNotFound
-from reprorun.sources.base import Provenance, ResolvedSource, redact, strip_credentials
+from reprorun.sources.base import (
+    Provenance,
+    ResolvedSource,
+    is_archive,
+    redact,
+    strip_credentials,
+)
 from reprorun.sources.local import git_info
 
 __all__ = [
@@ -47,9 +53,9 @@ def resolve_source(
     location, subdir = split_subdirectory(uri)
     if not location:
         raise SourceNotFound(f"Project URI {uri!r} names no location.")
-    from reprorun.sources.archive import is_archive, resolve_archive
-
     if is_archive(location):
+        from reprorun.sources.archive import resolve_archive
+
         if version is not None:
             raise SourceNotFound(
                 "--version applies to git repositories, not to the archive "

@@ -17,17 +17,16 @@ import urllib.request
 import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlunparse
 
 from reprorun.errors import SourceNotFound
-from reprorun.sources.base import Provenance, ResolvedSource, redact, strip_credentials
+from reprorun.sources.base import (
+    Provenance,
+    ResolvedSource,
+    redact,
+    strip_credentials,
+)
 from reprorun.sources.cache import key_for, lock, make_read_only, publish, sources_root
-
-ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
-
-
-def is_archive(location: str) -> bool:
-    return location.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def resolve_archive(
@@ -51,7 +50,7 @@ def resolve_archive(
         digest, root = expected_sha256, cached
     else:
         if is_url:
-            path = _download(location)
+            path = _download(location)  # a file of this run's own, removed once unpacked
         else:
             path = local
             if not path.is_file():
@@ -64,15 +63,17 @@ def resolve_archive(
                 "longer in the source cache: rerun cannot run the same code."
             )
         root = sources_root() / "archives" / digest
-        with lock(sources_root() / "archives" / f"{digest}.lock"):
-            publish(root, lambda tmp: _extract(path, tmp, clean))
+        try:
+            with lock(sources_root() / "archives" / f"{digest}.lock"):
+                publish(root, lambda tmp: _extract(path, tmp, clean))
+        finally:
+            if is_url:
+                path.unlink(missing_ok=True)
     base = root
-    entries = [p for p in root.iterdir()]
-    if (
-        len(entries) == 1
-        and entries[0].is_dir()
-        and not any(p.name.lower() == "mlproject" for p in entries)
-    ):
+    entries = list(root.iterdir())
+    wrapped = len(entries) == 1 and entries[0].is_dir() and entries[0].name.lower() != "mlproject"
+    named_inside = subdirectory and (root / subdirectory).is_dir()
+    if wrapped and not named_inside:
         base = entries[0]  # GitHub-style archives wrap everything in one folder
     directory = base
     if subdirectory:
@@ -100,12 +101,16 @@ def _sha256(path: Path) -> str:
 def _download(url: str) -> Path:
     clean = strip_credentials(url)
     name = PurePosixPath(clean.split("?", 1)[0]).name
-    dest = sources_root() / "downloads" / key_for(clean) / name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # A name of its own per download: two runs fetching one URL never write the same file.
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
-    request = urllib.request.Request(clean)  # noqa: S310 - http(s) only, checked by the caller
+    folder = sources_root() / "downloads" / key_for(clean)
+    folder.mkdir(parents=True, exist_ok=True)
+    # A file of its own per download: two runs fetching one URL never touch each other's
+    # bytes, and what is hashed is exactly what is unpacked.
+    dest = folder / f"{uuid.uuid4().hex[:8]}-{name}"
+    tmp = dest.with_name(f".{dest.name}.part")
     parsed = urlparse(url)
+    # The user-info goes into a header; the query (which may carry a token) stays as given.
+    plain = urlunparse(parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1]))
+    request = urllib.request.Request(plain)  # noqa: S310 - http(s) only, checked by the caller
     if parsed.username is not None:
         # user:password@ in the URL is HTTP Basic authentication, never part of the host.
         token = f"{unquote(parsed.username)}:{unquote(parsed.password or '')}"
@@ -160,9 +165,10 @@ def _extract_zip(path: Path, dest: Path, label: str) -> None:
                     f"Project archive {label} is unsafe: member {info.filename!r} would land "
                     "outside its folder. Nothing was unpacked."
                 )
-            if stat.S_ISLNK(mode):
+            kind = stat.S_IFMT(mode)  # 0 when the archiver recorded no file type
+            if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
                 raise SourceNotFound(
-                    f"Project archive {label} is unsafe: member {info.filename!r} is a link. "
-                    "Nothing was unpacked."
+                    f"Project archive {label} is unsafe: member {info.filename!r} is a link or "
+                    "a device. Nothing was unpacked."
                 )
         archive.extractall(dest)  # noqa: S202 - every member was checked above

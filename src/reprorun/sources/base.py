@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
@@ -35,6 +36,15 @@ class ResolvedSource:
     snapshot: Path | None = None
 
 
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
+
+
+def is_archive(location: str) -> bool:
+    """A project URI naming an archive (by its path's suffix, query strings aside)."""
+    path = urlparse(location).path if "://" in location else location
+    return path.lower().endswith(ARCHIVE_SUFFIXES)
+
+
 def strip_credentials(url: str) -> str:
     """Remove secrets from a URL so none lands in a tag, a log or a message.
 
@@ -42,6 +52,9 @@ def strip_credentials(url: str) -> str:
     schemes (ssh://git@host) keep the user name, which is not a secret, and lose any password.
     """
     parsed = urlparse(url)
+    if parsed.query and parsed.scheme.lower() in ("http", "https"):
+        parsed = parsed._replace(query=_redact_query(parsed.query))
+        url = urlunparse(parsed)
     if not (parsed.scheme and parsed.netloc and "@" in parsed.netloc):
         return url
     userinfo, host = parsed.netloc.rsplit("@", 1)
@@ -51,13 +64,32 @@ def strip_credentials(url: str) -> str:
     return urlunparse(parsed._replace(netloc=f"{user}@{host}"))
 
 
+_SECRET_PARAM = re.compile(r"token|key|secret|password|passwd|signature|sig|auth|credential", re.I)
+
+
+def _redact_query(query: str) -> str:
+    """``private_token=abc&ref=main`` -> ``private_token=***&ref=main``."""
+    parts = []
+    for pair in query.split("&"):
+        name, sep, _value = pair.partition("=")
+        parts.append(f"{name}=***" if sep and _SECRET_PARAM.search(name) else pair)
+    return "&".join(parts)
+
+
 def redact(text: str, url: str) -> str:
     """``text`` (e.g. git's stderr) with the credentials of ``url`` removed."""
     clean = strip_credentials(url)
     if clean == url:
         return text
     text = text.replace(url, clean)
-    userinfo = urlparse(url).netloc.rsplit("@", 1)[0]
+    parsed = urlparse(url)
+    for pair in parsed.query.split("&"):
+        name, sep, value = pair.partition("=")
+        if sep and value and _SECRET_PARAM.search(name):
+            text = text.replace(value, "***")
+    if "@" not in parsed.netloc:
+        return text
+    userinfo = parsed.netloc.rsplit("@", 1)[0]
     for secret in {userinfo, *userinfo.split(":", 1)}:
         if secret and len(secret) >= 3:
             text = text.replace(secret, "***")

@@ -71,15 +71,13 @@ def make_read_only(root: Path) -> None:
 
 
 def working_copy(snapshot: Path, dest: Path) -> Path:
-    """A run's own folder: new directories, files hard-linked to the read-only snapshot (cheap;
-    a run can add files but cannot modify the snapshot's). Falls back to copying across
-    file systems."""
+    """A run's own folder: a copy of the snapshot, writable. Copies, not hard links: a link
+    would let a run (root ignores read-only bits) change the snapshot later runs read."""
 
-    def link_or_copy(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
+    def copy(src: str, dst: str) -> None:
+        shutil.copy2(src, dst)
+        target = Path(dst)
+        target.chmod(target.stat().st_mode | stat.S_IWUSR)
 
-    shutil.copytree(snapshot, dest, symlinks=True, copy_function=link_or_copy)
+    shutil.copytree(snapshot, dest, symlinks=True, copy_function=copy)
     return dest

@@ -88,16 +88,18 @@ def resolve_git(url: str, version: str | None, subdirectory: str | None) -> Reso
     return ResolvedSource(directory, provenance, snapshot=snapshot)
 
 
+_REFSPECS = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+
+
 def _clone(url: str, dest: Path) -> None:
-    # The remote keeps the URL as given (the user's own credentials, if any, stay in the
-    # user's cache folder, as they would in a clone of their own).
     _git(["clone", "--mirror", "--quiet", "--", url, str(dest)], url)
+    # Credentials in the URL are used for this command only, never stored: the mirror keeps
+    # the clean URL, and later fetches get the URL (with whatever credentials) each time.
+    _git(["remote", "set-url", "origin", strip_credentials(url)], url, cwd=dest)
 
 
 def _fetch(mirror: Path, url: str) -> None:
-    _git(["fetch", "--prune", "--quiet", "--tags", "origin"], url, cwd=mirror)
-    # The remote's default branch may have changed.
-    _git(["remote", "set-head", "origin", "--auto"], url, cwd=mirror, check=False)
+    _git(["fetch", "--prune", "--quiet", "--", url, *_REFSPECS], url, cwd=mirror)
 
 
 def _rev_parse(mirror: Path, url: str, rev: str) -> str | None:

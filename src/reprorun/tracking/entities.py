@@ -133,6 +133,7 @@ class SystemTags:
     RUN_PARAMS = "reprorun.runParams"  # JSON: the parameters the runner passed (for rerun)
     COMMAND = "reprorun.command"
     VERSION = "reprorun.version"
-    PROJECT_DIR = "reprorun.project.dir"
+    PROJECT_DIR = "reprorun.project.dir"  # where the project was read from
+    WORK_DIR = "reprorun.workDir"  # where the command ran, when that is a copy
     EXIT_CODE = "reprorun.exitCode"
     LOG_ARTIFACT = "reprorun.log"

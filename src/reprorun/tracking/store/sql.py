@@ -419,6 +419,9 @@ class SqlStore:
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self.log_batch(run_id, tags={key: value})
 
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.log_batch(run_id, tags=tags)
+
     def log_metric(self, run_id: str, metric: Metric) -> None:
         self.log_batch(run_id, metrics=[metric])
 
