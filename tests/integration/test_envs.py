@@ -261,3 +261,80 @@ def test_progress_is_quiet_when_not_a_terminal(home: Path, tmp_path: Path) -> No
     result = reprorun_cli("run", str(project), env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "Creating" not in result.stderr and "Installing" not in result.stderr
+
+
+def test_a_damaged_marker_means_rebuild_not_a_traceback(home: Path, tmp_path: Path) -> None:
+    project = project_with(tmp_path, "dependencies: [six==1.16.0]\n")
+    assert reprorun_cli("run", str(project), timeout=600).returncode == 0
+    [env_dir] = [p for p in (home / "envs" / "uv").iterdir() if p.is_dir()]
+    (env_dir / "reprorun-env.json").write_text("")  # a crash while writing it
+    assert json.loads(reprorun_cli("env", "list", "--json").stdout) == []
+    again = reprorun_cli("run", str(project), timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "Creating a Python" in again.stderr
+
+
+def test_the_failing_requirement_is_the_one_named(home: Path, tmp_path: Path) -> None:
+    project = project_with(tmp_path, "dependencies:\n  - six==1.16.0\n  - six-nonexistent-zzq==1\n")
+    result = reprorun_cli("run", str(project), timeout=600)
+    assert result.returncode == 2
+    assert f"{project / 'python_env.yaml'}:3: requirement 'six-nonexistent-zzq==1'" in result.stderr
+    assert "reprorun-requirements.txt" not in result.stderr
+
+
+def test_an_unquoted_python_version_is_read_as_written(home: Path, tmp_path: Path) -> None:
+    project = project_with(tmp_path, "python: 3.10\ndependencies: [six==1.16.0]\n")
+    result = reprorun_cli("run", str(project), timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "python 3.10" in result.stdout
+
+
+def test_local_path_requirements_resolve_from_the_spec_and_follow_edits(
+    home: Path, tmp_path: Path
+) -> None:
+    project = project_with(tmp_path, "dependencies: [six==1.16.0, ./mypkg]\n")
+    pkg = project / "mypkg"
+    (pkg / "mypkg").mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(
+        '[project]\nname = "mypkg"\nversion = "0.1"\n[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+    )
+    (pkg / "mypkg" / "__init__.py").write_text("VALUE = 'first'\n")
+    (project / "train.py").write_text("import mypkg\nprint('value', mypkg.VALUE)\n")
+    first = reprorun_cli("run", str(project), cwd=tmp_path, timeout=600)  # not the project folder
+    assert first.returncode == 0, first.stderr
+    assert "value first" in first.stdout
+    (pkg / "mypkg" / "__init__.py").write_text("VALUE = 'second'\n")
+    second = reprorun_cli("run", str(project), timeout=600)
+    assert "value second" in second.stdout
+
+
+def test_prune_leaves_an_environment_in_use(home: Path, tmp_path: Path) -> None:
+    project = project_with(tmp_path, "dependencies: [six==1.16.0]\n")
+    (project / "train.py").write_text(
+        "import time, six\ntime.sleep(4)\nimport six.moves\nprint('six', six.__version__)\n"
+    )
+    assert reprorun_cli("run", str(project), timeout=600).returncode == 0
+    running = subprocess.Popen(
+        [sys.executable, "-m", "reprorun", "run", str(project)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    import time
+
+    time.sleep(2)
+    pruned = reprorun_cli("env", "prune")
+    assert "0 environment(s) removed" in pruned.stdout
+    _out, err = running.communicate(timeout=120)
+    assert running.returncode == 0, err
+    assert "1 environment(s) removed" in reprorun_cli("env", "prune").stdout
+
+
+def test_venv_managers_refuse_a_docker_env_project(home: Path, tmp_path: Path) -> None:
+    project = make_project(
+        tmp_path / "p",
+        "docker_env:\n  image: some/image\nentry_points:\n  main:\n    command: 'true'\n",
+    )
+    result = reprorun_cli("run", str(project), "--env-manager", "uv")
+    assert result.returncode == 2
+    assert "declares docker_env" in result.stderr

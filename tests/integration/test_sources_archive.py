@@ -539,3 +539,23 @@ def test_two_runs_downloading_one_archive_at_once(home: Path, tmp_path: Path) ->
     assert len(found) == 2
     expected = hashlib.sha256(body).hexdigest()
     assert {r["data"]["tags"]["reprorun.source.archiveSha256"] for r in found} == {expected}
+
+
+def test_query_tokens_never_show_and_wrapped_subdirectories_resolve(
+    home: Path, tmp_path: Path
+) -> None:
+    import zipfile as zf
+
+    from reprorun.sources.base import is_archive, strip_credentials
+
+    assert is_archive("https://host/p.tar.gz?private_token=SUPERSECRET")
+    assert "SUPERSECRET" not in strip_credentials(
+        "https://host/p.tar.gz?private_token=SUPERSECRET&ref=main"
+    )
+    assert strip_credentials("https://host/p.zip?ref=main") == "https://host/p.zip?ref=main"
+    archive = tmp_path / "p2.zip"
+    with zf.ZipFile(archive, "w") as z:  # the single top folder *is* the subdirectory
+        z.writestr("sub/MLproject", "entry_points:\n  main:\n    command: 'echo in-sub'\n")
+    result = reprorun_cli("run", f"{archive}#sub")
+    assert result.returncode == 0, result.stderr
+    assert "in-sub" in result.stdout

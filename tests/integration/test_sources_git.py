@@ -262,3 +262,49 @@ def test_runs_show_links_to_the_commit(home: Path, tmp_path: Path) -> None:
     run_ok(str(repo))
     shown = reprorun_cli("runs", "show", runs_json()[0]["info"]["run_id"])
     assert f"https://github.com/org/repo/tree/{commit}" in shown.stdout
+
+
+def test_a_run_cannot_change_the_cached_snapshot(
+    home: Path, served: tuple[Path, dict[str, str]]
+) -> None:
+    # As root, read-only bits do not protect: the working copy must be a real copy.
+    root, _commits = served
+    url = (root / "served" / "repo.git").as_uri() + "#sub/proj"
+    work = root / "work"
+    (work / "sub" / "proj" / "clobber.py").write_text("open('data.txt', 'w').write('clobbered')\n")
+    commit_all(work, "clobber")
+    git("push", "-q", "server", "main", cwd=work)
+    run_ok(url, "-e", "clobber.py")
+    snapshot = resolve_source(url)
+    assert (snapshot.directory / "data.txt").read_text() == "one\n"
+
+
+def test_credentials_are_not_stored_in_the_mirror(
+    home: Path, served: tuple[Path, dict[str, str]]
+) -> None:
+    root, _ = served
+    with smart_http(root / "served") as base:
+        secret_url = base.replace("http://", "http://alice:s3cr3t-token@") + "/repo.git"
+        run_ok(secret_url + "#sub/proj")
+    configs = list((home / "sources" / "git").glob("*/mirror.git/config"))
+    assert len(configs) == 1
+    assert "s3cr3t-token" not in configs[0].read_text()
+    assert "alice" not in configs[0].read_text()
+
+
+def test_a_rerun_of_a_rerun_runs_the_same_uncommitted_code(
+    home: Path, served: tuple[Path, dict[str, str]]
+) -> None:
+    root, _ = served
+    work = root / "work"
+    project = work / "sub" / "proj"
+    (project / "show.py").write_text("import sys\nprint('edited', sys.argv[1])\n")
+    run_ok(str(project))
+    git("checkout", "-q", "--", ".", cwd=work)
+    first = runs_json()[0]["info"]["run_id"]
+    second = reprorun_cli("rerun", first)
+    assert "edited 1" in second.stdout
+    third = reprorun_cli("rerun", runs_json()[0]["info"]["run_id"])
+    assert third.returncode == 0, third.stderr
+    assert "edited 1" in third.stdout
+    assert runs_json()[0]["data"]["tags"]["reprorun.git.dirty"] == "true"

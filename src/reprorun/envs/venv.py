@@ -135,7 +135,7 @@ class _VenvManager(EnvManager):
     def _create(self, dest: Path, interpreter: str) -> None:
         raise NotImplementedError
 
-    def _install_argv(self, python: str, requirements_file: Path) -> list[str]:
+    def _install_argv(self, python: str, requirements_file: Path, refresh: bool) -> list[str]:
         raise NotImplementedError
 
     def _freeze(self, python: str) -> str:
@@ -146,7 +146,8 @@ class _VenvManager(EnvManager):
     ) -> None:
         listing = dest / "reprorun-requirements.txt"
         listing.write_text("".join(r.resolved() + "\n" for r in reqs), encoding="utf-8")
-        done = _run(self._install_argv(python, listing))
+        local = any(r.local_path is not None for r in reqs)
+        done = _run(self._install_argv(python, listing, local))
         if done.returncode != 0:
             raise _install_error(self.name, done.stderr or done.stdout, spec)
 
@@ -201,12 +202,15 @@ class UvEnvManager(_VenvManager):
         if done.returncode != 0:
             raise ExecutionError(f"uv venv failed: {done.stderr.strip()}")
 
-    def _install_argv(self, python: str, requirements_file: Path) -> list[str]:
+    def _install_argv(self, python: str, requirements_file: Path, refresh: bool) -> list[str]:
+        # --refresh: uv's cache keys a local package on its pyproject's mtime; a changed source
+        # file (which changed our env hash) must be rebuilt, not taken from the cache.
         return [
             uv_binary(),
             "pip",
             "install",
             "--quiet",
+            *(["--refresh"] if refresh else []),
             "--python",
             python,
             "-r",
@@ -230,7 +234,7 @@ class VirtualenvEnvManager(_VenvManager):
         if done.returncode != 0:
             raise ExecutionError(f"python -m venv failed: {done.stderr.strip()}")
 
-    def _install_argv(self, python: str, requirements_file: Path) -> list[str]:
+    def _install_argv(self, python: str, requirements_file: Path, refresh: bool) -> list[str]:
         return [python, "-m", "pip", "install", "--quiet", "-r", str(requirements_file)]
 
     def _freeze(self, python: str) -> str:

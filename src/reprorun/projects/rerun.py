@@ -57,20 +57,21 @@ def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpe
                 )
             uri = str(root) + (f"#{subdir}" if subdir else "")
             version = commit
-            diff = tags.get(SystemTags.GIT_DIFF)
-            if diff == "too large to store":
-                warnings.append(
-                    "the original run's uncommitted changes were too large to store; "
-                    "rerunning the bare commit"
-                )
-            elif diff:
-                patch = local_dir(run.info.artifact_uri) / diff
         else:
             uri, version = str(project_dir), None
             warnings.append(
                 f"{project_dir} is not under git: rerunning the folder as it is now, which may "
                 "differ from what the original run ran"
             )
+    # Uncommitted changes: recorded from a dirty checkout, or carried by an earlier rerun.
+    diff = tags.get(SystemTags.GIT_DIFF)
+    if diff == "too large to store":
+        warnings.append(
+            "the original run's uncommitted changes were too large to store; "
+            "rerunning the bare commit"
+        )
+    elif diff:
+        patch = local_dir(run.info.artifact_uri) / diff
     env_manager = tags.get(SystemTags.ENV)
     env_lock: Path | None = None
     if env_manager in ("uv", "virtualenv") and tags.get(SystemTags.ENV_LOCK):
