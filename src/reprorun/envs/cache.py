@@ -55,13 +55,11 @@ def get_or_build(
 ) -> tuple[Path, Release]:
     """The environment ``manager/key``, built by ``build(folder) -> metadata`` if missing,
     and held in use (``prune`` leaves it alone) until the returned release is called."""
-    from filelock import FileLock
-
     final = envs_root() / manager / key
     final.parent.mkdir(parents=True, exist_ok=True)
     release = hold(final)
     try:
-        _get_or_build(final, manager, key, build, relocatable, FileLock)
+        _get_or_build(final, manager, key, build, relocatable)
     except BaseException:
         release()
         raise
@@ -74,12 +72,13 @@ def _get_or_build(
     key: str,
     build: Callable[[Path], dict[str, Any]],
     relocatable: bool,
-    file_lock: Any,
 ) -> None:
-    if is_complete(final):
+    if is_complete(final):  # the warm path: no lock library, no tool, no network
         _touch(final)
         return
-    with file_lock(str(final.parent / f"{key}.lock"), timeout=3600):
+    from filelock import FileLock
+
+    with FileLock(str(final.parent / f"{key}.lock"), timeout=3600):
         if is_complete(final):  # built by a concurrent run while we waited
             _touch(final)
             return
