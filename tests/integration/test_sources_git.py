@@ -308,3 +308,27 @@ def test_a_rerun_of_a_rerun_runs_the_same_uncommitted_code(
     assert third.returncode == 0, third.stderr
     assert "edited 1" in third.stdout
     assert runs_json()[0]["data"]["tags"]["reprorun.git.dirty"] == "true"
+
+
+@pytest.mark.parametrize("form", ["ssh-url", "scp-like"])
+def test_ssh_urls_go_through_the_users_ssh(
+    home: Path,
+    served: tuple[Path, dict[str, str]],
+    tmp_path: Path,
+    form: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No ssh server here: GIT_SSH_COMMAND (the user's own ssh set-up, which reprorun leaves
+    # alone) points at a stand-in that runs git's remote command locally instead of on a host.
+    root, commits = served
+    fake_ssh = tmp_path / "fake-ssh"
+    fake_ssh.write_text('#!/bin/sh\nwhile [ "$#" -gt 1 ]; do shift; done\nexec sh -c "$1"\n')
+    fake_ssh.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(fake_ssh))
+    bare = root / "served" / "repo.git"
+    url = f"ssh://git@localhost{bare}" if form == "ssh-url" else f"git@localhost:{bare}"
+    result = run_ok(f"{url}#sub/proj", "--version", "v1.0")
+    assert "version one 1" in result.stdout
+    tags = runs_json()[0]["data"]["tags"]
+    assert tags["mlflow.source.git.repoURL"] == url
+    assert tags["mlflow.source.git.commit"] == commits["v1"]
