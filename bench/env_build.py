@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from run_overhead import reprorun_argv  # the same `reprorun` every bench times
+
 PYTHON = "3.11"
 MLFLOW_VENV = Path("/tmp/bench-mlflow-venv")
 WARM_TARGET = 0.3
@@ -108,14 +110,6 @@ def measure(
     shutil.rmtree(work, ignore_errors=True)  # environments are large
     cold, warm = statistics.median(builds[1:]), statistics.median(starts)
     return {"empty": builds[0], "cold": cold, "warm": warm}
-
-
-def reprorun_argv() -> list[str]:
-    script = Path(sys.executable).parent / "reprorun"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("reprorun")
-    return [found] if found else [sys.executable, "-m", "reprorun"]
 
 
 def in_mlflow_venv(code: str) -> str:
