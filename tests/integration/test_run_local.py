@@ -421,3 +421,35 @@ def test_unusable_stores_are_clear_errors(home: Path, tmp_path: Path) -> None:
     assert "Cannot create the run's artifact folder" in no_folder.stderr
     assert "Traceback" not in no_folder.stderr
     assert only_run(home)["info"]["status"] == "FAILED"
+
+
+def test_a_killed_supervisor_is_visible_and_work_prune(home: Path, tmp_path: Path) -> None:
+    token = f"orphan-{os.getpid()}-{time.monotonic_ns()}"
+    project = make_project(
+        tmp_path / "p", f"entry_points:\n  main:\n    command: 'sleep 300 && echo {token}'\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reprorun", "run", str(project)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while not json.loads(reprorun_cli("runs", "list", "--json").stdout):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    run_id = only_run(home)["info"]["run_id"]
+    os.killpg(proc.pid, signal.SIGKILL)  # no chance to record anything
+    proc.communicate(timeout=30)
+    shown = reprorun_cli("runs", "show", run_id)
+    assert "RUNNING" in shown.stdout and "is gone: the run was interrupted" in shown.stdout
+    # The command ran in its own process group, which the killed reprorun no longer stops.
+    found = subprocess.run(["pgrep", "-f", token], capture_output=True, text=True).stdout.split()
+    for pid in found:
+        os.killpg(int(pid), signal.SIGKILL)
+
+    (home / "work" / "old-run").mkdir(parents=True)
+    os.utime(home / "work" / "old-run", (0, 0))
+    pruned = reprorun_cli("work", "prune", "--older-than", "1")
+    assert "1 working copy removed" in pruned.stdout
+    assert not (home / "work" / "old-run").exists()

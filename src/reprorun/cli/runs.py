@@ -115,7 +115,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
             source += " with uncommitted changes"
     key_values(
         [
-            ("status", info.status.value),
+            ("status", info.status.value + _orphan_note(info.status.value, tags)),
             ("experiment", f"{experiment.name} ({experiment.experiment_id})"),
             ("started", fmt_time(info.start_time)),
             ("duration", fmt_duration(info.start_time, info.end_time)),
@@ -157,6 +157,26 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
         click.echo(click.style(f"Log (last {log_lines} lines of {log_path})", bold=True))
         for line in _tail(log_file, log_lines):
             click.echo(f"  {line}")
+
+
+def _orphan_note(status: str, tags: dict[str, str]) -> str:
+    """A RUNNING run whose reprorun process on this host is gone was interrupted (e.g. killed
+    with SIGKILL): say so rather than let it look alive."""
+    import os
+    import socket
+
+    from reprorun.tracking.entities import SystemTags
+
+    host, _, pid = tags.get(SystemTags.SUPERVISOR, "").rpartition(":")
+    if status != "RUNNING" or host != socket.gethostname() or not pid.isdigit():
+        return ""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return f"  (but its reprorun process {pid} is gone: the run was interrupted)"
+    except PermissionError:
+        pass
+    return ""
 
 
 def _source_link(tags: dict[str, str]) -> str | None:

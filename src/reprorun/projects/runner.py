@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -416,6 +417,7 @@ def _system_tags(the_plan: RunPlan, env_name: str, backend_name: str) -> dict[st
     if prov.git_dirty is not None:
         tags[SystemTags.GIT_DIRTY] = str(prov.git_dirty).lower()
     tags[SystemTags.SOURCE_KIND] = prov.source_kind
+    tags[SystemTags.SUPERVISOR] = f"{socket.gethostname()}:{os.getpid()}"
     tags[SystemTags.RUN_PARAMS] = json.dumps({p.name: p.text for p in the_plan.params})
     optional = {
         SystemTags.SOURCE_VERSION: prov.version,

@@ -1,0 +1,42 @@
+"""``reprorun work``: the working copies that git and archive runs ran in."""
+
+from __future__ import annotations
+
+import click
+
+from reprorun.cli import cli, handle_errors, tracking_uri_option
+
+
+@cli.group("work")
+def work() -> None:
+    """Manage runs' working copies (~/.reprorun/work/<run_id>)."""
+
+
+@work.command("prune")
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    default=7.0,
+    show_default=True,
+    metavar="DAYS",
+    help="Remove working copies untouched for this many days.",
+)
+@tracking_uri_option
+@handle_errors
+def prune(older_than: float, tracking_uri: str | None) -> None:
+    """Remove old working copies; those of RUNNING runs are kept."""
+    from reprorun.sources.work import prune_work
+    from reprorun.tracking.entities import RunStatus
+    from reprorun.tracking.store import open_store
+
+    store = open_store(tracking_uri)
+    experiments = [e.experiment_id for e in store.list_experiments()]
+    running = {
+        r.info.run_id
+        for r in store.search_runs(experiments, max_results=100_000)
+        if r.info.status is RunStatus.RUNNING
+    }
+    removed = prune_work(older_than, running)
+    for path in removed:
+        click.echo(f"removed {path}")
+    click.echo(f"{len(removed)} working cop{'y' if len(removed) == 1 else 'ies'} removed")
