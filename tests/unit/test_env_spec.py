@@ -48,6 +48,7 @@ def test_the_hash_follows_the_normalised_spec(tmp_path: Path) -> None:
         ("python: 3.11\nextras: [x]\n", 2, "unknown key 'extras'"),
         ("dependencies:\n  - -r missing.txt\n", 2, "no such file"),
         ("dependencies: [a\n", 2, "YAML syntax error"),
+        ("dependencies: [a]\ndependencies: [b]\n", 2, "duplicate key 'dependencies'"),
     ],
 )
 def test_malformed_python_env_names_file_and_line(

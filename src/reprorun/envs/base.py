@@ -92,9 +92,9 @@ def default_env_manager(project: Project) -> str:
     """uv when the project declares a Python environment, docker for docker_env, else local."""
     if project.env.kind == "docker_env":
         return "docker"
-    from reprorun.envs.spec import read_env_spec
+    from reprorun.envs.spec import declared_env_file
 
-    return "uv" if read_env_spec(project) is not None else "local"
+    return "uv" if declared_env_file(project) is not None else "local"
 
 
 def get_env_manager(name: str | None) -> EnvManager:

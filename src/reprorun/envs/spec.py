@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from reprorun.errors import SpecError, UserInputError
-from reprorun.projects.spec import Project
+from reprorun.projects.spec import Project, load_yaml
+from reprorun.projects.spec import line_of as _line
 
 
 @dataclass(frozen=True)
@@ -107,50 +108,59 @@ def _fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def read_env_spec(project: Project) -> PythonEnvSpec | None:
-    """The Python environment the project declares, or None when it declares none."""
+def declared_env_file(project: Project) -> tuple[str, Path] | None:
+    """(kind, file) of what declares the project's Python environment, in order of precedence,
+    without reading the packages (choosing the manager must not run ``uv export``)."""
     env = project.env
-    if env.kind == "python_env" and env.path is not None:
-        return read_python_env(env.path)
-    if env.kind == "conda_env" and env.path is not None:
-        return read_conda_env(env.path)
+    if env.kind in ("python_env", "conda_env") and env.path is not None:
+        return env.kind, env.path
     if env.kind == "docker_env":
         return None
     directory = project.directory
-    if (directory / "uv.lock").is_file() and (directory / "pyproject.toml").is_file():
-        return read_uv_lock(directory)
-    if (directory / "pyproject.toml").is_file():
-        spec = read_pyproject(directory / "pyproject.toml")
-        if spec is not None:
-            return spec
+    pyproject = directory / "pyproject.toml"
+    if (directory / "uv.lock").is_file() and pyproject.is_file():
+        return "uv_lock", directory
+    if pyproject.is_file() and _has_project_table(pyproject):
+        return "pyproject", pyproject
     if (directory / "requirements.txt").is_file():
-        return PythonEnvSpec(
-            source=directory / "requirements.txt",
-            kind="requirements",
-            dependencies=tuple(read_requirements(directory / "requirements.txt")),
-        )
+        return "requirements", directory / "requirements.txt"
     return None
 
 
-def _load_yaml(path: Path) -> Any:
-    import yaml
+def read_env_spec(project: Project) -> PythonEnvSpec | None:
+    """The Python environment the project declares, or None when it declares none."""
+    declared = declared_env_file(project)
+    if declared is None:
+        return None
+    kind, path = declared
+    if kind == "python_env":
+        return read_python_env(path)
+    if kind == "conda_env":
+        return read_conda_env(path)
+    if kind == "uv_lock":
+        return read_uv_lock(path)
+    if kind == "pyproject":
+        return read_pyproject(path)
+    return PythonEnvSpec(
+        source=path, kind="requirements", dependencies=tuple(read_requirements(path))
+    )
 
-    from reprorun.projects.spec import _LineLoader
+
+def _has_project_table(path: Path) -> bool:
+    import tomllib
 
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise SpecError(
-            f"YAML syntax error: {exc.problem}", path, mark.line + 1 if mark else None
-        ) from exc
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        return isinstance(tomllib.loads(path.read_text(encoding="utf-8")).get("project"), dict)
+    except (tomllib.TOMLDecodeError, OSError):
+        return True  # let read_pyproject report the error with the file's name
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read: {exc}", path) from exc
-
-
-def _line(mapping: Any, key: Any) -> int | None:
-    lines = getattr(mapping, "key_lines", None)
-    return lines.get(key) if lines else None
+    return load_yaml(text, path)
 
 
 def _string_list(doc: Any, key: str, path: Path) -> list[tuple[str, int]]:

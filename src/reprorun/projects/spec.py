@@ -148,7 +148,8 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _line_of(mapping: Any, key: Any) -> int | None:
+def line_of(mapping: Any, key: Any) -> int | None:
+    """The line of ``key`` in a mapping from ``load_yaml`` (else the mapping's own line)."""
     if isinstance(mapping, _LineDict):
         return mapping.key_lines.get(key, mapping.line)
     return None
@@ -170,19 +171,26 @@ def load_project(directory: Path | str) -> Project:
     return parse_project(text, directory=directory, spec_path=spec_path)
 
 
-def parse_project(text: str, *, directory: Path, spec_path: Path) -> Project:
-    """Parse MLproject ``text``; every error names ``spec_path`` and the line."""
+def load_yaml(text: str, path: Path) -> Any:
+    """YAML whose mappings remember their lines (see ``line_of``); syntax errors and duplicate
+    keys become a SpecError naming ``path`` and the line. Shared by every spec file reprorun
+    reads (MLproject, python_env.yaml, conda.yaml)."""
     try:
-        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or str(exc)
-        raise SpecError(f"YAML syntax error: {problem}", spec_path, line) from exc
+        raise SpecError(f"YAML syntax error: {problem}", path, line) from exc
     except yaml.YAMLError as exc:
-        raise SpecError(f"YAML error: {exc}", spec_path) from exc
+        raise SpecError(f"YAML error: {exc}", path) from exc
     except SpecError as exc:
-        raise SpecError(exc.message, spec_path, exc.line) from exc
+        raise SpecError(exc.message, path, exc.line) from exc
+
+
+def parse_project(text: str, *, directory: Path, spec_path: Path) -> Project:
+    """Parse MLproject ``text``; every error names ``spec_path`` and the line."""
+    doc = load_yaml(text, spec_path)
     if doc is None:
         doc = _LineDict()
         doc.line, doc.key_lines = 1, {}
@@ -244,13 +252,13 @@ class _Ctx:
     warnings: list[str] = field(default_factory=list)
 
     def warn(self, message: str, mapping: Any, key: Any) -> None:
-        line = _line_of(mapping, key)
+        line = line_of(mapping, key)
         self.warnings.append(
             f"{self.path}:{line}: {message}" if line else f"{self.path}: {message}"
         )
 
     def error(self, message: str, mapping: Any = None, key: Any = None) -> SpecError:
-        line = _line_of(mapping, key) if mapping is not None else None
+        line = line_of(mapping, key) if mapping is not None else None
         return SpecError(message, self.path, line)
 
     def entry_points(self, doc: dict[str, Any]) -> dict[str, EntryPoint]:
@@ -317,12 +325,10 @@ class _Ctx:
                     body,
                     "command",
                 )
-        return EntryPoint(
-            name=name, command=command, parameters=params, line=_line_of(parent, name)
-        )
+        return EntryPoint(name=name, command=command, parameters=params, line=line_of(parent, name))
 
     def parameter(self, where: str, name: str, spec: Any, parent: Any) -> Parameter:
-        line = _line_of(parent, name)
+        line = line_of(parent, name)
         here = f"{where}, parameter {name!r}"
         # MLflow allows the short form `alpha: float` (a type and no default).
         if isinstance(spec, str) or spec is None:
