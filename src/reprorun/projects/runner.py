@@ -20,6 +20,7 @@ from typing import Any
 
 from reprorun._utils import current_user
 from reprorun.backends.base import Echo, LaunchSpec, SubmittedRun, get_backend
+from reprorun.config import TrackingTarget, resolve_tracking
 from reprorun.envs.base import PreparedEnv, default_env_manager, get_env_manager
 from reprorun.errors import ExecutionError, RunFailed, RunInterrupted, UserInputError
 from reprorun.projects.params import ResolvedParam, render_command, resolve_parameters
@@ -162,7 +163,8 @@ def run(
     if progress:
         progress("")  # the environment is ready: whatever shows progress can stop
     try:
-        store = open_store(tracking_uri)
+        target = resolve_tracking(tracking_uri)  # once: the store, the child and containers
+        store = open_store(target.uri)
         if experiment_id is not None:
             exp_id = store.get_experiment(str(experiment_id)).experiment_id
         else:
@@ -197,8 +199,7 @@ def run(
             if prepared.lock_text:
                 (artifact_dir / LOCK_ARTIFACT).parent.mkdir(parents=True, exist_ok=True)
                 (artifact_dir / LOCK_ARTIFACT).write_text(prepared.lock_text, encoding="utf-8")
-            target = store_uri_for_child(tracking_uri)
-            env = _child_env(prepared.path_prefix, prepared.env_vars, run_id, exp_id, target)
+            env = _child_env(prepared.path_prefix, prepared.env_vars, run_id, exp_id, target.uri)
             spec = LaunchSpec(
                 run_id=run_id,
                 command=the_plan.command,
@@ -209,7 +210,7 @@ def run(
                 echo=_echo(echo),
                 on_finish=prepared.release,
                 **_container(
-                    prepared, run_id, the_plan.command, workdir, env, artifact_dir, tracking_uri
+                    prepared, run_id, the_plan.command, workdir, env, artifact_dir, target
                 ),
             )
             if stopper:
@@ -273,16 +274,15 @@ def _container(
     workdir: Path,
     env: Mapping[str, str],
     artifact_dir: Path,
-    tracking_uri: str | None,
+    target: TrackingTarget,
 ) -> dict[str, Any]:
     """For docker_env: the argv that runs the command in a container, and how to stop it."""
     if prepared.docker is None:
         return {}
-    from reprorun.config import resolve_tracking
     from reprorun.envs.docker import docker_argv, stop_argv
 
     mounts = [artifact_dir]
-    sqlite_path = resolve_tracking(tracking_uri).sqlite_path
+    sqlite_path = target.sqlite_path
     if sqlite_path and sqlite_path != ":memory:":
         mounts.append(Path(sqlite_path).parent)
     assert prepared.client_dir is not None
@@ -356,12 +356,6 @@ def _artifact_dir(artifact_uri: str, experiment_id: str) -> Path:
             "experiment created with another --artifact-location."
         ) from exc
     return folder
-
-
-def store_uri_for_child(tracking_uri: str | None) -> str:
-    from reprorun.config import resolve_tracking
-
-    return resolve_tracking(tracking_uri).uri
 
 
 def _default_experiment_name() -> str:
