@@ -162,12 +162,15 @@ def _size(path: Path) -> int:
     return total
 
 
+def _manager_dirs() -> list[Path]:
+    """``<home>/envs/<manager>/`` folders (not the client copies, not interpreters.json)."""
+    return [p for p in sorted(envs_root().glob("*")) if p.is_dir() and p.name != "client"]
+
+
 def list_envs() -> list[CachedEnv]:
     """Every complete environment in the cache, most recently used first."""
     result = []
-    for manager_dir in sorted(envs_root().glob("*")):
-        if not manager_dir.is_dir() or manager_dir.name == "client":
-            continue
+    for manager_dir in _manager_dirs():
         for env_dir in manager_dir.iterdir():
             if env_dir.name.startswith(".") or not is_complete(env_dir):
                 continue
@@ -193,9 +196,7 @@ def prune(older_than_days: float | None = None) -> list[Path]:
     interrupted builds. Returns what was removed."""
     removed: list[Path] = []
     cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
-    for manager_dir in sorted(envs_root().glob("*")):
-        if not manager_dir.is_dir() or manager_dir.name == "client":
-            continue
+    for manager_dir in _manager_dirs():
         for env_dir in manager_dir.iterdir():
             if not env_dir.is_dir():
                 continue
