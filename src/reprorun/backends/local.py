@@ -64,10 +64,6 @@ class LocalSubmittedRun(SubmittedRun):
     def run_id(self) -> str:
         return self._spec.run_id
 
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
     def _pump_output(self) -> None:
         assert self._proc.stdout is not None
         fd = self._proc.stdout.fileno()

@@ -233,21 +233,10 @@ def run(
         if on_submit:
             on_submit(submitted)
         submitted.wait()
-    stopper.raise_if_stopped(run_id)
+    stopper.check(run_id)
     if submitted.get_status() is RunStatus.FAILED:
         raise RunFailed(run_id)
     return submitted
-
-
-def wait_interruptibly(submitted: SubmittedRun) -> bool:
-    """Wait for a run submitted with ``synchronous=False``; a signal meanwhile stops it, marks
-    it KILLED and raises RunInterrupted. Returns True when the run FINISHED."""
-    stopper = _Stopper()
-    with stopper.installed():
-        stopper.attach(submitted)
-        finished = submitted.wait()
-    stopper.raise_if_stopped(submitted.run_id)
-    return finished
 
 
 DIFF_ARTIFACT = "source/uncommitted.diff"
@@ -498,6 +487,7 @@ class _Stopper:
             self._submitted.cancel()
 
     def check(self, run_id: str) -> None:
+        """Raise RunInterrupted if a stop signal has arrived."""
         if self.received is not None:
             raise RunInterrupted(self.received, run_id)
 
@@ -505,6 +495,3 @@ class _Stopper:
         self._submitted = submitted
         if self.received is not None:  # arrived while the command was being started
             submitted.cancel()
-
-    def raise_if_stopped(self, run_id: str) -> None:
-        self.check(run_id)
