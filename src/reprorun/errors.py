@@ -7,12 +7,14 @@
     │   ├── EntryPointNotFound    names the entry points that exist
     │   ├── SourceNotFound        a project URI that does not resolve
     │   ├── UnknownNameError      a registry miss (backend, env manager): lists valid names
-    │   └── InvalidTrackingUri    a tracking URI reprorun cannot use
+    │   ├── InvalidTrackingUri    a tracking URI reprorun cannot use
+    │   └── SearchError           a search filter, order_by or page token that does not parse
     ├── TrackingError             the store refused or lost something
     │   ├── ResourceNotFound      unknown run or experiment id
     │   ├── ResourceAlreadyExists an experiment name that is taken
     │   ├── ParamConflict         re-logging a parameter with a different value
-    │   └── StoreVersionError     a store written by a newer reprorun
+    │   ├── StoreVersionError     a store written by a newer reprorun
+    │   └── ServerUnavailable     a tracking server that cannot be reached or answered 5xx
     ├── ExecutionError            the run could not be launched or supervised
     │   └── RunFailed             a synchronous run ended FAILED (as MLflow raises)
     └── RunInterrupted            Ctrl-C / SIGTERM stopped a run; it is recorded as KILLED
@@ -103,6 +105,10 @@ class InvalidTrackingUri(UserInputError):
     """A tracking URI that reprorun cannot use."""
 
 
+class SearchError(UserInputError):
+    """A search filter, order_by clause or page token that does not parse; points at where."""
+
+
 class TrackingError(ReprorunError):
     """The tracking store refused an operation."""
 
@@ -131,6 +137,10 @@ class ParamConflict(TrackingError):
 
 class StoreVersionError(TrackingError):
     """A store whose schema is newer than this reprorun understands."""
+
+
+class ServerUnavailable(TrackingError):
+    """A tracking server that could not be reached, or failed with a 5xx answer."""
 
 
 class ExecutionError(ReprorunError):
@@ -166,6 +176,8 @@ __all__ = [
     "ResourceNotFound",
     "RunFailed",
     "RunInterrupted",
+    "SearchError",
+    "ServerUnavailable",
     "SourceNotFound",
     "SpecError",
     "StoreVersionError",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -22,6 +24,28 @@ class RunStatus(str, Enum):
     @property
     def is_terminal(self) -> bool:
         return self in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
+
+
+class ViewType(str, Enum):
+    """Which lifecycle stages a search returns (MLflow's names)."""
+
+    ACTIVE_ONLY = "ACTIVE_ONLY"
+    DELETED_ONLY = "DELETED_ONLY"
+    ALL = "ALL"
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return {"ACTIVE_ONLY": ("active",), "DELETED_ONLY": ("deleted",)}.get(
+            self.value, ("active", "deleted")
+        )
+
+
+class Page(list[T], Generic[T]):
+    """One page of search results; ``token`` fetches the next one (None: this is the last)."""
+
+    def __init__(self, items: list[T], token: str | None = None):
+        super().__init__(items)
+        self.token = token
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,31 @@ class Run:
                 "tags": dict(self.data.tags),
             },
         }
+
+
+class LoggedModelStatus(str, Enum):
+    PENDING = "PENDING"
+    READY = "READY"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model logged by MLflow 3's ``log_model`` (or reprorun's): files plus its metadata."""
+
+    model_id: str
+    experiment_id: str
+    name: str
+    artifact_location: str
+    creation_timestamp: int
+    last_updated_timestamp: int
+    status: LoggedModelStatus
+    source_run_id: str | None = None
+    model_type: str | None = None
+    status_message: str | None = None
+    lifecycle_stage: str = "active"
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
 
 class SystemTags:

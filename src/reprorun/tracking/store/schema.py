@@ -2,8 +2,9 @@
 
 ``schema_sqlite.sql`` beside this file is generated from it (run this module to print it);
 ``tests/unit/test_schema_and_package.py`` fails when the two drift apart. Version 1 is the
-first schema: bump ``SCHEMA_VERSION`` (here and in ``sql.py``) with every change and add the
-migration step then (alembic, planned with the PostgreSQL store). A store written by a newer
+first schema, 2 adds MLflow 3's logged models. Every change bumps ``SCHEMA_VERSION`` (here and in
+``sql.py``) and adds an alembic revision under ``migrations/versions`` named by the version
+(``0002``); ``migrations.upgrade`` brings an older store up to date. A store written by a newer
 version is refused rather than misread.
 
 Importing this module imports SQLAlchemy: only the SQLAlchemy path and the tests do.
@@ -25,7 +26,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -114,6 +115,50 @@ latest_metrics = Table(
     Column("step", BigInteger, nullable=False),
     Column("timestamp", BigInteger, nullable=False),
     PrimaryKeyConstraint("run_uuid", "key"),
+)
+
+# MLflow 3's logged models (what mlflow.<flavor>.log_model creates).
+logged_models = Table(
+    "logged_models",
+    metadata,
+    Column("model_id", String(64), primary_key=True),
+    Column("experiment_id", Integer, ForeignKey("experiments.experiment_id"), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("artifact_location", String(1000), nullable=False),
+    Column("creation_timestamp_ms", BigInteger, nullable=False),
+    Column("last_updated_timestamp_ms", BigInteger, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("lifecycle_stage", String(32), nullable=False, server_default="active"),
+    Column("model_type", String(500)),
+    Column("source_run_id", String(32)),
+    Column("status_message", String(1000)),
+    Index("ix_logged_models_experiment", "experiment_id", "creation_timestamp_ms"),
+)
+
+logged_model_tags = Table(
+    "logged_model_tags",
+    metadata,
+    Column("model_id", String(64), ForeignKey("logged_models.model_id"), nullable=False),
+    Column("key", String(250), nullable=False),
+    Column("value", String(8000)),
+    PrimaryKeyConstraint("model_id", "key"),
+)
+
+logged_model_params = Table(
+    "logged_model_params",
+    metadata,
+    Column("model_id", String(64), ForeignKey("logged_models.model_id"), nullable=False),
+    Column("key", String(250), nullable=False),
+    Column("value", String(8000), nullable=False),
+    PrimaryKeyConstraint("model_id", "key"),
+)
+
+# alembic's own bookkeeping, created with the schema so a new store is already at head.
+alembic_version = Table(
+    "alembic_version",
+    metadata,
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
 )
 
 

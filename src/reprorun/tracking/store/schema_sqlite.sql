@@ -1,6 +1,11 @@
 -- Generated from reprorun/tracking/store/schema.py by
 --   python -m reprorun.tracking.store.schema > schema_sqlite.sql
--- schema version 1; do not edit by hand.
+-- schema version 2; do not edit by hand.
+CREATE TABLE alembic_version (
+	version_num VARCHAR(32) NOT NULL, 
+	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+
 CREATE TABLE experiments (
 	experiment_id INTEGER NOT NULL, 
 	name VARCHAR(256) NOT NULL, 
@@ -23,6 +28,24 @@ CREATE TABLE experiment_tags (
 	PRIMARY KEY (experiment_id, "key"), 
 	FOREIGN KEY(experiment_id) REFERENCES experiments (experiment_id)
 );
+
+CREATE TABLE logged_models (
+	model_id VARCHAR(64) NOT NULL, 
+	experiment_id INTEGER NOT NULL, 
+	name VARCHAR(500) NOT NULL, 
+	artifact_location VARCHAR(1000) NOT NULL, 
+	creation_timestamp_ms BIGINT NOT NULL, 
+	last_updated_timestamp_ms BIGINT NOT NULL, 
+	status VARCHAR(32) NOT NULL, 
+	lifecycle_stage VARCHAR(32) DEFAULT 'active' NOT NULL, 
+	model_type VARCHAR(500), 
+	source_run_id VARCHAR(32), 
+	status_message VARCHAR(1000), 
+	PRIMARY KEY (model_id), 
+	FOREIGN KEY(experiment_id) REFERENCES experiments (experiment_id)
+);
+
+CREATE INDEX ix_logged_models_experiment ON logged_models (experiment_id, creation_timestamp_ms);
 
 CREATE TABLE runs (
 	run_uuid VARCHAR(32) NOT NULL, 
@@ -49,6 +72,22 @@ CREATE TABLE latest_metrics (
 	timestamp BIGINT NOT NULL, 
 	PRIMARY KEY (run_uuid, "key"), 
 	FOREIGN KEY(run_uuid) REFERENCES runs (run_uuid)
+);
+
+CREATE TABLE logged_model_params (
+	model_id VARCHAR(64) NOT NULL, 
+	"key" VARCHAR(250) NOT NULL, 
+	value VARCHAR(8000) NOT NULL, 
+	PRIMARY KEY (model_id, "key"), 
+	FOREIGN KEY(model_id) REFERENCES logged_models (model_id)
+);
+
+CREATE TABLE logged_model_tags (
+	model_id VARCHAR(64) NOT NULL, 
+	"key" VARCHAR(250) NOT NULL, 
+	value VARCHAR(8000), 
+	PRIMARY KEY (model_id, "key"), 
+	FOREIGN KEY(model_id) REFERENCES logged_models (model_id)
 );
 
 CREATE TABLE metrics (

@@ -22,17 +22,22 @@ from reprorun.errors import (
 )
 from reprorun.tracking.entities import (
     Experiment,
+    LoggedModel,
+    LoggedModelStatus,
     Metric,
+    Page,
     Run,
     RunData,
     RunInfo,
     RunStatus,
     SystemTags,
+    ViewType,
     now_ms,
 )
 from reprorun.tracking.store.database import Connection, Database, Row, SqliteDatabase
 
-SCHEMA_VERSION = 1  # keep equal to schema.SCHEMA_VERSION (a test checks)
+SCHEMA_VERSION = 2  # keep equal to schema.SCHEMA_VERSION (a test checks)
+MAX_RESULTS = 50_000  # the largest page a search returns (MLflow's limit)
 DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
 MAX_PARAM_VALUE = 8000
@@ -82,6 +87,30 @@ class SqlStore:
                 f"The tracking store was written by a newer reprorun (schema version {version}; "
                 f"this reprorun knows up to {SCHEMA_VERSION}). Upgrade reprorun to use it."
             )
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        from reprorun.tracking.store.migrations import upgrade
+
+        if isinstance(self.db, SqliteDatabase):
+            from filelock import FileLock
+            from sqlalchemy import create_engine
+
+            # One process migrates; the others wait, then find the store up to date.
+            with FileLock(self.db.path + ".migrate.lock"):
+                current = self.db.read(lambda c: int(c.fetch("SELECT version FROM schema_version")[0][0]))
+                if current < SCHEMA_VERSION:
+                    engine = create_engine(f"sqlite:///{self.db.path}")
+                    try:
+                        upgrade(engine, current)
+                    finally:
+                        engine.dispose()
+            return
+        from reprorun.tracking.store.database import SqlAlchemyDatabase
+
+        assert isinstance(self.db, SqlAlchemyDatabase)
+        upgrade(self.db.engine, version)
 
     def _create_schema(self) -> None:
         if isinstance(self.db, SqliteDatabase):
@@ -112,6 +141,9 @@ class SqlStore:
 
     def _seed(self, conn: Connection) -> None:
         conn.execute("INSERT INTO schema_version (version) VALUES (:v)", {"v": SCHEMA_VERSION})
+        conn.execute(
+            "INSERT INTO alembic_version (version_num) VALUES (:v)", {"v": f"{SCHEMA_VERSION:04d}"}
+        )
         t = now_ms()
         conn.execute(
             "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, "
@@ -183,6 +215,113 @@ class SqlStore:
             )
         )
 
+    def search_experiments(
+        self,
+        *,
+        view_type: ViewType = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        filter_string: str | None = None,
+        order_by: Sequence[str] | None = None,
+        page_token: str | None = None,
+    ) -> Page[Experiment]:
+        """MLflow's SearchExperiments: filter on name/tags/times, order, paginate."""
+        from reprorun.tracking import search
+
+        clauses = search.parse_experiment_filter(filter_string)
+        order = search.parse_order_by(order_by, search.EXPERIMENT_ORDER_ATTRIBUTES)
+        limit = _check_max_results(max_results)
+        offset = search.decode_page_token(page_token)
+        sql = search.SqlBuilder(self.db.dialect)
+        stages = ", ".join(sql.bind(s) for s in view_type.stages)
+        conditions = [f"e.lifecycle_stage IN ({stages})"]
+        conditions += search.compile_experiments_filter(clauses, sql)
+        terms = []
+        for o in order:
+            if o.entity != search.ATTRIBUTE:
+                raise search_error(f"cannot order experiments by {o.entity} {o.key!r}")
+            terms.append(f"e.{o.key} {'ASC' if o.ascending else 'DESC'}")
+        terms += ["e.creation_time DESC", "e.experiment_id"]
+        where = (
+            f"e WHERE {' AND '.join(conditions)} ORDER BY {', '.join(terms)} "
+            f"LIMIT {limit + 1} OFFSET {offset}"
+        )
+        found = self.db.read(lambda c: self._experiments(c, where, sql.params, alias="e."))
+        return _page(found, limit, offset)
+
+    def rename_experiment(self, experiment_id: str, new_name: str) -> None:
+        new_name = new_name.strip()
+        if not new_name:
+            raise UserInputError("An experiment name must not be empty.")
+
+        def rename(conn: Connection) -> None:
+            self._require_experiment(conn, experiment_id)
+            taken = conn.fetch(
+                "SELECT experiment_id FROM experiments WHERE name = :n", {"n": new_name}
+            )
+            if taken and str(taken[0][0]) != str(_exp_int(experiment_id)):
+                raise ResourceAlreadyExists(f"An experiment named {new_name!r} already exists.")
+            conn.execute(
+                "UPDATE experiments SET name = :n, last_update_time = :t WHERE experiment_id = :id",
+                {"n": new_name, "t": now_ms(), "id": _exp_int(experiment_id)},
+            )
+
+        self.db.write(rename)
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        """Mark the experiment and its runs deleted (restorable), as MLflow does."""
+        if str(experiment_id) == DEFAULT_EXPERIMENT_ID:
+            raise UserInputError("The default experiment (id 0) cannot be deleted.")
+        self._set_experiment_stage(experiment_id, "deleted")
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        self._set_experiment_stage(experiment_id, "active")
+
+    def _set_experiment_stage(self, experiment_id: str, stage: str) -> None:
+        def update(conn: Connection) -> None:
+            self._require_experiment(conn, experiment_id)
+            values = {"s": stage, "t": now_ms(), "id": _exp_int(experiment_id)}
+            conn.execute(
+                "UPDATE experiments SET lifecycle_stage = :s, last_update_time = :t "
+                "WHERE experiment_id = :id",
+                values,
+            )
+            conn.execute(
+                "UPDATE runs SET lifecycle_stage = :s WHERE experiment_id = :id",
+                {"s": stage, "id": values["id"]},
+            )
+
+        self.db.write(update)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        _check_items({key: value}, MAX_TAG_VALUE, "experiment tag")
+
+        def write(conn: Connection) -> None:
+            self._require_experiment(conn, experiment_id)
+            conn.execute(
+                'INSERT INTO experiment_tags (experiment_id, "key", value) VALUES (:id, :k, :v) '
+                'ON CONFLICT (experiment_id, "key") DO UPDATE SET value = excluded.value',
+                {"id": _exp_int(experiment_id), "k": key, "v": value},
+            )
+
+        self.db.write(write)
+
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        def delete(conn: Connection) -> None:
+            self._require_experiment(conn, experiment_id)
+            if not conn.execute(
+                'DELETE FROM experiment_tags WHERE experiment_id = :id AND "key" = :k',
+                {"id": _exp_int(experiment_id), "k": key},
+            ):
+                raise ResourceNotFound(f"Experiment {experiment_id} has no tag {key!r}.")
+
+        self.db.write(delete)
+
+    def _require_experiment(self, conn: Connection, experiment_id: str) -> None:
+        if not conn.fetch(
+            "SELECT 1 FROM experiments WHERE experiment_id = :id", {"id": _exp_int(experiment_id)}
+        ):
+            raise ResourceNotFound(f"No experiment with id {experiment_id!r}.")
+
     def get_or_create_experiment(self, name: str) -> str:
         found = self.get_experiment_by_name(name)
         if found is not None:
@@ -195,13 +334,20 @@ class SqlStore:
             return found.experiment_id
 
     def _experiments(
-        self, conn: Connection, where: str, params: Mapping[str, Any]
+        self, conn: Connection, where: str, params: Mapping[str, Any], alias: str = ""
     ) -> list[Experiment]:
-        rows = conn.fetch(
-            "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, "
-            f"last_update_time FROM experiments {where}",
-            params,
+        columns = ", ".join(
+            alias + c
+            for c in (
+                "experiment_id",
+                "name",
+                "artifact_location",
+                "lifecycle_stage",
+                "creation_time",
+                "last_update_time",
+            )
         )
+        rows = conn.fetch(f"SELECT {columns} FROM experiments {where}", params)
         result = []
         for row in rows:
             tag_rows = conn.fetch(
@@ -301,16 +447,66 @@ class SqlStore:
             raise ResourceNotFound(f"Run id prefix {prefix!r} is ambiguous; give more digits.")
         return str(rows[0][0])
 
-    def search_runs(self, experiment_ids: Sequence[str], *, max_results: int = 1000) -> list[Run]:
-        """Active runs of the experiments, newest first."""
+    def search_runs(
+        self,
+        experiment_ids: Sequence[str],
+        filter_string: str | None = None,
+        *,
+        run_view_type: ViewType = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        order_by: Sequence[str] | None = None,
+        page_token: str | None = None,
+    ) -> Page[Run]:
+        """MLflow's SearchRuns: the runs of the experiments matching ``filter_string`` (MLflow's
+        grammar), ordered by ``order_by`` then newest first, one page at a time."""
+        from reprorun.tracking import search
+
+        clauses = search.parse_filter(filter_string)
+        order = search.parse_order_by(order_by, search.RUN_ORDER_ATTRIBUTES)
+        limit = _check_max_results(max_results)
+        offset = search.decode_page_token(page_token)
         if not experiment_ids:
-            return []
-        ids = {f"e{i}": _exp_int(e) for i, e in enumerate(experiment_ids)}
-        where = (
-            f"WHERE experiment_id IN ({', '.join(':' + k for k in ids)}) "
-            "AND lifecycle_stage = 'active' ORDER BY start_time DESC, run_uuid LIMIT :limit"
+            return Page([])
+        sql = search.SqlBuilder(self.db.dialect)
+        exps = ", ".join(sql.bind(_exp_int(e)) for e in experiment_ids)
+        stages = ", ".join(sql.bind(s) for s in run_view_type.stages)
+        conditions = [f"r.experiment_id IN ({exps})", f"r.lifecycle_stage IN ({stages})"]
+        conditions += search.compile_runs_filter(clauses, sql)
+        terms = search.compile_runs_order(order, sql)
+        columns = ", ".join("r." + c.strip() for c in _RUN_COLUMNS.split(","))
+        statement = (
+            f"SELECT {columns} FROM runs r {' '.join(sql.joins)} "
+            f"WHERE {' AND '.join(conditions)} ORDER BY {', '.join(terms)} "
+            f"LIMIT {limit + 1} OFFSET {offset}"
         )
-        return self.db.read(lambda c: self._runs(c, where, {**ids, "limit": int(max_results)}))
+        found = self.db.read(lambda c: self._runs_from(c, c.fetch(statement, sql.params)))
+        return _page(found, limit, offset)
+
+    def delete_run(self, run_id: str) -> None:
+        self._set_run_stage(run_id, "deleted")
+
+    def restore_run(self, run_id: str) -> None:
+        self._set_run_stage(run_id, "active")
+
+    def _set_run_stage(self, run_id: str, stage: str) -> None:
+        def update(conn: Connection) -> None:
+            if not conn.execute(
+                "UPDATE runs SET lifecycle_stage = :s WHERE run_uuid = :id",
+                {"s": stage, "id": run_id},
+            ):
+                raise ResourceNotFound(f"No run with id {run_id!r}.")
+
+        self.db.write(update)
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        def delete(conn: Connection) -> None:
+            self._require_run(conn, run_id)
+            if not conn.execute(
+                'DELETE FROM tags WHERE run_uuid = :id AND "key" = :k', {"id": run_id, "k": key}
+            ):
+                raise ResourceNotFound(f"Run {run_id} has no tag {key!r}.")
+
+        self.db.write(delete)
 
     def update_run(
         self,
@@ -357,7 +553,9 @@ class SqlStore:
         return self.db.write(update)
 
     def _runs(self, conn: Connection, where: str, params: Mapping[str, Any]) -> list[Run]:
-        rows = conn.fetch(f"SELECT {_RUN_COLUMNS} FROM runs {where}", params)
+        return self._runs_from(conn, conn.fetch(f"SELECT {_RUN_COLUMNS} FROM runs {where}", params))
+
+    def _runs_from(self, conn: Connection, rows: list[Row]) -> list[Run]:
         if not rows:
             return []
         run_ids = [r[0] for r in rows]
@@ -435,6 +633,220 @@ class SqlStore:
         )
         return [Metric(r[0], math.nan if r[2] else float(r[1]), int(r[3]), int(r[4])) for r in rows]
 
+    # --- logged models (MLflow 3) ---------------------------------------------------------
+
+    def create_logged_model(
+        self,
+        experiment_id: str,
+        *,
+        name: str | None = None,
+        source_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        model_type: str | None = None,
+    ) -> LoggedModel:
+        """A PENDING model whose files go under its source run's artifacts (``<run>/<name>``),
+        or the experiment's ``models/<id>`` when it has no run."""
+        model_id = "m-" + uuid.uuid4().hex
+        name = name or _generated_name(model_id[2:])
+        _check_items(dict(tags or {}), MAX_TAG_VALUE, "model tag")
+        _check_items(dict(params or {}), MAX_PARAM_VALUE, "model parameter")
+
+        def create(conn: Connection) -> None:
+            rows = conn.fetch(
+                "SELECT artifact_location FROM experiments WHERE experiment_id = :id",
+                {"id": _exp_int(experiment_id)},
+            )
+            if not rows:
+                raise ResourceNotFound(f"No experiment with id {experiment_id!r}.")
+            if source_run_id:
+                run = conn.fetch(
+                    "SELECT artifact_uri FROM runs WHERE run_uuid = :id", {"id": source_run_id}
+                )
+                if not run:
+                    raise ResourceNotFound(f"No run with id {source_run_id!r}.")
+                location = _join(run[0][0], safe_name(name))
+                if conn.fetch(
+                    "SELECT 1 FROM logged_models WHERE artifact_location = :l", {"l": location}
+                ):
+                    location += "-" + model_id[2:10]
+            else:
+                location = _join(rows[0][0], "models", model_id, "artifacts")
+            t = now_ms()
+            conn.execute(
+                "INSERT INTO logged_models (model_id, experiment_id, name, artifact_location, "
+                "creation_timestamp_ms, last_updated_timestamp_ms, status, lifecycle_stage, "
+                "model_type, source_run_id) VALUES (:id, :exp, :name, :loc, :t, :t, 'PENDING', "
+                "'active', :type, :run)",
+                {
+                    "id": model_id,
+                    "exp": _exp_int(experiment_id),
+                    "name": name,
+                    "loc": location,
+                    "t": t,
+                    "type": model_type,
+                    "run": source_run_id or None,
+                },
+            )
+            self._write_model_items(conn, "logged_model_tags", model_id, tags or {})
+            self._write_model_items(conn, "logged_model_params", model_id, params or {})
+
+        self.db.write(create)
+        return self.get_logged_model(model_id)
+
+    def get_logged_model(self, model_id: str, *, allow_deleted: bool = False) -> LoggedModel:
+        stages = "('active', 'deleted')" if allow_deleted else "('active')"
+        found = self.db.read(
+            lambda c: self._logged_models(
+                c, f"WHERE model_id = :id AND lifecycle_stage IN {stages}", {"id": model_id}
+            )
+        )
+        if not found:
+            raise ResourceNotFound(f"No logged model with id {model_id!r}.")
+        return found[0]
+
+    def finalize_logged_model(self, model_id: str, status: LoggedModelStatus) -> LoggedModel:
+        self._update_model(
+            model_id, "status = :s, last_updated_timestamp_ms = :t", {"s": status.value}
+        )
+        return self.get_logged_model(model_id)
+
+    def delete_logged_model(self, model_id: str) -> None:
+        self._update_model(model_id, "lifecycle_stage = 'deleted', last_updated_timestamp_ms = :t")
+
+    def set_logged_model_tags(self, model_id: str, tags: Mapping[str, str]) -> None:
+        _check_items(dict(tags), MAX_TAG_VALUE, "model tag")
+        self._update_model(
+            model_id,
+            "last_updated_timestamp_ms = :t",
+            {},
+            lambda c: self._write_model_items(c, "logged_model_tags", model_id, tags),
+        )
+
+    def log_logged_model_params(self, model_id: str, params: Mapping[str, str]) -> None:
+        _check_items(dict(params), MAX_PARAM_VALUE, "model parameter")
+        self._update_model(
+            model_id,
+            "last_updated_timestamp_ms = :t",
+            {},
+            lambda c: self._write_model_items(c, "logged_model_params", model_id, params),
+        )
+
+    def delete_logged_model_tag(self, model_id: str, key: str) -> None:
+        def delete(conn: Connection) -> None:
+            if not conn.execute(
+                'DELETE FROM logged_model_tags WHERE model_id = :id AND "key" = :k',
+                {"id": model_id, "k": key},
+            ):
+                raise ResourceNotFound(f"Logged model {model_id} has no tag {key!r}.")
+
+        self._update_model(model_id, "last_updated_timestamp_ms = :t", {}, delete)
+
+    def search_logged_models(
+        self,
+        experiment_ids: Sequence[str],
+        *,
+        filter_string: str | None = None,
+        max_results: int = 100,
+        order_by: Sequence[Mapping[str, Any]] | None = None,
+        page_token: str | None = None,
+    ) -> Page[LoggedModel]:
+        """Active logged models of the experiments, newest first. Filters on ``name``,
+        ``status``, ``source_run_id``, ``model_type`` and ``tags.*`` with = / != / LIKE."""
+        from reprorun.tracking import search
+
+        limit = _check_max_results(max_results)
+        offset = search.decode_page_token(page_token)
+        if not experiment_ids:
+            return Page([])
+        sql = search.SqlBuilder(self.db.dialect)
+        exps = ", ".join(sql.bind(_exp_int(e)) for e in experiment_ids)
+        conditions = [f"m.experiment_id IN ({exps})", "m.lifecycle_stage = 'active'"]
+        for c in search.parse_model_filter(filter_string):
+            if c.entity == search.TAG:
+                link = f'x.model_id = m.model_id AND x."key" = {sql.bind(c.key)}'
+                test = sql.compare("x.value", c.op, c.value)
+                conditions.append(f"EXISTS (SELECT 1 FROM logged_model_tags x WHERE {link} AND {test})")
+            else:
+                conditions.append(sql.compare(f"m.{c.key}", c.op, c.value))
+        terms = []
+        for o in order_by or ():
+            field_name = str(o.get("field_name", ""))
+            column = field_name.removeprefix("attributes.")
+            if column not in search.MODEL_ATTRIBUTES | {"creation_timestamp", "last_updated_timestamp"}:
+                raise search_error(f"cannot order logged models by {field_name!r}")
+            if column.endswith("timestamp"):
+                column += "_ms"
+            terms.append(f"m.{column} {'ASC' if o.get('ascending', True) else 'DESC'}")
+        terms += ["m.creation_timestamp_ms DESC", "m.model_id"]
+        where = (
+            f"m WHERE {' AND '.join(conditions)} ORDER BY {', '.join(terms)} "
+            f"LIMIT {limit + 1} OFFSET {offset}"
+        )
+        found = self.db.read(lambda c: self._logged_models(c, where, sql.params, alias="m."))
+        return _page(found, limit, offset)
+
+    def _update_model(
+        self,
+        model_id: str,
+        sets: str,
+        values: Mapping[str, Any] | None = None,
+        also: Any = None,
+    ) -> None:
+        def update(conn: Connection) -> None:
+            if not conn.execute(
+                f"UPDATE logged_models SET {sets} WHERE model_id = :id",
+                {"id": model_id, "t": now_ms(), **(values or {})},
+            ):
+                raise ResourceNotFound(f"No logged model with id {model_id!r}.")
+            if also is not None:
+                also(conn)
+
+        self.db.write(update)
+
+    def _write_model_items(
+        self, conn: Connection, table: str, model_id: str, items: Mapping[str, str]
+    ) -> None:
+        conn.executemany(
+            f'INSERT INTO {table} (model_id, "key", value) VALUES (:id, :k, :v) '
+            'ON CONFLICT (model_id, "key") DO UPDATE SET value = excluded.value',
+            [{"id": model_id, "k": k, "v": v} for k, v in items.items()],
+        )
+
+    def _logged_models(
+        self, conn: Connection, where: str, params: Mapping[str, Any], alias: str = ""
+    ) -> list[LoggedModel]:
+        columns = ", ".join(alias + c for c in _MODEL_COLUMNS)
+        rows = conn.fetch(f"SELECT {columns} FROM logged_models {where}", params)
+        models = []
+        for row in rows:
+            items = {}
+            for table in ("logged_model_tags", "logged_model_params"):
+                items[table] = {
+                    k: v
+                    for k, v in conn.fetch(
+                        f'SELECT "key", value FROM {table} WHERE model_id = :id', {"id": row[0]}
+                    )
+                }
+            models.append(
+                LoggedModel(
+                    model_id=row[0],
+                    experiment_id=str(row[1]),
+                    name=row[2],
+                    artifact_location=row[3],
+                    creation_timestamp=int(row[4]),
+                    last_updated_timestamp=int(row[5]),
+                    status=LoggedModelStatus(row[6]),
+                    lifecycle_stage=row[7],
+                    model_type=row[8],
+                    source_run_id=row[9],
+                    status_message=row[10],
+                    tags=items["logged_model_tags"],
+                    params=items["logged_model_params"],
+                )
+            )
+        return models
+
     def _require_run(self, conn: Connection, run_id: str) -> None:
         if not conn.fetch("SELECT 1 FROM runs WHERE run_uuid = :id", {"id": run_id}):
             raise ResourceNotFound(f"No run with id {run_id!r}.")
@@ -494,6 +906,50 @@ class SqlStore:
             'AND excluded."timestamp" >= latest_metrics."timestamp")',
             rows,
         )
+
+
+_MODEL_COLUMNS = (
+    "model_id",
+    "experiment_id",
+    "name",
+    "artifact_location",
+    "creation_timestamp_ms",
+    "last_updated_timestamp_ms",
+    "status",
+    "lifecycle_stage",
+    "model_type",
+    "source_run_id",
+    "status_message",
+)
+
+
+def safe_name(name: str) -> str:
+    """A model name as one path component: no separators, no '..'."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".")
+    return cleaned or "model"
+
+
+def search_error(message: str) -> UserInputError:
+    from reprorun.errors import SearchError
+
+    return SearchError(f"Invalid order_by: {message}.")
+
+
+def _check_max_results(max_results: int) -> int:
+    if not isinstance(max_results, int) or isinstance(max_results, bool) or max_results < 1:
+        raise UserInputError(f"max_results must be a positive integer, got {max_results!r}.")
+    if max_results > MAX_RESULTS:
+        raise UserInputError(f"max_results must be at most {MAX_RESULTS}, got {max_results}.")
+    return max_results
+
+
+def _page(found: list[Any], limit: int, offset: int) -> Page[Any]:
+    """One more row than asked was fetched: its presence means there is a next page."""
+    from reprorun.tracking.search import encode_page_token
+
+    if len(found) > limit:
+        return Page(found[:limit], encode_page_token(offset + limit))
+    return Page(found)
 
 
 def _run_info(row: Row) -> RunInfo:
