@@ -56,6 +56,11 @@ class TrackingTarget:
     artifact_root: str  # a file:// URI
     sqlite_path: str | None  # set for the stdlib SQLite fast path
 
+    @property
+    def is_remote(self) -> bool:
+        """An http(s) tracking server (MLflow's REST protocol) rather than a database."""
+        return self.uri.startswith(("http://", "https://"))
+
 
 def resolve_tracking(tracking_uri: str | None = None) -> TrackingTarget:
     """Turn ``--tracking-uri`` / ``REPRORUN_TRACKING_URI`` / the default into a target."""
@@ -66,10 +71,10 @@ def resolve_tracking(tracking_uri: str | None = None) -> TrackingTarget:
     parsed = urlparse(raw)
     scheme = parsed.scheme.lower()
     if scheme in ("http", "https"):
-        raise InvalidTrackingUri(
-            f"Tracking URI {raw!r}: http(s) tracking servers are not supported yet by this "
-            "version; use a SQLite file or a SQLAlchemy database URL."
-        )
+        if not parsed.hostname:
+            raise InvalidTrackingUri(f"Tracking URI {raw!r} names no host.")
+        # The server decides where artifacts go; it reports each run's location.
+        return TrackingTarget(raw.rstrip("/"), "", None)
     if scheme == "sqlite":
         # sqlite:///relative.db, sqlite:////abs/path.db, sqlite:// (in memory)
         rest = raw[len("sqlite://") :]

@@ -115,9 +115,10 @@ def _unquote(token: _Token) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str, what: str):
+    def __init__(self, text: str, what: str, bare: frozenset[str] = frozenset()):
         self.text = text
         self.what = what
+        self.bare = bare  # attribute names allowed without "attributes." (experiments: name)
         self.tokens = _tokenize(text, what)
         self.i = 0
 
@@ -151,6 +152,13 @@ class _Parser:
             )
         entity_text = token.text
         entity = _ENTITIES.get(entity_text.lower())
+        following = self.peek()
+        if (
+            entity is None
+            and entity_text in self.bare
+            and (following is None or following.text != ".")
+        ):
+            return ATTRIBUTE, entity_text, token.pos
         if entity is None:
             raise self.fail(
                 f"unknown entity {entity_text!r}; use metrics., params., tags. or attributes.",
@@ -177,6 +185,8 @@ class _Parser:
             ):
                 self.i += 1
                 key_token = self.next("the rest of the key")
+                if key_token.kind not in ("word", "number") or key_token.pos != dot.pos + 1:
+                    raise self.fail("expected the rest of the key right after '.'", key_token.pos)
                 key += "." + key_token.text
         else:
             raise self.fail(f"expected a key after {entity_text!r}.", key_token.pos)
@@ -243,9 +253,13 @@ def parse_filter(
     ``numeric_attributes`` names the attributes compared with numbers (runs' by default).
     """
     numeric = RUN_NUMERIC_ATTRIBUTES if numeric_attributes is None else numeric_attributes
+    return _parse_filter(text, numeric, frozenset())
+
+
+def _parse_filter(text: str | None, numeric: frozenset[str], bare: frozenset[str]) -> list[Clause]:
     if text is None or not text.strip():
         return []
-    parser = _Parser(text, "filter")
+    parser = _Parser(text, "filter", bare)
     clauses: list[Clause] = []
     while True:
         entity, key, pos = parser.identifier()
@@ -273,7 +287,11 @@ _RUN_STRING_ATTRIBUTES = {
     "artifact_uri": "artifact_uri",
     "lifecycle_stage": "lifecycle_stage",
 }
-_RUN_NUMERIC_ATTRIBUTES = {"start_time": "start_time", "end_time": "end_time", "created": "start_time"}
+_RUN_NUMERIC_ATTRIBUTES = {
+    "start_time": "start_time",
+    "end_time": "end_time",
+    "created": "start_time",
+}
 RUN_NUMERIC_ATTRIBUTES = frozenset(_RUN_NUMERIC_ATTRIBUTES)
 EXPERIMENT_NUMERIC_ATTRIBUTES = frozenset({"creation_time", "last_update_time"})
 
@@ -281,9 +299,7 @@ EXPERIMENT_NUMERIC_ATTRIBUTES = frozenset({"creation_time", "last_update_time"})
 def _check_clause(clause: Clause, parser: _Parser, pos: int, numeric: frozenset[str]) -> Clause:
     """Operators and value types each entity accepts, as MLflow's SearchUtils checks them."""
     where = f"{clause.entity}s.{clause.key}" if clause.entity != ATTRIBUTE else clause.key
-    if clause.entity == METRIC or (
-        clause.entity == ATTRIBUTE and clause.key.lower() in numeric
-    ):
+    if clause.entity == METRIC or (clause.entity == ATTRIBUTE and clause.key.lower() in numeric):
         allowed = NUMERIC_OPS
         if clause.op in allowed and not isinstance(clause.value, float):
             raise parser.fail(f"{where} is compared with a number, got {clause.value!r}", pos)
@@ -396,7 +412,7 @@ def compile_runs_filter(clauses: Sequence[Clause], sql: SqlBuilder, run: str = "
                     f"{', '.join(sorted(RUN_ORDER_ATTRIBUTES))}."
                 )
             value = c.value
-            if key in _RUN_NUMERIC_ATTRIBUTES and isinstance(value, float):
+            if key in _RUN_NUMERIC_ATTRIBUTES and isinstance(value, float) and value.is_integer():
                 value = int(value)
             conditions.append(sql.compare(f"{run}.{column}", c.op, value))
             continue
@@ -456,9 +472,7 @@ def compile_experiments_filter(clauses: Sequence[Clause], sql: SqlBuilder) -> li
                 conditions.append(
                     f"EXISTS (SELECT 1 FROM experiment_tags x WHERE {link} AND {test})"
                 )
-        elif c.entity == ATTRIBUTE and c.key in ("name", "experiment_id") and c.op not in NULL_OPS:
-            conditions.append(sql.compare(f"e.{c.key}", c.op, c.value))
-        elif c.entity == ATTRIBUTE and c.key in ("creation_time", "last_update_time"):
+        elif (c.entity == ATTRIBUTE and c.key in ("name", "experiment_id") and c.op not in NULL_OPS) or (c.entity == ATTRIBUTE and c.key in ("creation_time", "last_update_time")):
             conditions.append(sql.compare(f"e.{c.key}", c.op, c.value))
         else:
             raise SearchError(
@@ -470,17 +484,11 @@ def compile_experiments_filter(clauses: Sequence[Clause], sql: SqlBuilder) -> li
 
 def parse_experiment_filter(text: str | None) -> list[Clause]:
     """Experiment filters allow a bare ``name``: ``name LIKE 'iris%'`` (as MLflow)."""
-    if text and re.match(r"\s*(name|creation_time|last_update_time)\b", text):
-        text = re.sub(
-            r"(^|\bAND\s+)(name|creation_time|last_update_time)\b",
-            r"\1attributes.\2",
-            text,
-            flags=re.IGNORECASE,
-        )
-    clauses = parse_filter(text, EXPERIMENT_NUMERIC_ATTRIBUTES)
+    bare = frozenset({"name", "creation_time", "last_update_time"})
+    clauses = _parse_filter(text, EXPERIMENT_NUMERIC_ATTRIBUTES, bare)
     return [
         Clause(c.entity, c.key, c.op, int(c.value))
-        if c.entity == ATTRIBUTE and isinstance(c.value, float)
+        if c.entity == ATTRIBUTE and isinstance(c.value, float) and c.value.is_integer()
         else c
         for c in clauses
     ]
@@ -500,7 +508,7 @@ def decode_page_token(token: str | None) -> int:
     try:
         offset = json.loads(base64.b64decode(token, validate=True))["offset"]
         offset = int(offset)
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+    except (binascii.Error, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         raise SearchError(f"Invalid page token {token!r}: {exc}") from None
     if offset < 0:
         raise SearchError(f"Invalid page token {token!r}: negative offset.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from reprorun.config import resolve_tracking
 from reprorun.errors import TrackingError
@@ -20,18 +21,27 @@ __all__ = [
     "open_store",
 ]
 
-_stores: dict[tuple[str, str], SqlStore] = {}
+_stores: dict[tuple[str, str], Any] = {}
 _lock = threading.Lock()
 
 
-def open_store(tracking_uri: str | None = None) -> SqlStore:
-    """The store for ``tracking_uri`` (or the configured default), opened once per process."""
+def open_store(tracking_uri: str | None = None, *, artifact_root: str | None = None) -> Any:
+    """The store for ``tracking_uri`` (or the configured default), opened once per process:
+    a ``SqlStore`` for databases, a ``RestStore`` for http(s) tracking servers.
+    ``artifact_root`` overrides where new experiments keep artifacts (the server's
+    ``--artifacts-destination``)."""
     target = resolve_tracking(tracking_uri)
-    key = (target.uri, target.artifact_root)
+    root = artifact_root or target.artifact_root
+    key = (target.uri, root)
     with _lock:
         store = _stores.get(key)
         if store is None:
-            store = _open(target.uri, target.sqlite_path, target.artifact_root)
+            if target.is_remote:
+                from reprorun.tracking.store.rest import RestStore
+
+                store = RestStore(target.uri)
+            else:
+                store = _open(target.uri, target.sqlite_path, root)
             _stores[key] = store
         return store
 

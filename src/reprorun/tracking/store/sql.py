@@ -99,7 +99,9 @@ class SqlStore:
 
             # One process migrates; the others wait, then find the store up to date.
             with FileLock(self.db.path + ".migrate.lock"):
-                current = self.db.read(lambda c: int(c.fetch("SELECT version FROM schema_version")[0][0]))
+                current = self.db.read(
+                    lambda c: int(c.fetch("SELECT version FROM schema_version")[0][0])
+                )
                 if current < SCHEMA_VERSION:
                     engine = create_engine(f"sqlite:///{self.db.path}")
                     try:
@@ -766,14 +768,19 @@ class SqlStore:
             if c.entity == search.TAG:
                 link = f'x.model_id = m.model_id AND x."key" = {sql.bind(c.key)}'
                 test = sql.compare("x.value", c.op, c.value)
-                conditions.append(f"EXISTS (SELECT 1 FROM logged_model_tags x WHERE {link} AND {test})")
+                conditions.append(
+                    f"EXISTS (SELECT 1 FROM logged_model_tags x WHERE {link} AND {test})"
+                )
             else:
                 conditions.append(sql.compare(f"m.{c.key}", c.op, c.value))
         terms = []
         for o in order_by or ():
             field_name = str(o.get("field_name", ""))
             column = field_name.removeprefix("attributes.")
-            if column not in search.MODEL_ATTRIBUTES | {"creation_timestamp", "last_updated_timestamp"}:
+            if column not in search.MODEL_ATTRIBUTES | {
+                "creation_timestamp",
+                "last_updated_timestamp",
+            }:
                 raise search_error(f"cannot order logged models by {field_name!r}")
             if column.endswith("timestamp"):
                 column += "_ms"

@@ -1,0 +1,106 @@
+"""``reprorun server``: the tracking server; ``reprorun server-user``: its password file."""
+
+from __future__ import annotations
+
+import click
+
+from reprorun.cli import cli, handle_errors
+
+
+@cli.command("server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=5000, show_default=True, type=int, help="Port to bind.")
+@click.option(
+    "--backend-store-uri",
+    metavar="URI",
+    help="Where runs are stored: a SQLite file or a SQLAlchemy URL (postgresql://...). "
+    "Default: the embedded store (REPRORUN_TRACKING_URI or ~/.reprorun/store.db).",
+)
+@click.option(
+    "--artifacts-destination",
+    metavar="DIR",
+    help="Folder for the artifacts of new experiments (default: artifacts/ beside the store).",
+)
+@click.option(
+    "--serve-artifacts/--no-serve-artifacts",
+    default=True,
+    show_default=True,
+    help="Proxy artifact uploads and downloads (clients see mlflow-artifacts:/ URIs).",
+)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--auth-token",
+    envvar="REPRORUN_SERVER_TOKEN",
+    help="Require this bearer token on every request (env: REPRORUN_SERVER_TOKEN).",
+)
+@click.option(
+    "--basic-auth-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Require basic auth against this file of hashed passwords (reprorun server-user add).",
+)
+@click.option(
+    "--max-request-mb",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Largest JSON request body accepted.",
+)
+@handle_errors
+def server(
+    host: str,
+    port: int,
+    backend_store_uri: str | None,
+    artifacts_destination: str | None,
+    serve_artifacts: bool,
+    workers: int,
+    auth_token: str | None,
+    basic_auth_file: str | None,
+    max_request_mb: int,
+) -> None:
+    """Serve MLflow's REST API (tracking, logged models, artifact proxy) over a store.
+
+    MLflow clients work unchanged: MLFLOW_TRACKING_URI=http://127.0.0.1:5000. The OpenAPI
+    description is at /openapi.json, liveness at /health.
+    """
+    from reprorun.server.app import ServerConfig
+    from reprorun.server.run import serve
+
+    config = ServerConfig(
+        backend_store_uri=backend_store_uri,
+        artifacts_destination=artifacts_destination,
+        serve_artifacts=serve_artifacts,
+        auth_token=auth_token,
+        basic_auth_file=basic_auth_file,
+        max_request_bytes=max_request_mb * 1024 * 1024,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1") and not (auth_token or basic_auth_file):
+        click.echo(
+            f"Warning: serving on {host} without authentication; anyone who can reach it can "
+            "read and change every run. Consider --auth-token or --basic-auth-file.",
+            err=True,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"reprorun server {shown}:{port} (MLFLOW_TRACKING_URI=http://{shown}:{port})", err=True
+    )
+    serve(config, host=host, port=port, workers=workers)
+
+
+@cli.group("server-user")
+def server_user() -> None:
+    """Manage the server's basic-auth password file."""
+
+
+@server_user.command("add")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("user")
+@click.password_option(help="The password (prompted, twice, when not given).")
+@handle_errors
+def add(file: str, user: str, password: str) -> None:
+    """Add USER to FILE (or change its password); passwords are stored scrypt-hashed."""
+    from pathlib import Path
+
+    from reprorun.server.auth import add_user
+
+    add_user(Path(file), user, password)
+    click.echo(f"{user} added to {file}")

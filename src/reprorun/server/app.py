@@ -1,0 +1,313 @@
+"""``reprorun server``: the ASGI app (Starlette) serving MLflow's REST API, the artifact proxy,
+``/health`` and ``/openapi.json``, behind optional authentication and body-size limits.
+
+The REST logic lives in ``rest_mlflow.py``; this module only adapts HTTP to it and streams
+artifacts to and from disk in chunks (never a whole file in memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from reprorun import __version__
+from reprorun.server.auth import Authenticator
+from reprorun.server.rest_mlflow import (
+    ARTIFACTS_API,
+    ApiError,
+    ArtifactUris,
+    MlflowApi,
+    invalid,
+    openapi,
+)
+
+CONFIG_ENV = "REPRORUN_SERVER_CONFIG"  # how --workers processes receive the configuration
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    backend_store_uri: str | None = None
+    artifacts_destination: str | None = None
+    serve_artifacts: bool = True
+    auth_token: str | None = None
+    basic_auth_file: str | None = None
+    max_request_bytes: int = 16 * MiB  # JSON API bodies
+    max_artifact_bytes: int = 8 * 1024 * MiB  # one uploaded artifact file
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> ServerConfig:
+        return cls(**json.loads(os.environ.get(CONFIG_ENV, "{}")))
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    # allow_nan=False: non-finite doubles are rendered as "NaN"/"Infinity" strings upstream.
+    return Response(
+        json.dumps(body, allow_nan=False, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _error(error: ApiError) -> Response:
+    return _json(error.status, error.body())
+
+
+def create_app(config: ServerConfig | None = None) -> Starlette:
+    """The server's ASGI app over the store ``config`` names (the embedded default if none)."""
+    from reprorun.tracking.store import open_store
+
+    config = config or ServerConfig.from_env()
+    artifact_root = None
+    if config.artifacts_destination:
+        artifact_root = Path(config.artifacts_destination).expanduser().resolve().as_uri()
+    store = open_store(config.backend_store_uri, artifact_root=artifact_root)
+    uris = ArtifactUris(store.artifact_root, proxied=config.serve_artifacts)
+    api = MlflowApi(store, uris)
+    # SQLite answers in microseconds under one lock: calling it on the event loop is faster
+    # than a thread hop. Other databases wait on the network: keep the loop free for them.
+    inline = getattr(store.db, "dialect", "") == "sqlite"
+
+    async def rest(request: Request) -> Response:
+        try:
+            body = await _read_body(request, config.max_request_bytes)
+        except _BodyTooLarge:
+            return _error(_too_large(config.max_request_bytes))
+        query = {k: request.query_params.getlist(k) for k in request.query_params}
+        args = (request.method, request.url.path, query, body)
+        status, payload = (
+            api.handle(*args) if inline else await run_in_threadpool(api.handle, *args)
+        )
+        return _json(status, payload)
+
+    artifacts = ArtifactProxy(uris.root_dir, config.max_artifact_bytes)
+
+    async def artifact(request: Request) -> Response:
+        if not config.serve_artifacts:
+            return _error(
+                ApiError(
+                    503,
+                    "ENDPOINT_NOT_FOUND",
+                    "This server does not serve artifacts (started with --no-serve-artifacts).",
+                )
+            )
+        try:
+            return await artifacts.handle(request)
+        except ApiError as exc:
+            return _error(exc)
+
+    async def health(_: Request) -> Response:
+        return PlainTextResponse("OK")
+
+    async def version(_: Request) -> Response:
+        return PlainTextResponse(__version__)
+
+    spec = openapi(
+        "reprorun tracking server",
+        __version__,
+        extra=[
+            ("GET", ARTIFACTS_API, "List artifacts under ?path= (artifact proxy)."),
+            ("GET", ARTIFACTS_API + "/{artifact_path}", "Download an artifact (streamed)."),
+            ("PUT", ARTIFACTS_API + "/{artifact_path}", "Upload an artifact (streamed)."),
+            ("DELETE", ARTIFACTS_API + "/{artifact_path}", "Delete an artifact."),
+            ("GET", "/health", "Liveness: 200 OK."),
+            ("GET", "/version", "The server's version."),
+        ],
+    )
+
+    async def openapi_json(_: Request) -> Response:
+        return _json(200, spec)
+
+    methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/version", version),
+            Route("/openapi.json", openapi_json),
+            Route(ARTIFACTS_API, artifact, methods=["GET"]),
+            Route(ARTIFACTS_API + "/{path:path}", artifact, methods=["GET", "PUT", "DELETE"]),
+            Route("/api/2.0/mlflow/{rest:path}", rest, methods=methods),
+            Route("/ajax-api/2.0/mlflow/{rest:path}", rest, methods=methods),
+        ],
+        lifespan=_closing(store),
+    )
+    authenticator = Authenticator.from_options(config.auth_token, config.basic_auth_file)
+    if authenticator is not None:
+        app.add_middleware(AuthMiddleware, authenticator=authenticator)
+    return app
+
+
+def _closing(store: Any) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    return lifespan
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "REQUEST_LIMIT_EXCEEDED",
+        f"The request body is larger than this server accepts ({limit} bytes).",
+    )
+
+
+class AuthMiddleware:
+    """Rejects every request without valid credentials (bearer token or basic auth)."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator):
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        header = headers.get(b"authorization", b"").decode("latin-1")
+        if self.authenticator.check(header):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(
+            {
+                "error_code": "UNAUTHENTICATED",
+                "message": "Authentication required: send a bearer token "
+                "(MLFLOW_TRACKING_TOKEN) or basic credentials "
+                "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD).",
+            }
+        )
+        response = Response(
+            body,
+            status_code=401,
+            media_type="application/json",
+            headers={"WWW-Authenticate": 'Basic realm="reprorun"'},
+        )
+        await response(scope, receive, send)
+
+
+def safe_artifact_path(raw: str) -> PurePosixPath:
+    """An artifact path from a URL, refused if it could leave the artifact root: '..'
+    components, absolute paths, backslashes, NUL, and their percent-encoded forms."""
+    text = raw
+    for _ in range(3):  # undo double/triple encoding before checking
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    if "\x00" in text or "\\" in text:
+        raise invalid(f"Invalid artifact path {raw!r}: it contains a NUL or a backslash.")
+    path = PurePosixPath(text)
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise invalid(
+            f"Invalid artifact path {raw!r}: it must be relative to the artifact root and "
+            "must not contain '..'."
+        )
+    return path
+
+
+class ArtifactProxy:
+    """MLflow's ``mlflow-artifacts`` endpoints over a local folder."""
+
+    def __init__(self, root: Path, max_bytes: int):
+        self.root = root.resolve()
+        self.max_bytes = max_bytes
+
+    def _resolve(self, raw: str) -> Path:
+        target = (self.root / safe_artifact_path(raw)).resolve()
+        if target != self.root and not target.is_relative_to(self.root):
+            raise invalid(f"Invalid artifact path {raw!r}: it leaves the artifact root.")
+        return target
+
+    async def handle(self, request: Request) -> Response:
+        raw = request.path_params.get("path")
+        if raw is None:  # GET .../artifacts?path=...: a listing
+            return await run_in_threadpool(self._list, request.query_params.get("path") or "")
+        target = self._resolve(raw)
+        if request.method == "GET":
+            if not target.is_file():
+                raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"No artifact {raw!r}.")
+            return FileResponse(target, filename=target.name, content_disposition_type="inline")
+        if request.method == "DELETE":
+            await run_in_threadpool(_delete, target)
+            return _json(200, {})
+        await self._upload(request, target)
+        return _json(200, {})
+
+    def _list(self, raw: str) -> Response:
+        base = self._resolve(raw) if raw else self.root
+        files = []
+        if base.is_dir():
+            for entry in sorted(base.iterdir()):
+                info: dict[str, Any] = {"path": entry.name, "is_dir": entry.is_dir()}
+                if entry.is_file():
+                    info["file_size"] = entry.stat().st_size
+                files.append(info)
+        elif base.is_file():
+            files.append({"path": base.name, "is_dir": False, "file_size": base.stat().st_size})
+        return _json(200, {"files": files})
+
+    async def _upload(self, request: Request, target: Path) -> None:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            raise _too_large(self.max_bytes)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target and rename: a failed upload never leaves a partial file.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise _too_large(self.max_bytes)
+                    out.write(chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _delete(target: Path) -> None:
+    import shutil
+
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()

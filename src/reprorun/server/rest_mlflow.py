@@ -1,0 +1,857 @@
+"""MLflow's REST API 2.0 over a tracking store, independent of any web framework.
+
+``MlflowApi.handle(method, path, query, body)`` returns ``(status, json_dict)``; the Starlette
+app (``app.py``) and the per-run endpoint (``sidecar.py``) are thin adapters around it. Request
+and response shapes follow MLflow's protos as its server renders them in JSON: int64 as
+numbers (numeric strings accepted too), doubles that are not finite as "NaN"/"Infinity",
+repeated fields as lists of ``{"key", "value"}``. Errors use MLflow's body
+``{"error_code": ..., "message": ...}`` and its HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reprorun.errors import (
+    ParamConflict,
+    ResourceAlreadyExists,
+    ResourceNotFound,
+    ServerUnavailable,
+    TrackingError,
+    UserInputError,
+)
+from reprorun.tracking.entities import (
+    Experiment,
+    LoggedModel,
+    LoggedModelStatus,
+    Metric,
+    Run,
+    RunStatus,
+    SystemTags,
+    ViewType,
+    now_ms,
+)
+
+API = "/api/2.0/mlflow"
+ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
+# MLflow's log-batch limits (mlflow/utils/validation.py).
+MAX_BATCH_METRICS = 1000
+MAX_BATCH_PARAMS = 100
+MAX_BATCH_TAGS = 100
+MAX_BATCH_TOTAL = 1000
+
+Json = dict[str, Any]
+
+
+class ApiError(Exception):
+    """An error answered to the client in MLflow's format."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> Json:
+        return {"error_code": self.code, "message": self.message}
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(400, "INVALID_PARAMETER_VALUE", message)
+
+
+def error_for(exc: Exception) -> ApiError:
+    """MLflow's code and status for a reprorun error."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ResourceNotFound):
+        return ApiError(404, "RESOURCE_DOES_NOT_EXIST", str(exc))
+    if isinstance(exc, ResourceAlreadyExists):
+        return ApiError(400, "RESOURCE_ALREADY_EXISTS", str(exc))
+    if isinstance(exc, (UserInputError, ParamConflict)):
+        return invalid(str(exc))
+    if isinstance(exc, ServerUnavailable):
+        return ApiError(503, "TEMPORARILY_UNAVAILABLE", str(exc))
+    if isinstance(exc, TrackingError):
+        return ApiError(400, "INVALID_STATE", str(exc))
+    return ApiError(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+
+
+# --- artifact URIs as clients see them ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArtifactUris:
+    """How stored artifact locations are shown to clients.
+
+    With ``proxied`` (``reprorun server``), locations under the artifact root are shown as
+    ``mlflow-artifacts:/<relative path>`` so remote clients upload and download through the
+    server's proxy; otherwise (the per-run endpoint, same machine) they are shown as stored.
+    """
+
+    root: str  # the store's artifact root (a file:// URI or a path)
+    proxied: bool
+
+    @property
+    def root_dir(self) -> Path:
+        from reprorun.tracking.artifacts import local_dir
+
+        return local_dir(self.root)
+
+    def public(self, stored: str) -> str:
+        if not self.proxied:
+            return stored
+        from reprorun.tracking.artifacts import local_dir
+
+        try:
+            rel = local_dir(stored).resolve().relative_to(self.root_dir.resolve())
+        except (ValueError, TrackingError):
+            return stored
+        return "mlflow-artifacts:/" + rel.as_posix()
+
+
+# --- JSON field readers ------------------------------------------------------------------------
+
+
+def _field(body: Mapping[str, Any], *names: str, required: bool = False) -> Any:
+    for name in names:
+        if name in body and body[name] is not None:
+            return body[name]
+    if required:
+        raise invalid(f"Missing value for required parameter '{names[0]}'.")
+    return None
+
+
+def _text(body: Mapping[str, Any], *names: str, required: bool = False) -> str | None:
+    value = _field(body, *names, required=required)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid(
+            f"Invalid value {value!r} for parameter '{names[0]}': expected a string, "
+            f"got {type(value).__name__}."
+        )
+    return value
+
+
+def _int(body: Mapping[str, Any], name: str, *, required: bool = False) -> int | None:
+    value = _field(body, name, required=required)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise invalid(f"Invalid value {value!r} for parameter '{name}': expected an integer.")
+    try:
+        return int(value)
+    except ValueError:
+        raise invalid(
+            f"Invalid value {value!r} for parameter '{name}': expected an integer."
+        ) from None
+
+
+_SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _double(value: Any, name: str) -> float:
+    if isinstance(value, str) and value in _SPECIAL_DOUBLES:
+        return _SPECIAL_DOUBLES[value]
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise invalid(f"Invalid value {value!r} for parameter '{name}': expected a number.")
+    try:
+        return float(value)
+    except ValueError:
+        raise invalid(
+            f"Invalid value {value!r} for parameter '{name}': expected a number."
+        ) from None
+
+
+def _json_double(value: float) -> float | str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _key_values(body: Mapping[str, Any], name: str, what: str) -> dict[str, str]:
+    items = _field(body, name) or []
+    if not isinstance(items, list):
+        raise invalid(f"Invalid value for '{name}': expected a list of {{key, value}} objects.")
+    result: dict[str, str] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            raise invalid(f"Invalid {what} {item!r}: expected an object with key and value.")
+        key = _text(item, "key", required=True)
+        value = _field(item, "value")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise invalid(
+                f"Invalid value {value!r} for {what} {key!r}: expected a string, "
+                f"got {type(value).__name__}."
+            )
+        assert key is not None
+        result[key] = value
+    return result
+
+
+def _metric(item: Any, default_time: int) -> Metric:
+    if not isinstance(item, dict):
+        raise invalid(f"Invalid metric {item!r}: expected an object with key and value.")
+    key = _text(item, "key", required=True)
+    assert key is not None
+    value = _double(_field(item, "value", required=True), "value")
+    timestamp = _int(item, "timestamp")
+    step = _int(item, "step")
+    return Metric(key, value, default_time if timestamp is None else timestamp, step or 0)
+
+
+def _view_type(value: Any) -> ViewType:
+    if value is None:
+        return ViewType.ACTIVE_ONLY
+    names = {1: "ACTIVE_ONLY", 2: "DELETED_ONLY", 3: "ALL"}
+    name = names.get(value, value) if isinstance(value, int) else value
+    try:
+        return ViewType(str(name).upper())
+    except ValueError:
+        raise invalid(
+            f"Invalid view type {value!r}: expected ACTIVE_ONLY, DELETED_ONLY or ALL."
+        ) from None
+
+
+def _string_list(body: Mapping[str, Any], name: str) -> list[str]:
+    value = _field(body, name) or []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+        raise invalid(f"Invalid value {value!r} for '{name}': expected a list of strings.")
+    return [str(v) for v in value]
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+Handler = Callable[["MlflowApi", Json, dict[str, str]], Json]
+_ROUTES: list[tuple[str, str, re.Pattern[str], Handler]] = []
+
+
+def route(method: str, path: str) -> Callable[[Handler], Handler]:
+    """Register a handler for ``method path``; ``{name}`` segments become path parameters."""
+    parts = re.split(r"\{(\w+)\}", API + path)
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
+    )
+    pattern = re.compile(f"^{regex}$")
+
+    def register(fn: Handler) -> Handler:
+        _ROUTES.append((method, API + path, pattern, fn))
+        return fn
+
+    return register
+
+
+def routes() -> list[tuple[str, str, str]]:
+    """(method, path, summary) of every REST endpoint, for the OpenAPI description."""
+    return [
+        (method, path, (fn.__doc__ or fn.__name__).strip().splitlines()[0])
+        for method, path, _, fn in _ROUTES
+    ]
+
+
+class MlflowApi:
+    """The REST API over ``store`` (a SqlStore or anything with its methods)."""
+
+    def __init__(self, store: Any, uris: ArtifactUris):
+        self.store = store
+        self.uris = uris
+
+    def handle(
+        self, method: str, path: str, query: Mapping[str, list[str]], body: bytes
+    ) -> tuple[int, Json]:
+        try:
+            return 200, self._dispatch(method, path, query, body)
+        except Exception as exc:  # every failure becomes MLflow's error body, never a traceback
+            error = error_for(exc)
+            return error.status, error.body()
+
+    def _dispatch(
+        self, method: str, path: str, query: Mapping[str, list[str]], body: bytes
+    ) -> Json:
+        path = path.replace("/ajax-api/", "/api/", 1)
+        allowed: list[str] = []
+        for route_method, _, pattern, fn in _ROUTES:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            if route_method != method:
+                allowed.append(route_method)
+                continue
+            request = self._request(method, query, body)
+            return fn(self, request, match.groupdict())
+        if allowed:
+            raise ApiError(
+                405, "ENDPOINT_NOT_FOUND", f"{method} is not allowed on {path}; use {allowed[0]}."
+            )
+        raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API endpoint {method} {path}.")
+
+    @staticmethod
+    def _request(method: str, query: Mapping[str, list[str]], body: bytes) -> Json:
+        """GET parameters come from the query string, the others from a JSON object body
+        (MLflow also accepts query parameters on DELETE/PATCH, merged under the body)."""
+        request: Json = {k: v[0] if len(v) == 1 else v for k, v in query.items()}
+        if method == "GET" or not body.strip():
+            return request
+        try:
+            parsed = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(
+                400, "MALFORMED_REQUEST", f"The request body is not valid JSON: {exc}"
+            ) from None
+        if not isinstance(parsed, dict):
+            raise ApiError(400, "MALFORMED_REQUEST", "The request body must be a JSON object.")
+        request.update(parsed)
+        return request
+
+    # --- rendering ----------------------------------------------------------------------
+
+    def experiment(self, exp: Experiment) -> Json:
+        result: Json = {
+            "experiment_id": exp.experiment_id,
+            "name": exp.name,
+            "artifact_location": self.uris.public(exp.artifact_location),
+            "lifecycle_stage": exp.lifecycle_stage,
+            "tags": [{"key": k, "value": v} for k, v in exp.tags.items()],
+        }
+        if exp.creation_time is not None:
+            result["creation_time"] = exp.creation_time
+        if exp.last_update_time is not None:
+            result["last_update_time"] = exp.last_update_time
+        return result
+
+    def run_info(self, run: Run) -> Json:
+        info = run.info
+        result: Json = {
+            "run_id": info.run_id,
+            "run_uuid": info.run_id,
+            "run_name": info.run_name,
+            "experiment_id": info.experiment_id,
+            "user_id": info.user_id,
+            "status": info.status.value,
+            "start_time": info.start_time,
+            "artifact_uri": self.uris.public(info.artifact_uri),
+            "lifecycle_stage": info.lifecycle_stage,
+        }
+        if info.end_time is not None:
+            result["end_time"] = info.end_time
+        return result
+
+    def run(self, run: Run) -> Json:
+        data = run.data
+        return {
+            "info": self.run_info(run),
+            "data": {
+                "metrics": [{"key": k, "value": _json_double(v)} for k, v in data.metrics.items()],
+                "params": [{"key": k, "value": v} for k, v in data.params.items()],
+                "tags": [{"key": k, "value": v} for k, v in data.tags.items()],
+            },
+            "inputs": {},
+        }
+
+    def logged_model(self, model: LoggedModel) -> Json:
+        status = {"PENDING": "LOGGED_MODEL_PENDING", "READY": "LOGGED_MODEL_READY"}.get(
+            model.status.value, "LOGGED_MODEL_UPLOAD_FAILED"
+        )
+        info: Json = {
+            "model_id": model.model_id,
+            "experiment_id": model.experiment_id,
+            "name": model.name,
+            "creation_timestamp_ms": model.creation_timestamp,
+            "last_updated_timestamp_ms": model.last_updated_timestamp,
+            "artifact_uri": self.uris.public(model.artifact_location),
+            "status": status,
+            "tags": [{"key": k, "value": v} for k, v in model.tags.items()],
+        }
+        for key, value in (
+            ("model_type", model.model_type),
+            ("source_run_id", model.source_run_id),
+            ("status_message", model.status_message),
+        ):
+            if value:
+                info[key] = value
+        return {
+            "info": info,
+            "data": {"params": [{"key": k, "value": v} for k, v in model.params.items()]},
+        }
+
+    def run_id(self, body: Json) -> str:
+        run_id = _text(body, "run_id", "run_uuid", required=True)
+        assert run_id is not None
+        return run_id
+
+
+# --- experiments ----------------------------------------------------------------------------------
+
+
+@route("POST", "/experiments/create")
+def create_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Create an experiment."""
+    name = _text(body, "name", required=True)
+    assert name is not None
+    location = _text(body, "artifact_location") or None
+    tags = _key_values(body, "tags", "experiment tag")
+    return {"experiment_id": api.store.create_experiment(name, location, tags)}
+
+
+@route("GET", "/experiments/get")
+def get_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Get an experiment by id."""
+    exp_id = _text(body, "experiment_id", required=True)
+    return {"experiment": api.experiment(api.store.get_experiment(exp_id))}
+
+
+@route("GET", "/experiments/get-by-name")
+def get_experiment_by_name(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Get an experiment by name."""
+    name = _text(body, "experiment_name", required=True)
+    exp = api.store.get_experiment_by_name(name)
+    if exp is None:
+        raise ResourceNotFound(f"Could not find experiment with name '{name}'")
+    return {"experiment": api.experiment(exp)}
+
+
+def _search_experiments(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    page = api.store.search_experiments(
+        view_type=_view_type(_field(body, "view_type")),
+        max_results=_int(body, "max_results") or 1000,
+        filter_string=_text(body, "filter"),
+        order_by=_string_list(body, "order_by"),
+        page_token=_text(body, "page_token"),
+    )
+    result: Json = {"experiments": [api.experiment(e) for e in page]}
+    if page.token:
+        result["next_page_token"] = page.token
+    return result
+
+
+route("POST", "/experiments/search")(_search_experiments)
+route("GET", "/experiments/search")(_search_experiments)
+_search_experiments.__doc__ = "Search experiments (filter, order_by, max_results, page_token)."
+
+
+@route("POST", "/experiments/update")
+def update_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Rename an experiment."""
+    exp_id = _text(body, "experiment_id", required=True)
+    new_name = _text(body, "new_name")
+    if new_name:
+        api.store.rename_experiment(exp_id, new_name)
+    return {}
+
+
+@route("POST", "/experiments/delete")
+def delete_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Mark an experiment and its runs deleted."""
+    api.store.delete_experiment(_text(body, "experiment_id", required=True))
+    return {}
+
+
+@route("POST", "/experiments/restore")
+def restore_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Restore a deleted experiment and its runs."""
+    api.store.restore_experiment(_text(body, "experiment_id", required=True))
+    return {}
+
+
+@route("POST", "/experiments/set-experiment-tag")
+def set_experiment_tag(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Set a tag on an experiment."""
+    api.store.set_experiment_tag(
+        _text(body, "experiment_id", required=True),
+        _text(body, "key", required=True),
+        _text(body, "value") or "",
+    )
+    return {}
+
+
+@route("POST", "/experiments/delete-experiment-tag")
+def delete_experiment_tag(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Delete a tag of an experiment."""
+    api.store.delete_experiment_tag(
+        _text(body, "experiment_id", required=True), _text(body, "key", required=True)
+    )
+    return {}
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+@route("POST", "/runs/create")
+def create_run(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Create a run."""
+    tags = _key_values(body, "tags", "tag")
+    run = api.store.create_run(
+        _text(body, "experiment_id") or "0",
+        run_name=_text(body, "run_name") or tags.get(SystemTags.RUN_NAME) or None,
+        user_id=_text(body, "user_id") or tags.get(SystemTags.USER) or "",
+        start_time=_int(body, "start_time"),
+        tags=tags,
+    )
+    return {"run": api.run(run)}
+
+
+@route("GET", "/runs/get")
+def get_run(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Get a run with its latest metrics, params and tags."""
+    return {"run": api.run(api.store.get_run(api.run_id(body)))}
+
+
+@route("POST", "/runs/update")
+def update_run(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Update a run's status, end time or name."""
+    run_id = api.run_id(body)
+    status_text = _text(body, "status")
+    status = None
+    if status_text:
+        try:
+            status = RunStatus(status_text)
+        except ValueError:
+            raise invalid(
+                f"Invalid run status {status_text!r}: expected one of "
+                f"{', '.join(s.value for s in RunStatus)}."
+            ) from None
+    api.store.update_run(
+        run_id, status=status, end_time=_int(body, "end_time"), run_name=_text(body, "run_name")
+    )
+    return {"run_info": api.run_info(api.store.get_run(run_id))}
+
+
+@route("POST", "/runs/delete")
+def delete_run(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Mark a run deleted."""
+    api.store.delete_run(api.run_id(body))
+    return {}
+
+
+@route("POST", "/runs/restore")
+def restore_run(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Restore a deleted run."""
+    api.store.restore_run(api.run_id(body))
+    return {}
+
+
+@route("POST", "/runs/log-metric")
+def log_metric(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Log one metric value."""
+    api.store.log_metric(api.run_id(body), _metric(body, now_ms()))
+    return {}
+
+
+@route("POST", "/runs/log-parameter")
+def log_param(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Log one parameter (immutable once logged)."""
+    key = _text(body, "key", required=True)
+    value = _field(body, "value", required=True)
+    if not isinstance(value, str):
+        raise invalid(f"Invalid value {value!r} for parameter {key!r}: expected a string.")
+    api.store.log_param(api.run_id(body), key, value)
+    return {}
+
+
+@route("POST", "/runs/set-tag")
+def set_tag(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Set a tag on a run."""
+    key = _text(body, "key", required=True)
+    value = _text(body, "value") or ""
+    run_id = api.run_id(body)
+    if key == SystemTags.RUN_NAME:
+        api.store.update_run(run_id, run_name=value)
+    else:
+        api.store.set_tag(run_id, key, value)
+    return {}
+
+
+@route("POST", "/runs/delete-tag")
+def delete_tag(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Delete a tag of a run."""
+    api.store.delete_tag(api.run_id(body), _text(body, "key", required=True))
+    return {}
+
+
+@route("POST", "/runs/log-batch")
+def log_batch(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Log metrics, params and tags in one transaction (all or nothing)."""
+    run_id = api.run_id(body)
+    raw_metrics = _field(body, "metrics") or []
+    if not isinstance(raw_metrics, list):
+        raise invalid("Invalid value for 'metrics': expected a list of metric objects.")
+    now = now_ms()
+    metrics = [_metric(m, now) for m in raw_metrics]
+    params = _key_values(body, "params", "param")
+    tags = _key_values(body, "tags", "tag")
+    for what, count, limit in (
+        ("metrics", len(metrics), MAX_BATCH_METRICS),
+        ("params", len(params), MAX_BATCH_PARAMS),
+        ("tags", len(tags), MAX_BATCH_TAGS),
+        ("metrics, params and tags", len(metrics) + len(params) + len(tags), MAX_BATCH_TOTAL),
+    ):
+        if count > limit:
+            raise invalid(
+                f"A batch logging request can contain at most {limit} {what}. Got {count}."
+            )
+    api.store.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+    return {}
+
+
+@route("POST", "/runs/log-model")
+def log_model(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Record a logged model's MLmodel description in the run's model history tag."""
+    run_id = api.run_id(body)
+    model_json = _text(body, "model_json", required=True)
+    assert model_json is not None
+    try:
+        model = json.loads(model_json)
+    except json.JSONDecodeError as exc:
+        raise invalid(f"model_json is not valid JSON: {exc}") from None
+    run = api.store.get_run(run_id)
+    history = json.loads(run.data.tags.get(SystemTags.LOGGED_MODELS, "[]"))
+    history.append(model)
+    api.store.set_tag(run_id, SystemTags.LOGGED_MODELS, json.dumps(history))
+    return {}
+
+
+@route("POST", "/runs/log-inputs")
+def log_inputs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Record a run's input datasets and models (kept as the reprorun.inputs tag)."""
+    run_id = api.run_id(body)
+    inputs = {k: body[k] for k in ("datasets", "models") if body.get(k)}
+    if inputs:
+        api.store.set_tag(run_id, "reprorun.inputs", json.dumps(inputs)[:8000])
+    else:
+        api.store.get_run(run_id)  # an unknown run is still an error
+    return {}
+
+
+@route("POST", "/runs/outputs")
+def log_outputs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Record the logged models a run produced (the reprorun.outputs tag)."""
+    run_id = api.run_id(body)
+    models = body.get("models") or []
+    if not isinstance(models, list):
+        raise invalid("Invalid value for 'models': expected a list.")
+    run = api.store.get_run(run_id)
+    known = json.loads(run.data.tags.get("reprorun.outputs", "[]"))
+    known += [m.get("model_id") for m in models if isinstance(m, dict)]
+    api.store.set_tag(run_id, "reprorun.outputs", json.dumps(known)[:8000])
+    return {}
+
+
+def _search_runs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    page = api.store.search_runs(
+        _string_list(body, "experiment_ids"),
+        _text(body, "filter"),
+        run_view_type=_view_type(_field(body, "run_view_type")),
+        max_results=_int(body, "max_results") or 1000,
+        order_by=_string_list(body, "order_by"),
+        page_token=_text(body, "page_token"),
+    )
+    result: Json = {"runs": [api.run(r) for r in page]}
+    if page.token:
+        result["next_page_token"] = page.token
+    return result
+
+
+route("POST", "/runs/search")(_search_runs)
+route("GET", "/runs/search")(_search_runs)
+_search_runs.__doc__ = "Search runs with MLflow's filter grammar, order_by and page tokens."
+
+
+@route("GET", "/metrics/get-history")
+def get_metric_history(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Every value a run logged for one metric."""
+    from reprorun.tracking.search import decode_page_token, encode_page_token
+
+    key = _text(body, "metric_key", required=True)
+    history = api.store.get_metric_history(api.run_id(body), key)
+    offset = decode_page_token(_text(body, "page_token"))
+    limit = _int(body, "max_results") or len(history) or 1
+    page = history[offset : offset + limit]
+    result: Json = {
+        "metrics": [
+            {"key": m.key, "value": _json_double(m.value), "timestamp": m.timestamp, "step": m.step}
+            for m in page
+        ]
+    }
+    if offset + limit < len(history):
+        result["next_page_token"] = encode_page_token(offset + limit)
+    return result
+
+
+@route("GET", "/artifacts/list")
+def list_artifacts(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """List a run's artifacts under a path."""
+    from reprorun.tracking.artifacts import list_artifacts as listing
+
+    run = api.store.get_run(api.run_id(body))
+    path = _text(body, "path") or ""
+    files = listing(run.info.artifact_uri, path)
+    return {
+        "root_uri": api.uris.public(run.info.artifact_uri),
+        "files": [_file_info(f.path, f.is_dir, f.file_size) for f in files],
+    }
+
+
+def _file_info(path: str, is_dir: bool, size: int | None) -> Json:
+    info: Json = {"path": path, "is_dir": is_dir}
+    if size is not None:
+        info["file_size"] = size
+    return info
+
+
+# --- logged models (MLflow 3) ----------------------------------------------------------------
+
+
+@route("POST", "/logged-models")
+def create_logged_model(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Create a logged model (PENDING until finalized); its files go under the source run."""
+    model = api.store.create_logged_model(
+        _text(body, "experiment_id", required=True),
+        name=_text(body, "name"),
+        source_run_id=_text(body, "source_run_id"),
+        tags=_key_values(body, "tags", "model tag"),
+        params=_key_values(body, "params", "model parameter"),
+        model_type=_text(body, "model_type"),
+    )
+    return {"model": api.logged_model(model)}
+
+
+@route("POST", "/logged-models/search")
+def search_logged_models(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """Search logged models of experiments."""
+    order_by = body.get("order_by") or []
+    if not isinstance(order_by, list) or not all(isinstance(o, dict) for o in order_by):
+        raise invalid("Invalid value for 'order_by': expected a list of {field_name, ascending}.")
+    page = api.store.search_logged_models(
+        _string_list(body, "experiment_ids"),
+        filter_string=_text(body, "filter"),
+        max_results=_int(body, "max_results") or 100,
+        order_by=order_by,
+        page_token=_text(body, "page_token"),
+    )
+    result: Json = {"models": [api.logged_model(m) for m in page]}
+    if page.token:
+        result["next_page_token"] = page.token
+    return result
+
+
+@route("GET", "/logged-models/{model_id}")
+def get_logged_model(api: MlflowApi, body: Json, path: dict[str, str]) -> Json:
+    """Get a logged model."""
+    allow = str(body.get("allow_deleted", "")).lower() == "true"
+    return {
+        "model": api.logged_model(api.store.get_logged_model(path["model_id"], allow_deleted=allow))
+    }
+
+
+@route("PATCH", "/logged-models/{model_id}")
+def finalize_logged_model(api: MlflowApi, body: Json, path: dict[str, str]) -> Json:
+    """Finalize a logged model: READY or FAILED."""
+    raw = _field(body, "status", required=True)
+    statuses = {
+        "LOGGED_MODEL_READY": LoggedModelStatus.READY,
+        "LOGGED_MODEL_UPLOAD_FAILED": LoggedModelStatus.FAILED,
+        "LOGGED_MODEL_PENDING": LoggedModelStatus.PENDING,
+        2: LoggedModelStatus.READY,
+        3: LoggedModelStatus.FAILED,
+        1: LoggedModelStatus.PENDING,
+    }
+    if raw not in statuses:
+        raise invalid(
+            f"Invalid logged model status {raw!r}: expected LOGGED_MODEL_READY or "
+            "LOGGED_MODEL_UPLOAD_FAILED."
+        )
+    model = api.store.finalize_logged_model(path["model_id"], statuses[raw])
+    return {"model": api.logged_model(model)}
+
+
+@route("DELETE", "/logged-models/{model_id}")
+def delete_logged_model(api: MlflowApi, body: Json, path: dict[str, str]) -> Json:
+    """Mark a logged model deleted."""
+    api.store.delete_logged_model(path["model_id"])
+    return {}
+
+
+@route("PATCH", "/logged-models/{model_id}/tags")
+def set_logged_model_tags(api: MlflowApi, body: Json, path: dict[str, str]) -> Json:
+    """Set tags on a logged model."""
+    api.store.set_logged_model_tags(path["model_id"], _key_values(body, "tags", "model tag"))
+    return {}
+
+
+@route("DELETE", "/logged-models/{model_id}/tags/{tag_key}")
+def delete_logged_model_tag(api: MlflowApi, body: Json, path: dict[str, str]) -> Json:
+    """Delete a tag of a logged model."""
+    from urllib.parse import unquote
+
+    api.store.delete_logged_model_tag(path["model_id"], unquote(path["tag_key"]))
+    return {}
+
+
+@route("POST", "/logged-models/{model_id}/params")
+def log_logged_model_params(api: MlflowApi, body: Json, path: dict[str, str]) -> Json:
+    """Log parameters of a logged model."""
+    api.store.log_logged_model_params(
+        path["model_id"], _key_values(body, "params", "model parameter")
+    )
+    return {}
+
+
+@route("GET", "/logged-models/{model_id}/artifacts/directories")
+def list_logged_model_artifacts(api: MlflowApi, body: Json, path: dict[str, str]) -> Json:
+    """List a logged model's files."""
+    from reprorun.tracking.artifacts import list_artifacts as listing
+
+    model = api.store.get_logged_model(path["model_id"])
+    sub = _text(body, "artifact_directory_path") or ""
+    files = listing(model.artifact_location, sub)
+    return {
+        "root_uri": api.uris.public(model.artifact_location),
+        "files": [_file_info(f.path, f.is_dir, f.file_size) for f in files],
+    }
+
+
+def openapi(title: str, version: str, extra: Sequence[tuple[str, str, str]] = ()) -> Json:
+    """An OpenAPI 3 description of every endpoint served (request bodies are MLflow's)."""
+    paths: Json = {}
+    for method, path, summary in [*routes(), *extra]:
+        operation: Json = {
+            "summary": summary,
+            "responses": {
+                "200": {"description": "MLflow's response message as JSON"},
+                "400": {"description": "INVALID_PARAMETER_VALUE and other client errors"},
+                "404": {"description": "RESOURCE_DOES_NOT_EXIST"},
+            },
+        }
+        params = re.findall(r"\{(\w+)\}", path)
+        if params:
+            operation["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in params
+            ]
+        if method in ("POST", "PATCH", "PUT"):
+            operation["requestBody"] = {
+                "content": {"application/json": {"schema": {"type": "object"}}}
+            }
+        paths.setdefault(path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "MLflow REST API 2.0 (tracking, logged models, artifact proxy).",
+        },
+        "paths": paths,
+    }
