@@ -117,10 +117,10 @@ def test_attribute_aliases(alias: str) -> None:
         ('metrics."a b" > 1', Clause(METRIC, "a b", ">", 1.0)),
         ("metrics.`a b` > 1", Clause(METRIC, "a b", ">", 1.0)),
         ("metrics.'a b' > 1", Clause(METRIC, "a b", ">", 1.0)),
-        ('params."x.y" = \'1\'', Clause(PARAM, "x.y", "=", "1")),
+        ("params.\"x.y\" = '1'", Clause(PARAM, "x.y", "=", "1")),
         ('tags."say ""hi""" = \'x\'', Clause(TAG, 'say "hi"', "=", "x")),
         ("tags.`it's` = 'x'", Clause(TAG, "it's", "=", "x")),
-        ('attributes."run name" = \'x\'', Clause(ATTRIBUTE, "run name", "=", "x")),
+        ("attributes.\"run name\" = 'x'", Clause(ATTRIBUTE, "run name", "=", "x")),
         ("params.`AND` = 'x'", Clause(PARAM, "AND", "=", "x")),
     ],
 )
@@ -361,7 +361,7 @@ def test_numeric_attributes_follow_the_argument() -> None:
         ("metrics.acc > 1 )", 16, "expected AND or the end"),
         ("metrics.acc > 1 AND", 19, "but the text ended"),
         ("metrics.acc > 1; DROP TABLE runs", 15, "unexpected character ';'"),
-        ("params.a = 'abc", 11, "unexpected character \"'\""),
+        ("params.a = 'abc", 11, 'unexpected character "\'"'),
         ('params.a = "abc', 11, "unexpected character '\"'"),
         ("params.`a = 'b'", 7, "unexpected character '`'"),
         ("params.a = 'it''s", 15, "unexpected character"),  # 'it' closes, then 's is open
@@ -627,7 +627,9 @@ def test_glob_matches_like(value: str, pattern: str) -> None:
 
 # --- property: generated clauses round-trip -----------------------------------------------------
 
-PLAIN_KEY = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,6}(\.[A-Za-z_][A-Za-z0-9_]{0,6}){0,2}", fullmatch=True)
+PLAIN_KEY = st.from_regex(
+    r"[A-Za-z_][A-Za-z0-9_]{0,6}(\.[A-Za-z_][A-Za-z0-9_]{0,6}){0,2}", fullmatch=True
+)
 ANY_KEY = st.text(min_size=1, max_size=8)
 
 

@@ -107,9 +107,10 @@ class LocalSubmittedRun(SubmittedRun):
         tags = {SystemTags.EXIT_CODE: str(returncode)} if returncode is not None else {}
         if tags:
             store.log_batch(self.run_id, tags=tags)
-        store.update_run(
-            self.run_id, status=status, end_time=now_ms(), only_if_status=RunStatus.RUNNING
-        )
+        # A failed command fails the run even if its code already ended it (mlflow's
+        # start_run context ends it FINISHED); a success never overrides what the code chose.
+        guard = RunStatus.RUNNING if status is RunStatus.FINISHED else None
+        store.update_run(self.run_id, status=status, end_time=now_ms(), only_if_status=guard)
 
     def get_status(self) -> RunStatus:
         if self._final is not None:

@@ -92,8 +92,10 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
 
     RUN_ID may be shortened to any unique prefix of at least 4 characters.
     """
+    import tempfile
+
     from reprorun.cli.render import echo_json, fmt_duration, fmt_metric, fmt_time, key_values
-    from reprorun.tracking.artifacts import list_artifacts, local_dir
+    from reprorun.tracking.artifacts import download, is_remote, list_artifacts, local_dir
     from reprorun.tracking.entities import SystemTags
     from reprorun.tracking.store import open_store
 
@@ -148,15 +150,25 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
                     f"    load with: reprorun.load_model("
                     f'"runs:/{info.run_id}/{model.get("artifact_path")}")'
                 )
-    files = [f for f in list_artifacts(info.artifact_uri, recursive=True) if not f.is_dir]
+    remote = getattr(store, "uri", None)
+    files = [
+        f
+        for f in list_artifacts(info.artifact_uri, recursive=True, tracking_uri=remote)
+        if not f.is_dir
+    ]
     click.echo(click.style("Artifacts", bold=True))
     key_values([(f.path, f"{f.file_size} bytes") for f in files])
     log_path = tags.get(SystemTags.LOG_ARTIFACT)
     if log_path and log_lines:
-        log_file = local_dir(info.artifact_uri) / log_path
         click.echo(click.style(f"Log (last {log_lines} lines of {log_path})", bold=True))
-        for line in _tail(log_file, log_lines):
-            click.echo(f"  {line}")
+        with tempfile.TemporaryDirectory() as tmp:
+            log_file = (
+                download(info.artifact_uri, log_path, tmp, tracking_uri=remote)
+                if is_remote(info.artifact_uri) and any(f.path == log_path for f in files)
+                else local_dir(info.artifact_uri) / log_path
+            )
+            for line in _tail(log_file, log_lines):
+                click.echo(f"  {line}")
 
 
 def _orphan_note(status: str, tags: dict[str, str]) -> str:

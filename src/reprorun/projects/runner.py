@@ -190,8 +190,14 @@ def run(
             params={p.name: p.text for p in the_plan.params},
         )
         run_id = created.info.run_id
+        finish = _Finish(store, run_id, prepared.release)
         try:
-            artifact_dir = _artifact_dir(created.info.artifact_uri, exp_id)
+            if target.is_remote:
+                # The server keeps the artifacts: stage them here, upload when the run ends.
+                artifact_dir = _artifact_dir(_staging_uri(run_id), exp_id)
+                finish.upload(artifact_dir, created.info.artifact_uri, target.uri)
+            else:
+                artifact_dir = _artifact_dir(created.info.artifact_uri, exp_id)
             _store_uncommitted_diff(store, run_id, the_plan.provenance, artifact_dir, patch)
             workdir = _working_directory(the_plan, run_id, patch)
             if workdir != the_plan.project.directory:
@@ -199,7 +205,10 @@ def run(
             if prepared.lock_text:
                 (artifact_dir / LOCK_ARTIFACT).parent.mkdir(parents=True, exist_ok=True)
                 (artifact_dir / LOCK_ARTIFACT).write_text(prepared.lock_text, encoding="utf-8")
-            env = _child_env(prepared.path_prefix, prepared.env_vars, run_id, exp_id, target.uri)
+            mlflow_uri = finish.mlflow_endpoint(target, in_container=prepared.docker is not None)
+            env = _child_env(
+                prepared.path_prefix, prepared.env_vars, run_id, exp_id, target.uri, mlflow_uri
+            )
             spec = LaunchSpec(
                 run_id=run_id,
                 command=the_plan.command,
@@ -208,7 +217,7 @@ def run(
                 store=store,
                 artifact_dir=artifact_dir,
                 echo=_echo(echo),
-                on_finish=prepared.release,
+                on_finish=finish,
                 **_container(
                     prepared, run_id, the_plan.command, workdir, env, artifact_dir, target
                 ),
@@ -217,8 +226,7 @@ def run(
                 stopper.check(run_id)
             submitted = backend_impl.submit(spec)
         except BaseException as exc:
-            if prepared.release:
-                prepared.release()
+            finish()
             interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
             status = RunStatus.KILLED if interrupted else RunStatus.FAILED
             store.update_run(
@@ -334,6 +342,70 @@ def _working_directory(the_plan: RunPlan, run_id: str, patch: Path | None = None
     return work / the_plan.project.directory.relative_to(the_plan.snapshot)
 
 
+class _Finish:
+    """What happens when the run's command has ended (or could not start): upload staged
+    artifacts to a remote server, stop the per-run MLflow endpoint, release the environment.
+    Runs once; a failed upload is recorded on the run instead of hiding its status."""
+
+    def __init__(self, store: Any, run_id: str, release: Callable[[], None] | None):
+        self.store = store
+        self.run_id = run_id
+        self.release = release
+        self.sidecar: Any = None
+        self.staged: tuple[Path, str, str] | None = None
+        self.done = False
+
+    def upload(self, folder: Path, artifact_uri: str, tracking_uri: str) -> None:
+        self.staged = (folder, artifact_uri, tracking_uri)
+
+    def mlflow_endpoint(self, target: TrackingTarget, *, in_container: bool) -> str | None:
+        """The MLflow tracking URI the child gets: the server itself when remote; else a
+        loopback endpoint for this run (not reachable from a container, so none there)."""
+        if target.is_remote:
+            return target.uri
+        if in_container:
+            return None
+        from reprorun.server.sidecar import Sidecar
+
+        self.sidecar = Sidecar(self.store)
+        return str(self.sidecar.url)
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            if self.staged is not None:
+                self._upload(*self.staged)
+        finally:
+            if self.sidecar is not None:
+                self.sidecar.close()
+            if self.release is not None:
+                self.release()
+
+    def _upload(self, folder: Path, artifact_uri: str, tracking_uri: str) -> None:
+        import shutil
+
+        from reprorun.tracking.artifacts import log_dir
+
+        try:
+            log_dir(artifact_uri, folder, tracking_uri=tracking_uri)
+        except Exception as exc:
+            self.store.set_tag(
+                self.run_id,
+                "reprorun.artifactUploadError",
+                f"{exc} (the files are kept in {folder})"[:8000],
+            )
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _staging_uri(run_id: str) -> str:
+    from reprorun.config import home
+
+    return (home() / "staging" / run_id).as_uri()
+
+
 def _artifact_dir(artifact_uri: str, experiment_id: str) -> Path:
     folder = local_dir(artifact_uri)
     try:
@@ -418,6 +490,7 @@ def _child_env(
     run_id: str,
     experiment_id: str,
     tracking_uri: str,
+    mlflow_uri: str | None = None,
 ) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
@@ -426,6 +499,11 @@ def _child_env(
     env["REPRORUN_RUN_ID"] = run_id
     env["REPRORUN_EXPERIMENT_ID"] = experiment_id
     env["REPRORUN_TRACKING_URI"] = tracking_uri
+    if mlflow_uri:
+        # Code written for the mlflow client logs into this very run.
+        env["MLFLOW_TRACKING_URI"] = mlflow_uri
+        env["MLFLOW_RUN_ID"] = run_id
+        env["MLFLOW_EXPERIMENT_ID"] = experiment_id
     # Python children print as they go, so the log and the terminal follow the run live.
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

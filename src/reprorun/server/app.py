@@ -298,7 +298,7 @@ class ArtifactProxy:
                     if size > self.max_bytes:
                         raise _too_large(self.max_bytes)
                     out.write(chunk)
-            os.replace(tmp, target)
+            Path(tmp).replace(target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -104,10 +104,13 @@ class Authenticator:
             except (binascii.Error, UnicodeDecodeError):
                 return False
             user, _, password = decoded.partition(":")
-            if self.token and user in ("", "token") and password:
-                # `curl -u token:SECRET` and clients that only speak basic auth.
-                if hmac.compare_digest(password.encode(), self.token.encode()):
-                    return True
+            # `curl -u token:SECRET` and clients that only speak basic auth.
+            if (
+                self.token
+                and user in ("", "token")
+                and hmac.compare_digest(password.encode(), self.token.encode())
+            ):
+                return True
             encoded = self.users.get(user)
             if encoded is None:
                 return False

@@ -300,19 +300,34 @@ def get_artifact_uri(artifact_path: str | None = None) -> str:
 def log_artifact(local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
     from reprorun.tracking import artifacts
 
-    artifacts.log_file(get_artifact_uri(), Path(local_path), artifact_path)
+    artifacts.log_file(get_artifact_uri(), Path(local_path), artifact_path, tracking_uri=_uri())
 
 
 def log_artifacts(local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
     from reprorun.tracking import artifacts
 
-    artifacts.log_dir(get_artifact_uri(), Path(local_dir), artifact_path)
+    artifacts.log_dir(get_artifact_uri(), Path(local_dir), artifact_path, tracking_uri=_uri())
 
 
 def log_text(text: str, artifact_file: str) -> None:
     from reprorun.tracking import artifacts
 
     rel = artifacts.safe_relative(artifact_file)
-    dest = artifacts.local_dir(get_artifact_uri()) / rel
+    uri = get_artifact_uri()
+    if artifacts.is_remote(uri):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / rel.name
+            local.write_text(text, encoding="utf-8")
+            parent = str(rel.parent) if str(rel.parent) != "." else None
+            artifacts.log_file(uri, local, parent, tracking_uri=_uri())
+        return
+    dest = artifacts.local_dir(uri) / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text, encoding="utf-8")
+
+
+def _uri() -> str | None:
+    """The active run's tracking server, for artifact locations relative to it."""
+    return getattr(_run().store, "uri", None)

@@ -472,7 +472,9 @@ def compile_experiments_filter(clauses: Sequence[Clause], sql: SqlBuilder) -> li
                 conditions.append(
                     f"EXISTS (SELECT 1 FROM experiment_tags x WHERE {link} AND {test})"
                 )
-        elif (c.entity == ATTRIBUTE and c.key in ("name", "experiment_id") and c.op not in NULL_OPS) or (c.entity == ATTRIBUTE and c.key in ("creation_time", "last_update_time")):
+        elif (
+            c.entity == ATTRIBUTE and c.key in ("name", "experiment_id") and c.op not in NULL_OPS
+        ) or (c.entity == ATTRIBUTE and c.key in ("creation_time", "last_update_time")):
             conditions.append(sql.compare(f"e.{c.key}", c.op, c.value))
         else:
             raise SearchError(
