@@ -26,16 +26,25 @@ def work() -> None:
 def prune(older_than: float, tracking_uri: str | None) -> None:
     """Remove old working copies; those of RUNNING runs are kept."""
     from reprorun.sources.work import prune_work
-    from reprorun.tracking.entities import RunStatus
+    from reprorun.tracking.entities import ViewType
     from reprorun.tracking.store import open_store
 
     store = open_store(tracking_uri)
     experiments = [e.experiment_id for e in store.list_experiments()]
-    running = {
-        r.info.run_id
-        for r in store.search_runs(experiments, max_results=100_000)
-        if r.info.status is RunStatus.RUNNING
-    }
+    running: set[str] = set()
+    token = None
+    while True:
+        page = store.search_runs(
+            experiments,
+            "attributes.status = 'RUNNING'",
+            run_view_type=ViewType.ALL,
+            max_results=10_000,
+            page_token=token,
+        )
+        running |= {r.info.run_id for r in page}
+        token = page.token
+        if not token:
+            break
     removed = prune_work(older_than, running)
     for path in removed:
         click.echo(f"removed {path}")

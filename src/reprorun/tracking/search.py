@@ -140,9 +140,7 @@ class _Parser:
 
     def keyword(self, *words: str) -> bool:
         token = self.peek()
-        if token is not None and token.kind == "word" and token.text.upper() in words:
-            return True
-        return False
+        return token is not None and token.kind == "word" and token.text.upper() in words
 
     def identifier(self) -> tuple[str, str, int]:
         token = self.next("an identifier such as metrics.acc or params.model")
@@ -525,14 +523,7 @@ MODEL_ATTRIBUTES = frozenset({"model_id", "name", "status", "source_run_id", "mo
 def parse_model_filter(text: str | None) -> list[Clause]:
     """Logged-model filters: ``name``, ``status``, ``source_run_id``, ``model_type`` (bare or
     ``attributes.``) and ``tags.*``, compared with = != LIKE ILIKE."""
-    if text:
-        text = re.sub(
-            r"(^\s*|\bAND\s+)(model_id|name|status|source_run_id|model_type)\b",
-            r"\1attributes.\2",
-            text,
-            flags=re.IGNORECASE,
-        )
-    clauses = parse_filter(text, frozenset())
+    clauses = _parse_filter(text, frozenset(), MODEL_ATTRIBUTES)
     for c in clauses:
         if (c.entity == ATTRIBUTE and c.key not in MODEL_ATTRIBUTES) or c.entity not in (
             ATTRIBUTE,
