@@ -33,7 +33,8 @@ SETTINGS = (
         "REPRORUN_TRACKING_URI",
         "sqlite:///<home>/store.db",
         "Where runs are recorded: a SQLAlchemy URL (sqlite:////abs/path/store.db, "
-        "postgresql://...) or a path to a SQLite file. --tracking-uri overrides it.",
+        "postgresql://...), a path to a SQLite file, or an http(s):// tracking server "
+        "(reprorun server or MLflow's). --tracking-uri overrides it.",
     ),
     Setting(
         "artifact_root",

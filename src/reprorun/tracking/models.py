@@ -87,7 +87,9 @@ def log_model(obj: Any, artifact_path: str = "model") -> dict[str, Any]:
         raise UserInputError("log_model needs an artifact path, e.g. log_model(model, 'model').")
     with tempfile.TemporaryDirectory() as tmp:
         description = save_model(obj, Path(tmp) / "m", run_id=run.run_id, artifact_path=str(rel))
-        artifacts.log_dir(fluent.get_artifact_uri(), Path(tmp) / "m", str(rel))
+        artifacts.log_dir(
+            fluent.get_artifact_uri(), Path(tmp) / "m", str(rel), tracking_uri=fluent._uri()
+        )
     # MLflow's tag listing a run's models, so MLflow UIs show them too.
     current = run.store.get_run(run.run_id).data.tags.get(SystemTags.LOGGED_MODELS)
     history = json.loads(current) if current else []
@@ -107,8 +109,12 @@ def model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
             raise UserInputError(f"Model URI {model_uri!r}: expected runs:/<run_id>/<path>.")
         from reprorun.tracking.store import open_store
 
-        run = open_store(tracking_uri).get_run(run_id)
-        return artifacts.local_dir(run.info.artifact_uri) / artifacts.safe_relative(sub)
+        store = open_store(tracking_uri)
+        uri = store.get_run(run_id).info.artifact_uri
+        if artifacts.is_remote(uri):  # served by a tracking server: fetch a local copy
+            cache = Path(tempfile.mkdtemp(prefix="reprorun-model-"))
+            return artifacts.download(uri, sub, cache, tracking_uri=getattr(store, "uri", None))
+        return artifacts.local_dir(uri) / artifacts.safe_relative(sub)
     return artifacts.local_dir(model_uri)
 
 
