@@ -10,7 +10,7 @@ from typing import Any
 
 from reprorun.errors import UnknownNameError, UserInputError
 from reprorun.tracking.entities import RunStatus
-from reprorun.tracking.store.sql import SqlStore
+from reprorun.tracking.store.base import TrackingStore
 
 Echo = Callable[[bytes], None]
 
@@ -23,7 +23,7 @@ class LaunchSpec:
     command: str  # shell syntax by contract; every substituted value is already quoted
     cwd: Path
     env: Mapping[str, str]
-    store: SqlStore
+    store: TrackingStore
     artifact_dir: Path
     log_path: str = "logs/run.log"  # relative to the run's artifacts
     echo: Echo | None = None  # receives the child's output as it arrives

@@ -101,7 +101,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     api = MlflowApi(store, uris)
     # SQLite answers in microseconds under one lock: calling it on the event loop is faster
     # than a thread hop. Other databases wait on the network: keep the loop free for them.
-    inline = getattr(store.db, "dialect", "") == "sqlite"
+    inline = getattr(getattr(store, "db", None), "dialect", "") == "sqlite"
 
     async def rest(request: Request) -> Response:
         try:

@@ -37,6 +37,7 @@ from reprorun.tracking.entities import (
     ViewType,
     now_ms,
 )
+from reprorun.tracking.store.base import TrackingStore
 
 API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
@@ -140,6 +141,13 @@ def _text(body: Mapping[str, Any], *names: str, required: bool = False) -> str |
     return value
 
 
+def _need(body: Mapping[str, Any], *names: str) -> str:
+    """A required string parameter (MLflow's INVALID_PARAMETER_VALUE when missing)."""
+    value = _text(body, *names, required=True)
+    assert value is not None
+    return value
+
+
 def _int(body: Mapping[str, Any], name: str, *, required: bool = False) -> int | None:
     value = _field(body, name, required=required)
     if value is None:
@@ -186,7 +194,7 @@ def _key_values(body: Mapping[str, Any], name: str, what: str) -> dict[str, str]
     for item in items:
         if not isinstance(item, dict):
             raise invalid(f"Invalid {what} {item!r}: expected an object with key and value.")
-        key = _text(item, "key", required=True)
+        key = _need(item, "key")
         value = _field(item, "value")
         if value is None:
             value = ""
@@ -195,7 +203,6 @@ def _key_values(body: Mapping[str, Any], name: str, what: str) -> dict[str, str]
                 f"Invalid value {value!r} for {what} {key!r}: expected a string, "
                 f"got {type(value).__name__}."
             )
-        assert key is not None
         result[key] = value
     return result
 
@@ -203,8 +210,7 @@ def _key_values(body: Mapping[str, Any], name: str, what: str) -> dict[str, str]
 def _metric(item: Any, default_time: int) -> Metric:
     if not isinstance(item, dict):
         raise invalid(f"Invalid metric {item!r}: expected an object with key and value.")
-    key = _text(item, "key", required=True)
-    assert key is not None
+    key = _need(item, "key")
     value = _double(_field(item, "value", required=True), "value")
     timestamp = _int(item, "timestamp")
     step = _int(item, "step")
@@ -263,9 +269,9 @@ def routes() -> list[tuple[str, str, str]]:
 
 
 class MlflowApi:
-    """The REST API over ``store`` (a SqlStore or anything with its methods)."""
+    """The REST API over a tracking store."""
 
-    def __init__(self, store: Any, uris: ArtifactUris):
+    def __init__(self, store: TrackingStore, uris: ArtifactUris):
         self.store = store
         self.uris = uris
 
@@ -388,8 +394,7 @@ class MlflowApi:
         }
 
     def run_id(self, body: Json) -> str:
-        run_id = _text(body, "run_id", "run_uuid", required=True)
-        assert run_id is not None
+        run_id = _need(body, "run_id", "run_uuid")
         return run_id
 
 
@@ -399,8 +404,7 @@ class MlflowApi:
 @route("POST", "/experiments/create")
 def create_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Create an experiment."""
-    name = _text(body, "name", required=True)
-    assert name is not None
+    name = _need(body, "name")
     location = _text(body, "artifact_location") or None
     tags = _key_values(body, "tags", "experiment tag")
     return {"experiment_id": api.store.create_experiment(name, location, tags)}
@@ -409,14 +413,14 @@ def create_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
 @route("GET", "/experiments/get")
 def get_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Get an experiment by id."""
-    exp_id = _text(body, "experiment_id", required=True)
+    exp_id = _need(body, "experiment_id")
     return {"experiment": api.experiment(api.store.get_experiment(exp_id))}
 
 
 @route("GET", "/experiments/get-by-name")
 def get_experiment_by_name(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Get an experiment by name."""
-    name = _text(body, "experiment_name", required=True)
+    name = _need(body, "experiment_name")
     exp = api.store.get_experiment_by_name(name)
     if exp is None:
         raise ResourceNotFound(f"Could not find experiment with name '{name}'")
@@ -445,7 +449,7 @@ _search_experiments.__doc__ = "Search experiments (filter, order_by, max_results
 @route("POST", "/experiments/update")
 def update_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Rename an experiment."""
-    exp_id = _text(body, "experiment_id", required=True)
+    exp_id = _need(body, "experiment_id")
     new_name = _text(body, "new_name")
     if new_name:
         api.store.rename_experiment(exp_id, new_name)
@@ -455,14 +459,14 @@ def update_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
 @route("POST", "/experiments/delete")
 def delete_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Mark an experiment and its runs deleted."""
-    api.store.delete_experiment(_text(body, "experiment_id", required=True))
+    api.store.delete_experiment(_need(body, "experiment_id"))
     return {}
 
 
 @route("POST", "/experiments/restore")
 def restore_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Restore a deleted experiment and its runs."""
-    api.store.restore_experiment(_text(body, "experiment_id", required=True))
+    api.store.restore_experiment(_need(body, "experiment_id"))
     return {}
 
 
@@ -470,8 +474,8 @@ def restore_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
 def set_experiment_tag(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Set a tag on an experiment."""
     api.store.set_experiment_tag(
-        _text(body, "experiment_id", required=True),
-        _text(body, "key", required=True),
+        _need(body, "experiment_id"),
+        _need(body, "key"),
         _text(body, "value") or "",
     )
     return {}
@@ -480,9 +484,7 @@ def set_experiment_tag(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
 @route("POST", "/experiments/delete-experiment-tag")
 def delete_experiment_tag(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Delete a tag of an experiment."""
-    api.store.delete_experiment_tag(
-        _text(body, "experiment_id", required=True), _text(body, "key", required=True)
-    )
+    api.store.delete_experiment_tag(_need(body, "experiment_id"), _need(body, "key"))
     return {}
 
 
@@ -553,7 +555,7 @@ def log_metric(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
 @route("POST", "/runs/log-parameter")
 def log_param(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Log one parameter (immutable once logged)."""
-    key = _text(body, "key", required=True)
+    key = _need(body, "key")
     value = _field(body, "value", required=True)
     if not isinstance(value, str):
         raise invalid(f"Invalid value {value!r} for parameter {key!r}: expected a string.")
@@ -564,7 +566,7 @@ def log_param(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
 @route("POST", "/runs/set-tag")
 def set_tag(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Set a tag on a run."""
-    key = _text(body, "key", required=True)
+    key = _need(body, "key")
     value = _text(body, "value") or ""
     run_id = api.run_id(body)
     if key == SystemTags.RUN_NAME:
@@ -577,7 +579,7 @@ def set_tag(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
 @route("POST", "/runs/delete-tag")
 def delete_tag(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Delete a tag of a run."""
-    api.store.delete_tag(api.run_id(body), _text(body, "key", required=True))
+    api.store.delete_tag(api.run_id(body), _need(body, "key"))
     return {}
 
 
@@ -610,8 +612,7 @@ def log_batch(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
 def log_model(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Record a logged model's MLmodel description in the run's model history tag."""
     run_id = api.run_id(body)
-    model_json = _text(body, "model_json", required=True)
-    assert model_json is not None
+    model_json = _need(body, "model_json")
     try:
         model = json.loads(model_json)
     except json.JSONDecodeError as exc:
@@ -674,7 +675,7 @@ def get_metric_history(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Every value a run logged for one metric."""
     from reprorun.tracking.search import decode_page_token, encode_page_token
 
-    key = _text(body, "metric_key", required=True)
+    key = _need(body, "metric_key")
     history = api.store.get_metric_history(api.run_id(body), key)
     offset = decode_page_token(_text(body, "page_token"))
     limit = _int(body, "max_results") or len(history) or 1
@@ -718,7 +719,7 @@ def _file_info(path: str, is_dir: bool, size: int | None) -> Json:
 def create_logged_model(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Create a logged model (PENDING until finalized); its files go under the source run."""
     model = api.store.create_logged_model(
-        _text(body, "experiment_id", required=True),
+        _need(body, "experiment_id"),
         name=_text(body, "name"),
         source_run_id=_text(body, "source_run_id"),
         tags=_key_values(body, "tags", "model tag"),

@@ -25,7 +25,8 @@ class Sidecar:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.bind(("127.0.0.1", 0))
         self._socket.listen(128)
-        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self._address = self._socket.getsockname()[:2]
+        self.url = f"http://127.0.0.1:{self._address[1]}"
         self._lock = threading.Lock()
         self._closed = False
         self._server: Any = None
@@ -35,7 +36,7 @@ class Sidecar:
         self._thread.start()
 
     def _serve(self, store: Any) -> None:
-        server = _http_server(self._socket, store)
+        server = _http_server(self._socket, self._address, store)
         with self._lock:
             if self._closed:
                 return
@@ -53,12 +54,12 @@ class Sidecar:
         stopper = threading.Thread(target=server.shutdown)
         stopper.start()
         with contextlib.suppress(OSError):
-            socket.create_connection(self._socket.getsockname()[:2], timeout=1).close()
+            socket.create_connection(self._address, timeout=1).close()
         stopper.join()
         server.server_close()
 
 
-def _http_server(sock: socket.socket, store: Any) -> Any:
+def _http_server(sock: socket.socket, address: tuple[str, int], store: Any) -> Any:
     """A ThreadingHTTPServer on the already-bound ``sock`` answering MLflow's REST API."""
     import json
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -99,7 +100,7 @@ def _http_server(sock: socket.socket, store: Any) -> Any:
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the run's log is the user's output, not an access log
 
-    server = ThreadingHTTPServer(sock.getsockname()[:2], Handler, bind_and_activate=False)
+    server = ThreadingHTTPServer(address, Handler, bind_and_activate=False)
     server.socket.close()
     server.socket = sock
     server.daemon_threads = True

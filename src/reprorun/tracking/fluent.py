@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from reprorun.errors import UserInputError
 from reprorun.tracking.entities import Metric, Run, RunStatus, now_ms
-from reprorun.tracking.store.sql import SqlStore
+from reprorun.tracking.store.base import TrackingStore
 
 T = TypeVar("T")
 
@@ -27,7 +27,7 @@ T = TypeVar("T")
 class ActiveRun:
     """The run this process logs to; a context manager that ends the run it created."""
 
-    def __init__(self, run_id: str, store: SqlStore, *, owned: bool):
+    def __init__(self, run_id: str, store: TrackingStore, *, owned: bool):
         self.run_id = run_id
         self.store = store
         self.owned = owned  # created here (not by the runner): we set its final status

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from reprorun.config import resolve_tracking
 from reprorun.errors import TrackingError
+from reprorun.tracking.store.base import TrackingStore
 from reprorun.tracking.store.sql import (
     DEFAULT_EXPERIMENT_ID,
     DEFAULT_EXPERIMENT_NAME,
@@ -17,15 +17,18 @@ __all__ = [
     "DEFAULT_EXPERIMENT_ID",
     "DEFAULT_EXPERIMENT_NAME",
     "SqlStore",
+    "TrackingStore",
     "close_stores",
     "open_store",
 ]
 
-_stores: dict[tuple[str, str], Any] = {}
+_stores: dict[tuple[str, str], TrackingStore] = {}
 _lock = threading.Lock()
 
 
-def open_store(tracking_uri: str | None = None, *, artifact_root: str | None = None) -> Any:
+def open_store(
+    tracking_uri: str | None = None, *, artifact_root: str | None = None
+) -> TrackingStore:
     """The store for ``tracking_uri`` (or the configured default), opened once per process:
     a ``SqlStore`` for databases, a ``RestStore`` for http(s) tracking servers.
     ``artifact_root`` overrides where new experiments keep artifacts (the server's
@@ -34,16 +37,16 @@ def open_store(tracking_uri: str | None = None, *, artifact_root: str | None = N
     root = artifact_root or target.artifact_root
     key = (target.uri, root)
     with _lock:
-        store = _stores.get(key)
-        if store is None:
+        found = _stores.get(key)
+        if found is None:
             if target.is_remote:
                 from reprorun.tracking.store.rest import RestStore
 
-                store = RestStore(target.uri)
+                found = RestStore(target.uri)
             else:
-                store = _open(target.uri, target.sqlite_path, root)
-            _stores[key] = store
-        return store
+                found = _open(target.uri, target.sqlite_path, root)
+            _stores[key] = found
+        return found
 
 
 def _open(uri: str, sqlite_path: str | None, artifact_root: str) -> SqlStore:

@@ -345,6 +345,19 @@ class RestStore:
     def set_logged_model_tags(self, model_id: str, tags: Mapping[str, str]) -> None:
         self._post(f"/logged-models/{model_id}/tags", {"tags": _kv(tags)}, method="PATCH")
 
+    def delete_logged_model_tag(self, model_id: str, key: str) -> None:
+        from urllib.parse import quote
+
+        self._post(f"/logged-models/{model_id}/tags/{quote(key, safe='')}", {}, method="DELETE")
+
+    def log_logged_model_params(self, model_id: str, params: Mapping[str, str]) -> None:
+        self._post(
+            f"/logged-models/{model_id}/params", {"model_id": model_id, "params": _kv(params)}
+        )
+
+    def delete_logged_model(self, model_id: str) -> None:
+        self._post(f"/logged-models/{model_id}", {"model_id": model_id}, method="DELETE")
+
     def search_logged_models(
         self,
         experiment_ids: Sequence[str],
