@@ -88,31 +88,35 @@ class SqlStore:
                 f"this reprorun knows up to {SCHEMA_VERSION}). Upgrade reprorun to use it."
             )
         if version < SCHEMA_VERSION:
-            self._migrate(version)
+            self._migrate()
 
-    def _migrate(self, version: int) -> None:
+    def _migrate(self) -> None:
+        """Bring an older store up to ``SCHEMA_VERSION`` (alembic). Concurrent openers are
+        serialised: a file lock for SQLite, an advisory lock inside ``upgrade`` for servers."""
+        from contextlib import AbstractContextManager, nullcontext
+
+        from filelock import FileLock
+        from sqlalchemy import create_engine
+
+        from reprorun.tracking.store.database import SqlAlchemyDatabase
         from reprorun.tracking.store.migrations import upgrade
 
         if isinstance(self.db, SqliteDatabase):
-            from filelock import FileLock
-            from sqlalchemy import create_engine
-
-            # One process migrates; the others wait, then find the store up to date.
-            with FileLock(self.db.path + ".migrate.lock"):
-                current = self.db.read(
-                    lambda c: int(c.fetch("SELECT version FROM schema_version")[0][0])
-                )
-                if current < SCHEMA_VERSION:
-                    engine = create_engine(f"sqlite:///{self.db.path}")
-                    try:
-                        upgrade(engine, current)
-                    finally:
-                        engine.dispose()
-            return
-        from reprorun.tracking.store.database import SqlAlchemyDatabase
-
-        assert isinstance(self.db, SqlAlchemyDatabase)
-        upgrade(self.db.engine, version)
+            engine = create_engine(f"sqlite:///{self.db.path}")
+            path: str | None = self.db.path
+        else:
+            assert isinstance(self.db, SqlAlchemyDatabase)
+            engine = self.db.engine
+            path = engine.url.database if engine.dialect.name == "sqlite" else None
+        lock: AbstractContextManager[object] = (
+            FileLock(path + ".migrate.lock") if path else nullcontext()
+        )
+        try:
+            with lock:
+                upgrade(engine, SCHEMA_VERSION)
+        finally:
+            if engine is not getattr(self.db, "engine", None):
+                engine.dispose()
 
     def _create_schema(self) -> None:
         if isinstance(self.db, SqliteDatabase):
