@@ -545,7 +545,7 @@ def test_bad_order_by(item: str, pos: int, fragment: str) -> None:
 # --- page tokens --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("offset", [0, 1, 100, 10**30])
+@pytest.mark.parametrize("offset", [0, 1, 100, 2**62 - 1])
 def test_page_token_round_trip(offset: int) -> None:
     token = encode_page_token(offset)
     assert json.loads(base64.b64decode(token)) == {"offset": offset}  # MLflow's format
@@ -569,8 +569,9 @@ def test_page_token_offset_given_as_a_string() -> None:
         ("é", "Invalid page token 'é'"),
         (b64("not json"), "Invalid page token"),
         (base64.b64encode(b"\xff\xfe").decode(), "Invalid page token"),
-        (b64('{"offset": -1}'), "negative offset"),
-        (b64('{"offset": -5}'), "negative offset"),
+        (b64('{"offset": -1}'), "out of range"),
+        (b64('{"offset": -5}'), "out of range"),
+        (b64('{"offset": 99999999999999999999}'), "out of range"),
         (b64('{"page": 1}'), "'offset'"),
         (b64("[1, 2]"), "Invalid page token"),
         (b64("7"), "Invalid page token"),
@@ -849,7 +850,7 @@ def test_any_page_token_decodes_or_raises_search_error(token: str) -> None:
 
 
 @PROPERTY
-@given(st.integers(min_value=0))
+@given(st.integers(min_value=0, max_value=2**62 - 1))
 def test_page_tokens_round_trip(offset: int) -> None:
     assert decode_page_token(encode_page_token(offset)) == offset
 
@@ -857,7 +858,7 @@ def test_page_tokens_round_trip(offset: int) -> None:
 @PROPERTY
 @given(st.integers(max_value=-1))
 def test_negative_page_tokens_are_refused(offset: int) -> None:
-    with pytest.raises(SearchError, match="negative offset"):
+    with pytest.raises(SearchError, match="out of range"):
         decode_page_token(encode_page_token(offset))
 
 

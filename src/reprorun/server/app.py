@@ -260,6 +260,10 @@ class ArtifactProxy:
         if raw is None:  # GET .../artifacts?path=...: a listing
             return await run_in_threadpool(self._list, request.query_params.get("path") or "")
         target = self._resolve(raw)
+        if request.method != "GET" and target == self.root:
+            raise invalid(
+                f"Invalid artifact path {raw!r}: name a file or folder under the artifact root."
+            )
         if request.method == "GET":
             if not target.is_file():
                 raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"No artifact {raw!r}.")
@@ -287,6 +291,13 @@ class ArtifactProxy:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             raise _too_large(self.max_bytes)
+        if target.is_dir():
+            raise invalid(f"Cannot upload to {target.name!r}: it is a folder.")
+        for parent in target.parents:
+            if parent == self.root:
+                break
+            if parent.exists() and not parent.is_dir():
+                raise invalid(f"Cannot upload under {parent.name!r}: it is a file.")
         target.parent.mkdir(parents=True, exist_ok=True)
         # Write beside the target and rename: a failed upload never leaves a partial file.
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")

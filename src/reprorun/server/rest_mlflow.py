@@ -148,18 +148,28 @@ def _need(body: Mapping[str, Any], *names: str) -> str:
     return value
 
 
+INT64 = range(-(2**63), 2**63)  # what MLflow's int64 fields (and the databases) hold
+
+
 def _int(body: Mapping[str, Any], name: str, *, required: bool = False) -> int | None:
     value = _field(body, name, required=required)
     if value is None:
         return None
+    expected = f"Invalid value {value!r} for parameter '{name}': expected a 64-bit integer."
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise invalid(f"Invalid value {value!r} for parameter '{name}': expected an integer.")
+        raise invalid(expected)
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise invalid(
-            f"Invalid value {value!r} for parameter '{name}': expected an integer."
-        ) from None
+        raise invalid(expected) from None
+    if number not in INT64:
+        raise invalid(expected)
+    return number
+
+
+def _int_or(body: Mapping[str, Any], name: str, default: int) -> int:
+    value = _int(body, name)
+    return default if value is None else value
 
 
 _SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -430,7 +440,7 @@ def get_experiment_by_name(api: MlflowApi, body: Json, _: dict[str, str]) -> Jso
 def _search_experiments(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     page = api.store.search_experiments(
         view_type=_view_type(_field(body, "view_type")),
-        max_results=_int(body, "max_results") or 1000,
+        max_results=_int_or(body, "max_results", 1000),
         filter_string=_text(body, "filter"),
         order_by=_string_list(body, "order_by"),
         page_token=_text(body, "page_token"),
@@ -655,7 +665,7 @@ def _search_runs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
         _string_list(body, "experiment_ids"),
         _text(body, "filter"),
         run_view_type=_view_type(_field(body, "run_view_type")),
-        max_results=_int(body, "max_results") or 1000,
+        max_results=_int_or(body, "max_results", 1000),
         order_by=_string_list(body, "order_by"),
         page_token=_text(body, "page_token"),
     )
@@ -678,7 +688,9 @@ def get_metric_history(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     key = _need(body, "metric_key")
     history = api.store.get_metric_history(api.run_id(body), key)
     offset = decode_page_token(_text(body, "page_token"))
-    limit = _int(body, "max_results") or len(history) or 1
+    limit = _int_or(body, "max_results", max(len(history), 1))
+    if limit < 1:
+        raise invalid(f"max_results must be a positive integer, got {limit}.")
     page = history[offset : offset + limit]
     result: Json = {
         "metrics": [
@@ -738,7 +750,7 @@ def search_logged_models(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     page = api.store.search_logged_models(
         _string_list(body, "experiment_ids"),
         filter_string=_text(body, "filter"),
-        max_results=_int(body, "max_results") or 100,
+        max_results=_int_or(body, "max_results", 100),
         order_by=order_by,
         page_token=_text(body, "page_token"),
     )

@@ -510,8 +510,8 @@ def decode_page_token(token: str | None) -> int:
         offset = int(offset)
     except (binascii.Error, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         raise SearchError(f"Invalid page token {token!r}: {exc}") from None
-    if offset < 0:
-        raise SearchError(f"Invalid page token {token!r}: negative offset.")
+    if not 0 <= offset < 2**62:  # databases take 64-bit offsets
+        raise SearchError(f"Invalid page token {token!r}: offset {offset} out of range.")
     return offset
 
 
