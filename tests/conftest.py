@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from reprorun.tracking.store import close_stores
+from tests import pg  # reads REPRORUN_TEST_POSTGRES_URL before clean_environ hides it
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IRIS = REPO_ROOT / "examples" / "iris"
@@ -57,3 +58,14 @@ def make_project(root: Path, mlproject: str, files: dict[str, str] | None = None
     for name, text in (files or {}).items():
         (root / name).write_text(text)
     return root
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL of an empty PostgreSQL schema of this test's own, dropped after it.
+
+    Needs REPRORUN_TEST_POSTGRES_URL (``.ci/run`` sets it); fails saying how to set it otherwise.
+    See tests/pg.py.
+    """
+    with pg.fresh_schema() as url:
+        yield url

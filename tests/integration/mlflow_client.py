@@ -95,7 +95,7 @@ def logged_model_dict(model: Any) -> Json:
         "model_id": model.model_id,
         "experiment_id": model.experiment_id,
         "name": model.name,
-        "status": str(model.status),
+        "status": getattr(model.status, "value", str(model.status)),
         "source_run_id": model.source_run_id,
         "model_type": model.model_type,
         "artifact_location": model.artifact_location,
@@ -203,6 +203,7 @@ def experiments(client: MlflowClient, given: Json, work: Path) -> Json:
         e.name for e in client.search_experiments(view_type=ViewType.ALL, filter_string=like)
     )
     report["create_run_in_deleted"] = error_code(lambda: client.create_run(ids[2]))
+    report["tag_deleted"] = error_code(lambda: client.set_experiment_tag(ids[2], "late", "x"))
     report["create_deleted_name"] = error_code(lambda: client.create_experiment(names[2]))
     report["delete_twice"] = error_code(lambda: client.delete_experiment(ids[2]))
     client.restore_experiment(ids[2])
@@ -248,7 +249,7 @@ def runs(client: MlflowClient, given: Json, work: Path) -> Json:
         mlflow.set_tags({k: v for k, v in given["tags"].items() if k != "single"})
         mlflow.set_tag("to_delete", "x")
         mlflow.delete_tag("to_delete")
-        with mlflow.start_run(run_name="child", nested=True) as child:
+        with mlflow.start_run(experiment_id=exp_id, run_name="child", nested=True) as child:
             mlflow.log_metric("child_metric", 1.0)
         report["same_param_same_value"] = error_code(
             lambda: client.log_param(run_id, "lr", given["params"]["lr"])
@@ -276,9 +277,9 @@ def runs(client: MlflowClient, given: Json, work: Path) -> Json:
             raise RuntimeError("boom")
     except RuntimeError:
         pass
-    report["failed_status"] = client.search_runs(
-        [exp_id], "attributes.run_name = 'fails'"
-    )[0].info.status
+    report["failed_status"] = client.search_runs([exp_id], "attributes.run_name = 'fails'")[
+        0
+    ].info.status
 
     # The client API.
     created = client.create_run(
@@ -313,20 +314,22 @@ def runs(client: MlflowClient, given: Json, work: Path) -> Json:
     # Delete and restore a run.
     client.delete_run(crun)
     report["deleted"] = run_dict(client.get_run(crun))
-    report["log_to_deleted"] = error_code(lambda: client.log_metric(crun, "late", 1.0))
+    report["writes_to_deleted"] = {
+        "log_metric": error_code(lambda: client.log_metric(crun, "late", 1.0)),
+        "log_param": error_code(lambda: client.log_param(crun, "late", "x")),
+        "set_tag": error_code(lambda: client.set_tag(crun, "late", "x")),
+        "log_batch": error_code(lambda: client.log_batch(crun, params=[Param("late2", "x")])),
+    }
     report["search_active"] = sorted(r.info.run_name for r in client.search_runs([exp_id]))
     report["search_deleted"] = [
-        r.info.run_id
-        for r in client.search_runs([exp_id], run_view_type=ViewType.DELETED_ONLY)
+        r.info.run_id for r in client.search_runs([exp_id], run_view_type=ViewType.DELETED_ONLY)
     ]
     report["search_all"] = sorted(
         r.info.run_name for r in client.search_runs([exp_id], run_view_type=ViewType.ALL)
     )
     client.restore_run(crun)
     report["restored"] = run_dict(client.get_run(crun))
-    report["search_after_restore"] = sorted(
-        r.info.run_name for r in client.search_runs([exp_id])
-    )
+    report["search_after_restore"] = sorted(r.info.run_name for r in client.search_runs([exp_id]))
     report["delete_missing_run"] = error_code(lambda: client.delete_run(given["missing_run_id"]))
     return report
 
@@ -355,14 +358,15 @@ def search(client: MlflowClient, given: Json, work: Path) -> Json:
         names(q["filter"], q["order_by"], [exp_ids[i] for i in q["experiments"]])
         for q in given["queries"]
     ]
-    report["bad_filter"] = error_code(
-        lambda: client.search_runs(exp_ids, given["bad_filter"])
-    )
+    report["bad_filter"] = error_code(lambda: client.search_runs(exp_ids, given["bad_filter"]))
     report["pages"] = [
         [r.info.run_name for r in page]
         for page in all_pages(
             lambda token: client.search_runs(
-                exp_ids, "", order_by=["attributes.start_time ASC"], max_results=3,
+                exp_ids,
+                "",
+                order_by=["attributes.start_time ASC"],
+                max_results=3,
                 page_token=token,
             )
         )
@@ -471,8 +475,12 @@ def models(client: MlflowClient, given: Json, work: Path) -> Json:
             skops_trusted_types=["sklearn.tree._tree.Tree"],
             params=given["model_params"],
         )
+        # Explicit requirements skip MLflow's slow inference (a subprocess), done once above.
         pickled = mlflow.sklearn.log_model(
-            model, name="model_cp", serialization_format="cloudpickle"
+            model,
+            name="model_cp",
+            serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn"],
         )
     report["run_id"] = run_id
     report["infos"] = [
@@ -490,8 +498,9 @@ def models(client: MlflowClient, given: Json, work: Path) -> Json:
     report["model_files"] = file_infos(client.list_artifacts(run_id, "model"))
     report["model_cp_files"] = file_infos(client.list_artifacts(run_id, "model_cp"))
     report["logged_model_files"] = file_infos(client.list_logged_model_artifacts(skops.model_id))
-    report["logged"] = [logged_model_dict(client.get_logged_model(i.model_id)) for i in (skops,
-                                                                                          pickled)]
+    report["logged"] = [
+        logged_model_dict(client.get_logged_model(i.model_id)) for i in (skops, pickled)
+    ]
     report["search"] = sorted(m.model_id for m in client.search_logged_models([exp_id]))
     report["search_by_name"] = [
         m.model_id for m in client.search_logged_models([exp_id], filter_string="name = 'model'")
@@ -505,9 +514,7 @@ def models(client: MlflowClient, given: Json, work: Path) -> Json:
             lambda token: client.search_logged_models([exp_id], max_results=1, page_token=token)
         )
     ]
-    loaded = mlflow.sklearn.load_model(
-        skops.model_uri, skops_trusted_types=["sklearn.tree._tree.Tree"]
-    )
+    loaded = mlflow.sklearn.load_model(skops.model_uri)  # trusted types are in MLmodel
     report["loaded_predictions"] = loaded.predict(features).tolist()
     by_run = mlflow.pyfunc.load_model(f"runs:/{run_id}/model_cp")
     report["runs_uri_predictions"] = [int(v) for v in by_run.predict(features)]

@@ -24,6 +24,7 @@ from typing import Any
 
 MLFLOW_VERSION = "3.17.2"
 CLIENT_PACKAGES = [f"mlflow=={MLFLOW_VERSION}", "scikit-learn"]
+COMPLETE_MARKER = ".reprorun-complete"
 CLIENT_SCRIPT = Path(__file__).with_name("mlflow_client.py")
 BUILD_TIMEOUT = 900  # seconds: a cold uv cache downloads mlflow, pandas, scipy, scikit-learn
 SERVER_START_TIMEOUT = 20
@@ -40,8 +41,15 @@ def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def _has_client(python: Path) -> bool:
-    if not python.exists():
+def _has_client(venv: Path) -> bool:
+    """Whether ``venv`` is a finished build (marker written last) that imports the client."""
+    marker = venv / COMPLETE_MARKER
+    python = _venv_python(venv)
+    if (
+        not marker.exists()
+        or marker.read_text() != " ".join(CLIENT_PACKAGES)
+        or not python.exists()
+    ):
         return False
     check = (
         "import mlflow, sklearn, sys; "
@@ -67,8 +75,9 @@ def _run_uv(*args: str) -> None:
 def client_python() -> Path:
     """The Python of a virtualenv with the real MLflow client, built on first use.
 
-    Built beside its final place and renamed into it, under a file lock, so concurrent sessions
-    neither build twice nor see a half-built environment. Any failure raises (never skips).
+    Built under a file lock, so concurrent sessions never build twice nor use a half-built
+    environment; a marker written last tells a finished build from an interrupted one (which is
+    rebuilt). Any failure raises: the tests fail, they never skip.
     """
     from filelock import FileLock
 
@@ -76,20 +85,19 @@ def client_python() -> Path:
     root.mkdir(parents=True, exist_ok=True)
     venv = root / f"mlflow-{MLFLOW_VERSION}"
     with FileLock(str(root / f"mlflow-{MLFLOW_VERSION}.lock"), timeout=BUILD_TIMEOUT):
-        if _has_client(_venv_python(venv)):
+        if _has_client(venv):
             return _venv_python(venv)
-        partial = root / f"mlflow-{MLFLOW_VERSION}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        # The same interpreter version as the tests: scikit-learn models move between them.
-        _run_uv("venv", "--quiet", "--python", sys.executable, str(partial))
-        _run_uv(
-            "pip", "install", "--quiet", "--python", str(_venv_python(partial)), *CLIENT_PACKAGES
-        )
         shutil.rmtree(venv, ignore_errors=True)
-        partial.rename(venv)
-        # A virtualenv records its own path; uv's are relocatable except for the activate
-        # scripts, which nothing here uses. Check the renamed one works before handing it out.
-        if not _has_client(_venv_python(venv)):
+        # The interpreter running the tests: present, so nothing to download.
+        _run_uv("venv", "--quiet", "--python", sys.executable, str(venv))
+        # Compiled now: with PYTHONDONTWRITEBYTECODE set (as in CI), every client process
+        # would otherwise compile mlflow, pandas and scikit-learn again (~25 s each).
+        python = str(_venv_python(venv))
+        _run_uv(
+            "pip", "install", "--quiet", "--compile-bytecode", "--python", python, *CLIENT_PACKAGES
+        )
+        (venv / COMPLETE_MARKER).write_text(" ".join(CLIENT_PACKAGES))
+        if not _has_client(venv):
             raise RuntimeError(f"The MLflow client virtualenv at {venv} does not import mlflow.")
         return _venv_python(venv)
 

@@ -97,10 +97,11 @@ def test_metric_history_and_latest(store: SqlStore) -> None:
     run = store.get_run(run_id)
     assert run.data.metrics["loss"] == 1.0
     assert math.isnan(run.data.metrics["acc"])
+    # In logging-time order, then step (MLflow's order).
     assert [(m.step, m.value) for m in store.get_metric_history(run_id, "loss")] == [
+        (2, 1.0),
         (0, 3.0),
         (1, 2.0),
-        (2, 1.0),
     ]
     with pytest.raises(ResourceNotFound):
         store.log_metric("f" * 32, Metric("x", 1.0, 1, 0))

@@ -48,6 +48,8 @@ MAX_BATCH_TAGS = 100
 MAX_BATCH_TOTAL = 1000
 
 Json = dict[str, Any]
+INPUTS_TAG = "reprorun.inputs"  # JSON {"datasets": [...], "models": [...]} as MLflow sent them
+OUTPUTS_TAG = "reprorun.outputs"  # JSON [{"model_id", "step"}]
 
 
 class ApiError(Exception):
@@ -367,14 +369,25 @@ class MlflowApi:
 
     def run(self, run: Run) -> Json:
         data = run.data
+        # Inputs and outputs are kept in two tags; MLflow shows them as their own fields.
+        inputs = json.loads(data.tags.get(INPUTS_TAG, "{}"))
+        outputs = json.loads(data.tags.get(OUTPUTS_TAG, "[]"))
         return {
             "info": self.run_info(run),
             "data": {
                 "metrics": [{"key": k, "value": _json_double(v)} for k, v in data.metrics.items()],
                 "params": [{"key": k, "value": v} for k, v in data.params.items()],
-                "tags": [{"key": k, "value": v} for k, v in data.tags.items()],
+                "tags": [
+                    {"key": k, "value": v}
+                    for k, v in data.tags.items()
+                    if k not in (INPUTS_TAG, OUTPUTS_TAG)
+                ],
             },
-            "inputs": {},
+            "inputs": {
+                "dataset_inputs": inputs.get("datasets", []),
+                "model_inputs": inputs.get("models", []),
+            },
+            "outputs": {"model_outputs": outputs},
         }
 
     def logged_model(self, model: LoggedModel) -> Json:
@@ -636,28 +649,38 @@ def log_model(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
 
 @route("POST", "/runs/log-inputs")
 def log_inputs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
-    """Record a run's input datasets and models (kept as the reprorun.inputs tag)."""
+    """Record a run's input datasets and models."""
     run_id = api.run_id(body)
-    inputs = {k: body[k] for k in ("datasets", "models") if body.get(k)}
-    if inputs:
-        api.store.set_tag(run_id, "reprorun.inputs", json.dumps(inputs)[:8000])
-    else:
-        api.store.get_run(run_id)  # an unknown run is still an error
+    run = api.store.get_run(run_id)
+    known = json.loads(run.data.tags.get(INPUTS_TAG, "{}"))
+    for field in ("datasets", "models"):
+        items = body.get(field) or []
+        if not isinstance(items, list):
+            raise invalid(f"Invalid value for '{field}': expected a list.")
+        known.setdefault(field, []).extend(items)
+    _set_json_tag(api, run_id, INPUTS_TAG, known)
     return {}
 
 
 @route("POST", "/runs/outputs")
 def log_outputs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
-    """Record the logged models a run produced (the reprorun.outputs tag)."""
+    """Record the logged models a run produced."""
     run_id = api.run_id(body)
     models = body.get("models") or []
-    if not isinstance(models, list):
-        raise invalid("Invalid value for 'models': expected a list.")
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise invalid("Invalid value for 'models': expected a list of {model_id, step}.")
     run = api.store.get_run(run_id)
-    known = json.loads(run.data.tags.get("reprorun.outputs", "[]"))
-    known += [m.get("model_id") for m in models if isinstance(m, dict)]
-    api.store.set_tag(run_id, "reprorun.outputs", json.dumps(known)[:8000])
+    known = json.loads(run.data.tags.get(OUTPUTS_TAG, "[]"))
+    known += [{"model_id": str(m.get("model_id", "")), "step": m.get("step", 0)} for m in models]
+    _set_json_tag(api, run_id, OUTPUTS_TAG, known)
     return {}
+
+
+def _set_json_tag(api: MlflowApi, run_id: str, key: str, value: Any) -> None:
+    text = json.dumps(value, separators=(",", ":"))
+    if len(text) > 8000:
+        raise invalid(f"Too many inputs or outputs on run {run_id} to record ({len(text)} bytes).")
+    api.store.set_tag(run_id, key, text)
 
 
 def _search_runs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:

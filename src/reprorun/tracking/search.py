@@ -375,12 +375,16 @@ class SqlBuilder:
         return ":" + name
 
     def compare(self, column: str, op: str, value: Any) -> str:
+        # A backslash is an ordinary character everywhere (PostgreSQL would read it as an
+        # escape; SQLite's LIKE and GLOB do not).
+        escape = "" if self.dialect == "sqlite" else " ESCAPE ''"
         if op == "LIKE":
             if self.dialect == "sqlite":  # SQLite's LIKE ignores case; GLOB does not.
                 return f"{column} GLOB {self.bind(_like_to_glob(str(value)))}"
-            return f"{column} LIKE {self.bind(value)}"
+            return f"{column} LIKE {self.bind(value)}{escape}"
         if op == "ILIKE":
-            return f"LOWER({column}) LIKE LOWER({self.bind(value)})"
+            # LOWER is Unicode-aware on SQLite too (database.py registers Python's).
+            return f"LOWER({column}) LIKE LOWER({self.bind(value)}){escape}"
         if op in SET_OPS:
             assert isinstance(value, tuple)
             if not value:
@@ -422,7 +426,7 @@ def compile_runs_filter(clauses: Sequence[Clause], sql: SqlBuilder, run: str = "
         elif c.op == "IS NOT NULL":
             conditions.append(f"EXISTS (SELECT 1 FROM {table} x WHERE {link})")
         else:
-            extra = " AND x.is_nan = 0" if c.entity == METRIC else ""
+            extra = f" AND x.is_nan = {sql.bind(False)}" if c.entity == METRIC else ""
             test = sql.compare("x.value", c.op, c.value)
             conditions.append(f"EXISTS (SELECT 1 FROM {table} x WHERE {link}{extra} AND {test})")
     return conditions
@@ -435,8 +439,10 @@ def compile_runs_order(order: Sequence[OrderBy], sql: SqlBuilder, run: str = "r"
         direction = "ASC" if o.ascending else "DESC"
         if o.entity == ATTRIBUTE:
             key = o.key.lower()
-            column = _RUN_STRING_ATTRIBUTES.get(key) or _RUN_NUMERIC_ATTRIBUTES[key]
-            terms.append(f"{run}.{column} {direction}")
+            column = f"{run}.{_RUN_STRING_ATTRIBUTES.get(key) or _RUN_NUMERIC_ATTRIBUTES[key]}"
+            # NULLs (a running run's end_time) last on every database.
+            terms.append(f"CASE WHEN {column} IS NULL THEN 1 ELSE 0 END")
+            terms.append(f"{column} {direction}")
             continue
         table = {METRIC: "latest_metrics", PARAM: "params", TAG: "tags"}[o.entity]
         alias = f"o{n}"
@@ -444,11 +450,15 @@ def compile_runs_order(order: Sequence[OrderBy], sql: SqlBuilder, run: str = "r"
             f"LEFT JOIN {table} {alias} ON {alias}.run_uuid = {run}.run_uuid "
             f'AND {alias}."key" = {sql.bind(o.key)}'
         )
-        missing = f"{alias}.value IS NULL"
+        # As MLflow: real values first, then NaN, then runs without the key; within the last
+        # two groups only the tie-breakers order (the same on SQLite and PostgreSQL).
         if o.entity == METRIC:
-            missing += f" OR {alias}.is_nan = 1"
-        terms.append(f"CASE WHEN {missing} THEN 1 ELSE 0 END")
-        terms.append(f"{alias}.value {direction}")
+            nan = f"{alias}.is_nan = {sql.bind(True)}"
+            terms.append(f"CASE WHEN {alias}.value IS NULL THEN 2 WHEN {nan} THEN 1 ELSE 0 END")
+            terms.append(f"CASE WHEN {nan} THEN NULL ELSE {alias}.value END {direction}")
+        else:
+            terms.append(f"CASE WHEN {alias}.value IS NULL THEN 1 ELSE 0 END")
+            terms.append(f"{alias}.value {direction}")
     # MLflow's tie-breakers: newest first, then run id.
     terms += [f"{run}.start_time DESC", f"{run}.run_uuid"]
     return terms

@@ -73,7 +73,7 @@ def _open(uri: str, sqlite_path: str | None, artifact_root: str) -> SqlStore:
 
         raise InvalidTrackingUri(
             f"Tracking URI {uri!r} needs a database driver that is not installed ({exc.name}). "
-            "Install it, e.g. pip install psycopg2-binary for postgresql://."
+            "Install it, e.g. pip install 'psycopg[binary]' (or psycopg2-binary) for postgresql://."
         ) from exc
     except (ArgumentError, NoSuchModuleError) as exc:
         from reprorun.errors import InvalidTrackingUri

@@ -64,6 +64,13 @@ def enable_wal(raw: Any, timeout: float) -> None:
             time.sleep(0.02)
 
 
+def unicode_lower(raw: Any) -> None:
+    """SQLite's LOWER folds ASCII only; ILIKE must match 'ÄPFEL' to 'äpfel' as on PostgreSQL."""
+    raw.create_function(
+        "lower", 1, lambda v: v.lower() if isinstance(v, str) else v, deterministic=True
+    )
+
+
 class _SqliteConnection:
     def __init__(self, raw: Any):
         self._raw = raw
@@ -98,6 +105,7 @@ class SqliteDatabase:
         )
         self._lock = threading.RLock()
         self._raw.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        unicode_lower(self._raw)
         self._raw.execute("PRAGMA foreign_keys = ON")
         if path != ":memory:":
             enable_wal(self._raw, timeout)
@@ -166,7 +174,7 @@ class SqlAlchemyDatabase:
         from sqlalchemy import create_engine, event
 
         self.url = url
-        self.engine = create_engine(url, pool_pre_ping=True)
+        self.engine = create_engine(_with_driver(url), pool_pre_ping=True)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             # pysqlite's own transaction handling defeats BEGIN IMMEDIATE; take it over
@@ -175,6 +183,7 @@ class SqlAlchemyDatabase:
             def _connect(dbapi_conn: Any, _record: Any) -> None:
                 dbapi_conn.isolation_level = None
                 dbapi_conn.execute("PRAGMA busy_timeout = 60000")
+                unicode_lower(dbapi_conn)
                 enable_wal(dbapi_conn, 60.0)
 
             @event.listens_for(self.engine, "begin")
@@ -194,3 +203,17 @@ class SqlAlchemyDatabase:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with whichever PostgreSQL driver is installed: SQLAlchemy 2.1 assumes
+    psycopg 3, 2.0 psycopg2; either works. ``postgres://`` (Heroku's spelling) is accepted."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres") or not sep:
+        return url
+    import importlib.util
+
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://{rest}"
+    return f"postgresql://{rest}"

@@ -17,7 +17,6 @@ from reprorun.errors import (
     ResourceAlreadyExists,
     ResourceNotFound,
     StoreVersionError,
-    TrackingError,
     UserInputError,
 )
 from reprorun.tracking.entities import (
@@ -96,27 +95,25 @@ class SqlStore:
         from contextlib import AbstractContextManager, nullcontext
 
         from filelock import FileLock
-        from sqlalchemy import create_engine
 
         from reprorun.tracking.store.database import SqlAlchemyDatabase
         from reprorun.tracking.store.migrations import upgrade
 
-        if isinstance(self.db, SqliteDatabase):
-            engine = create_engine(f"sqlite:///{self.db.path}")
-            path: str | None = self.db.path
-        else:
-            assert isinstance(self.db, SqlAlchemyDatabase)
-            engine = self.db.engine
-            path = engine.url.database if engine.dialect.name == "sqlite" else None
+        # SQLAlchemyDatabase's SQLite set-up (busy timeout, BEGIN IMMEDIATE) for both paths.
+        db = self.db
+        if isinstance(db, SqliteDatabase):
+            db = SqlAlchemyDatabase(f"sqlite+pysqlite:///{db.path}")
+        assert isinstance(db, SqlAlchemyDatabase)
+        path = db.engine.url.database if db.dialect == "sqlite" else None
         lock: AbstractContextManager[object] = (
             FileLock(path + ".migrate.lock") if path else nullcontext()
         )
         try:
             with lock:
-                upgrade(engine, SCHEMA_VERSION)
+                upgrade(db.engine, SCHEMA_VERSION)
         finally:
-            if engine is not getattr(self.db, "engine", None):
-                engine.dispose()
+            if db is not self.db:
+                db.close()
 
     def _create_schema(self) -> None:
         if isinstance(self.db, SqliteDatabase):
@@ -284,7 +281,14 @@ class SqlStore:
 
     def _set_experiment_stage(self, experiment_id: str, stage: str) -> None:
         def update(conn: Connection) -> None:
-            self._require_experiment(conn, experiment_id)
+            # Deleting a deleted experiment or restoring an active one finds nothing (MLflow).
+            current = "deleted" if stage == "active" else "active"
+            try:
+                self._require_experiment(conn, experiment_id, current)
+            except UserInputError:
+                raise ResourceNotFound(
+                    f"No {current} experiment with id {experiment_id!r}."
+                ) from None
             values = {"s": stage, "t": now_ms(), "id": _exp_int(experiment_id)}
             conn.execute(
                 "UPDATE experiments SET lifecycle_stage = :s, last_update_time = :t "
@@ -322,11 +326,21 @@ class SqlStore:
 
         self.db.write(delete)
 
-    def _require_experiment(self, conn: Connection, experiment_id: str) -> None:
-        if not conn.fetch(
-            "SELECT 1 FROM experiments WHERE experiment_id = :id", {"id": _exp_int(experiment_id)}
-        ):
+    def _require_experiment(
+        self, conn: Connection, experiment_id: str, stage: str = "active"
+    ) -> None:
+        """The experiment exists in ``stage``; otherwise MLflow's error for the case."""
+        rows = conn.fetch(
+            "SELECT lifecycle_stage FROM experiments WHERE experiment_id = :id",
+            {"id": _exp_int(experiment_id)},
+        )
+        if not rows:
             raise ResourceNotFound(f"No experiment with id {experiment_id!r}.")
+        if rows[0][0] != stage:
+            raise UserInputError(
+                f"The experiment {experiment_id} must be in the '{stage}' state. Current state "
+                f"is {rows[0][0]}."
+            )
 
     def get_or_create_experiment(self, name: str) -> str:
         found = self.get_experiment_by_name(name)
@@ -405,7 +419,10 @@ class SqlStore:
             if not rows:
                 raise ResourceNotFound(f"No experiment with id {experiment_id!r}.")
             if rows[0][1] != "active":
-                raise TrackingError(f"Experiment {experiment_id} is deleted; restore it first.")
+                raise UserInputError(
+                    f"The experiment {experiment_id} must be in the 'active' state. Current "
+                    "state is deleted; restore it first."
+                )
             artifact_uri = _join(rows[0][0], run_id, "artifacts")
             conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (:id, :exp, :name, :status, :start, "
@@ -633,7 +650,7 @@ class SqlStore:
         rows = self.db.read(
             lambda c: c.fetch(
                 'SELECT "key", value, is_nan, "timestamp", step FROM metrics '
-                'WHERE run_uuid = :id AND "key" = :k ORDER BY step, "timestamp", id',
+                'WHERE run_uuid = :id AND "key" = :k ORDER BY "timestamp", step, value, id',
                 {"id": run_id, "k": key},
             )
         )
@@ -651,8 +668,7 @@ class SqlStore:
         params: Mapping[str, str] | None = None,
         model_type: str | None = None,
     ) -> LoggedModel:
-        """A PENDING model whose files go under its source run's artifacts (``<run>/<name>``),
-        or the experiment's ``models/<id>`` when it has no run."""
+        """A PENDING model; its files go under the experiment's ``models/<id>/artifacts``."""
         model_id = "m-" + uuid.uuid4().hex
         name = name or _generated_name(model_id[2:])
         _check_items(dict(tags or {}), MAX_TAG_VALUE, "model tag")
@@ -666,18 +682,10 @@ class SqlStore:
             if not rows:
                 raise ResourceNotFound(f"No experiment with id {experiment_id!r}.")
             if source_run_id:
-                run = conn.fetch(
-                    "SELECT artifact_uri FROM runs WHERE run_uuid = :id", {"id": source_run_id}
-                )
-                if not run:
-                    raise ResourceNotFound(f"No run with id {source_run_id!r}.")
-                location = _join(run[0][0], safe_name(name))
-                if conn.fetch(
-                    "SELECT 1 FROM logged_models WHERE artifact_location = :l", {"l": location}
-                ):
-                    location += "-" + model_id[2:10]
-            else:
-                location = _join(rows[0][0], "models", model_id, "artifacts")
+                self._require_run(conn, source_run_id)
+            # MLflow 3's layout: a runs:/<run>/<name> URI finds the files through the
+            # model's source run, so they are not copied into the run's own artifacts.
+            location = _join(rows[0][0], "models", model_id, "artifacts")
             t = now_ms()
             conn.execute(
                 "INSERT INTO logged_models (model_id, experiment_id, name, artifact_location, "
@@ -859,8 +867,15 @@ class SqlStore:
         return models
 
     def _require_run(self, conn: Connection, run_id: str) -> None:
-        if not conn.fetch("SELECT 1 FROM runs WHERE run_uuid = :id", {"id": run_id}):
+        """The run exists and is active: a deleted run takes no writes (as MLflow)."""
+        rows = conn.fetch("SELECT lifecycle_stage FROM runs WHERE run_uuid = :id", {"id": run_id})
+        if not rows:
             raise ResourceNotFound(f"No run with id {run_id!r}.")
+        if rows[0][0] != "active":
+            raise UserInputError(
+                f"The run {run_id} must be in the 'active' state. Current state is {rows[0][0]}."
+                " Restore it first (runs/restore)."
+            )
 
     def _write_params(self, conn: Connection, run_id: str, params: Mapping[str, str]) -> None:
         if not params:
@@ -932,12 +947,6 @@ _MODEL_COLUMNS = (
     "source_run_id",
     "status_message",
 )
-
-
-def safe_name(name: str) -> str:
-    """A model name as one path component: no separators, no '..'."""
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".")
-    return cleaned or "model"
 
 
 def search_error(message: str) -> UserInputError:

@@ -17,22 +17,32 @@ def revision(version: int) -> str:
 
 def upgrade(engine: Any, head: int) -> None:
     """Upgrade the database behind ``engine`` (a SQLAlchemy engine) to schema ``head``, in one
-    transaction. The stored version is read inside it (under an advisory lock on PostgreSQL),
-    so a process that waited for another's migration finds nothing left to do."""
-    from alembic import command
+    transaction. The stored version is read inside it, after taking the write lock (SQLite's
+    BEGIN IMMEDIATE, an advisory lock on PostgreSQL), so a process that waited for another's
+    migration finds nothing left to do."""
     from alembic.config import Config
-    from sqlalchemy import inspect, text
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent))
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(7242015)"))  # any fixed key
-        current = int(conn.execute(text("SELECT version FROM schema_version")).scalar_one())
-        if current >= head:
-            return
-        config.attributes["connection"] = conn
-        if not inspect(conn).has_table("alembic_version"):
-            # Stores written before alembic was adopted know only their schema_version.
-            command.stamp(config, revision(current))
-        command.upgrade(config, revision(head))
+    with (
+        engine.connect() as plain,
+        plain.execution_options(sqlite_begin="IMMEDIATE") as conn,
+        conn.begin(),
+    ):
+        _upgrade(conn, config, head)
+
+
+def _upgrade(conn: Any, config: Any, head: int) -> None:
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(7242015)"))  # any fixed key
+    current = int(conn.execute(text("SELECT version FROM schema_version")).scalar_one())
+    if current >= head:
+        return
+    config.attributes["connection"] = conn
+    if not inspect(conn).has_table("alembic_version"):
+        # Stores written before alembic was adopted know only their schema_version.
+        command.stamp(config, revision(current))
+    command.upgrade(config, revision(head))
