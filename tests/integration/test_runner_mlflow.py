@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -51,6 +52,12 @@ with mlflow.start_run() as run:
     with open("notes.txt", "w") as fh:
         fh.write("from mlflow")
     mlflow.log_artifact("notes.txt", "reports")
+    if os.environ.get("LOG_SKLEARN_MODEL"):
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+
+        X, y = load_iris(return_X_y=True)
+        mlflow.sklearn.log_model(LogisticRegression(max_iter=200).fit(X, y), name="model")
 print("trained with mlflow")
 """
 
@@ -88,7 +95,8 @@ def _run_id(stderr: str) -> str:
 
 
 def test_mlflow_code_logs_into_the_reprorun_run(project: Path) -> None:
-    result = reprorun_cli("run", str(project), "--env-manager", "local", "-P", "lr=0.5")
+    env = {**os.environ, "LOG_SKLEARN_MODEL": "1"}
+    result = reprorun_cli("run", str(project), "--env-manager", "local", "-P", "lr=0.5", env=env)
     assert result.returncode == 0, result.stderr
     run_id = _run_id(result.stderr)
     shown = json.loads(reprorun_cli("runs", "show", run_id, "--json").stdout)
@@ -99,6 +107,12 @@ def test_mlflow_code_logs_into_the_reprorun_run(project: Path) -> None:
     assert shown["info"]["status"] == "FINISHED"
     text = reprorun_cli("runs", "show", run_id).stdout
     assert "loss" in text and "reports/notes.txt" in text and "trained with mlflow" in text
+    # mlflow.sklearn.log_model made an MLflow 3 logged model of the run, READY, with its files.
+    assert "Logged models" in text and f"runs:/{run_id}/model" in text and "READY" in text
+    from reprorun.tracking.models import model_dir
+
+    files = {p.name for p in model_dir(f"runs:/{run_id}/model").iterdir()}
+    assert {"MLmodel", "requirements.txt"} <= files
     # The history is all there, not only the latest value.
     from reprorun.tracking.store import open_store
 

@@ -164,3 +164,13 @@ def test_close_is_safe_twice(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(RuntimeError, match="closed"):
         db.read(lambda c: c.fetch("SELECT 1"))
+
+
+def test_an_identical_metric_point_is_stored_once(store: SqlStore) -> None:
+    # MLflow's client re-sends a run's metrics when it links them to a logged model.
+    run_id = store.create_run("0").info.run_id
+    point = Metric("loss", 0.5, 1000, 3)
+    store.log_metric(run_id, point)
+    store.log_batch(run_id, metrics=[point, point, Metric("loss", 0.5, 1001, 3)])
+    history = store.get_metric_history(run_id, "loss")
+    assert [(m.value, m.timestamp, m.step) for m in history] == [(0.5, 1000, 3), (0.5, 1001, 3)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -150,6 +151,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
                     f"    load with: reprorun.load_model("
                     f'"runs:/{info.run_id}/{model.get("artifact_path")}")'
                 )
+    _show_logged_models(store, run)
     remote = getattr(store, "uri", None)
     files = [
         f
@@ -169,6 +171,29 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
             )
             for line in _tail(log_file, log_lines):
                 click.echo(f"  {line}")
+
+
+def _show_logged_models(store: Any, run: Any) -> None:
+    """MLflow 3's logged models of the run (``mlflow.<flavor>.log_model``), with their files."""
+    from reprorun.cli.render import key_values
+    from reprorun.errors import ReprorunError
+
+    try:
+        models = store.search_logged_models(
+            [run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'",
+            max_results=100,
+        )
+    except ReprorunError:  # a server without logged models (MLflow 2)
+        return
+    if not models:
+        return
+    click.echo(click.style("Logged models", bold=True))
+    key_values(
+        [(m.name, f"{m.model_id}  {m.status.value}  {m.model_type or ''}".rstrip()) for m in models]
+    )
+    for m in models:
+        click.echo(f"    runs:/{run.info.run_id}/{m.name} -> {m.artifact_location}")
 
 
 def _orphan_note(status: str, tags: dict[str, str]) -> str:

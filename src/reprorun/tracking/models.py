@@ -110,12 +110,34 @@ def model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
         from reprorun.tracking.store import open_store
 
         store = open_store(tracking_uri)
-        uri = store.get_run(run_id).info.artifact_uri
+        run = store.get_run(run_id)
+        uri = run.info.artifact_uri
+        logged = _logged_model_of(store, run, sub)
+        if logged is not None:  # MLflow 3's log_model: the files live with the logged model
+            uri, sub = logged.artifact_location, ""
         if artifacts.is_remote(uri):  # served by a tracking server: fetch a local copy
             cache = Path(tempfile.mkdtemp(prefix="reprorun-model-"))
             return artifacts.download(uri, sub, cache, tracking_uri=getattr(store, "uri", None))
         return artifacts.local_dir(uri) / artifacts.safe_relative(sub)
     return artifacts.local_dir(model_uri)
+
+
+def _logged_model_of(store: Any, run: Any, name: str) -> Any:
+    """The logged model ``name`` of ``run`` when its files are not in the run's own folder."""
+    from reprorun.tracking import artifacts
+
+    if not name or "/" in name.strip("/"):
+        return None
+    uri = run.info.artifact_uri
+    if not artifacts.is_remote(uri) and (artifacts.local_dir(uri) / name).exists():
+        return None
+    found = store.search_logged_models(
+        [run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}' AND name = "
+        + "'{}'".format(name.strip("/").replace("'", "''")),
+        max_results=1,
+    )
+    return found[0] if found else None
 
 
 def load_model(model_uri: str, tracking_uri: str | None = None) -> Any:

@@ -917,10 +917,15 @@ class SqlStore:
         ]
         if not rows:
             return
+        # A point identical to one stored (key, value, step, timestamp) is not stored twice, as
+        # in MLflow: its client re-sends a run's metrics when it links them to a logged model.
+        unique = list({(r["k"], r["v"], r["nan"], r["s"], r["t"]): r for r in rows}.values())
         conn.executemany(
             'INSERT INTO metrics (run_uuid, "key", value, is_nan, step, "timestamp") '
-            "VALUES (:id, :k, :v, :nan, :s, :t)",
-            rows,
+            "SELECT :id, :k, :v, :nan, :s, :t WHERE NOT EXISTS (SELECT 1 FROM metrics "
+            'WHERE run_uuid = :id AND "key" = :k AND step = :s AND "timestamp" = :t '
+            "AND value = :v AND is_nan = :nan)",
+            unique,
         )
         # The latest value is the one at the highest step, then the latest timestamp (MLflow).
         conn.executemany(
