@@ -108,15 +108,12 @@ class ArtifactUris:
         return local_dir(self.root)
 
     def public(self, stored: str) -> str:
-        if not self.proxied:
+        # A string prefix test, no file-system call: locations under the root were made by
+        # joining onto it (resolving paths cost more than the whole search of 100 runs).
+        root = self.root.rstrip("/")
+        if not self.proxied or not stored.startswith(root + "/"):
             return stored
-        from reprorun.tracking.artifacts import local_dir
-
-        try:
-            rel = local_dir(stored).resolve().relative_to(self.root_dir.resolve())
-        except (ValueError, TrackingError):
-            return stored
-        return "mlflow-artifacts:/" + rel.as_posix()
+        return "mlflow-artifacts:/" + stored[len(root) + 1 :]
 
 
 # --- JSON field readers ------------------------------------------------------------------------

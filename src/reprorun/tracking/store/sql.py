@@ -904,7 +904,7 @@ class SqlStore:
         )
 
     def _write_metrics(self, conn: Connection, run_id: str, metrics: Iterable[Metric]) -> None:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "id": run_id,
                 "k": m.key,
@@ -927,7 +927,13 @@ class SqlStore:
             "AND value = :v AND is_nan = :nan)",
             unique,
         )
-        # The latest value is the one at the highest step, then the latest timestamp (MLflow).
+        # The latest value is the one at the highest step, then the latest timestamp (MLflow):
+        # one upsert per key, with the batch's own latest point.
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            best = latest.get(r["k"])
+            if best is None or (r["s"], r["t"]) >= (best["s"], best["t"]):
+                latest[r["k"]] = r
         conn.executemany(
             'INSERT INTO latest_metrics (run_uuid, "key", value, is_nan, step, "timestamp") '
             "VALUES (:id, :k, :v, :nan, :s, :t) "
@@ -935,7 +941,7 @@ class SqlStore:
             'is_nan = excluded.is_nan, step = excluded.step, "timestamp" = excluded."timestamp" '
             "WHERE excluded.step > latest_metrics.step OR (excluded.step = latest_metrics.step "
             'AND excluded."timestamp" >= latest_metrics."timestamp")',
-            rows,
+            list(latest.values()),
         )
 
 
