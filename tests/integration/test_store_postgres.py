@@ -32,7 +32,7 @@ from reprorun.errors import (
 from reprorun.tracking.entities import LoggedModelStatus, Metric, Page, RunStatus, ViewType
 from reprorun.tracking.store import close_stores, open_store
 from reprorun.tracking.store.database import SqlAlchemyDatabase, SqliteDatabase
-from reprorun.tracking.store.sql import SqlStore
+from reprorun.tracking.store.sql import SCHEMA_VERSION, SqlStore
 from tests.unit import test_store as contract
 
 BACKENDS = ("sqlite3", "sqlite+pysqlite", "postgresql")
@@ -87,9 +87,11 @@ def test_the_postgresql_store_is_on_postgresql(store: SqlStore) -> None:
         "schema_version",
         "tags",
     ]
-    assert store.db.read(lambda c: c.fetch("SELECT version FROM schema_version")) == [(2,)]
+    assert store.db.read(lambda c: c.fetch("SELECT version FROM schema_version")) == [
+        (SCHEMA_VERSION,)
+    ]
     assert store.db.read(lambda c: c.fetch("SELECT version_num FROM alembic_version")) == [
-        ("0002",)
+        (f"{SCHEMA_VERSION:04d}",)
     ]
 
 

@@ -4,8 +4,8 @@ A version-1 store is built by hand, the way 0.1 built one: on SQLite with 0.1's 
 below, from ``schema_sqlite.sql`` of that release), on PostgreSQL with ``create_all`` of 0.1's
 tables (today's schema minus the logged-model and alembic tables; a test checks that they generate
 0.1's DDL). It holds a finished run with params, tags and a metric history. Opening it with
-``SqlStore`` must migrate it through alembic to version 2 without losing the run, and leave it
-exactly like a store created at version 2. A store from a newer reprorun is refused untouched.
+``SqlStore`` must migrate it through alembic to the current version without losing the run, and leave it
+exactly like a store created at that version. A store from a newer reprorun is refused untouched.
 
 Backends: stdlib sqlite3, SQLAlchemy over pysqlite (the other migration path), and PostgreSQL
 (REPRORUN_TEST_POSTGRES_URL, see tests/pg.py; the PostgreSQL cases fail without it).
@@ -120,16 +120,23 @@ CREATE TABLE tags (
 """
 
 OPENERS = 4
+NEWER = schema.SCHEMA_VERSION + 1
 RUN_ID = "0123456789abcdef0123456789abcdef"
 ROOT = "file:///stores/artifacts"
 
 
 def v1_metadata() -> MetaData:
-    """reprorun 0.1's tables: today's schema without what version 2 added."""
+    """reprorun 0.1's tables: today's schema without what versions 2 and 3 added."""
+    from sqlalchemy import Index
+
     v1 = MetaData()
     for table in schema.metadata.sorted_tables:
         if table.name not in V2_TABLES:
-            table.to_metadata(v1)
+            copy = table.to_metadata(v1)
+            if copy.name == "metrics":  # version 3 replaced 0.1's index on metric points
+                for index in list(copy.indexes):
+                    copy.indexes.discard(index)
+                Index("ix_metrics_run_key_step", copy.c.run_uuid, copy.c.key, copy.c.step)
     return v1
 
 
@@ -312,8 +319,10 @@ def migrated(backend: Backend) -> Iterator[tuple[SqlStore, str]]:
 
 
 def test_a_v1_store_is_migrated_to_v2(backend: Backend, migrated: tuple[SqlStore, str]) -> None:
-    assert backend.query("SELECT version FROM schema_version") == [(2,)]
-    assert backend.query("SELECT version_num FROM alembic_version") == [("0002",)]
+    assert backend.query("SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
+    assert backend.query("SELECT version_num FROM alembic_version") == [
+        (f"{schema.SCHEMA_VERSION:04d}",)
+    ]
     tables = set(backend.shape())
     assert {"logged_models", "logged_model_tags", "logged_model_params"} <= tables
 
@@ -372,8 +381,10 @@ def test_a_migrated_store_reopens_without_migrating_again(
         assert again.get_run(RUN_ID).data.params == {"alpha": "0.5"}
     finally:
         again.close()
-    assert backend.query("SELECT version FROM schema_version") == [(2,)]
-    assert backend.query("SELECT version_num FROM alembic_version") == [("0002",)]
+    assert backend.query("SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
+    assert backend.query("SELECT version_num FROM alembic_version") == [
+        (f"{schema.SCHEMA_VERSION:04d}",)
+    ]
 
 
 def test_the_migrated_schema_is_the_new_schema(
@@ -482,8 +493,10 @@ def test_concurrent_openers_of_a_v1_store_all_succeed(backend: Backend) -> None:
             p.wait()
     failed = [out for out, code in results if code != 0]
     assert not failed, f"{len(failed)} of {OPENERS} openers failed; the first said:\n{failed[0]}"
-    assert backend.query("SELECT version FROM schema_version") == [(2,)]
-    assert backend.query("SELECT version_num FROM alembic_version") == [("0002",)]
+    assert backend.query("SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
+    assert backend.query("SELECT version_num FROM alembic_version") == [
+        (f"{schema.SCHEMA_VERSION:04d}",)
+    ]
     store = backend.open()
     try:
         assert store.get_run(RUN_ID).data.params == {"alpha": "0.5"}
@@ -499,12 +512,14 @@ def test_a_store_from_a_newer_reprorun_is_refused_untouched(backend: Backend) ->
     engine = create_engine(backend.url, poolclass=NullPool)
     try:
         with engine.begin() as conn:
-            conn.execute(text("UPDATE schema_version SET version = 3"))
+            conn.execute(text(f"UPDATE schema_version SET version = {NEWER}"))
     finally:
         engine.dispose()
     before = backend.shape()
-    with pytest.raises(StoreVersionError, match=r"newer reprorun \(schema version 3;"):
+    with pytest.raises(StoreVersionError, match=rf"newer reprorun \(schema version {NEWER};"):
         backend.open()
-    assert backend.query("SELECT version FROM schema_version") == [(3,)]
-    assert backend.query("SELECT version_num FROM alembic_version") == [("0002",)]
+    assert backend.query("SELECT version FROM schema_version") == [(NEWER,)]
+    assert backend.query("SELECT version_num FROM alembic_version") == [
+        (f"{schema.SCHEMA_VERSION:04d}",)
+    ]
     assert backend.shape() == before

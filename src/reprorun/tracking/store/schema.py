@@ -2,9 +2,10 @@
 
 ``schema_sqlite.sql`` beside this file is generated from it (run this module to print it);
 ``tests/unit/test_schema_and_package.py`` fails when the two drift apart. Version 1 is the
-first schema, 2 adds MLflow 3's logged models. Every change bumps ``SCHEMA_VERSION`` (here and in
-``sql.py``) and adds an alembic revision under ``migrations/versions`` named by the version
-(``0002``); ``migrations.upgrade`` brings an older store up to date. A store written by a newer
+first schema, 2 adds MLflow 3's logged models, 3 indexes metric points by step and time.
+Every change bumps ``SCHEMA_VERSION`` (here and in ``sql.py``) and adds an alembic revision
+under ``migrations/versions`` named by the version (``0003``); ``migrations.upgrade`` brings an
+older store up to date. A store written by a newer
 version is refused rather than misread.
 
 Importing this module imports SQLAlchemy: only the SQLAlchemy path and the tests do.
@@ -26,7 +27,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -102,7 +103,8 @@ metrics = Table(
     Column("is_nan", Boolean, nullable=False, server_default="0"),
     Column("step", BigInteger, nullable=False),
     Column("timestamp", BigInteger, nullable=False),
-    Index("ix_metrics_run_key_step", "run_uuid", "key", "step"),
+    # Finds one point exactly: a point already stored is not stored again (see sql.py).
+    Index("ix_metrics_run_key_step_time", "run_uuid", "key", "step", "timestamp"),
 )
 
 latest_metrics = Table(

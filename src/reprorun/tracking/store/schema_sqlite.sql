@@ -1,6 +1,6 @@
 -- Generated from reprorun/tracking/store/schema.py by
 --   python -m reprorun.tracking.store.schema > schema_sqlite.sql
--- schema version 2; do not edit by hand.
+-- schema version 3; do not edit by hand.
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
@@ -102,7 +102,7 @@ CREATE TABLE metrics (
 	FOREIGN KEY(run_uuid) REFERENCES runs (run_uuid)
 );
 
-CREATE INDEX ix_metrics_run_key_step ON metrics (run_uuid, "key", step);
+CREATE INDEX ix_metrics_run_key_step_time ON metrics (run_uuid, "key", step, timestamp);
 
 CREATE TABLE params (
 	run_uuid VARCHAR(32) NOT NULL, 

@@ -35,7 +35,7 @@ from reprorun.tracking.entities import (
 )
 from reprorun.tracking.store.database import Connection, Database, Row, SqliteDatabase
 
-SCHEMA_VERSION = 2  # keep equal to schema.SCHEMA_VERSION (a test checks)
+SCHEMA_VERSION = 3  # keep equal to schema.SCHEMA_VERSION (a test checks)
 MAX_RESULTS = 50_000  # the largest page a search returns (MLflow's limit)
 DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
