@@ -11,6 +11,7 @@ repeated fields as lists of ``{"key", "value"}``. Errors use MLflow's body
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -303,6 +304,8 @@ class MlflowApi:
             return 200, self._dispatch(method, path, query, body)
         except Exception as exc:  # every failure becomes MLflow's error body, never a traceback
             error = error_for(exc)
+            if error.status >= 500:  # a bug or an outage: the operator needs the traceback
+                logging.getLogger("reprorun.server").exception("%s %s failed", method, path)
             return error.status, error.body()
 
     def _dispatch(

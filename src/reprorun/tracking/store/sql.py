@@ -919,13 +919,30 @@ class SqlStore:
             return
         # A point identical to one stored (key, value, step, timestamp) is not stored twice, as
         # in MLflow: its client re-sends a run's metrics when it links them to a logged model.
-        unique = list({(r["k"], r["v"], r["nan"], r["s"], r["t"]): r for r in rows}.values())
+        # One indexed range query per key finds candidates; usually there are none.
+        unique = {(r["k"], r["s"], r["t"], r["v"], r["nan"]): r for r in rows}
+        by_key: dict[str, list[tuple[str, int, int, float, bool]]] = {}
+        for point in unique:
+            by_key.setdefault(point[0], []).append(point)
+        for key, points in by_key.items():
+            stored = conn.fetch(
+                'SELECT "key", step, "timestamp", value, is_nan FROM metrics WHERE run_uuid = :id '
+                'AND "key" = :k AND step BETWEEN :s0 AND :s1 AND "timestamp" BETWEEN :t0 AND :t1',
+                {
+                    "id": run_id,
+                    "k": key,
+                    "s0": min(p[1] for p in points),
+                    "s1": max(p[1] for p in points),
+                    "t0": min(p[2] for p in points),
+                    "t1": max(p[2] for p in points),
+                },
+            )
+            for k, step, timestamp, value, is_nan in stored:
+                unique.pop((k, step, timestamp, value, bool(is_nan)), None)
         conn.executemany(
             'INSERT INTO metrics (run_uuid, "key", value, is_nan, step, "timestamp") '
-            "SELECT :id, :k, :v, :nan, :s, :t WHERE NOT EXISTS (SELECT 1 FROM metrics "
-            'WHERE run_uuid = :id AND "key" = :k AND step = :s AND "timestamp" = :t '
-            "AND value = :v AND is_nan = :nan)",
-            unique,
+            "VALUES (:id, :k, :v, :nan, :s, :t)",
+            list(unique.values()),
         )
         # The latest value is the one at the highest step, then the latest timestamp (MLflow):
         # one upsert per key, with the batch's own latest point.
