@@ -25,6 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reprorun import __version__
+from reprorun import _json as fastjson
 from reprorun.server.auth import Authenticator
 from reprorun.server.rest_mlflow import (
     ARTIFACTS_API,
@@ -75,17 +76,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _json(status: int, body: dict[str, Any]) -> Response:
-    # allow_nan=False: non-finite doubles are rendered as "NaN"/"Infinity" strings upstream.
+def json_response(status: int, body: dict[str, Any]) -> Response:
+    # Non-finite doubles are already "NaN"/"Infinity" strings (rest_mlflow renders them).
     return Response(
-        json.dumps(body, allow_nan=False, separators=(",", ":")),
+        fastjson.dumps(body),
         status_code=status,
         media_type="application/json",
     )
 
 
 def _error(error: ApiError) -> Response:
-    return _json(error.status, error.body())
+    return json_response(error.status, error.body())
 
 
 def create_app(config: ServerConfig | None = None) -> Starlette:
@@ -113,7 +114,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         status, payload = (
             api.handle(*args) if inline else await run_in_threadpool(api.handle, *args)
         )
-        return _json(status, payload)
+        return json_response(status, payload)
 
     artifacts = ArtifactProxy(uris.root_dir, config.max_artifact_bytes)
 
@@ -151,7 +152,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     )
 
     async def openapi_json(_: Request) -> Response:
-        return _json(200, spec)
+        return json_response(200, spec)
 
     methods = ["GET", "POST", "PATCH", "DELETE", "PUT"]
     app = Starlette(
@@ -270,9 +271,9 @@ class ArtifactProxy:
             return FileResponse(target, filename=target.name, content_disposition_type="inline")
         if request.method == "DELETE":
             await run_in_threadpool(_delete, target)
-            return _json(200, {})
+            return json_response(200, {})
         await self._upload(request, target)
-        return _json(200, {})
+        return json_response(200, {})
 
     def _list(self, raw: str) -> Response:
         base = self._resolve(raw) if raw else self.root
@@ -285,7 +286,7 @@ class ArtifactProxy:
                 files.append(info)
         elif base.is_file():
             files.append({"path": base.name, "is_dir": False, "file_size": base.stat().st_size})
-        return _json(200, {"files": files})
+        return json_response(200, {"files": files})
 
     async def _upload(self, request: Request, target: Path) -> None:
         declared = request.headers.get("content-length")

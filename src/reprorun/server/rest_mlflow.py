@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reprorun import _json
 from reprorun.errors import (
     ParamConflict,
     ResourceAlreadyExists,
@@ -221,17 +222,20 @@ def _metric(item: Any, default_time: int) -> Metric:
     if not isinstance(item, dict):
         raise invalid(f"Invalid metric {item!r}: expected an object with key and value.")
     # The common, well-typed case in a few checks (a log-batch carries up to 1,000 of them).
-    key, value, timestamp, step = (item.get(f) for f in ("key", "value", "timestamp", "step"))
+    key = item.get("key")
+    value = item.get("value")
+    timestamp = item.get("timestamp")
+    step = item.get("step", 0)
     if (
         type(key) is str
         and key
-        and isinstance(value, (float, int))
-        and not isinstance(value, bool)
+        and (type(value) is float or type(value) is int)
         and type(timestamp) is int
-        and timestamp in INT64
-        and (step is None or (type(step) is int and step in INT64))
+        and type(step) is int
+        and -(2**63) <= timestamp < 2**63
+        and -(2**63) <= step < 2**63
     ):
-        return Metric(key, float(value), timestamp, step or 0)
+        return Metric(key, float(value), timestamp, step)
     key = _need(item, "key")
     value = _double(_field(item, "value", required=True), "value")
     timestamp = _int(item, "timestamp")
@@ -336,7 +340,7 @@ class MlflowApi:
         if method == "GET" or not body.strip():
             return request
         try:
-            parsed = json.loads(body)
+            parsed = _json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(
                 400, "MALFORMED_REQUEST", f"The request body is not valid JSON: {exc}"

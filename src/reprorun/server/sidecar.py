@@ -61,10 +61,10 @@ class Sidecar:
 
 def _http_server(sock: socket.socket, address: tuple[str, int], store: Any) -> Any:
     """A ThreadingHTTPServer on the already-bound ``sock`` answering MLflow's REST API."""
-    import json
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import parse_qs, urlsplit
 
+    from reprorun import _json
     from reprorun.server.rest_mlflow import ArtifactUris, MlflowApi
 
     api = MlflowApi(store, ArtifactUris("", proxied=False))
@@ -87,7 +87,7 @@ def _http_server(sock: socket.socket, address: tuple[str, int], store: Any) -> A
             self._reply(status, payload)
 
         def _reply(self, status: int, payload: dict[str, Any] | None) -> None:
-            data = b"OK" if payload is None else json.dumps(payload, allow_nan=False).encode()
+            data = b"OK" if payload is None else _json.dumps(payload)
             self.send_response(status)
             kind = "text/plain" if payload is None else "application/json"
             self.send_header("Content-Type", kind)

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode, urlparse
 
+from reprorun import _json
 from reprorun.errors import (
     ResourceAlreadyExists,
     ResourceNotFound,
@@ -110,7 +111,7 @@ class HttpClient:
         if method == "GET":
             response = self.request(method, path, query=payload)
         else:
-            body = json.dumps(payload or {}).encode()
+            body = _json.dumps(payload or {})
             response = self.request(
                 method, path, body=body, headers={"Content-Type": "application/json"}
             )
@@ -120,8 +121,8 @@ class HttpClient:
         if not data:
             return {}
         try:
-            parsed = json.loads(data)
-        except json.JSONDecodeError as exc:
+            parsed = _json.loads(data)
+        except ValueError as exc:  # json's and orjson's decode errors both are ValueErrors
             raise TrackingError(
                 f"{self.base_url}{path} answered with something other than JSON ({exc}); is "
                 "this a tracking server?"

@@ -401,6 +401,8 @@ def _double(value: Any) -> float:
 
 def _metric_json(m: Metric) -> dict[str, Any]:
     value: float | str = m.value
+    if math.isfinite(m.value):
+        return {"key": m.key, "value": value, "timestamp": m.timestamp, "step": m.step}
     if math.isnan(m.value):
         value = "NaN"
     elif math.isinf(m.value):

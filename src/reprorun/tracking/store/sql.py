@@ -905,14 +905,9 @@ class SqlStore:
 
     def _write_metrics(self, conn: Connection, run_id: str, metrics: Iterable[Metric]) -> None:
         rows: list[dict[str, Any]] = [
-            {
-                "id": run_id,
-                "k": m.key,
-                "v": 0.0 if math.isnan(m.value) else m.value,
-                "nan": math.isnan(m.value),
-                "s": m.step,
-                "t": m.timestamp,
-            }
+            {"id": run_id, "k": m.key, "v": m.value, "nan": False, "s": m.step, "t": m.timestamp}
+            if m.value == m.value  # not NaN
+            else {"id": run_id, "k": m.key, "v": 0.0, "nan": True, "s": m.step, "t": m.timestamp}
             for m in metrics
         ]
         if not rows:
