@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from reprorun.errors import ResourceAlreadyExists, ResourceNotFound
 from reprorun.tracking.entities import (
     Experiment,
     LoggedModel,
@@ -125,3 +126,27 @@ class TrackingStore(Protocol):
         order_by: Sequence[Mapping[str, Any]] | None = ...,
         page_token: str | None = ...,
     ) -> Page[LoggedModel]: ...
+
+
+def get_or_create_experiment(store: TrackingStore, name: str) -> str:
+    """The id of the experiment ``name``, created if missing (a race with another creator is
+    settled by reading the winner's)."""
+    found = store.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return store.create_experiment(name)
+    except ResourceAlreadyExists:  # created by a concurrent run in between
+        found = store.get_experiment_by_name(name)
+        assert found is not None
+        return found.experiment_id
+
+
+def run_id_prefix(prefix: str) -> str:
+    """A run id or a prefix of one, normalised; a prefix must be at least 4 hex digits."""
+    prefix = prefix.strip().lower()
+    if len(prefix) != 32 and (len(prefix) < 4 or not all(c in "0123456789abcdef" for c in prefix)):
+        raise ResourceNotFound(
+            f"No run with id {prefix!r} (give the full id or at least 4 hex digits)."
+        )
+    return prefix

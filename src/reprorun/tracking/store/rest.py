@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reprorun.errors import ResourceAlreadyExists, ResourceNotFound
+from reprorun.errors import ResourceNotFound
 from reprorun.tracking.entities import (
     Experiment,
     LoggedModel,
@@ -23,6 +23,7 @@ from reprorun.tracking.entities import (
     now_ms,
 )
 from reprorun.tracking.http import HttpClient
+from reprorun.tracking.store.base import get_or_create_experiment, run_id_prefix
 
 API = "/api/2.0/mlflow"
 _BATCH = 100  # params/tags per log-batch request (MLflow's limit)
@@ -68,15 +69,7 @@ class RestStore:
         return _experiment(found["experiment"])
 
     def get_or_create_experiment(self, name: str) -> str:
-        found = self.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return self.create_experiment(name)
-        except ResourceAlreadyExists:
-            found = self.get_experiment_by_name(name)
-            assert found is not None
-            return found.experiment_id
+        return get_or_create_experiment(self, name)
 
     def list_experiments(self) -> list[Experiment]:
         result: list[Experiment] = []
@@ -173,13 +166,9 @@ class RestStore:
 
     def resolve_run_id(self, prefix: str) -> str:
         """A full run id from a unique prefix (at least 4 hex digits)."""
-        prefix = prefix.strip().lower()
+        prefix = run_id_prefix(prefix)
         if len(prefix) == 32:
             return prefix
-        if len(prefix) < 4 or not all(c in "0123456789abcdef" for c in prefix):
-            raise ResourceNotFound(
-                f"No run with id {prefix!r} (give the full id or at least 4 hex digits)."
-            )
         ids = [e.experiment_id for e in self.list_experiments()]
         found = self.search_runs(
             ids, f"attributes.run_id LIKE '{prefix}%'", run_view_type=ViewType.ALL, max_results=3

@@ -16,6 +16,7 @@ from reprorun.errors import (
     ParamConflict,
     ResourceAlreadyExists,
     ResourceNotFound,
+    SearchError,
     StoreVersionError,
     UserInputError,
 )
@@ -33,6 +34,7 @@ from reprorun.tracking.entities import (
     ViewType,
     now_ms,
 )
+from reprorun.tracking.store.base import get_or_create_experiment, run_id_prefix
 from reprorun.tracking.store.database import Connection, Database, Row, SqliteDatabase
 
 SCHEMA_VERSION = 3  # keep equal to schema.SCHEMA_VERSION (a test checks)
@@ -244,10 +246,7 @@ class SqlStore:
                 raise search_error(f"cannot order experiments by {o.entity} {o.key!r}")
             terms.append(f"e.{o.key} {'ASC' if o.ascending else 'DESC'}")
         terms += ["e.creation_time DESC", "e.experiment_id"]
-        where = (
-            f"e WHERE {' AND '.join(conditions)} ORDER BY {', '.join(terms)} "
-            f"LIMIT {limit + 1} OFFSET {offset}"
-        )
+        where = "e " + _page_clause(conditions, terms, limit, offset)
         found = self.db.read(lambda c: self._experiments(c, where, sql.params, alias="e."))
         return _page(found, limit, offset)
 
@@ -343,15 +342,7 @@ class SqlStore:
             )
 
     def get_or_create_experiment(self, name: str) -> str:
-        found = self.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return self.create_experiment(name)
-        except ResourceAlreadyExists:  # created by a concurrent run in between
-            found = self.get_experiment_by_name(name)
-            assert found is not None
-            return found.experiment_id
+        return get_or_create_experiment(self, name)
 
     def _experiments(
         self, conn: Connection, where: str, params: Mapping[str, Any], alias: str = ""
@@ -452,13 +443,9 @@ class SqlStore:
 
     def resolve_run_id(self, prefix: str) -> str:
         """A full run id from a unique prefix (at least 4 characters), as git does for commits."""
-        prefix = prefix.strip().lower()
+        prefix = run_id_prefix(prefix)
         if len(prefix) == 32:
             return prefix
-        if len(prefix) < 4 or not all(c in "0123456789abcdef" for c in prefix):
-            raise ResourceNotFound(
-                f"No run with id {prefix!r} (give the full id or at least 4 hex digits)."
-            )
         rows = self.db.read(
             lambda c: c.fetch(
                 "SELECT run_uuid FROM runs WHERE run_uuid LIKE :p LIMIT 3", {"p": prefix + "%"}
@@ -497,10 +484,8 @@ class SqlStore:
         conditions += search.compile_runs_filter(clauses, sql)
         terms = search.compile_runs_order(order, sql)
         columns = ", ".join("r." + c.strip() for c in _RUN_COLUMNS.split(","))
-        statement = (
-            f"SELECT {columns} FROM runs r {' '.join(sql.joins)} "
-            f"WHERE {' AND '.join(conditions)} ORDER BY {', '.join(terms)} "
-            f"LIMIT {limit + 1} OFFSET {offset}"
+        statement = f"SELECT {columns} FROM runs r {' '.join(sql.joins)} " + _page_clause(
+            conditions, terms, limit, offset
         )
         found = self.db.read(lambda c: self._runs_from(c, c.fetch(statement, sql.params)))
         return _page(found, limit, offset)
@@ -798,10 +783,7 @@ class SqlStore:
                 column += "_ms"
             terms.append(f"m.{column} {'ASC' if o.get('ascending', True) else 'DESC'}")
         terms += ["m.creation_timestamp_ms DESC", "m.model_id"]
-        where = (
-            f"m WHERE {' AND '.join(conditions)} ORDER BY {', '.join(terms)} "
-            f"LIMIT {limit + 1} OFFSET {offset}"
-        )
+        where = "m " + _page_clause(conditions, terms, limit, offset)
         found = self.db.read(lambda c: self._logged_models(c, where, sql.params, alias="m."))
         return _page(found, limit, offset)
 
@@ -973,8 +955,6 @@ _MODEL_COLUMNS = (
 
 
 def search_error(message: str) -> UserInputError:
-    from reprorun.errors import SearchError
-
     return SearchError(f"Invalid order_by: {message}.")
 
 
@@ -984,6 +964,14 @@ def _check_max_results(max_results: int) -> int:
     if max_results > MAX_RESULTS:
         raise UserInputError(f"max_results must be at most {MAX_RESULTS}, got {max_results}.")
     return max_results
+
+
+def _page_clause(conditions: list[str], terms: list[str], limit: int, offset: int) -> str:
+    """WHERE, ORDER BY and one row more than a page (``_page`` tells a next page by it)."""
+    return (
+        f"WHERE {' AND '.join(conditions)} ORDER BY {', '.join(terms)} "
+        f"LIMIT {limit + 1} OFFSET {offset}"
+    )
 
 
 def _page(found: list[Any], limit: int, offset: int) -> Page[Any]:
