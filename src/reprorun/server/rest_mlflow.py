@@ -474,10 +474,7 @@ def _search_experiments(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
         order_by=_string_list(body, "order_by"),
         page_token=_text(body, "page_token"),
     )
-    result: Json = {"experiments": [api.experiment(e) for e in page]}
-    if page.token:
-        result["next_page_token"] = page.token
-    return result
+    return _paged("experiments", [api.experiment(e) for e in page], page.token)
 
 
 route("POST", "/experiments/search")(_search_experiments)
@@ -708,10 +705,7 @@ def _search_runs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
         order_by=_string_list(body, "order_by"),
         page_token=_text(body, "page_token"),
     )
-    result: Json = {"runs": [api.run(r) for r in page]}
-    if page.token:
-        result["next_page_token"] = page.token
-    return result
+    return _paged("runs", [api.run(r) for r in page], page.token)
 
 
 route("POST", "/runs/search")(_search_runs)
@@ -756,6 +750,11 @@ def list_artifacts(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     }
 
 
+def _paged(field: str, items: list[Json], token: str | None) -> Json:
+    """A page of a search answer: the items, and the next page's token when there is one."""
+    return {field: items, "next_page_token": token} if token else {field: items}
+
+
 def _file_info(path: str, is_dir: bool, size: int | None) -> Json:
     info: Json = {"path": path, "is_dir": is_dir}
     if size is not None:
@@ -793,10 +792,7 @@ def search_logged_models(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
         order_by=order_by,
         page_token=_text(body, "page_token"),
     )
-    result: Json = {"models": [api.logged_model(m) for m in page]}
-    if page.token:
-        result["next_page_token"] = page.token
-    return result
+    return _paged("models", [api.logged_model(m) for m in page], page.token)
 
 
 @route("GET", "/logged-models/{model_id}")

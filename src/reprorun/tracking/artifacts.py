@@ -61,15 +61,10 @@ def _proxy(artifact_uri: str, tracking_uri: str | None) -> tuple[Any, str]:
     return _client(base.rstrip("/")), PROXY_PATH + "/" + parsed.path.strip("/")
 
 
-_clients: dict[str, Any] = {}
-
-
 def _client(base: str) -> Any:
-    from reprorun.tracking.http import HttpClient
+    from reprorun.tracking.http import client_for
 
-    if base not in _clients:
-        _clients[base] = HttpClient(base)
-    return _clients[base]
+    return client_for(base)
 
 
 def _upload(artifact_uri: str, src: Path, rel: PurePosixPath, tracking_uri: str | None) -> None:

@@ -147,6 +147,20 @@ class HttpClient:
         self._drop_connection()
 
 
+_clients: dict[str, HttpClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(base_url: str) -> HttpClient:
+    """One client per server and process: the REST store and artifact transfers to the same
+    server share its kept-alive connections."""
+    base_url = base_url.rstrip("/")
+    with _clients_lock:
+        if base_url not in _clients:
+            _clients[base_url] = HttpClient(base_url)
+        return _clients[base_url]
+
+
 def error_from_response(status: int, data: bytes, what: str) -> Exception:
     """The reprorun error for an MLflow error body."""
     code, message = "", data.decode("utf-8", "replace")[:2000]

@@ -22,7 +22,7 @@ from reprorun.tracking.entities import (
     ViewType,
     now_ms,
 )
-from reprorun.tracking.http import HttpClient
+from reprorun.tracking.http import client_for
 from reprorun.tracking.store.base import get_or_create_experiment, run_id_prefix
 
 API = "/api/2.0/mlflow"
@@ -37,7 +37,7 @@ class RestStore:
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.http = HttpClient(uri)
+        self.http = client_for(uri)
 
     def close(self) -> None:
         self.http.close()
@@ -47,6 +47,22 @@ class RestStore:
 
     def _post(self, path: str, body: Mapping[str, Any], method: str = "POST") -> dict[str, Any]:
         return self.http.call(method, API + path, body)
+
+    def _search(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        filter_string: str | None,
+        order_by: Sequence[Any] | None,
+        page_token: str | None,
+    ) -> dict[str, Any]:
+        """A search request: ``body`` plus the optional filter, ordering and page token."""
+        optional = {
+            "filter": filter_string,
+            "order_by": list(order_by or ()),
+            "page_token": page_token,
+        }
+        return self._post(path, {**body, **{k: v for k, v in optional.items() if v}})
 
     # --- experiments ----------------------------------------------------------------------
 
@@ -92,14 +108,8 @@ class RestStore:
         order_by: Sequence[str] | None = None,
         page_token: str | None = None,
     ) -> Page[Experiment]:
-        body: dict[str, Any] = {"view_type": view_type.value, "max_results": max_results}
-        if filter_string:
-            body["filter"] = filter_string
-        if order_by:
-            body["order_by"] = list(order_by)
-        if page_token:
-            body["page_token"] = page_token
-        found = self._post("/experiments/search", body)
+        body = {"view_type": view_type.value, "max_results": max_results}
+        found = self._search("/experiments/search", body, filter_string, order_by, page_token)
         return Page(
             [_experiment(e) for e in found.get("experiments", [])], found.get("next_page_token")
         )
@@ -194,13 +204,7 @@ class RestStore:
             "run_view_type": run_view_type.value,
             "max_results": max_results,
         }
-        if filter_string:
-            body["filter"] = filter_string
-        if order_by:
-            body["order_by"] = list(order_by)
-        if page_token:
-            body["page_token"] = page_token
-        found = self._post("/runs/search", body)
+        found = self._search("/runs/search", body, filter_string, order_by, page_token)
         return Page([_run(r) for r in found.get("runs", [])], found.get("next_page_token"))
 
     def update_run(
@@ -356,14 +360,9 @@ class RestStore:
         order_by: Sequence[Mapping[str, Any]] | None = None,
         page_token: str | None = None,
     ) -> Page[LoggedModel]:
-        body: dict[str, Any] = {"experiment_ids": list(experiment_ids), "max_results": max_results}
-        if filter_string:
-            body["filter"] = filter_string
-        if order_by:
-            body["order_by"] = [dict(o) for o in order_by]
-        if page_token:
-            body["page_token"] = page_token
-        found = self._post("/logged-models/search", body)
+        body = {"experiment_ids": list(experiment_ids), "max_results": max_results}
+        orders = [dict(o) for o in order_by or ()]
+        found = self._search("/logged-models/search", body, filter_string, orders, page_token)
         return Page(
             [_logged_model(m) for m in found.get("models", [])], found.get("next_page_token")
         )
