@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.conftest import stop_process
+
 GIT = [
     "git",
     "-c",
@@ -110,12 +112,7 @@ def git_daemon(base: Path) -> Iterator[str]:
         wait_for_port(port, proc)
         yield f"git://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace=5)
         if proc.stderr is not None:
             proc.stderr.close()
 

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import stop_process
+
 MLFLOW_VERSION = "3.17.2"
 CLIENT_PACKAGES = [f"mlflow=={MLFLOW_VERSION}", "scikit-learn"]
 COMPLETE_MARKER = ".reprorun-complete"
@@ -170,12 +172,7 @@ class TrackingServer:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 @contextlib.contextmanager

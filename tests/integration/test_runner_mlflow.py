@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import reprorun_cli
+from tests.conftest import reprorun_cli, stop_process
 from tests.integration.mlflow_env import client_python, free_port
 
 pytestmark = pytest.mark.slow
@@ -170,12 +170,7 @@ def mlflow_server(mlflow_python: Path, tmp_path_factory: pytest.TempPathFactory)
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace=20)
         log.close()
 
 
