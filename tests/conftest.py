@@ -80,3 +80,12 @@ def postgres_url() -> Iterator[str]:
     """
     with pg.fresh_schema() as url:
         yield url
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--screenshots",
+        metavar="DIR",
+        default=None,
+        help="Browser tests save screenshots of the UI's main pages into DIR.",
+    )

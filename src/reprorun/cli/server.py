@@ -104,3 +104,44 @@ def add(file: str, user: str, password: str) -> None:
 
     add_user(Path(file), user, password)
     click.echo(f"{user} added to {file}")
+
+
+@cli.command("ui")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port", default=5000, show_default=True, type=int, help="Port to bind (0: any free port)."
+)
+@click.option(
+    "--backend-store-uri",
+    metavar="URI",
+    help="Store to browse (default: the embedded store, REPRORUN_TRACKING_URI or "
+    "~/.reprorun/store.db).",
+)
+@click.option("--browser/--no-browser", default=True, show_default=True, help="Open the page.")
+@handle_errors
+def ui(host: str, port: int, backend_store_uri: str | None, browser: bool) -> None:
+    """Browse, chart and compare runs in the web browser.
+
+    Serves the UI (and MLflow's REST API) over the embedded store on 127.0.0.1 and opens
+    the page. When the tracking URI names a server, opens that server's page instead:
+    `reprorun server` serves the same UI.
+    """
+    from reprorun.config import resolve_tracking
+    from reprorun.server.app import ServerConfig
+    from reprorun.server.run import open_browser_when_ready, pick_port, serve
+
+    target = resolve_tracking(backend_store_uri)
+    if target.is_remote:
+        click.echo(f"The UI of {target.uri} is at {target.uri.rstrip('/')}/", err=True)
+        if browser:
+            import webbrowser
+
+            webbrowser.open(target.uri.rstrip("/") + "/")
+        return
+    port = pick_port(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/"
+    click.echo(f"reprorun UI at {url} over {target.uri} (Ctrl-C stops it)", err=True)
+    if browser:
+        open_browser_when_ready(url, host, port)
+    serve(ServerConfig(backend_store_uri=backend_store_uri), host=host, port=port)

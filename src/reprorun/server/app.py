@@ -35,6 +35,7 @@ from reprorun.server.rest_mlflow import (
     invalid,
     openapi,
 )
+from reprorun.server.ui import ui_routes
 
 CONFIG_ENV = "REPRORUN_SERVER_CONFIG"  # how --workers processes receive the configuration
 MiB = 1024 * 1024
@@ -105,6 +106,16 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     inline = getattr(getattr(store, "db", None), "dialect", "") == "sqlite"
 
     async def rest(request: Request) -> Response:
+        if request.url.path.startswith("/ajax-api/") and not _is_json(request):
+            # The browser's path: only a JSON body, which another site's page cannot send
+            # without the browser asking this server first (no cross-site form posts).
+            return _error(
+                ApiError(
+                    415,
+                    "INVALID_PARAMETER_VALUE",
+                    "Send the request body as JSON (Content-Type: application/json).",
+                )
+            )
         try:
             body = await _read_body(request, config.max_request_bytes)
         except _BodyTooLarge:
@@ -164,6 +175,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
             Route(ARTIFACTS_API + "/{path:path}", artifact, methods=["GET", "PUT", "DELETE"]),
             Route("/api/2.0/mlflow/{rest:path}", rest, methods=methods),
             Route("/ajax-api/2.0/mlflow/{rest:path}", rest, methods=methods),
+            *ui_routes(store, json_response),
         ],
         lifespan=_closing(store),
     )
@@ -171,6 +183,12 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     if authenticator is not None:
         app.add_middleware(AuthMiddleware, authenticator=authenticator)
     return app
+
+
+def _is_json(request: Request) -> bool:
+    if request.method in ("GET", "HEAD"):
+        return True
+    return request.headers.get("content-type", "").split(";")[0].strip() == "application/json"
 
 
 def _closing(store: Any) -> Any:

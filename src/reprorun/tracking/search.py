@@ -358,7 +358,9 @@ def parse_order_by(items: Sequence[str] | None, allowed_attributes: set[str]) ->
 
 # --- SQL --------------------------------------------------------------------------------------
 
-RUN_ORDER_ATTRIBUTES = {*_RUN_STRING_ATTRIBUTES, *_RUN_NUMERIC_ATTRIBUTES} - {"lifecycle_stage"}
+RUN_SEARCH_ATTRIBUTES = {*_RUN_STRING_ATTRIBUTES, *_RUN_NUMERIC_ATTRIBUTES} - {"lifecycle_stage"}
+# Beyond MLflow: runs can also be ordered by how long they took (the UI's duration column).
+RUN_ORDER_ATTRIBUTES = RUN_SEARCH_ATTRIBUTES | {"duration"}
 
 
 class SqlBuilder:
@@ -411,7 +413,7 @@ def compile_runs_filter(clauses: Sequence[Clause], sql: SqlBuilder, run: str = "
             if column is None:
                 raise SearchError(
                     f"Invalid filter: unknown attribute {c.key!r}; searchable attributes are "
-                    f"{', '.join(sorted(RUN_ORDER_ATTRIBUTES))}."
+                    f"{', '.join(sorted(RUN_SEARCH_ATTRIBUTES))}."
                 )
             value = c.value
             if key in _RUN_NUMERIC_ATTRIBUTES and isinstance(value, float) and value.is_integer():
@@ -439,7 +441,10 @@ def compile_runs_order(order: Sequence[OrderBy], sql: SqlBuilder, run: str = "r"
         direction = "ASC" if o.ascending else "DESC"
         if o.entity == ATTRIBUTE:
             key = o.key.lower()
-            column = f"{run}.{_RUN_STRING_ATTRIBUTES.get(key) or _RUN_NUMERIC_ATTRIBUTES[key]}"
+            if key == "duration":
+                column = f"({run}.end_time - {run}.start_time)"
+            else:
+                column = f"{run}.{_RUN_STRING_ATTRIBUTES.get(key) or _RUN_NUMERIC_ATTRIBUTES[key]}"
             # NULLs (a running run's end_time) last on every database.
             terms.append(f"CASE WHEN {column} IS NULL THEN 1 ELSE 0 END")
             terms.append(f"{column} {direction}")

@@ -377,6 +377,51 @@ class SqlStore:
             )
         return result
 
+    def experiment_summaries(self, view: str = "active") -> list[dict[str, Any]]:
+        """Experiments with their number of active runs and last activity (the latest run
+        start or end, else the experiment's own update), newest activity first."""
+        stages = {"active": "('active')", "deleted": "('deleted')", "all": "('active', 'deleted')"}
+        where = f"WHERE lifecycle_stage IN {stages[view]}"
+
+        def read(conn: Connection) -> list[dict[str, Any]]:
+            counts = {
+                str(eid): (n, last)
+                for eid, n, last in conn.fetch(
+                    "SELECT experiment_id, COUNT(*), MAX(COALESCE(end_time, start_time)) "
+                    "FROM runs WHERE lifecycle_stage = 'active' GROUP BY experiment_id"
+                )
+            }
+            summaries = []
+            for exp in self._experiments(conn, where, {}):
+                n, last = counts.get(exp.experiment_id, (0, None))
+                summary = exp.to_dict()
+                summary["run_count"] = n
+                summary["last_activity"] = max(last or 0, exp.last_update_time or 0) or None
+                summaries.append(summary)
+            summaries.sort(key=lambda s: -(s["last_activity"] or 0))
+            return summaries
+
+        return self.db.read(read)
+
+    def run_keys(self, experiment_ids: Sequence[str], limit: int = 2000) -> dict[str, list[str]]:
+        """The param, metric and tag keys used by the experiments' active runs (sorted)."""
+        ids = {f"e{i}": _exp_int(e) for i, e in enumerate(experiment_ids)}
+        in_list = ", ".join(":" + k for k in ids)
+
+        def read(conn: Connection) -> dict[str, list[str]]:
+            found = {}
+            for name, table in (("params", "params"), ("metrics", "latest_metrics"), ("tags", "tags")):
+                rows = conn.fetch(
+                    f'SELECT DISTINCT x."key" FROM {table} x JOIN runs r ON r.run_uuid = x.run_uuid '
+                    f"WHERE r.experiment_id IN ({in_list}) AND r.lifecycle_stage = 'active' "
+                    f'ORDER BY x."key" LIMIT {int(limit)}',
+                    ids,
+                )
+                found[name] = [r[0] for r in rows]
+            return found
+
+        return self.db.read(read)
+
     # --- runs -----------------------------------------------------------------------------
 
     def create_run(

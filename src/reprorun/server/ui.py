@@ -1,0 +1,227 @@
+"""The web UI: one static page (``ui/static``, no build step, nothing fetched from the
+internet) and the few read-only endpoints it needs beyond MLflow's REST API, under
+``/ui-api``: experiment summaries, the keys of an experiment's runs, a run's log from an
+offset, its artifact files and logged models.
+
+Everything a user typed reaches the page as JSON and is rendered as text by ``app.js``; the
+artifact endpoints serve only files under the run's (or model's) artifact folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from reprorun.server.rest_mlflow import ApiError, error_for, invalid
+
+STATIC = Path(__file__).parent / "ui" / "static"
+LOG_CHUNK = 256 * 1024  # the most log text one request returns
+PREVIEW_BYTES = 512 * 1024  # the most of a file the page previews
+
+
+def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list[Any]:
+    """Routes for the page and its endpoints over ``store`` (a SqlStore)."""
+
+    def endpoint(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def call(request: Request) -> Response:
+            try:
+                result = await run_in_threadpool(fn, request)
+            except Exception as exc:  # a clear message for the page, never a traceback
+                error = error_for(exc)
+                return json_response(error.status, error.body())
+            return result if isinstance(result, Response) else json_response(200, result)
+
+        return call
+
+    def experiments(request: Request) -> Any:
+        view = request.query_params.get("view", "active")
+        if view not in ("active", "deleted", "all"):
+            raise invalid(f"Invalid view {view!r}: use active, deleted or all.")
+        return {"experiments": store.experiment_summaries(view)}
+
+    def keys(request: Request) -> Any:
+        ids = request.query_params.getlist("experiment_id")
+        if not ids:
+            raise invalid("Name at least one experiment_id.")
+        return store.run_keys(ids)
+
+    def log(request: Request) -> Any:
+        run = store.get_run(request.path_params["run_id"])
+        offset = _int_param(request, "offset", 0)
+        path = run.data.tags.get("reprorun.log", "logs/run.log")
+        status = run.info.status.value
+        try:
+            target = _artifact_file(run.info.artifact_uri, path)
+        except ApiError:  # no log (yet): the run did not start, or logs elsewhere
+            return {"text": "", "offset": 0, "size": 0, "status": status, "exists": False}
+        with open(target, "rb") as f:
+            size = f.seek(0, 2)
+            start = offset if 0 <= offset <= size else 0
+            # Only the tail of a huge log on the first request; the page follows from there.
+            if offset == 0 and size > LOG_CHUNK:
+                start = size - LOG_CHUNK
+            f.seek(start)
+            data = f.read(LOG_CHUNK)
+        return {
+            "text": data.decode("utf-8", errors="replace"),
+            "start": start,
+            "offset": start + len(data),
+            "size": size,
+            "status": status,
+            "exists": True,
+        }
+
+    def artifact(request: Request) -> Any:
+        run = store.get_run(request.path_params["run_id"])
+        return _file_response(request, run.info.artifact_uri)
+
+    def model_artifact(request: Request) -> Any:
+        model = store.get_logged_model(request.path_params["model_id"])
+        return _file_response(request, model.artifact_location)
+
+    def models(request: Request) -> Any:
+        """The run's logged models (MLflow 3), each with its MLmodel description."""
+        run_id = request.path_params["run_id"]
+        run = store.get_run(run_id)
+        found = store.search_logged_models(
+            [run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'",
+            max_results=100,
+        )
+        result = [
+            {
+                **model.to_dict(),
+                "uri": f"runs:/{run.info.run_id}/{model.name}",
+                "description": _mlmodel(model.artifact_location, "MLmodel"),
+            }
+            for model in found
+        ]
+        # Models logged the MLflow 2 way (reprorun.log_model too) live among the run's
+        # artifacts, listed in the mlflow.log-model.history tag.
+        for entry in _model_history(run.data.tags.get("mlflow.log-model.history")):
+            path = str(entry.get("artifact_path") or "")
+            if not path or any(m["name"] == path for m in result):
+                continue
+            result.append(
+                {
+                    "model_id": str(entry.get("model_uuid") or ""),
+                    "name": path,
+                    "status": "READY",
+                    "model_type": ", ".join(sorted(entry.get("flavors") or {})),
+                    "artifact_location": f"{run.info.artifact_uri.rstrip('/')}/{path}",
+                    "uri": f"runs:/{run.info.run_id}/{path}",
+                    "description": _mlmodel(run.info.artifact_uri, f"{path}/MLmodel"),
+                }
+            )
+        return {"models": result}
+
+    async def index(_: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def ui_root(_: Request) -> Response:
+        return RedirectResponse("/")
+
+    return [
+        Route("/", index),
+        Route("/ui", ui_root),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        Route("/ui-api/experiments", endpoint(experiments)),
+        Route("/ui-api/keys", endpoint(keys)),
+        Route("/ui-api/runs/{run_id}/log", endpoint(log)),
+        Route("/ui-api/runs/{run_id}/artifact", endpoint(artifact)),
+        Route("/ui-api/runs/{run_id}/models", endpoint(models)),
+        Route("/ui-api/models/{model_id}/artifact", endpoint(model_artifact)),
+    ]
+
+
+def _mlmodel(artifact_uri: str, path: str) -> str | None:
+    """The text of a model's MLmodel file (its flavors, signature, sizes), if it has one."""
+    try:
+        text = _artifact_file(artifact_uri, path).read_text(encoding="utf-8", errors="replace")
+    except (ApiError, OSError):
+        return None
+    return text[:PREVIEW_BYTES]
+
+
+def _model_history(tag: str | None) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        entries = json.loads(tag or "[]")
+    except ValueError:
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise invalid(f"Invalid {name} {raw!r}: expected an integer.") from None
+
+
+def _artifact_file(artifact_uri: str, raw_path: str) -> Path:
+    """The file ``raw_path`` names under an artifact folder; refused if it is not one or
+    would leave the folder (``..``, absolute paths, symbolic links pointing out)."""
+    from reprorun.server.app import safe_artifact_path
+    from reprorun.tracking.artifacts import local_dir
+
+    if not raw_path:
+        raise invalid("Name the artifact with ?path=.")
+    relative = safe_artifact_path(raw_path)
+    try:
+        root = local_dir(artifact_uri).resolve()
+    except Exception as exc:
+        raise invalid(str(exc)) from None
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root):
+        raise invalid(f"Invalid artifact path {raw_path!r}: it leaves the run's artifact folder.")
+    if not target.is_file():
+        kind = "a folder" if target.is_dir() else "not there"
+        raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Artifact {raw_path!r} is {kind}.")
+    return target
+
+
+def _file_response(request: Request, artifact_uri: str) -> Response:
+    target = _artifact_file(artifact_uri, request.query_params.get("path", ""))
+    # ?preview=1: the file's first bytes, as text, for the page to show.
+    if request.query_params.get("preview"):
+        with open(target, "rb") as f:
+            data = f.read(PREVIEW_BYTES)
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"X-Truncated": "1" if target.stat().st_size > len(data) else "0"},
+        )
+    disposition = "inline" if request.query_params.get("inline") else "attachment"
+    # Only images are shown in the page; everything else downloads as bytes, so an uploaded
+    # .html or .svg artifact can never run script in the UI's origin.
+    media_type = _image_type(target) if disposition == "inline" else None
+    return FileResponse(
+        target,
+        filename=target.name,
+        media_type=media_type or "application/octet-stream",
+        content_disposition_type=disposition if media_type else "attachment",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _image_type(path: Path) -> str | None:
+    return {
+        ".png": "image/png",
+        ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg",
+        ".gif": "image/gif",
+        ".webp": "image/webp",
+        ".bmp": "image/bmp",
+    }.get(path.suffix.lower())
