@@ -24,7 +24,9 @@ import pytest
 from tests.conftest import IRIS, reprorun_cli
 from tests.integration.server_proc import ServerProcess, server_process
 
-CHROMIUM = os.environ.get("REPRORUN_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = (
+    os.environ.get("REPRORUN_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+)
 # Headless chromium on a closed network: no background calls to Google's hosts, no GPU.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -80,7 +82,11 @@ def _seed_synthetic(store: Any, experiment_id: str) -> dict[str, str]:
     t0 = 1_780_000_000_000
     runs = {}
     for n, (name, depth, cp) in enumerate(
-        [("tree-depth-2", 2, 0.05), ("tree-depth-5", 5, 0.01), ("<script>alert(1)</script>", 3, 0.02)]
+        [
+            ("tree-depth-2", 2, 0.05),
+            ("tree-depth-5", 5, 0.01),
+            ("<script>alert(1)</script>", 3, 0.02),
+        ]
     ):
         run = store.create_run(
             experiment_id,
@@ -141,8 +147,18 @@ def _real_iris_run(server: ServerProcess, workdir: Path) -> str:
     subprocess.run([*git, "remote", "add", "origin", REPO_URL + ".git"], check=True)
     env = dict(os.environ, REPRORUN_TRACKING_URI=server.url)
     result = reprorun_cli(
-        "run", str(checkout), "--env-manager", "local", "--experiment-name", "workshop",
-        "--run-name", "iris-real", "-P", "max_depth=3", env=env, timeout=300,
+        "run",
+        str(checkout),
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "workshop",
+        "--run-name",
+        "iris-real",
+        "-P",
+        "max_depth=3",
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     for line in result.stderr.splitlines():
@@ -206,9 +222,11 @@ def page(browser: Any, seeded: Seeded) -> Iterator[Any]:
     # No request may leave the machine: everything the page loads comes from the server.
     tab.on(
         "request",
-        lambda request: None
-        if request.url.startswith((seeded.url, "data:", "blob:", "about:"))
-        else outside.append(request.url),
+        lambda request: (
+            None
+            if request.url.startswith((seeded.url, "data:", "blob:", "about:"))
+            else outside.append(request.url)
+        ),
     )
     yield tab
     context.close()

@@ -43,7 +43,9 @@ def test_experiments_list_counts_runs_and_manages_experiments(
     page.get_by_role("button", name="Create").click()
     expect(table.locator(".exp-name", has_text="made-in-the-browser")).to_be_visible()
     page.fill("#new-experiment", "made-in-the-browser")
-    page.get_by_role("button", name="Create").click()  # a duplicate name: MLflow's message, in the page
+    page.get_by_role(
+        "button", name="Create"
+    ).click()  # a duplicate name: MLflow's message, in the page
     expect(page.locator(".error")).to_contain_text("already exists")
 
     by_name = table.locator("tr", has=page.locator(".exp-name", has_text="to-rename"))

@@ -174,3 +174,52 @@ def test_an_identical_metric_point_is_stored_once(store: SqlStore) -> None:
     store.log_batch(run_id, metrics=[point, point, Metric("loss", 0.5, 1001, 3)])
     history = store.get_metric_history(run_id, "loss")
     assert [(m.value, m.timestamp, m.step) for m in history] == [(0.5, 1000, 3), (0.5, 1001, 3)]
+
+
+def test_experiment_summaries_count_active_runs_and_last_activity(store: SqlStore) -> None:
+    busy = store.create_experiment("busy")
+    store.create_experiment("empty")
+    first = store.create_run(busy, start_time=1_000).info.run_id
+    store.create_run(busy, start_time=2_000)
+    gone = store.create_run(busy, start_time=9_000).info.run_id
+    store.update_run(first, status=RunStatus.FINISHED, end_time=5_000)
+    store.delete_run(gone)  # deleted runs are not counted
+    summaries = {s["name"]: s for s in store.experiment_summaries()}
+    assert set(summaries) == {"Default", "busy", "empty"}
+    assert summaries["busy"]["run_count"] == 2
+    # The latest start or end of its runs, unless the experiment itself changed later.
+    busy_update = store.get_experiment(busy).last_update_time
+    assert summaries["busy"]["last_activity"] == max(5_000, busy_update)
+    assert summaries["empty"]["run_count"] == 0
+    store.delete_experiment(busy)
+    assert [s["name"] for s in store.experiment_summaries("deleted")] == ["busy"]
+    assert {s["name"] for s in store.experiment_summaries("all")} == {"Default", "busy", "empty"}
+
+
+def test_run_keys_list_the_keys_of_the_experiments_runs(store: SqlStore) -> None:
+    a = store.create_experiment("a")
+    b = store.create_experiment("b")
+    run_a = store.create_run(a, params={"lr": "1"}, tags={"team": "x"}).info.run_id
+    store.log_metric(run_a, Metric("acc", 0.5, 1))
+    run_b = store.create_run(b, params={"depth": "3"}).info.run_id
+    store.log_metric(run_b, Metric("loss", 0.1, 1))
+    keys = store.run_keys([a, b])
+    assert keys["params"] == ["depth", "lr"]
+    assert keys["metrics"] == ["acc", "loss"]
+    assert "team" in keys["tags"]
+    assert store.run_keys([b])["params"] == ["depth"]
+    with pytest.raises(ResourceNotFound):
+        store.run_keys(["not-a-number"])
+
+
+def test_runs_order_by_duration(store: SqlStore) -> None:
+    exp = store.create_experiment("durations")
+    for name, start, end in (("slow", 0, 9_000), ("fast", 1_000, 2_000), ("mid", 2_000, 6_000)):
+        run_id = store.create_run(exp, run_name=name, start_time=start).info.run_id
+        store.update_run(run_id, status=RunStatus.FINISHED, end_time=end)
+    store.create_run(exp, run_name="running", start_time=3_000)
+    names = lambda order: [  # noqa: E731
+        r.info.run_name for r in store.search_runs([exp], order_by=[order])
+    ]
+    assert names("attributes.duration") == ["fast", "mid", "slow", "running"]
+    assert names("attributes.duration DESC") == ["slow", "mid", "fast", "running"]

@@ -97,7 +97,11 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
         )
         result = [
             {
-                **model.to_dict(),
+                "model_id": model.model_id,
+                "name": model.name,
+                "status": model.status.value,
+                "model_type": model.model_type,
+                "artifact_location": model.artifact_location,
                 "uri": f"runs:/{run.info.run_id}/{model.name}",
                 "description": _mlmodel(model.artifact_location, "MLmodel"),
             }
