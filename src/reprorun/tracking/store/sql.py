@@ -410,13 +410,11 @@ class SqlStore:
 
         def read(conn: Connection) -> dict[str, list[str]]:
             found = {}
-            for name, table in (
-                ("params", "params"),
-                ("metrics", "latest_metrics"),
-                ("tags", "tags"),
-            ):
+            tables = {"params": "params", "metrics": "latest_metrics", "tags": "tags"}
+            for name, table in tables.items():
                 rows = conn.fetch(
-                    f'SELECT DISTINCT x."key" FROM {table} x JOIN runs r ON r.run_uuid = x.run_uuid '
+                    f'SELECT DISTINCT x."key" FROM {table} x '
+                    "JOIN runs r ON r.run_uuid = x.run_uuid "
                     f"WHERE r.experiment_id IN ({in_list}) AND r.lifecycle_stage = 'active' "
                     f'ORDER BY x."key" LIMIT {int(limit)}',
                     ids,
