@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -201,3 +204,51 @@ def test_the_browser_api_takes_json_bodies_only(server: ServerProcess) -> None:
     assert post("/ajax-api/2.0/mlflow/experiments/create", "application/json") == 200
     # Clients of the REST API proper are not affected.
     assert post("/api/2.0/mlflow/experiments/create", "text/plain") == 200
+
+
+def test_reprorun_ui_serves_the_embedded_store_and_opens_the_browser(
+    tmp_path: Path, home: Path
+) -> None:
+    from reprorun.tracking.store import close_stores, open_store
+    from tests.conftest import reprorun_cli, stop_process
+    from tests.integration.server_proc import free_port
+
+    open_store().create_experiment("seen-by-the-ui")  # the embedded default store
+    close_stores()
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser.sh"  # Python's webbrowser runs $BROWSER with the URL
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    port = free_port()
+    env = dict(os.environ, BROWSER=str(browser))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reprorun", "ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (opened.exists() and opened.read_text().strip()):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the browser was never opened"
+            time.sleep(0.1)
+        url = opened.read_text().strip()
+        assert url == f"http://127.0.0.1:{port}/"
+        with urllib.request.urlopen(url + "ui-api/experiments") as response:
+            names = [e["name"] for e in json.loads(response.read())["experiments"]]
+        assert "seen-by-the-ui" in names
+        # The port is now taken: a second UI says so and how to pick another.
+        busy = reprorun_cli("ui", "--port", str(port), "--no-browser", env=env)
+        assert busy.returncode != 0
+        assert f"Port {port}" in busy.stderr and "--port 0" in busy.stderr
+        assert "Traceback" not in busy.stderr
+    finally:
+        stop_process(proc)
+        if proc.stderr:
+            proc.stderr.close()
+    # With a server as the tracking URI, the UI is that server's page: nothing is started.
+    remote = reprorun_cli(
+        "ui", "--no-browser", env=dict(env, REPRORUN_TRACKING_URI="http://127.0.0.1:9")
+    )
+    assert remote.returncode == 0 and "http://127.0.0.1:9/" in remote.stderr

@@ -244,6 +244,15 @@ def test_bad_input_gets_a_clear_message(page: Any, seeded: Seeded) -> None:
     assert "Traceback" not in page.content()
 
     run_id = seeded.runs["tree-depth-2"]
+    # A link to an artifact outside the run: the server's refusal, in the page.
+    page.goto(f"{seeded.url}/#/runs/{run_id}?artifact=..%2F..%2F..%2Fsecret.txt")
+    refusal = page.locator("#artifact-preview .error")
+    expect(refusal).to_contain_text("must not contain '..'")
+    assert "never served" not in page.content()
+    # The same link to a real file shows it.
+    page.goto(f"{seeded.url}/#/runs/{run_id}?artifact=data%2Fsummary.json")
+    expect(page.locator("#artifact-preview pre[data-kind='json']")).to_contain_text('"depth": 2')
+
     for path in ("../../../secret.txt", "..%2F..%2F..%2Fsecret.txt", "/etc/passwd", "data/../../x"):
         url = f"{seeded.url}/ui-api/runs/{run_id}/artifact?path={path}"
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -273,7 +282,15 @@ def test_live_refresh_follows_a_running_run(page: Any, seeded: Seeded) -> None:
         out.write("epoch 2\n")
     expect(page.locator("#log")).to_contain_text("epoch 2")  # followed without a reload
 
-    from reprorun.tracking.entities import RunStatus
+    # New metric values reach the table and the chart while the run runs.
+    import time
+
+    from reprorun.tracking.entities import Metric, RunStatus
+
+    now = int(time.time() * 1000)
+    store.log_batch(run.info.run_id, metrics=[Metric("loss", 1 / (s + 1), now, s) for s in range(5)])
+    expect(page.locator("#metrics tr[data-key='loss'] td")).to_have_text("0.2")
+    expect(page.locator("#chart svg path[data-points='5']")).to_have_count(1)
 
     store.update_run(run.info.run_id, status=RunStatus.FINISHED)
     expect(page.locator("#run-status")).to_have_text("FINISHED")

@@ -236,7 +236,7 @@ async function route() {
   try {
     if (parts.length === 0) await experimentsPage(page, query);
     else if (parts[0] === "experiments" && parts[1]) await runsPage(page, parts[1].split(","), query);
-    else if (parts[0] === "runs" && parts[1]) await runPage(page, parts[1]);
+    else if (parts[0] === "runs" && parts[1]) await runPage(page, parts[1], query);
     else if (parts[0] === "compare") await comparePage(page, query);
     else page.append(errorBox(`No page at #${parts.join("/")}.`), h("a", { href: "#/" }, "Back to the experiments"));
   } catch (err) {
@@ -400,6 +400,7 @@ async function runsPage(page, experimentIds, query) {
   function header(cols) {
     const [orderKey, orderDir] = order ? [order.replace(/ (ASC|DESC)$/i, ""), /DESC$/i.test(order) ? "DESC" : "ASC"] : ["", ""];
     return h("thead", {}, h("tr", {}, h("th", {}, ""), cols.map((c) => {
+      if (!c.order) return h("th", { "data-column": c.id }, c.label);
       const active = c.order === orderKey;
       const next = active && orderDir === "ASC" ? "DESC" : "ASC";
       return h("th", { class: "sortable", "data-column": c.id, title: `Sort by ${c.label}`,
@@ -408,8 +409,12 @@ async function runsPage(page, experimentIds, query) {
     })));
   }
 
+  const namesById = Object.fromEntries(experiments.map((e) => [e.experiment_id, e.name]));
+  const experimentColumn = { id: "experiment", label: "Experiment", cell: (r) => namesById[r.info.experiment_id] || r.info.experiment_id };
+
   async function load(quiet) {
-    const cols = [...FIXED_COLUMNS, ...columns.map(keyColumn)];
+    // Several experiments: say which each run is in (not sortable: MLflow's grammar has no key for it).
+    const cols = [...FIXED_COLUMNS.slice(0, 2), ...(experimentIds.length > 1 ? [experimentColumn] : []), ...FIXED_COLUMNS.slice(2), ...columns.map(keyColumn)];
     let result;
     try {
       result = await mlflow("runs/search", { method: "POST", body: {
@@ -470,7 +475,7 @@ function kvTable(entries, id, emptyText) {
       : h("tr", {}, h("td", { class: "muted" }, emptyText))));
 }
 
-async function runPage(page, runId) {
+async function runPage(page, runId, query) {
   const run = await getRun(runId);
   const experiment = (await mlflow("experiments/get", { query: { experiment_id: run.info.experiment_id } })).experiment;
   setTitle(runName(run));
@@ -494,7 +499,7 @@ async function runPage(page, runId) {
     ["Entry point", t[TAG.entry] || ""],
     ["Backend", t[TAG.backend] || ""],
     ["Artifact location", h("span", { class: "mono" }, run.info.artifact_uri)],
-  ];
+  ].filter(([, v]) => v !== "");
   if (run.info.lifecycle_stage === "deleted") overview.push(["Lifecycle", "deleted"]);
   if (t[TAG.rerunOf]) overview.push(["Re-run of", h("a", { href: `#/runs/${t[TAG.rerunOf]}` }, t[TAG.rerunOf])]);
   const lockLink = t[TAG.envLock] ? artifactLink(run.info.run_id, t[TAG.envLock], "download") : null;
@@ -505,27 +510,32 @@ async function runPage(page, runId) {
     ["Dirty", t[TAG.dirty] === undefined ? "" : t[TAG.dirty] === "true" ? h("span", {}, "yes: uncommitted changes ", t[TAG.diff] ? artifactLink(run.info.run_id, t[TAG.diff], "(diff)") : null) : "no"],
     ["Subdirectory", t[TAG.subdir] || ""],
     ["Source", t[TAG.sourceUri] || t[TAG.sourceName] || ""],
-    ["Command", h("code", { id: "run-command" }, t[TAG.command] || "")],
-    ["Environment", [t[TAG.env] || "", t[TAG.envPython] ? ` · Python ${t[TAG.envPython]}` : "", t[TAG.envImage] ? ` · image ${t[TAG.envImage]}` : "", t[TAG.envHash] ? h("span", { class: "muted mono" }, ` · ${t[TAG.envHash].slice(0, 12)}`) : ""]],
+    ["Command", t[TAG.command] ? h("code", { id: "run-command" }, t[TAG.command]) : ""],
+    ["Environment", t[TAG.env] ? [t[TAG.env], t[TAG.envPython] ? ` · Python ${t[TAG.envPython]}` : "", t[TAG.envImage] ? ` · image ${t[TAG.envImage]}` : "", t[TAG.envHash] ? h("span", { class: "muted mono" }, ` · ${t[TAG.envHash].slice(0, 12)}`) : ""] : ""],
     ["Environment lock", lockLink ? [h("span", { class: "mono" }, t[TAG.envLock]), " ", lockLink] : ""],
     ["reprorun", t[TAG.reprorunVersion] || ""],
   ].filter(([, v]) => v !== "");
 
-  const metricKeys = Object.keys(run.metrics).sort();
+  const metricsCard = h("div", { class: "card" });
   page.append(h("div", { class: "grid2" },
     h("div", { class: "card" }, h("h2", {}, "Run"), kvTable(overview, "overview", "")),
     h("div", { class: "card" }, h("h2", {}, "Provenance"), kvTable(provenance, "provenance", "No provenance recorded."))));
   page.append(h("div", { class: "grid2" },
     h("div", { class: "card" }, h("h2", {}, `Parameters (${Object.keys(run.params).length})`),
       kvTable(Object.entries(run.params).sort(), "params", "No parameters.")),
-    h("div", { class: "card" }, h("h2", {}, `Metrics (${metricKeys.length})`),
-      kvTable(metricKeys.map((k) => [k, h("span", { class: "mono" }, fmtNumber(run.metrics[k]))]), "metrics", "No metrics."))));
-
-  if (metricKeys.length) {
-    const chartCard = h("div", { class: "card", id: "chart-card" }, h("h2", {}, "Charts"));
-    page.append(chartCard);
-    metricChart(chartCard, [run], metricKeys);
+    metricsCard));
+  const chartCard = h("div", { class: "card", id: "chart-card" }, h("h2", {}, "Charts"));
+  page.append(chartCard);
+  let chart = null;
+  function showMetrics(current) {
+    const keys = Object.keys(current.metrics).sort();
+    metricsCard.replaceChildren(h("h2", {}, `Metrics (${keys.length})`),
+      kvTable(keys.map((k) => [k, h("span", { class: "mono" }, fmtNumber(current.metrics[k]))]), "metrics", "No metrics."));
+    chartCard.classList.toggle("hidden", keys.length === 0);
+    if (!keys.length) return;
+    if (chart) chart.update([current], keys); else chart = metricChart(chartCard, [current], keys);
   }
+  showMetrics(run);
 
   const models = h("div", { class: "card", id: "models" }, h("h2", {}, "Logged models"), h("p", { class: "muted" }, "Loading…"));
   const artifacts = h("div", { class: "card", id: "artifacts" }, h("h2", {}, "Artifacts"));
@@ -535,9 +545,22 @@ async function runPage(page, runId) {
     kvTable(Object.entries(run.tags).sort(), "tags", "No tags.")));
 
   followLog(logCard, run, status);
-  artifactBrowser(artifacts, run.info.run_id);
+  artifactBrowser(artifacts, run.info.run_id, query.get("artifact"));
   showModels(models, run.info.run_id);
+  if (isActive(run.info.status)) {
+    // While it runs: new metric values in the table and the chart, and the status.
+    const id = every(LIVE_MS, async () => {
+      try {
+        const current = await getRun(run.info.run_id);
+        showMetrics(current);
+        status.replaceChildren(statusBadge(current.info.status));
+        if (!isActive(current.info.status)) clearInterval(id);
+      } catch (_) { /* the log card shows connection errors */ }
+    });
+  }
 }
+
+function isActive(status) { return status === "RUNNING" || status === "SCHEDULED"; }
 
 function artifactUrl(runId, path, extra) {
   const query = new URLSearchParams({ path, ...extra });
@@ -549,7 +572,7 @@ function artifactLink(runId, path, label) {
 }
 
 function followLog(card, run, statusHolder) {
-  const pre = h("pre", { class: "log", id: "log" });
+  const pre = h("pre", { class: "log hidden", id: "log" });
   const follow = h("input", { type: "checkbox", checked: true, id: "follow-log" });
   const note = h("span", { class: "muted" });
   card.append(h("div", { class: "toolbar" }, h("label", {}, follow, " follow"), note), pre);
@@ -562,6 +585,7 @@ function followLog(card, run, statusHolder) {
       else {
         if (offset === 0 && part.start > 0) pre.append(`[… the first ${fmtSize(part.start)} are in the log artifact]\n`);
         if (part.text) pre.append(part.text);
+        pre.classList.remove("hidden");
         offset = part.offset;
         note.textContent = `${fmtSize(part.size)}${part.status === "RUNNING" ? " · following" : ""}`;
         if (follow.checked) pre.scrollTop = pre.scrollHeight;
@@ -582,7 +606,7 @@ function followLog(card, run, statusHolder) {
   });
 }
 
-function artifactBrowser(card, runId) {
+function artifactBrowser(card, runId, initial) {
   const tree = h("div", { class: "tree" });
   const preview = h("div", { id: "artifact-preview" });
   const message = h("div", {});
@@ -609,6 +633,9 @@ function artifactBrowser(card, runId) {
             if (selectedItem) selectedItem.classList.remove("selected");
             selectedItem = li; li.classList.add("selected");
             showPreview(preview, runId, f.path, f.file_size);
+            // The address names the file shown, so the view can be shared or reloaded.
+            const { parts } = parseHash();
+            history.replaceState(null, "", `#/${parts.map(encodeURIComponent).join("/")}?artifact=${encodeURIComponent(f.path)}`);
           } }, name),
           h("span", { class: "size" }, fmtSize(f.file_size)),
           h("span", { class: "file-actions" }, h("a", { href: artifactUrl(runId, f.path), download: name, class: "download" }, "download")));
@@ -620,6 +647,7 @@ function artifactBrowser(card, runId) {
   const top = h("ul", {});
   tree.append(top);
   list("", top);
+  if (initial) showPreview(preview, runId, initial);
 }
 
 const TEXT_EXTENSIONS = /\.(txt|log|md|py|r|sh|yaml|yml|toml|cfg|ini|lock|diff|patch|json|csv|tsv|mlmodel|html|xml|js|css|sql)$|(^|\/)(MLmodel|MLproject|requirements[^/]*|Dockerfile|conda\.yaml|python_env\.yaml)$/i;
@@ -627,7 +655,7 @@ const IMAGE_EXTENSIONS = /\.(png|jpe?g|gif|webp|bmp)$/i;
 
 async function showPreview(target, runId, path, size) {
   const name = path.split("/").pop();
-  const title = h("div", { class: "toolbar" }, h("strong", {}, name), h("span", { class: "muted" }, fmtSize(size)),
+  const title = h("div", { class: "toolbar" }, h("strong", {}, name), h("span", { class: "muted" }, size === undefined ? "" : fmtSize(size)),
     h("a", { href: artifactUrl(runId, path), download: name }, "download"));
   target.replaceChildren(title);
   if (IMAGE_EXTENSIONS.test(path)) {
@@ -750,6 +778,16 @@ function metricChart(card, runs, metricKeys) {
   [metric, xAxis, logScale].forEach((el) => el.addEventListener("change", draw));
   smoothing.addEventListener("input", draw);
   draw();
+  return {
+    /** New values of running runs: re-read the histories, keep the user's choices. */
+    update(newRuns, newKeys) {
+      runs = newRuns;
+      cache.clear();
+      const chosen = metric.value;
+      metric.replaceChildren(...newKeys.map((k) => h("option", { value: k, selected: k === chosen }, k)));
+      draw();
+    },
+  };
 }
 
 /** Rounded tick values covering [lo, hi]. */
