@@ -541,6 +541,11 @@ def _guarded_requests(tag: str) -> list[tuple[str, str, bytes | None]]:
         ("GET", f"{ARTIFACTS}/{tag}/file.txt", None),
         ("GET", f"{ARTIFACTS}?path={tag}", None),
         ("DELETE", f"{ARTIFACTS}/{tag}/file.txt", None),
+        # The web UI: the page, its assets and its endpoints (a browser asks for basic auth).
+        ("GET", "/", None),
+        ("GET", "/static/app.js", None),
+        ("GET", "/ui-api/experiments", None),
+        ("GET", "/ui-api/keys?experiment_id=0", None),
     ]
 
 

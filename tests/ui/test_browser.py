@@ -288,7 +288,9 @@ def test_live_refresh_follows_a_running_run(page: Any, seeded: Seeded) -> None:
     from reprorun.tracking.entities import Metric, RunStatus
 
     now = int(time.time() * 1000)
-    store.log_batch(run.info.run_id, metrics=[Metric("loss", 1 / (s + 1), now, s) for s in range(5)])
+    store.log_batch(
+        run.info.run_id, metrics=[Metric("loss", 1 / (s + 1), now, s) for s in range(5)]
+    )
     expect(page.locator("#metrics tr[data-key='loss'] td")).to_have_text("0.2")
     expect(page.locator("#chart svg path[data-points='5']")).to_have_count(1)
 

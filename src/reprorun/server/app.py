@@ -1,5 +1,6 @@
 """``reprorun server``: the ASGI app (Starlette) serving MLflow's REST API, the artifact proxy,
-``/health`` and ``/openapi.json``, behind optional authentication and body-size limits.
+the web UI (``ui.py``), ``/health`` and ``/openapi.json``, behind optional authentication and
+body-size limits.
 
 The REST logic lives in ``rest_mlflow.py``; this module only adapts HTTP to it and streams
 artifacts to and from disk in chunks (never a whole file in memory).
@@ -157,6 +158,13 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
             ("GET", ARTIFACTS_API + "/{artifact_path}", "Download an artifact (streamed)."),
             ("PUT", ARTIFACTS_API + "/{artifact_path}", "Upload an artifact (streamed)."),
             ("DELETE", ARTIFACTS_API + "/{artifact_path}", "Delete an artifact."),
+            ("GET", "/", "The web UI (static page; assets under /static)."),
+            ("GET", "/ui-api/experiments", "Experiments with runs count and last activity."),
+            ("GET", "/ui-api/keys", "Param, metric and tag keys of experiments' runs."),
+            ("GET", "/ui-api/runs/{run_id}/log", "A run's log from ?offset= (live follow)."),
+            ("GET", "/ui-api/runs/{run_id}/artifact", "A run's artifact file ?path=."),
+            ("GET", "/ui-api/runs/{run_id}/models", "A run's logged models, with MLmodel."),
+            ("GET", "/ui-api/models/{model_id}/artifact", "A logged model's file ?path=."),
             ("GET", "/health", "Liveness: 200 OK."),
             ("GET", "/version", "The server's version."),
         ],
