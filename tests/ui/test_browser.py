@@ -299,3 +299,19 @@ def test_live_refresh_follows_a_running_run(page: Any, seeded: Seeded) -> None:
     page.go_back()
     expect(page.locator("#runs [data-status='FINISHED']")).to_have_count(1)
     expect(page.locator("#live")).to_be_hidden()
+
+
+def test_runs_of_several_experiments_in_one_table(page: Any, seeded: Seeded) -> None:
+    page.goto(seeded.url)
+    for experiment_id in (seeded.experiment_id, seeded.big_experiment_id):
+        page.check(f"tr[data-experiment-id='{experiment_id}'] input[type=checkbox]")
+    page.get_by_role("button", name="Runs of selected experiments").click()
+    expect(page.locator("h1")).to_contain_text("2 experiments")
+    page.fill("#filter", "attributes.run_name LIKE 'tree-depth-%' or")
+    page.press("#filter", "Enter")
+    expect(page.locator("#runs-message .error")).to_contain_text("OR")
+    page.fill("#filter", "attributes.run_name IN ('tree-depth-2', 'point-00003')")
+    page.press("#filter", "Enter")
+    cells = page.locator("#runs tbody td[data-column='experiment']")
+    expect(cells).to_have_count(2)
+    assert sorted(cells.all_inner_texts()) == ["sweep-10k", "workshop"]
