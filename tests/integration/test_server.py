@@ -658,6 +658,23 @@ def test_default_bind_is_loopback_only(tmp_path: Path) -> None:
                 assert sock.connect_ex((address, srv.port)) != 0, f"reachable on {address}"
 
 
+def test_a_loopback_server_answers_to_loopback_names_only(tmp_path: Path) -> None:
+    """A page on evil.example rebinding its name to 127.0.0.1 (DNS rebinding) sends
+    ``Host: evil.example``: refused, so it can neither read runs nor post to the UI's API."""
+    with server_process(tmp_path / "srv") as srv:
+        for host in ("127.0.0.1", f"127.0.0.1:{srv.port}", f"localhost:{srv.port}", "[::1]:80"):
+            assert send(srv, "GET", "/health", headers={"Host": host}).status == 200, host
+        for host in ("evil.example", f"evil.example:{srv.port}", "127.0.0.1.evil.example", ""):
+            reply = send(srv, "GET", f"{API}/experiments/search", headers={"Host": host})
+            assert_error(reply, 403, "PERMISSION_DENIED")
+            assert "--allowed-hosts" in json.loads(reply.body)["message"]
+    with server_process(tmp_path / "named", "--allowed-hosts", "runs.internal") as srv:
+        assert send(srv, "GET", "/health", headers={"Host": "runs.internal:5000"}).status == 200
+        assert send(srv, "GET", "/health", headers={"Host": "127.0.0.1"}).status == 403
+    with server_process(tmp_path / "any", "--allowed-hosts", "*") as srv:
+        assert send(srv, "GET", "/health", headers={"Host": "whatever"}).status == 200
+
+
 # --- 4. load: concurrent writers lose and duplicate nothing ------------------------------------
 
 

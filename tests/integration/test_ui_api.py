@@ -59,6 +59,7 @@ def test_the_page_and_its_assets_come_from_the_server_only(server: ServerProcess
     assert status == 200 and headers["content-type"].startswith("text/html")
     html = body.decode()
     assert "Content-Security-Policy" in html and "default-src 'self'" in html
+    assert headers["x-frame-options"] == "DENY"
     for name in ("app.js", "app.css", "favicon.svg"):
         status, _, _ = get(server, f"/static/{name}")
         assert status == 200, name

@@ -39,6 +39,12 @@ from reprorun.cli import cli, handle_errors
     help="Require basic auth against this file of hashed passwords (reprorun server-user add).",
 )
 @click.option(
+    "--allowed-hosts",
+    metavar="NAMES",
+    help="Comma-separated host names requests may use (default: 127.0.0.1, localhost and "
+    "::1 when bound to loopback, any otherwise; '*' for any).",
+)
+@click.option(
     "--max-request-mb",
     default=16,
     show_default=True,
@@ -56,6 +62,7 @@ def server(
     auth_token: str | None,
     basic_auth_file: str | None,
     max_request_mb: int,
+    allowed_hosts: str | None,
 ) -> None:
     """Serve MLflow's REST API (tracking, logged models, artifact proxy) over a store.
 
@@ -66,6 +73,7 @@ def server(
     from reprorun.server.run import serve
 
     config = ServerConfig(
+        allowed_hosts=_allowed_hosts(allowed_hosts, host),
         backend_store_uri=backend_store_uri,
         artifacts_destination=artifacts_destination,
         serve_artifacts=serve_artifacts,
@@ -84,6 +92,15 @@ def server(
         f"reprorun server {shown}:{port} (MLFLOW_TRACKING_URI=http://{shown}:{port})", err=True
     )
     serve(config, host=host, port=port, workers=workers)
+
+
+def _allowed_hosts(option: str | None, bind_host: str) -> tuple[str, ...]:
+    from reprorun.server.app import default_allowed_hosts
+
+    if option is None:
+        return default_allowed_hosts(bind_host)
+    names = tuple(n.strip() for n in option.split(",") if n.strip())
+    return () if "*" in names else names
 
 
 @cli.group("server-user")
@@ -144,4 +161,7 @@ def ui(host: str, port: int, backend_store_uri: str | None, browser: bool) -> No
     click.echo(f"reprorun UI at {url} over {target.uri} (Ctrl-C stops it)", err=True)
     if browser:
         open_browser_when_ready(url, host, port)
-    serve(ServerConfig(backend_store_uri=backend_store_uri), host=host, port=port)
+    config = ServerConfig(
+        backend_store_uri=backend_store_uri, allowed_hosts=_allowed_hosts(None, host)
+    )
+    serve(config, host=host, port=port)

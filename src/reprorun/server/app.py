@@ -51,13 +51,26 @@ class ServerConfig:
     basic_auth_file: str | None = None
     max_request_bytes: int = 16 * MiB  # JSON API bodies
     max_artifact_bytes: int = 8 * 1024 * MiB  # one uploaded artifact file
+    # Host names requests may be addressed to (empty: any). A server on loopback answers only
+    # to loopback names, so a web page cannot reach it through DNS rebinding.
+    allowed_hosts: tuple[str, ...] = ()
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_env(cls) -> ServerConfig:
-        return cls(**json.loads(os.environ.get(CONFIG_ENV, "{}")))
+        fields = json.loads(os.environ.get(CONFIG_ENV, "{}"))
+        fields["allowed_hosts"] = tuple(fields.get("allowed_hosts", ()))
+        return cls(**fields)
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def default_allowed_hosts(bind_host: str) -> tuple[str, ...]:
+    """Loopback names for a server bound to loopback; any name otherwise."""
+    return LOOPBACK_NAMES if bind_host in LOOPBACK_NAMES else ()
 
 
 class _BodyTooLarge(Exception):
@@ -190,7 +203,40 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     authenticator = Authenticator.from_options(config.auth_token, config.basic_auth_file)
     if authenticator is not None:
         app.add_middleware(AuthMiddleware, authenticator=authenticator)
+    if config.allowed_hosts:
+        app.add_middleware(HostMiddleware, allowed=config.allowed_hosts)
     return app
+
+
+def _host_name(header: str) -> str:
+    """``example.com:5000`` -> ``example.com``; ``[::1]:5000`` -> ``::1``."""
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostMiddleware:
+    """Refuses requests addressed to a host name not in ``allowed`` (403)."""
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]):
+        self.app = app
+        self.allowed = {name.lower() for name in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1").strip()
+        if _host_name(host).lower() in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        message = (
+            f"This server does not answer to the host name {host!r}: it answers to "
+            f"{', '.join(sorted(self.allowed))}. Start it with --allowed-hosts to add names."
+        )
+        body = {"error_code": "PERMISSION_DENIED", "message": message}
+        await json_response(403, body)(scope, receive, send)
 
 
 def _is_json(request: Request) -> bool:

@@ -127,7 +127,13 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
         return {"models": result}
 
     async def index(_: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        # No framing by other sites (the page's own CSP, in a <meta>, cannot say that).
+        headers = {
+            "Cache-Control": "no-cache",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "frame-ancestors 'none'",
+        }
+        return FileResponse(STATIC / "index.html", headers=headers)
 
     async def ui_root(_: Request) -> Response:
         return RedirectResponse("/")
