@@ -103,11 +103,10 @@ MLFLOW_WORKERS = 1
 class Budget:
     runs: int
     repeats: int
-    tracking_budget: tracking.Budget  # the seed size tracking.py --seed-only uses
 
 
-FULL = Budget(runs=tracking.FULL.search_runs, repeats=5, tracking_budget=tracking.FULL)
-QUICK = Budget(runs=tracking.QUICK.search_runs, repeats=1, tracking_budget=tracking.QUICK)
+FULL = Budget(runs=tracking.FULL.search_runs, repeats=5)  # 10,000, as tracking.py seeds
+QUICK = Budget(runs=tracking.QUICK.search_runs, repeats=1)  # 1,000
 
 
 def say(message: str) -> None:
@@ -139,41 +138,49 @@ def history(index: int, start_time: int) -> list[tracking.Point]:
     ]
 
 
-def finish_reprorun(uri: str, n: int) -> None:
+def seed(uri: str, client_kind: str, n: int) -> None:
+    """tracking.py's seed (its client and experiment), then this script's additions; run by the
+    tool's own python (the MLflow virtualenv's for MLflow)."""
+    if client_kind == "mlflow":
+        mlflow_client = tracking.MlflowClientAdapter(uri)
+        exp_id = tracking.seeded_experiment(mlflow_client, n)
+        finish_mlflow(mlflow_client, exp_id, n)
+    else:
+        from reprorun.tracking.store import close_stores
+
+        client = tracking.ReprorunClient(uri)
+        finish_reprorun(client, tracking.seeded_experiment(client, n), n)
+        close_stores()
+
+
+def finish_reprorun(client: tracking.ReprorunClient, exp_id: str, n: int) -> None:
     """End every seeded run and log the histories, through reprorun's store."""
     from reprorun.tracking.entities import Metric, RunStatus
-    from reprorun.tracking.store import close_stores, open_store
 
-    store = open_store(uri)
-    found = store.get_experiment_by_name(experiment_name(n))
-    assert found is not None, f"no experiment {experiment_name(n)} in {uri}"
+    store = client.store
     ids: dict[str, str] = {}
     token: str | None = None
     while True:
-        page = store.search_runs([found.experiment_id], max_results=1000, page_token=token)
+        page = store.search_runs([exp_id], max_results=1000, page_token=token)
         ids.update((r.info.run_name, r.info.run_id) for r in page)
         token = page.token
         if not token:
             break
     ends = durations(n)
-    for i, seed in enumerate(tracking.seed_runs(n)):
-        run_id = ids[seed.name]
-        store.update_run(run_id, status=RunStatus.FINISHED, end_time=seed.start_time + ends[i])
+    for i, run in enumerate(tracking.seed_runs(n)):
+        run_id = ids[run.name]
+        store.update_run(run_id, status=RunStatus.FINISHED, end_time=run.start_time + ends[i])
         if has_history(i):
-            store.log_batch(run_id, metrics=[Metric(*p) for p in history(i, seed.start_time)])
-    close_stores()
+            store.log_batch(run_id, metrics=[Metric(*p) for p in history(i, run.start_time)])
 
 
-def finish_mlflow(uri: str, n: int) -> None:
+def finish_mlflow(client: tracking.MlflowClientAdapter, exp_id: str, n: int) -> None:
     """The same as finish_reprorun, written through MLflow's own tables in one transaction
-    (its API would take minutes for 10,000 runs); run by the MLflow virtualenv's python."""
+    (its API would take minutes for 10,000 runs), as tracking.py seeds it."""
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun
     from sqlalchemy import bindparam
 
-    adapter = tracking.MlflowClientAdapter(uri)
-    experiment = adapter.client.get_experiment_by_name(experiment_name(n))
-    assert experiment is not None, f"no experiment {experiment_name(n)} in {uri}"
-    store = adapter.client._tracking_client.store
+    store = client.client._tracking_client.store
     try:
         session_maker = store.ManagedSessionMaker(read_only=False)
     except TypeError:  # older MLflow: no read_only argument
@@ -182,15 +189,15 @@ def finish_mlflow(uri: str, n: int) -> None:
     with session_maker as session:
         ids = dict(
             session.query(SqlRun.name, SqlRun.run_uuid)
-            .filter(SqlRun.experiment_id == int(experiment.experiment_id))
+            .filter(SqlRun.experiment_id == int(exp_id))
             .all()
         )
         updates: list[Json] = []
         metrics: list[Json] = []
         latest: list[Json] = []
-        for i, seed in enumerate(tracking.seed_runs(n)):
-            run_id = ids[seed.name]
-            updates.append({"b_id": run_id, "b_end": seed.start_time + ends[i]})
+        for i, run in enumerate(tracking.seed_runs(n)):
+            run_id = ids[run.name]
+            updates.append({"b_id": run_id, "b_end": run.start_time + ends[i]})
             if has_history(i):
                 rows = [
                     {
@@ -201,7 +208,7 @@ def finish_mlflow(uri: str, n: int) -> None:
                         "is_nan": False,
                         "run_uuid": run_id,
                     }
-                    for key, value, stamp, step in history(i, seed.start_time)
+                    for key, value, stamp, step in history(i, run.start_time)
                 ]
                 metrics += rows
                 latest.append(rows[-1])
@@ -564,19 +571,21 @@ def measure_browser(
 
     rows_wanted = min(PAGE_SIZE, budget.runs)
     newest = f"seed-{budget.runs - 1:05d}"
-    url = f"http://127.0.0.1:{port}/#/experiments/{exp_id}"
+    # MLflow 3.17 sends /#/experiments/<id> of an experiment without a kind tag to its GenAI
+    # overview; its runs table ("Model training") is at /#/experiments/<id>/runs.
+    route = f"experiments/{exp_id}" if tool == "reprorun" else f"experiments/{exp_id}/runs"
+    url = f"http://127.0.0.1:{port}/#/{route}"
+    ready = (
+        "([n, newest]) => document.querySelectorAll('#runs tbody tr').length >= n"
+        if tool == "reprorun"
+        # ag-grid: body rows in the centre container; the run name column is pinned left
+        else "([n, newest]) => document.querySelectorAll('.ag-center-cols-container "
+        "[role=row]').length >= n && Array.from(document.querySelectorAll('[role=row]'))"
+        ".some((row) => row.innerText.includes(newest))"
+    )
 
     def shown(page: Page) -> None:
-        if tool == "reprorun":
-            page.wait_for_function(
-                "n => document.querySelectorAll('#runs tbody tr[data-run-id]').length >= n",
-                arg=rows_wanted,
-                timeout=BROWSER_TIMEOUT_MS,
-            )
-        else:  # MLflow's grid: the newest run's name in a row of the runs table
-            page.locator("[role=row]", has_text=newest).first.wait_for(
-                state="visible", timeout=BROWSER_TIMEOUT_MS
-            )
+        page.wait_for_function(ready, arg=[rows_wanted, newest], timeout=BROWSER_TIMEOUT_MS)
 
     times = []
     with sync_playwright() as pw:
@@ -689,6 +698,19 @@ def mlflow_argv(port: int, db: Path, art: Path) -> list[str]:
     ]
 
 
+def mlflow_version() -> str:
+    """MLflow's version in its virtualenv, made by env_build.install_mlflow when missing (it
+    imports mlflow to say so: seconds; the package metadata is enough otherwise)."""
+    python = tracking.MLFLOW_VENV / "bin" / "python"
+    if not (tracking.MLFLOW_VENV / "bin" / "mlflow").exists():
+        from env_build import install_mlflow
+
+        return install_mlflow()
+    code = "from importlib.metadata import version; print(version('mlflow'))"
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 def measure_tool(
     tool: str,
     suite: tracking.Suite,
@@ -700,16 +722,13 @@ def measure_tool(
 ) -> Result:
     """Seed, finish the seed, start the server, time the requests (and the page), stop it."""
     root = suite.root
+    say(f"\n== seeding {budget.runs:,} runs for {tool}")
     start = time.perf_counter()
-    db = suite.seed(tool, python, tool, env)  # tracking.py --seed-only, by the tool's python
-    script = [python, str(Path(__file__).resolve()), "--finish-seed", tracking.sqlite_uri(db)]
-    subprocess.run(
-        [*script, "--client", tool, *(["--quick"] if suite.quick else [])],
-        env=env,
-        check=True,
-        cwd=root,
-    )
-    say(f"  seeded and finished in {time.perf_counter() - start:.1f} s")
+    db = root / f"{tool}.db"
+    argv = [python, str(Path(__file__).resolve()), "--seed", tracking.sqlite_uri(db)]
+    argv += ["--client", tool, *(["--quick"] if suite.quick else [])]
+    subprocess.run(argv, env=env, check=True, cwd=root)
+    say(f"  seeded in {time.perf_counter() - start:.1f} s (with the python start)")
     result = Result()
     port = tracking.free_port()
     log = root / f"{tool}-server.log"
@@ -819,14 +838,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--work-dir", type=Path, help="where the databases go (default: temp)")
-    parser.add_argument("--finish-seed", metavar="URI", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", metavar="URI", help=argparse.SUPPRESS)
     parser.add_argument("--client", choices=("reprorun", "mlflow"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     budget = QUICK if args.quick else FULL
 
-    if args.finish_seed:  # a step of the seed, in the tool's own python
-        finish = finish_mlflow if args.client == "mlflow" else finish_reprorun
-        finish(args.finish_seed, budget.runs)
+    if args.seed:  # in the tool's own python
+        seed(args.seed, args.client or "reprorun", budget.runs)
         return
 
     started = time.perf_counter()
@@ -839,13 +857,13 @@ def main() -> None:
     stop_on_sigterm()
     tracking.compile_reprorun()
     if not args.skip_mlflow:
-        from env_build import install_mlflow
-
-        say(f"MLflow {install_mlflow()} in {tracking.MLFLOW_VENV}")
+        say(f"MLflow {mlflow_version()} in {tracking.MLFLOW_VENV}")
     results: dict[str, Result] = {}
     tmp = tempfile.mkdtemp(prefix="ui-bench-", dir=args.work_dir)
     try:
-        suite = tracking.Suite(Path(tmp), budget.tracking_budget, args.quick, MLFLOW_WORKERS)
+        # tracking.py's suite: its environments (REPRORUN_HOME in the folder, no telemetry)
+        seeds = tracking.QUICK if args.quick else tracking.FULL
+        suite = tracking.Suite(Path(tmp), seeds, args.quick, MLFLOW_WORKERS)
         where = tracking.filesystem(Path(tmp))
         results["reprorun"] = measure_tool(
             "reprorun", suite, budget, browser, reprorun_argv, sys.executable, suite.env

@@ -65,6 +65,6 @@ def main() -> None:
 
 
 # The commands register themselves on `cli` when their modules are imported.
-from reprorun.cli import env, experiments, run, runs, server, work  # noqa: E402
+from reprorun.cli import env, experiments, log, run, runs, server, work  # noqa: E402
 
-__all__ = ["cli", "env", "experiments", "main", "run", "runs", "server", "work"]
+__all__ = ["cli", "env", "experiments", "log", "main", "run", "runs", "server", "work"]

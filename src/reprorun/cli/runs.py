@@ -141,16 +141,22 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
     if models:
         click.echo(click.style("Models", bold=True))
         for model in models:
+            path = model.get("artifact_path")
             for flavor, spec in model.get("flavors", {}).items():
+                if "r_version" in spec:  # saved by the R client (saveRDS)
+                    click.echo(
+                        f"  {path}/  {flavor}  {spec.get('class', '')}  R {spec['r_version']}"
+                    )
+                    click.echo(
+                        f'    load in R with: readRDS("<download of {path}>/{spec["data"]}")'
+                    )
+                    continue
                 packages = ", ".join(f"{k}=={v}" for k, v in spec.get("packages", {}).items())
                 click.echo(
-                    f"  {model.get('artifact_path')}/  {flavor}  {spec.get('object_type', '')}  "
+                    f"  {path}/  {flavor}  {spec.get('object_type', '')}  "
                     f"python {spec.get('python_version', '?')}  {packages}".rstrip()
                 )
-                click.echo(
-                    f"    load with: reprorun.load_model("
-                    f'"runs:/{info.run_id}/{model.get("artifact_path")}")'
-                )
+                click.echo(f'    load with: reprorun.load_model("runs:/{info.run_id}/{path}")')
     _show_logged_models(store, run)
     remote = getattr(store, "uri", None)
     files = [
@@ -231,3 +237,54 @@ def _tail(path: Path, lines: int) -> list[str]:
         return ["(no log yet)"]
     with open(path, encoding="utf-8", errors="replace") as fh:
         return [line.rstrip("\n") for line in deque(fh, maxlen=lines)]
+
+
+@runs.command("create")
+@click.option("--experiment-name", help="Experiment to record in (created if missing).")
+@click.option("--run-name", help="A name for the run (default: generated).")
+@tracking_uri_option
+@handle_errors
+def create_run(experiment_name: str | None, run_name: str | None, tracking_uri: str | None) -> None:
+    """Start a RUNNING run for a program outside `reprorun run`; print its id.
+
+    export REPRORUN_RUN_ID=$(reprorun runs create --run-name by-hand)
+    reprorun log metric loss 0.3 ...
+    reprorun runs end "$REPRORUN_RUN_ID"
+    """
+    from reprorun._utils import current_user
+    from reprorun.tracking.store import open_store
+
+    store = open_store(tracking_uri)
+    experiment_id = store.get_or_create_experiment(experiment_name) if experiment_name else "0"
+    run = store.create_run(
+        experiment_id,
+        run_name=run_name,
+        user_id=current_user(),
+        tags={"mlflow.source.type": "LOCAL", "mlflow.source.name": "reprorun runs create"},
+    )
+    click.echo(run.info.run_id)
+
+
+@runs.command("end")
+@click.argument("run_id")
+@click.option(
+    "--status",
+    type=click.Choice(["FINISHED", "FAILED", "KILLED"]),
+    default="FINISHED",
+    show_default=True,
+)
+@tracking_uri_option
+@handle_errors
+def end_run(run_id: str, status: str, tracking_uri: str | None) -> None:
+    """End a RUNNING run with STATUS (a run already ended is left as it is, with a message)."""
+    from reprorun.tracking.entities import RunStatus, now_ms
+    from reprorun.tracking.store import open_store
+
+    store = open_store(tracking_uri)
+    run_id = store.resolve_run_id(run_id)
+    ended = store.update_run(
+        run_id, status=RunStatus(status), end_time=now_ms(), only_if_status=RunStatus.RUNNING
+    )
+    if not ended:
+        current = store.get_run(run_id).info.status.value
+        click.echo(f"Run {run_id} had already ended ({current}); left as it is.", err=True)

@@ -484,6 +484,38 @@ def _system_tags(the_plan: RunPlan, env_name: str, backend_name: str) -> dict[st
     return tags
 
 
+def command_shim() -> Path:
+    """A ``reprorun`` command for the run's child: this interpreter running this reprorun,
+    with the library path this process has. (R prepends its own library path, which can
+    load the system's libpython into another Python and hide its packages.)"""
+    import hashlib
+    import shlex
+
+    from reprorun.config import home
+
+    library_path = os.environ.get("LD_LIBRARY_PATH")
+    restore = (
+        f"LD_LIBRARY_PATH={shlex.quote(library_path)}; export LD_LIBRARY_PATH"
+        if library_path
+        else "unset LD_LIBRARY_PATH"
+    )
+    text = (
+        "#!/bin/sh\n"
+        "# Written by reprorun: in the commands it runs, `reprorun` is the reprorun running them.\n"
+        f"{restore}\n"
+        f'exec {shlex.quote(sys.executable)} -m reprorun "$@"\n'
+    )
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    shim = home() / "bin" / digest / "reprorun"
+    if not shim.exists():
+        shim.parent.mkdir(parents=True, exist_ok=True)
+        partial = shim.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text)
+        partial.chmod(0o755)
+        partial.replace(shim)  # atomic: concurrent runs never see half a script
+    return shim
+
+
 def _child_env(
     path_prefix: tuple[str, ...],
     extra: Mapping[str, str],
@@ -494,8 +526,9 @@ def _child_env(
 ) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
-    if path_prefix:
-        env["PATH"] = os.pathsep.join([*path_prefix, env.get("PATH", "")])
+    # `reprorun log ...` in the command is this very reprorun, whatever the environment holds.
+    path_prefix = (str(command_shim().parent), *path_prefix)
+    env["PATH"] = os.pathsep.join([*path_prefix, env.get("PATH", "")])
     env["REPRORUN_RUN_ID"] = run_id
     env["REPRORUN_EXPERIMENT_ID"] = experiment_id
     env["REPRORUN_TRACKING_URI"] = tracking_uri

@@ -107,6 +107,22 @@ def start_run(
         return _active
 
 
+NOT_IN_A_RUN = (
+    "Not inside a run: REPRORUN_RUN_ID is not set. Start the program with `reprorun run "
+    "<project>` (it sets REPRORUN_RUN_ID for the command), or name a run with --run-id: "
+    "`export REPRORUN_RUN_ID=$(reprorun runs create)` makes one, `reprorun runs end` ends it."
+)
+
+
+def attach(run_id: str | None = None, tracking_uri: str | None = None) -> ActiveRun:
+    """The run a program outside Python logs to (``reprorun log``): ``run_id``, else the
+    runner's (``REPRORUN_RUN_ID``); never a new one, so nothing is logged to a stray run."""
+    run_id = run_id or os.environ.get("REPRORUN_RUN_ID")
+    if not run_id:
+        raise UserInputError(NOT_IN_A_RUN)
+    return start_run(run_id, tracking_uri=tracking_uri)
+
+
 def _script_name() -> str:
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
