@@ -103,8 +103,11 @@ rr_param <- function(name, default = NULL, type = NULL) {
   NULL
 }
 
+# One handle for the session: reset between requests, it keeps its connection open, so a
+# training loop's metrics reuse one connection.
 .rr_handle <- function() {
-  handle <- curl::new_handle()
+  if (is.null(.rr$handle)) .rr$handle <- curl::new_handle() else curl::handle_reset(.rr$handle)
+  handle <- .rr$handle
   headers <- list("Content-Type" = "application/json")
   token <- Sys.getenv("MLFLOW_TRACKING_TOKEN")
   if (nzchar(token)) headers[["Authorization"]] <- paste("Bearer", token)

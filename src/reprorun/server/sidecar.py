@@ -71,6 +71,9 @@ def _http_server(sock: socket.socket, address: tuple[str, int], store: Any) -> A
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: one connection for a whole training loop
+        # Headers and body leave in two writes: with Nagle's algorithm the body would wait
+        # for the client's delayed ACK (~40 ms a request).
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
