@@ -254,16 +254,22 @@ rr_end_run <- function(status = "FINISHED") {
 
 # --- logging ------------------------------------------------------------------------------------
 
-rr_log_param <- function(key, value) {
+# A key and its value as text: a parameter (endpoint runs/log-parameter, command `log param`)
+# or a tag (runs/set-tag, `log tag`).
+.rr_key_value <- function(endpoint, command, key, value) {
   run_id <- .rr_active()
   text <- .rr_text(value)
   if (!is.null(.rr_server())) {
-    .rr_api("POST", "runs/log-parameter", list(run_id = run_id, key = key, value = text))
+    .rr_api("POST", endpoint, list(run_id = run_id, key = key, value = text))
   } else {
-    .rr_command("log", "param", key, text, "--run-id", run_id)
+    .rr_command("log", command, key, text, "--run-id", run_id)
   }
   invisible(value)
 }
+
+rr_log_param <- function(key, value) .rr_key_value("runs/log-parameter", "param", key, value)
+
+rr_set_tag <- function(key, value) .rr_key_value("runs/set-tag", "tag", key, value)
 
 rr_log_metric <- function(key, value, step = 0L, timestamp = NULL) {
   run_id <- .rr_active()
@@ -278,17 +284,6 @@ rr_log_metric <- function(key, value, step = 0L, timestamp = NULL) {
   } else {
     .rr_command("log", "metric", key, .rr_text(value), "--step", as.integer(step),
                 "--timestamp", format(stamp, scientific = FALSE), "--run-id", run_id)
-  }
-  invisible(value)
-}
-
-rr_set_tag <- function(key, value) {
-  run_id <- .rr_active()
-  text <- .rr_text(value)
-  if (!is.null(.rr_server())) {
-    .rr_api("POST", "runs/set-tag", list(run_id = run_id, key = key, value = text))
-  } else {
-    .rr_command("log", "tag", key, text, "--run-id", run_id)
   }
   invisible(value)
 }
