@@ -90,6 +90,9 @@ def test_logging_outside_a_run_says_how_to_start_one(tmp_path: Path, home: Path)
     assert "not inside a run" in result.stderr
     result = reprorun_cli("param", "lr", "--default", "0.5", "--", "-P", "lr=0.02", "other")
     assert result.stdout == "0.02\n"
+    # The workshop's style: one -P, then bare key=value pairs.
+    result = reprorun_cli("param", "depth", "--", "-P", "lr=0.02", "depth=5")
+    assert result.stdout == "5\n"
     result = reprorun_cli("param", "lr", "--type", "float", "--", "-P", "lr=fast")
     assert result.returncode == 2
     assert "Parameter 'lr': expected a float, got 'fast'" in result.stderr
@@ -245,6 +248,25 @@ def test_the_r_project_through_a_server(rscript: str, tmp_path: Path, home: Path
             folder = server.artifacts / run.info.artifact_uri.removeprefix("mlflow-artifacts:/")
             files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
             check_iris_r_run(run, files)
+
+
+def test_an_r_script_that_fails_by_hand_ends_its_run_failed(
+    rscript: str, tmp_path: Path, home: Path
+) -> None:
+    client = reprorun_cli("r-client").stdout.strip()
+    script = tmp_path / "fails.R"
+    script.write_text(
+        f'source("{client}")\nrr_start_run(run_name = "doomed")\n'
+        'rr_log_metric("loss", 0.5)\nstop("diverged")\ncat("never\\n")\n'
+    )
+    result = subprocess.run(
+        [rscript, str(script)], env=r_env(), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1 and "never" not in result.stdout
+    assert "diverged" in result.stderr
+    run = last_run()
+    assert (run.info.run_name, run.info.status.value) == ("doomed", "FAILED")
+    assert run.data.metrics == {"loss": 0.5}
 
 
 def test_r_param_errors_name_the_parameter(rscript: str, home: Path) -> None:

@@ -199,7 +199,12 @@ rr_start_run <- function(experiment_name = NULL, run_name = NULL) {
     .rr$run_id <- utils::tail(.rr_command(args), 1)
     .rr$owned <- TRUE
   }
-  if (.rr$owned) reg.finalizer(.rr, function(env) rr_end_run(), onexit = TRUE)
+  if (.rr$owned) {
+    # The script's end ends the run: FINISHED, or FAILED when it stops on an error (Rscript
+    # only: an error typed at the console does not end the run).
+    reg.finalizer(.rr, function(env) rr_end_run(), onexit = TRUE)
+    if (!interactive() && is.null(getOption("error"))) options(error = .rr_on_error)
+  }
   .rr_log_pending_params()
   invisible(.rr$run_id)
 }
@@ -232,6 +237,11 @@ rr_start_run <- function(experiment_name = NULL, run_name = NULL) {
 .rr_active <- function() {
   if (is.null(.rr$run_id)) rr_start_run()
   .rr$run_id
+}
+
+.rr_on_error <- function() {
+  rr_end_run("FAILED")
+  quit(save = "no", status = 1, runLast = FALSE)
 }
 
 #' End the run this script created (FINISHED unless told); a run reprorun started is left

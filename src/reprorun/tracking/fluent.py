@@ -235,6 +235,8 @@ def _from_argv(name: str, argv: list[str]) -> str | None:
             continue
         elif arg.startswith(f"--{name}="):
             found = arg.split("=", 1)[1]
+        elif arg.startswith(f"{name}="):  # the workshop's `-P cp=0.02 maxdepth=5`
+            found = arg.split("=", 1)[1]
         i += 1
     return found
 
