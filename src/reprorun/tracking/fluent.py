@@ -233,9 +233,7 @@ def _from_argv(name: str, argv: list[str]) -> str | None:
             found = argv[i + 1]
             i += 2
             continue
-        elif arg.startswith(f"--{name}="):
-            found = arg.split("=", 1)[1]
-        elif arg.startswith(f"{name}="):  # the workshop's `-P cp=0.02 maxdepth=5`
+        elif arg.startswith((f"--{name}=", f"{name}=")):  # bare: `-P cp=0.02 maxdepth=5`
             found = arg.split("=", 1)[1]
         i += 1
     return found
