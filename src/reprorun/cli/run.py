@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -50,6 +50,13 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Validate and show the resolved parameters and command; run nothing.",
 )
+@click.option(
+    "--reuse",
+    is_flag=True,
+    help="If a FINISHED run has the same fingerprint (source tree, entry point, parameters, "
+    "environment lock, data), return it instead of running again. With --dry-run: tell whether "
+    "a run would be reused, else what differs from the closest earlier run.",
+)
 @click.option("--help-params", is_flag=True, help="List the entry point's parameters and exit.")
 @json_option
 @handle_errors
@@ -66,6 +73,7 @@ def run_command(
     version: str | None,
     tracking_uri: str | None,
     dry_run: bool,
+    reuse: bool,
     help_params: bool,
     as_json: bool,
 ) -> None:
@@ -85,7 +93,7 @@ def run_command(
         _show_params(uri, entry_point, as_json, version)
         return
     if dry_run:
-        _show_plan(uri, entry_point, given, as_json, version, env_manager)
+        _show_plan(uri, entry_point, given, as_json, version, env_manager, reuse, tracking_uri)
         return
     if as_json:
         raise click.UsageError("--json goes with --dry-run or --help-params.")
@@ -105,6 +113,8 @@ def run_command(
             run_name=run_name,
             tracking_uri=tracking_uri,
             version=version,
+            reuse=reuse,
+            on_reuse=lambda found: click.echo(f"reprorun: reusing {found.explain()}", err=True),
             **callbacks,
         )
     )
@@ -183,6 +193,11 @@ def execute(start: Callable[..., SubmittedRun]) -> None:
     except RunFailed as exc:
         finished(exc.run_id, "FAILED")
         sys.exit(1)
+    from reprorun.projects.runner import ReusedRun
+
+    if isinstance(submitted, ReusedRun):
+        click.echo(f"reprorun: nothing run (reprorun runs show {submitted.run_id})", err=True)
+        return
     finished(submitted.run_id, submitted.get_status().value)
 
 
@@ -193,17 +208,22 @@ def _show_plan(
     as_json: bool,
     version: str | None,
     env_manager: str | None,
+    reuse: bool = False,
+    tracking_uri: str | None = None,
 ) -> None:
     from reprorun.cli.render import echo_json, key_values
     from reprorun.envs.base import default_env_manager, get_env_manager
     from reprorun.projects.runner import plan
 
     the_plan = plan(uri, entry_point, given, version=version)
-    manager = get_env_manager(env_manager or default_env_manager(the_plan.project)).name
+    env_impl = get_env_manager(env_manager or default_env_manager(the_plan.project))
+    manager = env_impl.name
     for warning in the_plan.project.warnings:
         click.echo(f"reprorun: warning: {warning}", err=True)
+    found = _would_reuse(the_plan, env_impl, tracking_uri) if reuse else None
     if as_json:
-        echo_json({**the_plan.to_dict(), "env_manager": manager})
+        reused = {"reuse": found.to_dict()} if found else {}
+        echo_json({**the_plan.to_dict(), "env_manager": manager, **reused})
         return
     prov = the_plan.provenance
     project = the_plan.project
@@ -221,7 +241,29 @@ def _show_plan(
     declared = the_plan.project.env
     spec = f" ({declared.path.name})" if declared.path else ""
     click.echo(f"Environment  {manager}{spec}")
+    if found is not None:
+        click.echo(f"Fingerprint  {found.fingerprint.digest}")
+        verdict = "yes" if found.run_id else "no"
+        click.echo(f"Reuse        {verdict}: {found.explain()}")
     click.echo("Dry run: nothing was run or recorded.")
+
+
+def _would_reuse(the_plan: Any, env_impl: Any, tracking_uri: str | None) -> Any:
+    """The reuse verdict of a dry run: the environment is built or found as a run would,
+    since its lock is part of the fingerprint."""
+    from reprorun.projects.fingerprint import fingerprint
+    from reprorun.projects.runner import check_reuse
+    from reprorun.tracking.store import open_store
+
+    with progress_display() as progress:
+        prepared = env_impl.prepare(the_plan.project, progress=progress)
+        progress("")
+    try:
+        identity = fingerprint(the_plan, prepared)
+        return check_reuse(open_store(tracking_uri), the_plan, identity)
+    finally:
+        if prepared.release:
+            prepared.release()
 
 
 def _show_params(uri: str, entry_point: str, as_json: bool, version: str | None) -> None:

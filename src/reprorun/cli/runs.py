@@ -127,6 +127,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
             ("entry point", tags.get(SystemTags.ENTRY_POINT, "-")),
             ("command", tags.get(SystemTags.COMMAND, "-")),
             ("environment", tags.get(SystemTags.ENV, "-")),
+            *([("fingerprint", fp)] if (fp := _fingerprint_line(tags)) else []),
             ("artifacts", info.artifact_uri),
         ]
     )
@@ -237,6 +238,26 @@ def _tail(path: Path, lines: int) -> list[str]:
         return ["(no log yet)"]
     with open(path, encoding="utf-8", errors="replace") as fh:
         return [line.rstrip("\n") for line in deque(fh, maxlen=lines)]
+
+
+def _fingerprint_line(tags: dict[str, str]) -> str | None:
+    """The run's fingerprint and its parts, shortened: `abc123... (source 1f2e..., env
+    9a8b..., data: train=77aa...)`."""
+    from reprorun.projects.fingerprint import PARTS_TAG, TAG
+
+    digest = tags.get(TAG)
+    if not digest:
+        return None
+    try:
+        parts = json.loads(tags.get(PARTS_TAG, "{}"))
+    except ValueError:
+        return digest
+    pieces = [f"source {str(parts.get('source_tree', ''))[:12]}"]
+    pieces.append(f"env {str(parts.get('env', ''))[:12]}")
+    data = parts.get("data") or {}
+    if data:
+        pieces.append("data: " + ", ".join(f"{k}={str(v)[:12]}" for k, v in sorted(data.items())))
+    return f"{digest}  ({'; '.join(pieces)})"
 
 
 @runs.command("create")

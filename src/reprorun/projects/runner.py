@@ -23,11 +23,13 @@ from reprorun.backends.base import Echo, LaunchSpec, SubmittedRun, get_backend
 from reprorun.config import TrackingTarget, resolve_tracking
 from reprorun.envs.base import PreparedEnv, default_env_manager, get_env_manager
 from reprorun.errors import ExecutionError, RunFailed, RunInterrupted, UserInputError
+from reprorun.projects.fingerprint import Fingerprint, fingerprint
 from reprorun.projects.params import ResolvedParam, render_command, resolve_parameters
 from reprorun.projects.spec import EntryPoint, Project, load_project
 from reprorun.sources import Provenance, resolve_source
 from reprorun.tracking.artifacts import local_dir
 from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
+from reprorun.tracking.store.base import TrackingStore
 
 DEFAULT_ENTRY_POINT = "main"
 
@@ -123,6 +125,8 @@ def run(
     env_lock: Path | None = None,
     progress: Callable[[str], None] | None = None,
     archive_sha256: str | None = None,
+    reuse: bool = False,
+    on_reuse: Callable[[Reuse], None] | None = None,
 ) -> SubmittedRun:
     """Run a project and record it: the counterpart of ``mlflow.projects.run``.
 
@@ -134,7 +138,9 @@ def run(
     ``version`` picks a branch, tag or commit of a git source; ``patch`` (a git diff) is
     applied to the run's working copy (rerun of a dirty checkout); ``env_lock`` builds the
     environment from an earlier run's lock instead of the project's spec; ``progress``
-    receives what the environment build is doing, then "" once it is ready.
+    receives what the environment build is doing, then "" once it is ready. With ``reuse``,
+    a FINISHED run with the same fingerprint is returned instead of running again (and
+    ``on_reuse`` hears which and why).
     """
     from reprorun.tracking.store import open_store
 
@@ -165,6 +171,14 @@ def run(
     try:
         target = resolve_tracking(tracking_uri)  # once: the store, the child and containers
         store = open_store(target.uri)
+        identity = fingerprint(the_plan, prepared)
+        found = check_reuse(store, the_plan, identity) if reuse else None
+        if found is not None and found.run_id is not None:
+            if prepared.release:
+                prepared.release()
+            if on_reuse:
+                on_reuse(found)
+            return ReusedRun(found.run_id)
         if experiment_id is not None:
             exp_id = store.get_experiment(str(experiment_id)).experiment_id
         else:
@@ -185,6 +199,7 @@ def run(
             tags={
                 **_system_tags(the_plan, env_impl.name, backend_impl.name),
                 **_env_tags(prepared),
+                **identity.tags,
                 **(extra_tags or {}),
             },
             params={p.name: p.text for p in the_plan.params},
@@ -245,6 +260,87 @@ def run(
     if submitted.get_status() is RunStatus.FAILED:
         raise RunFailed(run_id)
     return submitted
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """Whether a run would be reused: the FINISHED run with the same fingerprint, else the
+    closest earlier run of the project and what differs from it."""
+
+    fingerprint: Fingerprint
+    run_id: str | None = None
+    closest: str | None = None
+    differences: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint.digest,
+            "would_reuse": self.run_id is not None,
+            "run_id": self.run_id,
+            "closest_run_id": self.closest,
+            "differences": list(self.differences),
+        }
+
+    def explain(self) -> str:
+        if self.run_id is not None:
+            return (
+                f"run {self.run_id} FINISHED with the same fingerprint "
+                f"{self.fingerprint.digest[:12]} (same source tree, entry point, parameters, "
+                "environment and data)"
+            )
+        if self.closest is None:
+            return "no earlier run of this project has a fingerprint"
+        return f"closest earlier run {self.closest} differs in: " + "; ".join(self.differences)
+
+
+def check_reuse(store: TrackingStore, the_plan: RunPlan, identity: Fingerprint) -> Reuse:
+    """The newest FINISHED run with ``identity``'s fingerprint, else the closest earlier run
+    of the same project (fewest differing parts) among its newest 500."""
+    from reprorun.projects.fingerprint import PARTS_TAG, TAG, differences
+
+    experiments = [e.experiment_id for e in store.list_experiments()]
+    same = store.search_runs(
+        experiments,
+        f"tags.`{TAG}` = '{identity.digest}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    if same:
+        return Reuse(identity, run_id=same[0].info.run_id)
+    source = the_plan.provenance.source_name.replace("'", "''")
+    candidates = store.search_runs(
+        experiments, f"tags.`{SystemTags.SOURCE_NAME}` = '{source}'", max_results=500
+    )
+    best: tuple[int, str, list[str]] | None = None
+    for run in candidates:
+        parts = run.data.tags.get(PARTS_TAG)
+        if not parts:
+            continue
+        found = differences(json.loads(parts), identity.parts)
+        if best is None or len(found) < best[0]:
+            best = (len(found), run.info.run_id, found)
+    if best is None:
+        return Reuse(identity)
+    return Reuse(identity, closest=best[1], differences=tuple(best[2]))
+
+
+class ReusedRun(SubmittedRun):
+    """A FINISHED run returned by ``reuse`` instead of running again."""
+
+    def __init__(self, run_id: str):
+        self._run_id = run_id
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def wait(self) -> bool:
+        return True
+
+    def get_status(self) -> RunStatus:
+        return RunStatus.FINISHED
+
+    def cancel(self, force: bool = False) -> None:
+        pass  # it ended long ago
 
 
 DIFF_ARTIFACT = "source/uncommitted.diff"

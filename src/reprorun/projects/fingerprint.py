@@ -1,0 +1,258 @@
+"""A run's fingerprint: a hash of everything that determines its result.
+
+    source tree   the content of every file the project's command can see (tracked and
+                  untracked, minus what git ignores), so a dirty checkout is hashed as it is
+    entry point   and the resolved parameters (as passed on the command line)
+    environment   the hash of the environment's lock (the exact package set); for the local
+                  interpreter, its version and the installed distributions' names
+    data          the content of each ``path`` parameter that names a file or a folder
+
+Two runs with the same fingerprint ran the same code, with the same inputs, in the same
+environment. File hashes are cached by path, size, modification time and inode (as DVC does),
+so fingerprinting an unchanged tree costs one ``stat`` per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reprorun.envs.base import PreparedEnv
+    from reprorun.projects.runner import RunPlan
+
+VERSION = 1
+TAG = "reprorun.fingerprint"
+PARTS_TAG = "reprorun.fingerprint.parts"
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    digest: str
+    parts: dict[str, Any]
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {TAG: self.digest, PARTS_TAG: json.dumps(self.parts, sort_keys=True)}
+
+    @staticmethod
+    def of(parts: Mapping[str, Any]) -> str:
+        text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint(
+    the_plan: RunPlan, prepared: PreparedEnv, cache: HashCache | None = None
+) -> Fingerprint:
+    """The fingerprint of ``the_plan`` run in ``prepared``."""
+    from reprorun.projects.params import ParamType
+
+    own = cache is None
+    cache = cache or HashCache.default()
+    try:
+        directory = the_plan.project.directory
+        data = {}
+        declared = the_plan.entry_point.parameters
+        for p in the_plan.params:
+            spec = declared.get(p.name)
+            if spec is not None and spec.type is ParamType.PATH and Path(str(p.value)).exists():
+                data[p.name] = content_hash(Path(str(p.value)), cache)
+        parts = {
+            "version": VERSION,
+            "source_tree": tree_hash(directory, project_files(directory), cache),
+            "commit": the_plan.provenance.git_commit,
+            "dirty": the_plan.provenance.git_dirty,
+            "entry_point": the_plan.entry_point.name,
+            "params": {p.name: p.text for p in the_plan.params},
+            "env": env_hash(prepared),
+            "data": data,
+        }
+    finally:
+        if own:
+            cache.close()
+    return Fingerprint(Fingerprint.of(parts), parts)
+
+
+def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """What differs between two fingerprints' parts, in words."""
+    found = []
+    if a.get("entry_point") != b.get("entry_point"):
+        found.append(f"entry point {a.get('entry_point')} -> {b.get('entry_point')}")
+    pa, pb = a.get("params") or {}, b.get("params") or {}
+    for name in sorted(set(pa) | set(pb)):
+        if pa.get(name) != pb.get(name):
+            found.append(f"parameter {name}: {pa.get(name, '(none)')} -> {pb.get(name, '(none)')}")
+    if a.get("source_tree") != b.get("source_tree"):
+        commits = (a.get("commit") or "")[:12], (b.get("commit") or "")[:12]
+        what = f"commit {commits[0]} -> {commits[1]}" if commits[0] != commits[1] else "files"
+        found.append(f"source code ({what})")
+    if a.get("env") != b.get("env"):
+        found.append("environment (its package lock)")
+    da, db = a.get("data") or {}, b.get("data") or {}
+    for name in sorted(set(da) | set(db)):
+        if da.get(name) != db.get(name):
+            found.append(f"data of parameter {name}")
+    return found
+
+
+def env_hash(prepared: PreparedEnv) -> str:
+    if prepared.lock_text:
+        return hashlib.sha256(prepared.lock_text.encode()).hexdigest()
+    described = [prepared.name, prepared.python_version or "", prepared.env_hash or ""]
+    if prepared.name == "local":
+        described += installed_distributions()
+    return hashlib.sha256("\n".join(described).encode()).hexdigest()
+
+
+def installed_distributions() -> list[str]:
+    """The ``*.dist-info`` / ``*.egg-info`` names on this interpreter's path (name and
+    version are in them): a listing per folder, much cheaper than reading the metadata."""
+    names = []
+    for entry in sys.path:
+        try:
+            with os.scandir(entry or ".") as found:
+                names += [e.name for e in found if e.name.endswith((".dist-info", ".egg-info"))]
+        except OSError:
+            continue
+    return sorted(names)
+
+
+def project_files(directory: Path) -> list[str]:
+    """Files of the project as its command sees them, relative, '/'-separated: in a git
+    checkout the tracked and untracked files git does not ignore; elsewhere every file."""
+    try:
+        listed = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(directory),
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        listed = None
+    if listed is not None and listed.returncode == 0:
+        names = {n for n in listed.stdout.decode("utf-8", "surrogateescape").split("\0") if n}
+        # Deleted but still tracked files are listed too: only what exists counts.
+        return sorted(n for n in names if os.path.lexists(directory / n))
+    return sorted(walk(directory))
+
+
+def walk(directory: Path) -> Iterable[str]:
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        rel = os.path.relpath(root, directory)
+        for name in files:
+            yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+
+
+def content_hash(path: Path, cache: HashCache) -> str:
+    """A file's or a folder's content hash (a folder: all its files, names included)."""
+    path = path.resolve()
+    if path.is_dir():
+        return tree_hash(path, sorted(walk(path)), cache)
+    cache.preload(path.parent)
+    value = cache.file_hash(path, path.stat())
+    cache.flush()
+    return value
+
+
+def tree_hash(root: Path, files: list[str], cache: HashCache) -> str:
+    digest = hashlib.sha256()
+    root = root.resolve()
+    cache.preload(root)
+    for rel in files:
+        path = root / rel
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            kind, content = "link", str(path.readlink())
+        elif stat.S_ISREG(info.st_mode):
+            kind = "exec" if info.st_mode & 0o111 else "file"
+            content = cache.file_hash(path, info)
+        else:
+            continue
+        digest.update(f"{rel}\0{kind}\0{content}\n".encode("utf-8", "surrogateescape"))
+    cache.flush()
+    return digest.hexdigest()
+
+
+class HashCache:
+    """File content hashes by (path, size, mtime, inode), in a SQLite file. A hash is reused
+    only while all four match, so an edited file is always hashed again."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
+            "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)"
+        )
+        self.known: dict[str, tuple[int, int, int, str]] = {}
+        self.loaded: set[str] = set()
+        self.pending: list[tuple[str, int, int, int, str]] = []
+
+    @classmethod
+    def default(cls) -> HashCache:
+        from reprorun.config import home
+
+        return cls(home() / "cache" / "file-hashes.db")
+
+    def preload(self, root: Path) -> None:
+        """Read every cached entry under ``root`` at once (one query, not one per file)."""
+        prefix = str(root) + os.sep
+        if prefix in self.loaded:
+            return
+        self.loaded.add(prefix)
+        rows = self.db.execute(
+            "SELECT path, size, mtime_ns, inode, sha256 FROM files WHERE path >= ? AND path < ?",
+            (prefix, prefix[:-1] + chr(ord(os.sep) + 1)),
+        )
+        self.known.update({p: (s, m, i, h) for p, s, m, i, h in rows})
+
+    def file_hash(self, path: Path, info: os.stat_result) -> str:
+        """``path``: absolute, under a root given to ``preload`` (else it is just slower)."""
+        key = str(path)
+        known = self.known.get(key)
+        signature = (info.st_size, info.st_mtime_ns, info.st_ino)
+        if known is not None and known[:3] == signature:
+            return known[3]
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        value = digest.hexdigest()
+        self.known[key] = (*signature, value)
+        self.pending.append((key, *signature, value))
+        return value
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", self.pending)
+        self.pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.db.close()
