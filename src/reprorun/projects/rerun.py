@@ -152,3 +152,92 @@ def rerun(
         progress=progress,
         archive_sha256=spec.archive_sha256,
     )
+
+
+VERIFY_TAG = "reprorun.verify"
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    key: str
+    original: float | None
+    rerun: float | None
+    reproduced: bool
+
+    @property
+    def difference(self) -> float | None:
+        if self.original is None or self.rerun is None:
+            return None
+        return self.rerun - self.original
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Whether a rerun reproduced its original: every final metric equal within tolerance."""
+
+    original: str
+    rerun: str
+    tolerance: float
+    metrics: tuple[MetricCheck, ...]
+    fingerprint_differences: tuple[str, ...]  # what differs in what the two runs ran
+
+    @property
+    def reproduced(self) -> bool:
+        return bool(self.metrics) and all(m.reproduced for m in self.metrics)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original": self.original,
+            "rerun": self.rerun,
+            "reproduced": self.reproduced,
+            "tolerance": self.tolerance,
+            "metrics": [
+                {
+                    "key": m.key,
+                    "original": _json_number(m.original),
+                    "rerun": _json_number(m.rerun),
+                    "reproduced": m.reproduced,
+                }
+                for m in self.metrics
+            ],
+            "fingerprint_differences": list(self.fingerprint_differences),
+        }
+
+
+def _json_number(value: float | None) -> float | str | None:
+    import math
+
+    return value if value is None or math.isfinite(value) else str(value)
+
+
+def close_enough(a: float, b: float, tolerance: float) -> bool:
+    """``|a - b| <= tolerance * max(1, |a|)``: absolute near zero, relative for large values;
+    NaN matches NaN (a metric that was NaN and is NaN again reproduced)."""
+    import math
+
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return abs(a - b) <= tolerance * max(1.0, abs(a))
+
+
+def verify(store: Any, original_id: str, rerun_id: str, tolerance: float) -> Verification:
+    """Compare the final metrics of ``rerun_id`` with ``original_id``'s; tag both runs with
+    the result (``reprorun.verify``, JSON)."""
+    from reprorun.projects.fingerprint import PARTS_TAG, differences
+
+    original, again = store.get_run(original_id), store.get_run(rerun_id)
+    keys = sorted(set(original.data.metrics) | set(again.data.metrics))
+    checks = []
+    for key in keys:
+        a, b = original.data.metrics.get(key), again.data.metrics.get(key)
+        same = a is not None and b is not None and close_enough(a, b, tolerance)
+        checks.append(MetricCheck(key, a, b, same))
+    parts = [run.data.tags.get(PARTS_TAG) for run in (original, again)]
+    changed = tuple(differences(json.loads(parts[0]), json.loads(parts[1]))) if all(parts) else ()
+    result = Verification(original_id, rerun_id, tolerance, tuple(checks), changed)
+    text = json.dumps(result.to_dict())
+    store.set_tag(original_id, VERIFY_TAG, text)
+    store.set_tag(rerun_id, VERIFY_TAG, text)
+    return result
