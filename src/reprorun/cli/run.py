@@ -57,6 +57,10 @@ if TYPE_CHECKING:
     "environment lock, data), return it instead of running again. With --dry-run: tell whether "
     "a run would be reused, else what differs from the closest earlier run.",
 )
+@click.option(
+    "--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag on the run (repeatable)."
+)
+@click.option("--run-id-file", hidden=True, type=click.Path(dir_okay=False))
 @click.option("--help-params", is_flag=True, help="List the entry point's parameters and exit.")
 @json_option
 @handle_errors
@@ -74,6 +78,8 @@ def run_command(
     tracking_uri: str | None,
     dry_run: bool,
     reuse: bool,
+    tags: tuple[str, ...],
+    run_id_file: str | None,
     help_params: bool,
     as_json: bool,
 ) -> None:
@@ -99,6 +105,12 @@ def run_command(
         raise click.UsageError("--json goes with --dry-run or --help-params.")
     from reprorun.projects.runner import run
 
+    extra_tags = _parse_tags(tags)
+
+    def reusing(found: Any) -> None:
+        click.echo(f"reprorun: reusing {found.explain()}", err=True)
+        _write_run_id(run_id_file, found.run_id)
+
     execute(
         lambda **callbacks: run(
             uri,
@@ -114,10 +126,30 @@ def run_command(
             tracking_uri=tracking_uri,
             version=version,
             reuse=reuse,
-            on_reuse=lambda found: click.echo(f"reprorun: reusing {found.explain()}", err=True),
+            on_reuse=reusing,
+            extra_tags=extra_tags,
             **callbacks,
-        )
+        ),
+        on_start=lambda run_id: _write_run_id(run_id_file, run_id),
     )
+
+
+def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
+    parsed = {}
+    for item in tags:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--tag")
+        parsed[key.strip()] = value
+    return parsed
+
+
+def _write_run_id(path: str | None, run_id: str) -> None:
+    """For a program that starts `reprorun run` (a sweep): the run's id as soon as it exists."""
+    if path:
+        from pathlib import Path
+
+        Path(path).write_text(run_id + "\n")
 
 
 @contextmanager
@@ -163,7 +195,9 @@ def progress_display() -> Iterator[Callable[[str], None]]:
         stop()
 
 
-def execute(start: Callable[..., SubmittedRun]) -> SubmittedRun:
+def execute(
+    start: Callable[..., SubmittedRun], on_start: Callable[[str], None] | None = None
+) -> SubmittedRun:
     """Run synchronously with progress lines on stderr; exit 1 if the run failed, 128+N when
     signal N stopped it (shared by `run` and `rerun`)."""
     from reprorun.errors import RunFailed, RunInterrupted
@@ -172,6 +206,8 @@ def execute(start: Callable[..., SubmittedRun]) -> SubmittedRun:
 
     def announce(submitted: SubmittedRun) -> None:
         click.echo(f"reprorun: run {submitted.run_id} started", err=True)
+        if on_start:
+            on_start(submitted.run_id)
 
     def finished(run_id: str, status: str) -> None:
         elapsed = time.monotonic() - started
