@@ -293,3 +293,44 @@ def test_r_param_errors_name_the_parameter(rscript: str, home: Path) -> None:
     assert "parameter 'maxdepth' must be an integer" in bad.stderr
     missing = param('rr_param("cp")')
     assert "parameter 'cp' has no value" in missing.stderr
+
+
+def test_r_client_with_a_token_server_seeds_and_late_params(
+    rscript: str, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Artifacts keep the token; logging a model leaves the script's random numbers alone;
+    a parameter read after the run started is logged; negative values and exact doubles."""
+    client = reprorun_cli("r-client").stdout.strip()
+    script = tmp_path / "script.R"
+    (tmp_path / "notes.txt").write_text("hello")
+    script.write_text(
+        f'source("{client}")\n'
+        "set.seed(7); a <- runif(1)\n"
+        "set.seed(7); rr_start_run(run_name = 'r'); rr_log_model(list(x = 1), 'm'); b <- runif(1)\n"
+        "stopifnot(a == b)\n"
+        'lr <- rr_param("lr", 0.1)\n'
+        'rr_log_metric("third", 1/3); rr_log_metric("neg", -0.25)\n'
+        'rr_log_artifact("notes.txt")\n'
+        "rr_end_run()\n"
+    )
+    with server_process(tmp_path / "srv", "--auth-token", "sekrit") as server:
+        env = r_env(MLFLOW_TRACKING_URI=server.url, MLFLOW_TRACKING_TOKEN="sekrit")
+        result = subprocess.run(
+            [rscript, str(script), "-P", "lr=0.5"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        close_stores()
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "sekrit")
+        [run] = open_store(server.url).search_runs(["0"])
+        folder = server.artifacts / run.info.artifact_uri.removeprefix("mlflow-artifacts:/")
+    assert run.info.status.value == "FINISHED"
+    assert run.data.params == {"lr": "0.5"}
+    assert run.data.metrics == {"third": 1 / 3, "neg": -0.25}
+    assert (folder / "notes.txt").read_text() == "hello"
+    assert (folder / "m" / "model.rds").is_file()

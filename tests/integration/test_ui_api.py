@@ -203,8 +203,64 @@ def test_the_browser_api_takes_json_bodies_only(server: ServerProcess) -> None:
         post("/ajax-api/2.0/mlflow/experiments/create", "application/x-www-form-urlencoded") == 415
     )
     assert post("/ajax-api/2.0/mlflow/experiments/create", "application/json") == 200
-    # Clients of the REST API proper are not affected.
+    # Clients of the REST API proper (they send no Origin) are not affected.
     assert post("/api/2.0/mlflow/experiments/create", "text/plain") == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "http://127.0.0.1:1"},  # another port is another origin
+    ],
+)
+def test_a_page_of_another_site_cannot_change_the_server(
+    server: ServerProcess, headers: dict[str, str]
+) -> None:
+    """A no-preflight POST (text/plain) from another site's page, to any API path."""
+    for path in ("/api/2.0/mlflow/experiments/create", "/ajax-api/2.0/mlflow/experiments/create"):
+        request = urllib.request.Request(
+            server.url + path,
+            data=b'{"name": "cross-site"}',
+            headers={"Content-Type": "text/plain", **headers},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request)
+        assert refused.value.code == 403
+        assert "Cross-site request refused" in json.loads(refused.value.read())["message"]
+    # The server's own page may (same origin), and anyone may read (links to runs work).
+    own = urllib.request.Request(
+        server.url + "/ajax-api/2.0/mlflow/experiments/create",
+        data=json.dumps({"name": f"same-origin-{time.monotonic_ns()}"}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Origin": server.url,
+            "Sec-Fetch-Site": "same-origin",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(own) as response:
+        assert response.status == 200
+    read = urllib.request.Request(server.url + "/ui-api/experiments", headers=headers)
+    with urllib.request.urlopen(read) as response:
+        assert response.status == 200
+
+
+def test_proxied_artifacts_download_as_bytes_never_as_pages(server: ServerProcess) -> None:
+    base = "/api/2.0/mlflow-artifacts/artifacts/xss"
+    for name, body in (("page.html", b"<script>alert(1)</script>"), ("img.svg", b"<svg/>")):
+        put = urllib.request.Request(server.url + f"{base}/{name}", data=body, method="PUT")
+        with urllib.request.urlopen(put):
+            pass
+        status, headers, got = get(server, f"{base}/{name}")
+        assert (status, got) == (200, body)
+        assert headers["content-type"] == "application/octet-stream"
+        assert headers["content-disposition"].startswith("attachment")
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["content-security-policy"] == "sandbox"
 
 
 def test_reprorun_ui_serves_the_embedded_store_and_opens_the_browser(

@@ -65,6 +65,15 @@ def main() -> None:
 
 
 # The commands register themselves on `cli` when their modules are imported.
-from reprorun.cli import env, experiments, log, run, runs, server, work  # noqa: E402
+from reprorun.cli import (  # noqa: E402
+    diff,
+    env,
+    experiments,
+    log,
+    run,
+    runs,
+    server,
+    work,
+)
 
-__all__ = ["cli", "env", "experiments", "log", "main", "run", "runs", "server", "work"]
+__all__ = ["cli", "diff", "env", "experiments", "log", "main", "run", "runs", "server", "work"]

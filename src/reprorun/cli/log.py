@@ -26,6 +26,10 @@ tracking_option = click.option(
 )
 
 
+# `reprorun log metric loss -0.5`: a value starting with "-" is a value, not an option.
+VALUES_MAY_BE_NEGATIVE = {"ignore_unknown_options": True}
+
+
 @cli.group("log")
 def log() -> None:
     """Log to the current run from any program (shell, R, Julia, ...).
@@ -35,7 +39,7 @@ def log() -> None:
     """
 
 
-@log.command("param")
+@log.command("param", context_settings=VALUES_MAY_BE_NEGATIVE)
 @click.argument("key")
 @click.argument("value")
 @run_id_option
@@ -49,7 +53,7 @@ def log_param(key: str, value: str, run_id: str | None, tracking_uri: str | None
     fluent.log_param(key, value)
 
 
-@log.command("metric")
+@log.command("metric", context_settings=VALUES_MAY_BE_NEGATIVE)
 @click.argument("key")
 @click.argument("value", required=False)
 @click.option("--step", type=int, default=None, help="The step (default 0).")
@@ -91,7 +95,7 @@ def log_metric(
     fluent.log_metric(key, parse_number(key, value), step=step, timestamp=timestamp)
 
 
-@log.command("tag")
+@log.command("tag", context_settings=VALUES_MAY_BE_NEGATIVE)
 @click.argument("key")
 @click.argument("value")
 @run_id_option

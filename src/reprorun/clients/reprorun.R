@@ -19,6 +19,7 @@
 .rr$owned <- FALSE      # created here: rr_end_run (or the end of the script) ends it
 .rr$params <- list()    # values rr_param returned, logged when the run starts
 .rr$models <- list()    # models logged through the command (for their history tag)
+.rr$logged <- character()  # parameters logged on the run
 .rr$artifact_uri <- NULL
 
 # --- parameters ------------------------------------------------------------------------------
@@ -58,6 +59,7 @@ rr_param <- function(name, default = NULL, type = NULL) {
     value <- .rr_cast(name, raw, default, type)
   }
   .rr$params[[name]] <- raw
+  if (!is.null(.rr$run_id)) .rr_log_pending_params()  # a run already started: log it now
   value
 }
 
@@ -105,10 +107,10 @@ rr_param <- function(name, default = NULL, type = NULL) {
 
 # One handle for the session: reset between requests, it keeps its connection open, so a
 # training loop's metrics reuse one connection.
-.rr_handle <- function() {
+.rr_handle <- function(content_type = "application/json") {
   if (is.null(.rr$handle)) .rr$handle <- curl::new_handle() else curl::handle_reset(.rr$handle)
   handle <- .rr$handle
-  headers <- list("Content-Type" = "application/json")
+  headers <- list("Content-Type" = content_type)
   token <- Sys.getenv("MLFLOW_TRACKING_TOKEN")
   if (nzchar(token)) headers[["Authorization"]] <- paste("Bearer", token)
   user <- Sys.getenv("MLFLOW_TRACKING_USERNAME")
@@ -142,7 +144,8 @@ rr_param <- function(name, default = NULL, type = NULL) {
   }
   handle <- .rr_handle()
   if (!is.null(body)) {
-    json <- jsonlite::toJSON(body, auto_unbox = TRUE, digits = NA, null = "null")
+    json <- jsonlite::toJSON(body, auto_unbox = TRUE, digits = NA, null = "null",
+                             json_verbatim = TRUE)
     curl::handle_setopt(handle, customrequest = method, copypostfields = as.character(json))
   }
   .rr_fetch(url, handle, paste(method, endpoint))
@@ -171,6 +174,25 @@ rr_param <- function(name, default = NULL, type = NULL) {
 }
 
 .rr_now <- function() round(as.numeric(Sys.time()) * 1000)
+
+# A double for JSON with all 17 significant digits (jsonlite stops at 15), so the value
+# arrives exactly as R has it; NaN and infinities as MLflow's strings.
+.rr_number <- function(x) {
+  if (is.nan(x)) return("NaN")
+  if (is.infinite(x)) return(if (x > 0) "Infinity" else "-Infinity")
+  structure(sprintf("%.17g", x), class = "json")
+}
+
+# A random id that neither uses nor changes the script's random numbers (set.seed stays
+# in force: the same seed gives the same results with or without logging).
+.rr_uuid <- function() {
+  had <- exists(".Random.seed", envir = globalenv(), inherits = FALSE)
+  if (had) saved <- get(".Random.seed", envir = globalenv())
+  on.exit(if (had) assign(".Random.seed", saved, envir = globalenv())
+          else rm(".Random.seed", envir = globalenv()))
+  set.seed(NULL)
+  paste(sample(c(0:9, letters[1:6]), 32, replace = TRUE), collapse = "")
+}
 
 # --- runs --------------------------------------------------------------------------------------
 
@@ -229,7 +251,9 @@ rr_start_run <- function(experiment_name = NULL, run_name = NULL) {
     run <- .rr_api("GET", "runs/get", query = list(run_id = .rr$run_id))$run
     vapply(run$data$params %||% list(), function(p) p$key, "")
   } else character()
-  for (name in setdiff(names(.rr$params), have)) rr_log_param(name, .rr$params[[name]])
+  for (name in setdiff(names(.rr$params), c(have, .rr$logged))) {
+    rr_log_param(name, .rr$params[[name]])
+  }
 }
 
 `%||%` <- function(a, b) if (is.null(a)) b else a
@@ -259,6 +283,7 @@ rr_end_run <- function(status = "FINISHED") {
   .rr$run_id <- NULL
   .rr$owned <- FALSE
   .rr$artifact_uri <- NULL
+  .rr$logged <- character()
   invisible()
 }
 
@@ -277,7 +302,11 @@ rr_end_run <- function(status = "FINISHED") {
   invisible(value)
 }
 
-rr_log_param <- function(key, value) .rr_key_value("runs/log-parameter", "param", key, value)
+rr_log_param <- function(key, value) {
+  .rr_key_value("runs/log-parameter", "param", key, value)
+  .rr$logged <- union(.rr$logged, key)
+  invisible(value)
+}
 
 rr_set_tag <- function(key, value) .rr_key_value("runs/set-tag", "tag", key, value)
 
@@ -289,10 +318,10 @@ rr_log_metric <- function(key, value, step = 0L, timestamp = NULL) {
   }
   stamp <- if (is.null(timestamp)) .rr_now() else timestamp
   if (!is.null(.rr_server())) {
-    .rr_api("POST", "runs/log-metric", list(run_id = run_id, key = key, value = value,
+    .rr_api("POST", "runs/log-metric", list(run_id = run_id, key = key, value = .rr_number(value),
                                             timestamp = stamp, step = as.integer(step)))
   } else {
-    .rr_command("log", "metric", key, .rr_text(value), "--step", as.integer(step),
+    .rr_command("log", "metric", key, sprintf("%.17g", value), "--step", as.integer(step),
                 "--timestamp", format(stamp, scientific = FALSE), "--run-id", run_id)
   }
   invisible(value)
@@ -332,8 +361,7 @@ rr_log_artifact <- function(path, artifact_path = NULL) {
     rest <- sub("^mlflow-artifacts:(//[^/]*)?/*", "", uri)
     url <- paste0(.rr_server(), "/api/2.0/mlflow-artifacts/artifacts/", rest, "/",
                   paste(vapply(strsplit(target, "/")[[1]], curl::curl_escape, ""), collapse = "/"))
-    handle <- .rr_handle()
-    curl::handle_setheaders(handle, "Content-Type" = "application/octet-stream")
+    handle <- .rr_handle("application/octet-stream")
     bytes <- readBin(source, "raw", n = file.info(source)$size)
     curl::handle_setopt(handle, customrequest = "PUT", copypostfields = bytes)
     .rr_fetch(url, handle, paste("upload", target))
@@ -357,7 +385,7 @@ rr_log_model <- function(object, path = "model") {
   dir.create(folder, recursive = TRUE)
   on.exit(unlink(scratch, recursive = TRUE), add = TRUE)
   saveRDS(object, file.path(folder, "model.rds"))
-  uuid <- paste(sample(c(0:9, letters[1:6]), 32, replace = TRUE), collapse = "")
+  uuid <- .rr_uuid()
   created <- format(Sys.time(), "%Y-%m-%d %H:%M:%OS6", tz = "UTC")
   r_version <- paste(R.version$major, R.version$minor, sep = ".")
   classes <- paste(class(object), collapse = ", ")

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -39,6 +39,8 @@ from reprorun.server.rest_mlflow import (
 from reprorun.server.ui import ui_routes
 
 CONFIG_ENV = "REPRORUN_SERVER_CONFIG"  # how --workers processes receive the configuration
+# Files served for download: not sniffed, not rendered, and sandboxed if a browser tries.
+DOWNLOAD_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 MiB = 1024 * 1024
 
 
@@ -203,9 +205,46 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     authenticator = Authenticator.from_options(config.auth_token, config.basic_auth_file)
     if authenticator is not None:
         app.add_middleware(AuthMiddleware, authenticator=authenticator)
+    app.add_middleware(CrossSiteMiddleware)
     if config.allowed_hosts:
         app.add_middleware(HostMiddleware, allowed=config.allowed_hosts)
     return app
+
+
+SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
+
+
+class CrossSiteMiddleware:
+    """Refuses requests that change something when a browser says another site sent them
+    (``Sec-Fetch-Site: cross-site``, or an ``Origin`` other than this server): a page on
+    any site could otherwise post to a server on 127.0.0.1. MLflow's clients send neither
+    header; reading stays open (links to runs from elsewhere work)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"].encode() in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        host = headers.get(b"host", b"").decode("latin-1")
+        cross = headers.get(b"sec-fetch-site", b"").decode("latin-1") == "cross-site"
+        if origin and origin != "null":
+            cross = cross or urlsplit(origin).netloc.lower() != host.lower()
+        elif origin == "null":  # sandboxed frames and file:// pages
+            cross = True
+        if not cross:
+            await self.app(scope, receive, send)
+            return
+        body = {
+            "error_code": "PERMISSION_DENIED",
+            "message": f"Cross-site request refused: a page from {origin or 'another site'} "
+            "cannot change this server. Use the server's own page, or a client that is not "
+            "a browser.",
+        }
+        await json_response(403, body)(scope, receive, send)
 
 
 def _host_name(header: str) -> str:
@@ -340,7 +379,14 @@ class ArtifactProxy:
         if request.method == "GET":
             if not target.is_file():
                 raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"No artifact {raw!r}.")
-            return FileResponse(target, filename=target.name, content_disposition_type="inline")
+            # Bytes to save, never a page: an uploaded .html or .svg must not run script in
+            # the origin the web UI shares with this proxy.
+            return FileResponse(
+                target,
+                filename=target.name,
+                media_type="application/octet-stream",
+                headers=DOWNLOAD_HEADERS,
+            )
         if request.method == "DELETE":
             await run_in_threadpool(_delete, target)
             return json_response(200, {})

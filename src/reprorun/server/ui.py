@@ -69,6 +69,12 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
                 start = size - LOG_CHUNK
             f.seek(start)
             data = f.read(LOG_CHUNK)
+        # Whole characters only: a UTF-8 sequence cut by the chunk's start or end (or by a
+        # writer mid-write) is skipped at the start and left for the next read at the end.
+        if start > 0 and offset == 0:
+            skip = next((i for i, b in enumerate(data[:4]) if b & 0xC0 != 0x80), 0)
+            data, start = data[skip:], start + skip
+        data = data[: _complete_utf8(data)]
         return {
             "text": data.decode("utf-8", errors="replace"),
             "start": start,
@@ -151,6 +157,25 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
     ]
 
 
+def _complete_utf8(data: bytes) -> int:
+    """The length of ``data`` without a trailing incomplete UTF-8 sequence."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:  # a continuation byte: look further back for the lead
+            continue
+        needed = (
+            2
+            if byte >> 5 == 0b110
+            else 3
+            if byte >> 4 == 0b1110
+            else 4
+            if byte >> 3 == 0b11110
+            else 1
+        )
+        return len(data) - back if needed > back else len(data)
+    return len(data)
+
+
 def _mlmodel(artifact_uri: str, path: str) -> str | None:
     """The text of a model's MLmodel file (its flavors, signature, sizes), if it has one."""
     try:
@@ -203,15 +228,22 @@ def _artifact_file(artifact_uri: str, raw_path: str) -> Path:
 
 
 def _file_response(request: Request, artifact_uri: str) -> Response:
+    from reprorun.server.app import DOWNLOAD_HEADERS
+
     target = _artifact_file(artifact_uri, request.query_params.get("path", ""))
     # ?preview=1: the file's first bytes, as text, for the page to show.
     if request.query_params.get("preview"):
         with open(target, "rb") as f:
             data = f.read(PREVIEW_BYTES)
+        truncated = "1" if target.stat().st_size > len(data) else "0"
         return Response(
             data,
             media_type="application/octet-stream",
-            headers={"X-Truncated": "1" if target.stat().st_size > len(data) else "0"},
+            headers={
+                **DOWNLOAD_HEADERS,
+                "Content-Disposition": "attachment",
+                "X-Truncated": truncated,
+            },
         )
     disposition = "inline" if request.query_params.get("inline") else "attachment"
     # Only images are shown in the page; everything else downloads as bytes, so an uploaded
@@ -222,7 +254,7 @@ def _file_response(request: Request, artifact_uri: str) -> Response:
         filename=target.name,
         media_type=media_type or "application/octet-stream",
         content_disposition_type=disposition if media_type else "attachment",
-        headers={"X-Content-Type-Options": "nosniff"},
+        headers=DOWNLOAD_HEADERS if media_type is None else {"X-Content-Type-Options": "nosniff"},
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import select
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -63,16 +64,8 @@ def log_metric_lines(stream: IO[bytes], default_step: int | None = None) -> int:
             pending.clear()
         last_write = time.monotonic()
 
-    fd = stream.fileno() if hasattr(stream, "fileno") else None
-    number = 0
-    while True:
-        # Lines that trickle in are not held back: wait at most until the next write is due.
-        if pending and fd is not None and not _readable(fd, FLUSH_SECONDS):
-            write()
-        raw = stream.readline()
-        if not raw:
-            break
-        number += 1
+    lines = _lines(stream, lambda: FLUSH_SECONDS if pending else None, write)
+    for number, raw in enumerate(lines, start=1):
         metric = parse_metric_line(raw.decode("utf-8", errors="replace"), number, default_step)
         if metric is not None:
             pending.append(metric)
@@ -82,10 +75,38 @@ def log_metric_lines(stream: IO[bytes], default_step: int | None = None) -> int:
     return total
 
 
+def _lines(
+    stream: IO[bytes], timeout: Callable[[], float | None], on_idle: Callable[[], None]
+) -> Iterator[bytes]:
+    """The lines of ``stream``, read straight from its file descriptor so that waiting for
+    more input can time out: after ``timeout()`` seconds without input, ``on_idle()`` runs
+    (lines that trickle in are written, not held back behind a buffer)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests): plain lines
+        yield from iter(stream.readline, b"")
+        return
+    buffer = b""
+    while True:
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            yield line + b"\n"
+        wait = timeout()
+        if wait is not None and not _readable(fd, wait):
+            on_idle()
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buffer += chunk
+    if buffer:
+        yield buffer
+
+
 def _readable(fd: int, timeout: float) -> bool:
     try:
         ready, _, _ = select.select([fd], [], [], timeout)
-    except (OSError, ValueError):  # not selectable (a file on some systems): just read
+    except (OSError, ValueError):  # not selectable: just read
         return True
     return bool(ready)
 

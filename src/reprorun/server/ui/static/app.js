@@ -36,8 +36,7 @@ const TAG = {
   rerunOf: "reprorun.rerunOf",
 };
 
-// Timers of the page on screen (live refresh, log follow); cleared when the page changes.
-let timers = [];
+// Live refresh and log follow run only while their page is on screen (see every()).
 
 // --- small helpers -----------------------------------------------------------------------------
 
@@ -69,7 +68,8 @@ function append(el, children) {
 /** Only links that cannot run script: same-page, relative, http(s). */
 function safeHref(url) {
   const text = String(url);
-  if (text.startsWith("#") || (text.startsWith("/") && !text.startsWith("//"))) return text;
+  // "//host" and "/\\host" are other sites to a browser.
+  if (text.startsWith("#") || (text.startsWith("/") && !/^\/[\/\\]/.test(text))) return text;
   try {
     const parsed = new URL(text);
     if (parsed.protocol === "http:" || parsed.protocol === "https:") return parsed.href;
@@ -202,15 +202,16 @@ function quoteKey(key) {
 
 function setTitle(text) { document.title = text ? `${text} · reprorun` : "reprorun"; }
 
-function every(ms, fn) {
-  const id = setInterval(fn, ms);
-  timers.push(id);
-  return id;
-}
-
-function stopTimers() {
-  timers.forEach((id) => clearInterval(id));
-  timers = [];
+/** Call fn every ms while page is on screen and fn does not return false; never two calls
+ * at once (the next is scheduled when the previous has finished). */
+function every(page, ms, fn) {
+  const tick = async () => {
+    if (!page.isConnected) return;
+    let again = true;
+    try { again = (await fn()) !== false; } catch (_) { /* the page shows its own errors */ }
+    if (again && page.isConnected) setTimeout(tick, ms);
+  };
+  setTimeout(tick, ms);
 }
 
 // --- router --------------------------------------------------------------------------------
@@ -228,7 +229,6 @@ function go(path, query) {
 }
 
 async function route() {
-  stopTimers();
   const root = document.getElementById("app");
   const { parts, query } = parseHash();
   const page = h("div", {});
@@ -329,12 +329,13 @@ const FIXED_COLUMNS = [
   { id: "entry", label: "Entry point", order: `tags.\`${TAG.entry}\``, cell: (r) => r.tags[TAG.entry] || "" },
 ];
 
-/** A user-chosen column: "params.cp", "metrics.acc" or "tags.x". */
+/** A user-chosen column: "params.cp", "metrics.acc" or "tags.x" (null for anything else). */
 function keyColumn(spec) {
   const dot = spec.indexOf(".");
   const kind = spec.slice(0, dot);
   const key = spec.slice(dot + 1);
   const source = { params: "params", metrics: "metrics", tags: "tags" }[kind];
+  if (!source || !key) return null;
   return {
     id: spec, label: `${kind === "params" ? "param" : kind === "metrics" ? "metric" : "tag"}: ${key}`,
     order: `${kind}.${quoteKey(key)}`, numeric: kind === "metrics",
@@ -412,16 +413,20 @@ async function runsPage(page, experimentIds, query) {
   const namesById = Object.fromEntries(experiments.map((e) => [e.experiment_id, e.name]));
   const experimentColumn = { id: "experiment", label: "Experiment", cell: (r) => namesById[r.info.experiment_id] || r.info.experiment_id };
 
+  let loads = 0; // answers to an older request (a live refresh overtaken by "Next") are dropped
   async function load(quiet) {
+    const mine = ++loads;
     // Several experiments: say which each run is in (not sortable: MLflow's grammar has no key for it).
-    const cols = [...FIXED_COLUMNS.slice(0, 2), ...(experimentIds.length > 1 ? [experimentColumn] : []), ...FIXED_COLUMNS.slice(2), ...columns.map(keyColumn)];
+    const cols = [...FIXED_COLUMNS.slice(0, 2), ...(experimentIds.length > 1 ? [experimentColumn] : []), ...FIXED_COLUMNS.slice(2), ...columns.map(keyColumn).filter(Boolean)];
     let result;
     try {
       result = await mlflow("runs/search", { method: "POST", body: {
         experiment_ids: experimentIds, filter, max_results: pageSize,
         order_by: order ? [order] : [], page_token: state.tokens[state.index] || undefined,
       } });
+      if (mine !== loads) return;
     } catch (err) {
+      if (mine !== loads) return;
       message.replaceChildren(errorBox(err.status === 400 ? `The filter or sort does not work: ${err.message}` : err));
       table.replaceChildren(header(cols));
       return;
@@ -455,7 +460,7 @@ async function runsPage(page, experimentIds, query) {
 
   await load(false);
   // Live refresh: re-read the page on screen while any of its runs is still going.
-  every(LIVE_MS, () => { if (!document.getElementById("live").classList.contains("hidden")) load(true); });
+  every(page, LIVE_MS, () => (live.classList.contains("hidden") ? undefined : load(true)));
 }
 
 // --- one run -----------------------------------------------------------------------------------
@@ -544,18 +549,16 @@ async function runPage(page, runId, query) {
   page.append(h("div", { class: "card" }, h("h2", {}, `Tags (${Object.keys(run.tags).length})`),
     kvTable(Object.entries(run.tags).sort(), "tags", "No tags.")));
 
-  followLog(logCard, run, status);
+  followLog(page, logCard, run, status);
   artifactBrowser(artifacts, run.info.run_id, query.get("artifact"));
   showModels(models, run.info.run_id);
   if (isActive(run.info.status)) {
     // While it runs: new metric values in the table and the chart, and the status.
-    const id = every(LIVE_MS, async () => {
-      try {
-        const current = await getRun(run.info.run_id);
-        showMetrics(current);
-        status.replaceChildren(statusBadge(current.info.status));
-        if (!isActive(current.info.status)) clearInterval(id);
-      } catch (_) { /* the log card shows connection errors */ }
+    every(page, LIVE_MS, async () => {
+      const current = await getRun(run.info.run_id);
+      showMetrics(current);
+      status.replaceChildren(statusBadge(current.info.status));
+      return isActive(current.info.status);
     });
   }
 }
@@ -571,7 +574,7 @@ function artifactLink(runId, path, label) {
   return h("a", { href: artifactUrl(runId, path), download: path.split("/").pop() }, label);
 }
 
-function followLog(card, run, statusHolder) {
+function followLog(page, card, run, statusHolder) {
   const pre = h("pre", { class: "log hidden", id: "log" });
   const follow = h("input", { type: "checkbox", checked: true, id: "follow-log" });
   const note = h("span", { class: "muted" });
@@ -600,10 +603,7 @@ function followLog(card, run, statusHolder) {
       return false;
     }
   };
-  poll().then((going) => {
-    if (!going) return;
-    const id = every(1500, async () => { if (!(await poll())) clearInterval(id); });
-  });
+  poll().then((going) => { if (going) every(page, 1500, poll); });
 }
 
 function artifactBrowser(card, runId, initial) {
@@ -767,7 +767,7 @@ function metricChart(card, runs, metricKeys) {
         const history = cache.get(id).map((m) => ({ step: Number(m.step), time: Number(m.timestamp), value: Number(m.value) }))
           .filter((m) => Number.isFinite(m.value));
         history.sort((a, b) => (xAxis.value === "step" ? a.step - b.step || a.time - b.time : a.time - b.time));
-        const t0 = history.length ? Math.min(...history.map((m) => m.time)) : 0;
+        const t0 = history.reduce((a, m) => Math.min(a, m.time), Infinity);
         const xs = history.map((m) => (xAxis.value === "step" ? m.step : xAxis.value === "relative" ? (m.time - t0) / 1000 : m.time));
         const ys = history.map((m) => m.value);
         return { name: runName(run), color: COLORS[i % COLORS.length], xs, raw: ys, ys: smooth(ys, Number(smoothing.value)) };
@@ -809,12 +809,15 @@ function lineChart(series, { xLabel, yLabel, logY, wall }) {
   if (!usable.length) {
     return h("p", { class: "muted", "data-empty": "1" }, logY && points.length ? "No positive values to draw on a log scale." : "No values to draw.");
   }
+  // reduce, not Math.min(...values): spreading 100,000 values overflows the call stack.
+  const minOf = (values) => values.reduce((a, b) => (b < a ? b : a), Infinity);
+  const maxOf = (values) => values.reduce((a, b) => (b > a ? b : a), -Infinity);
   const xsAll = usable.map((p) => p[0]);
-  const ysAll = usable.flatMap((p) => [p[1], p[2]]);
-  let [x0, x1] = [Math.min(...xsAll), Math.max(...xsAll)];
+  const ysAll = usable.map((p) => p[1]).concat(usable.map((p) => p[2]));
+  let [x0, x1] = [minOf(xsAll), maxOf(xsAll)];
   if (x0 === x1) { x0 -= 1; x1 += 1; }
   const f = logY ? Math.log10 : (v) => v;
-  let [y0, y1] = [f(Math.min(...ysAll)), f(Math.max(...ysAll))];
+  let [y0, y1] = [f(minOf(ysAll)), f(maxOf(ysAll))];
   if (y0 === y1) { y0 -= 1; y1 += 1; }
   const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
   const sx = (x) => M.left + ((x - x0) / (x1 - x0)) * (W - M.left - M.right);
@@ -839,7 +842,10 @@ function lineChart(series, { xLabel, yLabel, logY, wall }) {
   const lines = h("g", { class: "series" });
   series.forEach((s) => {
     const keep = s.xs.map((_, i) => i).filter((i) => !logY || (s.ys[i] > 0 && s.raw[i] > 0));
-    const path = (values) => keep.map((i, n) => `${n ? "L" : "M"}${sx(s.xs[i]).toFixed(1)},${sy(values[i]).toFixed(1)}`).join("");
+    // At most ~4,000 vertices a line: more do not show on a page this wide, and cost a lot.
+    const stride = Math.ceil(keep.length / 4000);
+    const drawn = stride > 1 ? keep.filter((_, n) => n % stride === 0 || n === keep.length - 1) : keep;
+    const path = (values) => drawn.map((i, n) => `${n ? "L" : "M"}${sx(s.xs[i]).toFixed(1)},${sy(values[i]).toFixed(1)}`).join("");
     if (!keep.length) return;
     if (s.ys !== s.raw) lines.append(h("path", { d: path(s.raw), fill: "none", stroke: s.color, "stroke-opacity": 0.25, "stroke-width": 1 }));
     lines.append(h("path", { d: path(s.ys), fill: "none", stroke: s.color, "stroke-width": 2, "data-series": s.name, "data-points": keep.length }));
