@@ -149,9 +149,10 @@ def project_files(directory: Path) -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         listed = None
     if listed is not None and listed.returncode == 0:
-        names = {n for n in listed.stdout.decode("utf-8", "surrogateescape").split("\0") if n}
-        # Deleted but still tracked files are listed too: only what exists counts.
-        return sorted(n for n in names if os.path.lexists(directory / n))
+        # (A deleted but still tracked file is listed too; tree_hash skips what is gone.)
+        return sorted(
+            {n for n in listed.stdout.decode("utf-8", "surrogateescape").split("\0") if n}
+        )
     return sorted(walk(directory))
 
 
@@ -169,7 +170,7 @@ def content_hash(path: Path, cache: HashCache) -> str:
     if path.is_dir():
         return tree_hash(path, sorted(walk(path)), cache)
     cache.preload(path.parent)
-    value = cache.file_hash(path, path.stat())
+    value = cache.file_hash(str(path), path.stat())
     cache.flush()
     return value
 
@@ -178,14 +179,15 @@ def tree_hash(root: Path, files: list[str], cache: HashCache) -> str:
     digest = hashlib.sha256()
     root = root.resolve()
     cache.preload(root)
+    base = str(root) + os.sep
     for rel in files:
-        path = root / rel
+        path = base + rel  # strings, not Paths: this loop runs once per file of the project
         try:
-            info = path.lstat()
+            info = os.lstat(path)
         except FileNotFoundError:
             continue
         if stat.S_ISLNK(info.st_mode):
-            kind, content = "link", str(path.readlink())
+            kind, content = "link", os.readlink(path)  # noqa: PTH115
         elif stat.S_ISREG(info.st_mode):
             kind = "exec" if info.st_mode & 0o111 else "file"
             content = cache.file_hash(path, info)
@@ -230,7 +232,7 @@ class HashCache:
         )
         self.known.update({p: (s, m, i, h) for p, s, m, i, h in rows})
 
-    def file_hash(self, path: Path, info: os.stat_result) -> str:
+    def file_hash(self, path: str | Path, info: os.stat_result) -> str:
         """``path``: absolute, under a root given to ``preload`` (else it is just slower)."""
         key = str(path)
         known = self.known.get(key)
