@@ -73,7 +73,20 @@ from reprorun.cli import (  # noqa: E402
     run,
     runs,
     server,
+    sweep,
     work,
 )
 
-__all__ = ["cli", "diff", "env", "experiments", "log", "main", "run", "runs", "server", "work"]
+__all__ = [
+    "cli",
+    "diff",
+    "env",
+    "experiments",
+    "log",
+    "main",
+    "run",
+    "runs",
+    "server",
+    "sweep",
+    "work",
+]
