@@ -310,6 +310,18 @@ def test_resume_after_the_driver_is_killed(home: Path, project: Path) -> None:
     assert after["best"]["params"]["depth"] == "6"
 
 
+def wait_for_first_point(home: Path, timeout: float = 30) -> str:
+    """The id of the only sweep, once its first point has a run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (home / "sweeps").exists() and list((home / "sweeps").glob("sw-*.json")):
+            sweep_id, state = only_sweep(home)
+            if state["points"][0]["run_id"]:
+                return sweep_id
+        time.sleep(0.05)
+    pytest.fail("the first point did not start in time")
+
+
 def test_cancel(home: Path, project: Path) -> None:
     driver = subprocess.Popen(
         sweep_argv(str(project), "-P", "depth=1,2,3", "-P", "pause=30", "--env-manager", "local"),
@@ -318,15 +330,7 @@ def test_cancel(home: Path, project: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if (home / "sweeps").exists() and list((home / "sweeps").glob("sw-*.json")):
-                sweep_id, state = only_sweep(home)
-                if state["points"][0]["run_id"]:
-                    break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the first point did not start in time")
+        sweep_id = wait_for_first_point(home)
         cancelled = sweep_cli("cancel", sweep_id)
         assert cancelled.returncode == 0, cancelled.stderr
         assert "1 killed, 2 cancelled" in cancelled.stdout
@@ -362,15 +366,8 @@ def test_ctrl_c_stops_the_driver_and_resume_would_run_the_point_again(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if (home / "sweeps").exists() and list((home / "sweeps").glob("sw-*.json")):
-                sweep_id, state = only_sweep(home)
-                if state["points"][0]["run_id"]:
-                    break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the first point did not start in time")
+        sweep_id = wait_for_first_point(home)
+        _, state = only_sweep(home)
         driver.send_signal(signal.SIGINT)
         _, stderr = driver.communicate(timeout=30)
     finally:

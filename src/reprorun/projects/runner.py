@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reprorun._utils import current_user
+from reprorun._utils import current_user, handling_signals
 from reprorun.backends.base import Echo, LaunchSpec, SubmittedRun, get_backend
 from reprorun.config import TrackingTarget, resolve_tracking
 from reprorun.envs.base import PreparedEnv, default_env_manager, get_env_manager
@@ -660,9 +658,6 @@ def _echo(echo: Echo | bool | None) -> Echo | None:
     return echo
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
 class _Stopper:
     """Signal handling for a synchronous run: the first Ctrl-C/SIGTERM/SIGHUP stops the run
     gracefully (SIGTERM to its process group, SIGKILL after the grace period); a second one
@@ -674,15 +669,8 @@ class _Stopper:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signal handlers can only live in the main thread
-            return
-        previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
-        try:
+        with handling_signals(self._handle):
             yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self.received is not None:

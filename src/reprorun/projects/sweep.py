@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -555,16 +554,10 @@ class _Driver:
 
     @contextlib.contextmanager
     def signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
+        from reprorun._utils import handling_signals
+
+        with handling_signals(self._handle):
             yield
-            return
-        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        previous = {sig: signal.signal(sig, self._handle) for sig in stops}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
     # -- the run
     def drive(self) -> dict[str, Any]:
