@@ -3,6 +3,7 @@ and `rerun --verify`, with real git checkouts and real runs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -163,14 +164,67 @@ def test_rerun_verify_reports_a_run_that_did_not_reproduce(
 def test_the_hash_cache_rehashes_what_changed(tmp_path: Path, home: Path) -> None:
     data = tmp_path / "d"
     data.mkdir()
-    (data / "x.bin").write_bytes(b"a" * 1000)
-    cache = HashCache(tmp_path / "cache.db")
+    target = data / "x.bin"
+    target.write_bytes(b"a" * 1000)
+    cache = HashCache(tmp_path / "cache.db", racy_ns=0)  # remember even fresh files
     first = content_hash(data, cache)
-    assert content_hash(data, cache) == first
-    (data / "x.bin").write_bytes(b"b" * 1000)  # same size, new mtime
+    assert cache.known and content_hash(data, cache) == first
+    target.write_bytes(b"b" * 1000)  # same size, new mtime
     changed = content_hash(data, cache)
     assert changed != first
+    # Same size, and the old modification time put back (as cp -p or tar x do): the inode's
+    # change time still moves, so the file is hashed again.
+    stamp = target.stat().st_mtime_ns
+    target.write_bytes(b"c" * 1000)
+    os.utime(target, ns=(stamp, stamp))
+    restored = content_hash(data, cache)
+    assert restored not in (first, changed)
     cache.close()
-    reopened = HashCache(tmp_path / "cache.db")  # persisted: a new process reuses it
-    assert content_hash(data, reopened) == changed
+    reopened = HashCache(tmp_path / "cache.db", racy_ns=0)  # persisted for the next process
+    reopened.preload(target.parent.resolve())
+    assert reopened.known[str(target.resolve())][-1] == hashlib.sha256(b"c" * 1000).hexdigest()
+    assert content_hash(data, reopened) == restored
     reopened.close()
+    # By default a file changed in the last 2 s is hashed but not remembered (git's racy rule).
+    fresh = HashCache(tmp_path / "fresh.db")
+    content_hash(data, fresh)
+    target.write_bytes(b"d" * 1000)
+    assert content_hash(data, fresh) != restored and not fresh.pending
+    fresh.close()
+
+
+def test_data_behind_symbolic_links_is_hashed_by_content(tmp_path: Path, home: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "f.csv").write_text("1\n")
+    (outside / "sub" / "g.csv").write_text("2\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "link.csv").symlink_to(outside / "f.csv")
+    (data / "linked-dir").symlink_to(outside / "sub")
+    (data / "loop").symlink_to(data)  # a cycle must not hang the walk
+    cache = HashCache(tmp_path / "cache.db")
+    before = content_hash(data, cache)
+    (outside / "sub" / "g.csv").write_text("3\n")
+    assert content_hash(data, cache) != before
+    cache.close()
+
+
+def test_long_parameters_and_dirty_reruns(project: Path, home: Path) -> None:
+    # An 8,000-character parameter is fine (the fingerprint keeps its hash).
+    long_value = "x" * 7_800
+    assert run(str(project), "-P", f"note={long_value}").returncode == 0
+    parts = json.loads(runs()[0].data.tags[PARTS_TAG])
+    assert parts["params"]["note"].startswith("sha256:")
+    # A dirty run, then its rerun (the snapshot plus the stored changes): both dirty, and
+    # neither has the clean commit's fingerprint, so the clean run is never reused for them.
+    assert run(str(project), "-P", "n=2").returncode == 0
+    clean = runs()[0]
+    (project / "train.py").write_text(TRAIN.replace("n * 10", "n * 20"))
+    assert run(str(project), "-P", "n=2").returncode == 0
+    dirty = runs()[0]
+    assert reprorun_cli("rerun", dirty.info.run_id).returncode == 0
+    rerun = runs()[0]
+    assert json.loads(rerun.data.tags[PARTS_TAG])["dirty"] is True
+    assert clean.data.tags[TAG] not in (dirty.data.tags[TAG], rerun.data.tags[TAG])
+    assert rerun.data.metrics["score"] == dirty.data.metrics["score"]

@@ -21,6 +21,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +53,13 @@ class Fingerprint:
 
 
 def fingerprint(
-    the_plan: RunPlan, prepared: PreparedEnv, cache: HashCache | None = None
+    the_plan: RunPlan,
+    prepared: PreparedEnv,
+    cache: HashCache | None = None,
+    patch: Path | None = None,
 ) -> Fingerprint:
-    """The fingerprint of ``the_plan`` run in ``prepared``."""
+    """The fingerprint of ``the_plan`` run in ``prepared``; ``patch``: uncommitted changes
+    the run applies to its working copy (a rerun of a dirty run), hashed with the tree."""
     from reprorun.projects.params import ParamType
 
     own = cache is None
@@ -62,18 +67,29 @@ def fingerprint(
     try:
         directory = the_plan.project.directory
         data = {}
+        params = {}
         declared = the_plan.entry_point.parameters
         for p in the_plan.params:
             spec = declared.get(p.name)
             if spec is not None and spec.type is ParamType.PATH and Path(str(p.value)).exists():
+                # Data is its content, wherever it lies (another checkout, a rerun's copy).
                 data[p.name] = content_hash(Path(str(p.value)), cache)
+                params[p.name] = "(content: see data)"
+            else:
+                params[p.name] = _param_text(p.text, directory)
+        source = tree_hash(directory, project_files(directory), cache)
+        dirty = the_plan.provenance.git_dirty
+        if patch is not None:
+            patched = hashlib.sha256(patch.read_bytes()).hexdigest()
+            source = hashlib.sha256(f"{source}+patch:{patched}".encode()).hexdigest()
+            dirty = True
         parts = {
             "version": VERSION,
-            "source_tree": tree_hash(directory, project_files(directory), cache),
+            "source_tree": source,
             "commit": the_plan.provenance.git_commit,
-            "dirty": the_plan.provenance.git_dirty,
+            "dirty": dirty,
             "entry_point": the_plan.entry_point.name,
-            "params": {p.name: p.text for p in the_plan.params},
+            "params": params,
             "env": env_hash(prepared),
             "data": data,
         }
@@ -81,6 +97,20 @@ def fingerprint(
         if own:
             cache.close()
     return Fingerprint(Fingerprint.of(parts), parts)
+
+
+LONG_PARAM = 200  # longer values enter the parts as their hash (tags hold 8,000 characters)
+
+
+def _param_text(text: str, directory: Path) -> str:
+    """A parameter as the fingerprint keeps it: a path inside the project relative to it (two
+    checkouts of one commit match), a long value as its hash."""
+    root = str(directory.resolve()) + os.sep
+    if text.startswith(root):
+        text = "./" + text[len(root) :]
+    if len(text) > LONG_PARAM:
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
@@ -94,7 +124,10 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
             found.append(f"parameter {name}: {pa.get(name, '(none)')} -> {pb.get(name, '(none)')}")
     if a.get("source_tree") != b.get("source_tree"):
         commits = (a.get("commit") or "")[:12], (b.get("commit") or "")[:12]
-        what = f"commit {commits[0]} -> {commits[1]}" if commits[0] != commits[1] else "files"
+        if commits[0] != commits[1]:
+            what = f"commit {commits[0]} -> {commits[1]}"
+        else:
+            what = "uncommitted or untracked files; `reprorun runs diff` names them"
         found.append(f"source code ({what})")
     if a.get("env") != b.get("env"):
         found.append("environment (its package lock)")
@@ -156,8 +189,15 @@ def project_files(directory: Path) -> list[str]:
     return sorted(walk(directory))
 
 
-def walk(directory: Path) -> Iterable[str]:
-    for root, dirs, files in os.walk(directory):
+def walk(directory: Path, follow_links: bool = False) -> Iterable[str]:
+    seen: set[tuple[int, int]] = set()  # folders already walked: links may loop
+    for root, dirs, files in os.walk(directory, followlinks=follow_links):
+        if follow_links:
+            info = os.stat(root)  # noqa: PTH116 - a string path: once per folder
+            if (info.st_dev, info.st_ino) in seen:
+                dirs[:] = []
+                continue
+            seen.add((info.st_dev, info.st_ino))
         dirs[:] = [d for d in dirs if d != ".git"]
         rel = os.path.relpath(root, directory)
         for name in files:
@@ -165,17 +205,18 @@ def walk(directory: Path) -> Iterable[str]:
 
 
 def content_hash(path: Path, cache: HashCache) -> str:
-    """A file's or a folder's content hash (a folder: all its files, names included)."""
+    """A file's or a folder's content hash (a folder: all its files, names included; data
+    behind symbolic links is followed, since that is what the run reads)."""
     path = path.resolve()
     if path.is_dir():
-        return tree_hash(path, sorted(walk(path)), cache)
+        return tree_hash(path, sorted(walk(path, follow_links=True)), cache, follow_links=True)
     cache.preload(path.parent)
     value = cache.file_hash(str(path), path.stat())
     cache.flush()
     return value
 
 
-def tree_hash(root: Path, files: list[str], cache: HashCache) -> str:
+def tree_hash(root: Path, files: list[str], cache: HashCache, follow_links: bool = False) -> str:
     digest = hashlib.sha256()
     root = root.resolve()
     cache.preload(root)
@@ -183,8 +224,8 @@ def tree_hash(root: Path, files: list[str], cache: HashCache) -> str:
     for rel in files:
         path = base + rel  # strings, not Paths: this loop runs once per file of the project
         try:
-            info = os.lstat(path)
-        except FileNotFoundError:
+            info = os.stat(path) if follow_links else os.lstat(path)  # noqa: PTH116
+        except FileNotFoundError:  # gone, or a dangling link
             continue
         if stat.S_ISLNK(info.st_mode):
             kind, content = "link", os.readlink(path)  # noqa: PTH115
@@ -199,26 +240,30 @@ def tree_hash(root: Path, files: list[str], cache: HashCache) -> str:
 
 
 class HashCache:
-    """File content hashes by (path, size, mtime, inode), in a SQLite file. A hash is reused
-    only while all four match, so an edited file is always hashed again."""
+    """File content hashes by (path, size, mtime, ctime, inode), in a SQLite file. A hash is
+    reused only while all of them match: an edit changes mtime and ctime, and a restored
+    mtime (``touch -d``, ``cp -p``, ``tar x``) still changes ctime, which no tool can set.
+    As git does for its index, a file modified in the last 2 s is hashed but not remembered:
+    a second write within the clock's granularity could otherwise keep its stamps."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, racy_ns: int = 2_000_000_000):
+        self.racy_ns = racy_ns
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
-            "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)"
+            "mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, sha256 TEXT)"
         )
-        self.known: dict[str, tuple[int, int, int, str]] = {}
+        self.known: dict[str, tuple[int, int, int, int, str]] = {}
         self.loaded: set[str] = set()
-        self.pending: list[tuple[str, int, int, int, str]] = []
+        self.pending: list[tuple[str, int, int, int, int, str]] = []
 
     @classmethod
     def default(cls) -> HashCache:
         from reprorun.config import home
 
-        return cls(home() / "cache" / "file-hashes.db")
+        return cls(home() / "cache" / "file-hashes-v2.db")
 
     def preload(self, root: Path) -> None:
         """Read every cached entry under ``root`` at once (one query, not one per file)."""
@@ -227,32 +272,36 @@ class HashCache:
             return
         self.loaded.add(prefix)
         rows = self.db.execute(
-            "SELECT path, size, mtime_ns, inode, sha256 FROM files WHERE path >= ? AND path < ?",
+            "SELECT path, size, mtime_ns, ctime_ns, inode, sha256 FROM files "
+            "WHERE path >= ? AND path < ?",
             (prefix, prefix[:-1] + chr(ord(os.sep) + 1)),
         )
-        self.known.update({p: (s, m, i, h) for p, s, m, i, h in rows})
+        self.known.update({p: (s, m, c, i, h) for p, s, m, c, i, h in rows})
 
     def file_hash(self, path: str | Path, info: os.stat_result) -> str:
         """``path``: absolute, under a root given to ``preload`` (else it is just slower)."""
         key = str(path)
         known = self.known.get(key)
-        signature = (info.st_size, info.st_mtime_ns, info.st_ino)
-        if known is not None and known[:3] == signature:
-            return known[3]
+        signature = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+        if known is not None and known[:4] == signature:
+            return known[4]
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
         value = digest.hexdigest()
-        self.known[key] = (*signature, value)
-        self.pending.append((key, *signature, value))
+        if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) > self.racy_ns:
+            self.known[key] = (*signature, value)
+            self.pending.append((key, *signature, value))
         return value
 
     def flush(self) -> None:
         if not self.pending:
             return
         with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", self.pending)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", self.pending
+            )
         self.pending.clear()
 
     def close(self) -> None:

@@ -169,7 +169,7 @@ def run(
     try:
         target = resolve_tracking(tracking_uri)  # once: the store, the child and containers
         store = open_store(target.uri)
-        identity = fingerprint(the_plan, prepared)
+        identity = fingerprint(the_plan, prepared, patch=patch)
         found = check_reuse(store, the_plan, identity) if reuse else None
         if found is not None and found.run_id is not None:
             if prepared.release:

@@ -547,9 +547,12 @@ class _Driver:
         self.emit(SweepEvent("note", self.sweep_id, self.total, message=message))
 
     def _handle(self, signum: int, _frame: object) -> None:
-        if self.received is not None:  # a second signal: no more grace
+        if self.received is not None:
+            # A second signal: no more grace. Each child `reprorun run` kills its command at
+            # once on its own second signal (the command runs in a session of its own, which
+            # killing the child's group would miss).
             for child in self.children.values():
-                child.signal(signal.SIGKILL)
+                child.signal(signal.SIGTERM)
         self.received = signum
 
     @contextlib.contextmanager
@@ -814,6 +817,12 @@ class _Driver:
                     del self.children[index]
                     with contextlib.suppress(Exception):
                         self._settle(index, child.run_id or _read_run_id(self.folder, index), code)
+            time.sleep(POLL_SECONDS)
+        # Still there: a second SIGTERM makes each child kill its command now; then SIGKILL.
+        for child in self.children.values():
+            child.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and any(not c.poll()[0] for c in self.children.values()):
             time.sleep(POLL_SECONDS)
         for child in self.children.values():
             child.signal(signal.SIGKILL)
