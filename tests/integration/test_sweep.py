@@ -442,3 +442,37 @@ def test_git_source_is_pinned_to_its_commit(home: Path, project: Path) -> None:
     (child,) = [r for r in all_runs() if "mlflow.parentRunId" in r.data.tags]
     assert child.data.tags["mlflow.source.git.commit"] == git(project, "rev-parse", "HEAD")
     assert child.data.tags["reprorun.source.kind"] == "git"
+
+
+def test_resume_finds_the_run_of_a_child_killed_before_it_said_its_id(
+    home: Path, project: Path
+) -> None:
+    """The window between a child creating its run and writing its id: resume finds the run
+    by its sweep tags instead of running the point again."""
+    created = sweep_cli(str(project), "-P", "depth=1,2", "--env-manager", "local", "--create-only")
+    assert created.returncode == 0, created.stderr
+    sweep_id = created.stdout.strip()
+    state_file = home / "sweeps" / f"{sweep_id}.json"
+    state = json.loads(state_file.read_text())
+    store = open_store()
+    from reprorun.tracking.entities import Metric, RunStatus
+
+    done = store.create_run(
+        state["spec"]["experiment_id"],
+        run_name="from-a-lost-child",
+        tags={"reprorun.sweep.id": sweep_id, "reprorun.sweep.point": "1"},
+    )
+    store.log_metric(done.info.run_id, Metric("score", 1, 1))
+    store.update_run(done.info.run_id, status=RunStatus.FINISHED)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    state["points"][0].update(status="running", run_id=None, pid=dead.pid, host=os.uname()[1])
+    state_file.write_text(json.dumps(state))
+
+    resumed = sweep_cli("resume", sweep_id)
+    assert resumed.returncode == 0, resumed.stderr
+    report = status(sweep_id)
+    assert [p["status"] for p in report["points"]] == ["finished", "finished"]
+    assert report["points"][0]["run_id"] == done.info.run_id
+    children = [r for r in all_runs() if r.data.tags.get("reprorun.sweep.id") == sweep_id]
+    assert len([r for r in children if r.data.tags.get("reprorun.sweep.point") == "1"]) == 1

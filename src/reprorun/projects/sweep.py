@@ -736,6 +736,16 @@ class _Driver:
 
         self.mutate(recorded)
 
+    def _run_by_tags(self, index: int) -> str | None:
+        """The newest run of point ``index`` of this sweep that no earlier attempt used."""
+        found = self.store.search_runs(
+            [self.spec["experiment_id"]],
+            f"tags.`{TAG_ID}` = '{self.sweep_id}' and tags.`{TAG_POINT}` = '{index}'",
+            max_results=10,
+        )
+        earlier = set(_point(self.state, index).get("attempts") or [])
+        return next((r.info.run_id for r in found if r.info.run_id not in earlier), None)
+
     def _settle(
         self, index: int, run_id: str | None, exit_code: int | None, orphan: bool = False
     ) -> None:
@@ -743,6 +753,8 @@ class _Driver:
         else (an adopted or orphaned process) from its run's status."""
         from reprorun.tracking.entities import RunStatus
 
+        if run_id is None:  # killed before it could say: its run may exist all the same
+            run_id = self._run_by_tags(index)
         run = None
         if run_id is not None:
             try:
