@@ -15,7 +15,6 @@ Nothing here prints: progress goes to the ``on_event`` callback.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -111,27 +110,21 @@ def resolve_sweep_id(sweep_id: str) -> str:
 
 @contextlib.contextmanager
 def _file_lock(path: Path, *, blocking: bool = True, patience: float = 0.0) -> Iterator[bool]:
-    """An exclusive fcntl lock on ``path``; yields whether it was obtained (when not
-    ``blocking``, after trying for ``patience`` seconds)."""
+    """An exclusive lock on ``path`` (as the caches use); yields whether it was obtained
+    (when not ``blocking``, after trying for ``patience`` seconds)."""
+    from filelock import FileLock, Timeout
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + patience
+    lock = FileLock(str(path), mode=0o600)
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.05)
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        lock.acquire(timeout=-1 if blocking else patience, poll_interval=0.05)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def load_state(sweep_id: str) -> dict[str, Any]:
