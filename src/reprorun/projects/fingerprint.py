@@ -22,7 +22,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,7 +217,22 @@ def content_hash(path: Path, cache: HashCache) -> str:
 
 
 def tree_hash(root: Path, files: list[str], cache: HashCache, follow_links: bool = False) -> str:
+    return entries_hash(tree_entries(root, files, cache, follow_links))
+
+
+def entries_hash(entries: Iterable[tuple[str, str, str]]) -> str:
+    """The hash of a tree's ``(path, kind, content)`` entries, in the order given."""
     digest = hashlib.sha256()
+    for rel, kind, content in entries:
+        digest.update(f"{rel}\0{kind}\0{content}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def tree_entries(
+    root: Path, files: list[str], cache: HashCache, follow_links: bool = False
+) -> Iterator[tuple[str, str, str]]:
+    """``(path, kind, content)`` of each of ``files`` under ``root`` that still exists: kind
+    file, exec or link; content the file's hash or the link's target."""
     root = root.resolve()
     cache.preload(root)
     base = str(root) + os.sep
@@ -228,15 +243,10 @@ def tree_hash(root: Path, files: list[str], cache: HashCache, follow_links: bool
         except FileNotFoundError:  # gone, or a dangling link
             continue
         if stat.S_ISLNK(info.st_mode):
-            kind, content = "link", os.readlink(path)  # noqa: PTH115
+            yield rel, "link", os.readlink(path)  # noqa: PTH115
         elif stat.S_ISREG(info.st_mode):
-            kind = "exec" if info.st_mode & 0o111 else "file"
-            content = cache.file_hash(path, info)
-        else:
-            continue
-        digest.update(f"{rel}\0{kind}\0{content}\n".encode("utf-8", "surrogateescape"))
+            yield rel, "exec" if info.st_mode & 0o111 else "file", cache.file_hash(path, info)
     cache.flush()
-    return digest.hexdigest()
 
 
 class HashCache:

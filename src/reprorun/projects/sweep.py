@@ -348,7 +348,7 @@ def _check_values(
         raise ParameterError(shown, entry_point)
 
 
-def _pin_code(source: Any, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _pin_code(source: Any) -> dict[str, Any]:
     """What the children run: a git source's commit (they get --version COMMIT); a local
     folder's commit (if any) and content hash (they run the folder in place)."""
     prov = source.provenance
@@ -363,54 +363,32 @@ def _pin_code(source: Any, previous: Mapping[str, Any] | None = None) -> dict[st
         "pinned_version": prov.git_commit if prov.source_kind == "git" else None,
     }
     if prov.source_kind == "local":
-        manifest = _manifest(source.directory, previous)
+        manifest = _manifest(source.directory)
         code["tree_hash"] = _manifest_hash(manifest)
         code["manifest"] = manifest
     return code
 
 
-def _manifest(directory: Path, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Each project file (as the fingerprint sees the files: git's tracked and untracked
-    files not ignored, else every file) -> [kind, content hash or link target, size, mtime_ns,
-    inode]. A file whose size, mtime and inode match ``previous`` keeps its hash unread."""
-    import hashlib
-    import stat
+def _manifest(directory: Path) -> dict[str, Any]:
+    """Each project file, as the fingerprint sees them -> [kind, content hash or link
+    target]; unchanged files keep their hash through the fingerprint's cache."""
+    from reprorun.projects.fingerprint import HashCache, project_files, tree_entries
 
-    from reprorun.projects.fingerprint import project_files
-
-    previous = previous or {}
     root = directory.resolve()
-    found: dict[str, Any] = {}
-    for rel in project_files(root):
-        path = root / rel
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            continue  # tracked but deleted
-        signature = [info.st_size, info.st_mtime_ns, info.st_ino]
-        if stat.S_ISLNK(info.st_mode):
-            found[rel] = ["link", str(path.readlink()), *signature]
-            continue
-        if not stat.S_ISREG(info.st_mode):
-            continue
-        kind = "exec" if info.st_mode & 0o111 else "file"
-        known = previous.get(rel)
-        if known is not None and known[0] == kind and list(known[2:]) == signature:
-            found[rel] = list(known)
-            continue
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        found[rel] = [kind, digest.hexdigest(), *signature]
-    return found
+    cache = HashCache.default()
+    try:
+        return {
+            rel: [kind, content]
+            for rel, kind, content in tree_entries(root, project_files(root), cache)
+        }
+    finally:
+        cache.close()
 
 
 def _manifest_hash(manifest: Mapping[str, Any]) -> str:
-    import hashlib
+    from reprorun.projects.fingerprint import entries_hash
 
-    text = "".join(f"{rel}\0{manifest[rel][0]}\0{manifest[rel][1]}\n" for rel in sorted(manifest))
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    return entries_hash((rel, *manifest[rel][:2]) for rel in sorted(manifest))
 
 
 def _parent_tags(
@@ -937,7 +915,7 @@ def _current_code(state: dict[str, Any]) -> dict[str, Any]:
 
     spec = state["spec"]
     source = resolve_source(spec["uri"], version=spec["version"], cwd=Path(spec["cwd"]))
-    return _pin_code(source, _read_manifest(state["id"]))
+    return _pin_code(source)
 
 
 def code_changes(state: dict[str, Any]) -> list[str]:
@@ -1007,17 +985,13 @@ def _commit_files(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
                 break
         else:
             return []
+    from reprorun.tracking.diff import GitUnavailable, changed_files, find_repository
+
     try:
-        done = subprocess.run(
-            ["git", "-C", str(directory), "diff", "--name-only", a, b],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        repo = find_repository([directory], [a, b])
+        return [f["path"] for f in changed_files(repo, a, b)] if repo is not None else []
+    except GitUnavailable:
         return []
-    return done.stdout.split() if done.returncode == 0 else []
 
 
 # --------------------------------------------------------------------------------------------

@@ -177,12 +177,12 @@ def diff_code(tags_a: Mapping[str, str], tags_b: Mapping[str, str]) -> dict[str,
             )
             return result
         result["range"] = commit_range(repo, commit_a, commit_b)
-    except _GitUnavailable as exc:
+    except GitUnavailable as exc:
         result["range_unavailable"] = str(exc)
     return result
 
 
-class _GitUnavailable(Exception):
+class GitUnavailable(Exception):
     """git is missing, timed out or failed: the range is reported unavailable, with this."""
 
 
@@ -199,13 +199,13 @@ def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
             timeout=GIT_TIMEOUT_SECONDS,
         )
     except FileNotFoundError as exc:
-        raise _GitUnavailable("git is not installed") from exc
+        raise GitUnavailable("git is not installed") from exc
     except subprocess.TimeoutExpired as exc:
-        raise _GitUnavailable(
+        raise GitUnavailable(
             f"git {args[0]} in {repo} took more than {GIT_TIMEOUT_SECONDS} s"
         ) from exc
     if check and done.returncode != 0:
-        raise _GitUnavailable(f"git {args[0]} failed in {repo}: {done.stderr.strip()[:500]}")
+        raise GitUnavailable(f"git {args[0]} failed in {repo}: {done.stderr.strip()[:500]}")
     return done
 
 
@@ -264,12 +264,9 @@ def _log(repo: Path, spec: str) -> list[dict[str, str]]:
     return entries
 
 
-def commit_range(repo: Path, commit_a: str, commit_b: str) -> dict[str, Any]:
-    """Commits from A to B (in B, not in A) and back (in A, not in B; both non-zero when the
-    histories diverged), up to MAX_SUBJECTS subjects each, newest first; and ``git diff
-    --numstat A B``: per file the lines added and deleted (None for binary files)."""
-    forward = int(_git(repo, "rev-list", "--count", f"{commit_a}..{commit_b}", "--").stdout)
-    backward = int(_git(repo, "rev-list", "--count", f"{commit_b}..{commit_a}", "--").stdout)
+def changed_files(repo: Path, commit_a: str, commit_b: str) -> list[dict[str, Any]]:
+    """``git diff --numstat A B``: each changed file with the lines added and deleted (None
+    for binary files)."""
     numstat = _git(
         repo,
         "diff",
@@ -292,6 +289,16 @@ def commit_range(repo: Path, commit_a: str, commit_b: str) -> dict[str, Any]:
                 "deleted": int(deleted) if deleted.isdigit() else None,
             }
         )
+    return files
+
+
+def commit_range(repo: Path, commit_a: str, commit_b: str) -> dict[str, Any]:
+    """Commits from A to B (in B, not in A) and back (in A, not in B; both non-zero when the
+    histories diverged), up to MAX_SUBJECTS subjects each, newest first; and the changed
+    files (``changed_files``)."""
+    forward = int(_git(repo, "rev-list", "--count", f"{commit_a}..{commit_b}", "--").stdout)
+    backward = int(_git(repo, "rev-list", "--count", f"{commit_b}..{commit_a}", "--").stdout)
+    files = changed_files(repo, commit_a, commit_b)
     return {
         "repository": str(repo),
         "commits_a_to_b": forward,
