@@ -214,37 +214,50 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
 SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
 
 
-class CrossSiteMiddleware:
+class _Guard:
+    """An ASGI middleware that lets each HTTP request through or answers it itself."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    def refusal(self, method: str, headers: dict[bytes, str]) -> Response | None:
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = {k: v.decode("latin-1") for k, v in scope.get("headers") or []}
+            refused = self.refusal(scope["method"], headers)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _denied(message: str) -> Response:
+    return json_response(403, {"error_code": "PERMISSION_DENIED", "message": message})
+
+
+class CrossSiteMiddleware(_Guard):
     """Refuses requests that change something when a browser says another site sent them
     (``Sec-Fetch-Site: cross-site``, or an ``Origin`` other than this server): a page on
     any site could otherwise post to a server on 127.0.0.1. MLflow's clients send neither
     header; reading stays open (links to runs from elsewhere work)."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"].encode() in SAFE_METHODS:
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        origin = headers.get(b"origin", b"").decode("latin-1")
-        host = headers.get(b"host", b"").decode("latin-1")
-        cross = headers.get(b"sec-fetch-site", b"").decode("latin-1") == "cross-site"
-        if origin and origin != "null":
-            cross = cross or urlsplit(origin).netloc.lower() != host.lower()
-        elif origin == "null":  # sandboxed frames and file:// pages
+    def refusal(self, method: str, headers: dict[bytes, str]) -> Response | None:
+        if method.encode() in SAFE_METHODS:
+            return None
+        origin = headers.get(b"origin", "")
+        cross = headers.get(b"sec-fetch-site") == "cross-site"
+        if origin == "null":  # sandboxed frames and file:// pages
             cross = True
+        elif origin:
+            cross = cross or urlsplit(origin).netloc.lower() != headers.get(b"host", "").lower()
         if not cross:
-            await self.app(scope, receive, send)
-            return
-        body = {
-            "error_code": "PERMISSION_DENIED",
-            "message": f"Cross-site request refused: a page from {origin or 'another site'} "
-            "cannot change this server. Use the server's own page, or a client that is not "
-            "a browser.",
-        }
-        await json_response(403, body)(scope, receive, send)
+            return None
+        return _denied(
+            f"Cross-site request refused: a page from {origin or 'another site'} cannot change "
+            "this server. Use the server's own page, or a client that is not a browser."
+        )
 
 
 def _host_name(header: str) -> str:
@@ -254,28 +267,21 @@ def _host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-class HostMiddleware:
+class HostMiddleware(_Guard):
     """Refuses requests addressed to a host name not in ``allowed`` (403)."""
 
     def __init__(self, app: ASGIApp, allowed: tuple[str, ...]):
-        self.app = app
+        super().__init__(app)
         self.allowed = {name.lower() for name in allowed}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        host = headers.get(b"host", b"").decode("latin-1").strip()
+    def refusal(self, method: str, headers: dict[bytes, str]) -> Response | None:
+        host = headers.get(b"host", "").strip()
         if _host_name(host).lower() in self.allowed:
-            await self.app(scope, receive, send)
-            return
-        message = (
+            return None
+        return _denied(
             f"This server does not answer to the host name {host!r}: it answers to "
             f"{', '.join(sorted(self.allowed))}. Start it with --allowed-hosts to add names."
         )
-        body = {"error_code": "PERMISSION_DENIED", "message": message}
-        await json_response(403, body)(scope, receive, send)
 
 
 def _is_json(request: Request) -> bool:
@@ -301,37 +307,25 @@ def _too_large(limit: int) -> ApiError:
     )
 
 
-class AuthMiddleware:
+class AuthMiddleware(_Guard):
     """Rejects every request without valid credentials (bearer token or basic auth)."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator):
-        self.app = app
+        super().__init__(app)
         self.authenticator = authenticator
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        header = headers.get(b"authorization", b"").decode("latin-1")
-        if self.authenticator.check(header):
-            await self.app(scope, receive, send)
-            return
-        body = json.dumps(
-            {
-                "error_code": "UNAUTHENTICATED",
-                "message": "Authentication required: send a bearer token "
-                "(MLFLOW_TRACKING_TOKEN) or basic credentials "
-                "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD).",
-            }
-        )
-        response = Response(
-            body,
-            status_code=401,
-            media_type="application/json",
-            headers={"WWW-Authenticate": 'Basic realm="reprorun"'},
-        )
-        await response(scope, receive, send)
+    def refusal(self, method: str, headers: dict[bytes, str]) -> Response | None:
+        if self.authenticator.check(headers.get(b"authorization", "")):
+            return None
+        body = {
+            "error_code": "UNAUTHENTICATED",
+            "message": "Authentication required: send a bearer token "
+            "(MLFLOW_TRACKING_TOKEN) or basic credentials "
+            "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD).",
+        }
+        response = json_response(401, body)
+        response.headers["WWW-Authenticate"] = 'Basic realm="reprorun"'
+        return response
 
 
 def safe_artifact_path(raw: str) -> PurePosixPath:
@@ -354,6 +348,15 @@ def safe_artifact_path(raw: str) -> PurePosixPath:
     return path
 
 
+def resolve_under(root: Path, raw: str, where: str = "the artifact root") -> Path:
+    """The path ``raw`` names under the resolved folder ``root``; refused if it is unsafe (see
+    safe_artifact_path) or resolves outside it (a symbolic link pointing out)."""
+    target = (root / safe_artifact_path(raw)).resolve()
+    if not target.is_relative_to(root):
+        raise invalid(f"Invalid artifact path {raw!r}: it leaves {where}.")
+    return target
+
+
 class ArtifactProxy:
     """MLflow's ``mlflow-artifacts`` endpoints over a local folder."""
 
@@ -362,10 +365,7 @@ class ArtifactProxy:
         self.max_bytes = max_bytes
 
     def _resolve(self, raw: str) -> Path:
-        target = (self.root / safe_artifact_path(raw)).resolve()
-        if target != self.root and not target.is_relative_to(self.root):
-            raise invalid(f"Invalid artifact path {raw!r}: it leaves the artifact root.")
-        return target
+        return resolve_under(self.root, raw)
 
     async def handle(self, request: Request) -> Response:
         raw = request.path_params.get("path")

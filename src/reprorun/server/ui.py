@@ -208,19 +208,16 @@ def _int_param(request: Request, name: str, default: int) -> int:
 def _artifact_file(artifact_uri: str, raw_path: str) -> Path:
     """The file ``raw_path`` names under an artifact folder; refused if it is not one or
     would leave the folder (``..``, absolute paths, symbolic links pointing out)."""
-    from reprorun.server.app import safe_artifact_path
+    from reprorun.server.app import resolve_under
     from reprorun.tracking.artifacts import local_dir
 
     if not raw_path:
         raise invalid("Name the artifact with ?path=.")
-    relative = safe_artifact_path(raw_path)
     try:
         root = local_dir(artifact_uri).resolve()
     except Exception as exc:
         raise invalid(str(exc)) from None
-    target = (root / relative).resolve()
-    if not target.is_relative_to(root):
-        raise invalid(f"Invalid artifact path {raw_path!r}: it leaves the run's artifact folder.")
+    target = resolve_under(root, raw_path, "the run's artifact folder")
     if not target.is_file():
         kind = "a folder" if target.is_dir() else "not there"
         raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Artifact {raw_path!r} is {kind}.")
