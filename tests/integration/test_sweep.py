@@ -200,8 +200,8 @@ def test_bad_input_is_refused_before_anything_runs(
 
 
 def test_random_points_are_reproducible(home: Path, project: Path) -> None:
-    def points(seed: str, *more: str) -> list[dict[str, str]]:
-        done = sweep_cli(
+    def random_sweep(seed: str, *more: str) -> subprocess.CompletedProcess[str]:
+        return sweep_cli(
             str(project),
             "-P",
             "cp=uniform(0,1)",
@@ -213,9 +213,11 @@ def test_random_points_are_reproducible(home: Path, project: Path) -> None:
             "3",
             "--seed",
             seed,
-            "--json",
             *more,
         )
+
+    def points(seed: str, *more: str) -> list[dict[str, str]]:
+        done = random_sweep(seed, "--json", *more)
         assert done.returncode == 0, done.stderr
         found: list[dict[str, str]] = json.loads(done.stdout).get("points")
         return found
@@ -225,20 +227,7 @@ def test_random_points_are_reproducible(home: Path, project: Path) -> None:
     assert points("1", "--dry-run") == first
     assert points("2", "--dry-run") != first
     assert all_runs() == []  # a dry run records nothing
-    created = sweep_cli(
-        str(project),
-        "-P",
-        "cp=uniform(0,1)",
-        "-P",
-        "depth=randint(1,9)",
-        "-P",
-        "crit=choice(gini,entropy)",
-        "--random",
-        "3",
-        "--seed",
-        "1",
-        "--create-only",
-    )
+    created = random_sweep("1", "--create-only")
     assert created.returncode == 0, created.stderr
     sweep_id = created.stdout.strip()
     assert [p["params"] for p in status(sweep_id)["points"]] == first
