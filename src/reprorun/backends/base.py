@@ -1,18 +1,35 @@
-"""The backend interface: submit a prepared command, get back a handle on the running job."""
+"""The backend interface: submit a prepared command, get back a handle on the running job.
+
+A backend is built from its options (``--backend-config``), checked before anything is
+submitted. ``submit`` starts the job; ``attach`` rebuilds the handle of a job submitted by
+another process from the run's tags, which is how ``reprorun runs status|logs|kill`` work for
+every backend.
+"""
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import difflib
+import json
+import types
+import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reprorun.errors import UnknownNameError, UserInputError
-from reprorun.tracking.entities import RunStatus
+from reprorun.tracking.entities import Run, RunStatus
 from reprorun.tracking.store.base import TrackingStore
 
 Echo = Callable[[bytes], None]
+
+# Tags every submitted run carries, so any process can find its job again.
+JOB_ID_TAG = "reprorun.backend.jobId"
+JOB_URL_TAG = "reprorun.backend.jobUrl"
+CONFIG_TAG = "reprorun.backend.config"  # the validated options, JSON (never credentials)
+FAILURE_TAG = "reprorun.failureReason"  # why the run FAILED or was KILLED, when not its exit code
 
 
 @dataclass(frozen=True)
@@ -22,7 +39,7 @@ class LaunchSpec:
     run_id: str
     command: str  # shell syntax by contract; every substituted value is already quoted
     cwd: Path
-    env: Mapping[str, str]
+    env: Mapping[str, str]  # the whole environment of a local child
     store: TrackingStore
     artifact_dir: Path
     log_path: str = "logs/run.log"  # relative to the run's artifacts
@@ -30,14 +47,45 @@ class LaunchSpec:
     argv: list[str] | None = None  # run this instead of `bash -c command` (containers)
     stop_argv: list[str] | None = None  # run this too when the run is cancelled
     on_finish: Callable[[], None] | None = None  # once the run has ended (release resources)
+    # For jobs that run elsewhere (remote backends):
+    experiment_id: str = "0"
+    artifact_uri: str = ""  # the run's artifact location (the job's log is stored there)
+    tracking_uri: str = ""  # the tracking URI the job logs into, as the cluster reaches it
+    job_env: Mapping[str, str] = field(default_factory=dict)  # only what the job must get
+    source_root: Path | None = None  # the project's tree to ship (cwd is inside it)
+    path_prefix: tuple[str, ...] = ()  # the built environment's folders for PATH
+    lock_text: str | None = None  # the environment's exact package set
+    python_version: str | None = None
+    docker_image: str | None = None  # docker_env projects: the image to run in
+    # The local backend's queue: wait while this many local runs (asking the same) run.
+    max_parallel: int | None = None
+    interrupted: Callable[[], None] | None = None  # raises if the submitter was told to stop
+
+    @property
+    def root(self) -> Path:
+        return self.source_root or self.cwd
+
+    @property
+    def subdirectory(self) -> str:
+        """Where the command runs, relative to the shipped tree ("" for its top)."""
+        rel = self.cwd.relative_to(self.root).as_posix()
+        return "" if rel == "." else rel
 
 
 class SubmittedRun(abc.ABC):
     """A run handed to a backend (MLflow's SubmittedRun: wait, get_status, cancel)."""
 
+    backend: str = "local"
+    job_url: str | None = None  # where the engine shows the job, when it has a page
+
     @property
     @abc.abstractmethod
     def run_id(self) -> str: ...
+
+    @property
+    def job_id(self) -> str:
+        """The backend's own id of the job (a process id, a Slurm job id, ...)."""
+        return self.run_id
 
     @abc.abstractmethod
     def wait(self) -> bool:
@@ -50,31 +98,21 @@ class SubmittedRun(abc.ABC):
     def cancel(self, force: bool = False) -> None:
         """Stop the run (its whole process tree) and mark it KILLED; ``force``: at once."""
 
-
-@dataclass(frozen=True)
-class LocalBackendConfig:
-    """Options of the local backend (``--backend-config``)."""
-
-    stop_grace_seconds: float = 10.0  # SIGTERM first, SIGKILL after this long
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LocalBackendConfig:
-        unknown = set(data) - {"stop_grace_seconds"}
-        if unknown:
-            raise UserInputError(
-                f"Unknown local backend option(s): {', '.join(sorted(unknown))}. "
-                "Valid: stop_grace_seconds."
-            )
-        grace = data.get("stop_grace_seconds", cls.stop_grace_seconds)
-        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
-            raise UserInputError(
-                f"Local backend option stop_grace_seconds must be a number >= 0, got {grace!r}."
-            )
-        return cls(stop_grace_seconds=float(grace))
+    def logs(self) -> bytes:
+        """The job's output so far (all of it once the run has ended)."""
+        return b""
 
 
 class Backend(abc.ABC):
     name: str
+    # The job runs outside this process tree, maybe on another machine: the run is tagged
+    # with its job id, and its status follows the job's.
+    remote: bool = False
+    # Whether the job can see this machine's files (a SQLite store, the built environment).
+    # None: only if the cluster is this machine or shares its file system.
+    shares_filesystem: bool | None = True
+    # The tracking URI the job logs into, when the config sets one.
+    tracking_uri: str | None = None
 
     def submit(self, spec: LaunchSpec) -> SubmittedRun:
         return self._submit(spec)
@@ -82,20 +120,196 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def _submit(self, spec: LaunchSpec) -> SubmittedRun: ...
 
+    def check_env(self, env_manager: str) -> None:
+        """Refuse, before the run exists, an environment this backend cannot provide."""
+        if self.remote and env_manager == "docker":
+            raise UserInputError(
+                f"The {self.name} backend does not run docker_env projects (they run on the "
+                "local and kubernetes backends); use --env-manager uv or local."
+            )
 
-def _local(config: Mapping[str, Any]) -> Backend:
+    def attach(self, run: Run, store: TrackingStore) -> SubmittedRun:
+        """The handle of ``run``'s job, rebuilt from its tags (for another process)."""
+        raise UserInputError(f"The {self.name} backend cannot follow runs it did not start.")
+
+    def options_json(self) -> str:
+        """The options to keep on the run (``CONFIG_TAG``), so ``attach`` can rebuild us."""
+        config = getattr(self, "config", None)
+        if config is None or not dataclasses.is_dataclass(config):
+            return "{}"
+        return json.dumps(
+            {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}, default=str
+        )
+
+
+def follow(submitted: SubmittedRun, write: Echo, poll_seconds: float = 1.0) -> RunStatus:
+    """Write the run's log as it grows, until the run ends; returns its final status."""
+    import time
+
+    sent = 0
+    while True:
+        status = submitted.get_status()  # before the log: the last read then has it all
+        text = submitted.logs()
+        if len(text) > sent:
+            write(text[sent:])
+            sent = len(text)
+        if status.is_terminal:
+            return status
+        time.sleep(poll_seconds)
+
+
+# --- options -------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def parse_options(backend: str, cls: type[T], data: Mapping[str, Any], source: str = "") -> T:
+    """Build the options dataclass ``cls`` from ``data``, rejecting unknown keys and values of
+    the wrong type, naming the key. A field's ``metadata["key"]`` is its name in the file
+    (MLflow's kubernetes config uses ``kube-context``)."""
+    where = f"Backend config {source}: " if source else "Backend config: "
+    hints = typing.get_type_hints(cls)
+    by_key = {f.metadata.get("key", f.name): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if not isinstance(data, Mapping):
+        raise UserInputError(f"{where}expected a mapping of options, got {type(data).__name__}.")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        f = by_key.get(str(key))
+        if f is None:
+            close = difflib.get_close_matches(str(key), list(by_key), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserInputError(
+                f"{where}{key!r} is not an option of the {backend} backend.{hint} "
+                f"Valid options: {', '.join(sorted(by_key))}."
+            )
+        expected = hints[f.name]
+        if not _matches(value, expected):
+            raise UserInputError(
+                f"{where}option {key!r} of the {backend} backend must be "
+                f"{_describe(expected)}, got {value!r} ({type(value).__name__})."
+            )
+        values[f.name] = value
+    missing = [
+        key
+        for key, f in by_key.items()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in values
+    ]
+    if missing:
+        raise UserInputError(
+            f"{where}the {backend} backend needs option(s) {', '.join(map(repr, missing))}."
+        )
+    return cls(**values)
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp) or (Any, Any)
+        return isinstance(value, dict) and all(
+            _matches(k, key_tp) and _matches(v, value_tp) for k, v in value.items()
+        )
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    return isinstance(value, tp)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(a) for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(parts)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return "a mapping of names to " + _describe(typing.get_args(tp)[1]) + "s"
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return names.get(tp, "a value" if tp is Any else getattr(tp, "__name__", str(tp)))
+
+
+@dataclass(frozen=True)
+class LocalBackendConfig:
+    """Options of the local backend (``--backend-config``)."""
+
+    stop_grace_seconds: float = 10.0  # SIGTERM first, SIGKILL after this long
+
+    def __post_init__(self) -> None:
+        if self.stop_grace_seconds < 0:
+            raise UserInputError(
+                "Local backend option stop_grace_seconds must be a number >= 0, "
+                f"got {self.stop_grace_seconds!r}."
+            )
+
+
+# --- the registry --------------------------------------------------------------------------
+
+
+def _local(config: Mapping[str, Any], source: str) -> Backend:
     from reprorun.backends.local import LocalBackend
 
-    return LocalBackend(LocalBackendConfig.from_dict(config))
+    return LocalBackend(parse_options("local", LocalBackendConfig, config, source))
 
 
-BACKENDS: dict[str, Callable[[Mapping[str, Any]], Backend]] = {"local": _local}
+def _lazy(module: str) -> Callable[[Mapping[str, Any], str], Backend]:
+    """A backend in its own module (``create(config, source)``), imported only when used."""
+
+    def factory(config: Mapping[str, Any], source: str) -> Backend:
+        import importlib
+
+        backend: Backend = importlib.import_module(module).create(config, source)
+        return backend
+
+    return factory
 
 
-def get_backend(name: str | None, config: Mapping[str, Any] | None = None) -> Backend:
-    """The backend called ``name``, configured and validated before any work starts."""
+BACKENDS: dict[str, Callable[[Mapping[str, Any], str], Backend]] = {
+    "local": _local,
+    "ray": _lazy("reprorun.backends.ray"),
+    "slurm": _lazy("reprorun.backends.slurm"),
+    "kubernetes": _lazy("reprorun.backends.kubernetes"),
+    "databricks": _lazy("reprorun.backends.databricks"),
+}
+
+
+def get_backend(
+    name: str | None, config: Mapping[str, Any] | None = None, source: str = ""
+) -> Backend:
+    """The backend called ``name``, configured and validated before any work starts
+    (``source`` names the config file in error messages)."""
     key = (name or "local").lower()
     factory = BACKENDS.get(key)
     if factory is None:
         raise UnknownNameError("backend", name or "", sorted(BACKENDS))
-    return factory(config or {})
+    return factory(config or {}, source)
+
+
+def tracking_options(tracking_uri: str | None, env_vars: Mapping[str, str]) -> None:
+    """Checks shared by the remote backends' common options."""
+    if tracking_uri is not None and "://" not in tracking_uri:
+        raise UserInputError(
+            f"Backend config: tracking_uri must be a URI such as http://host:5000, "
+            f"got {tracking_uri!r}."
+        )
+    for key in env_vars:
+        if not key or "=" in key:
+            raise UserInputError(f"Backend config: env_vars has an invalid name {key!r}.")

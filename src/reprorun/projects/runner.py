@@ -17,7 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from reprorun._utils import current_user, handling_signals
-from reprorun.backends.base import Echo, LaunchSpec, SubmittedRun, get_backend
+from reprorun.backends.base import (
+    CONFIG_TAG,
+    FAILURE_TAG,
+    JOB_ID_TAG,
+    JOB_URL_TAG,
+    Backend,
+    Echo,
+    LaunchSpec,
+    SubmittedRun,
+    follow,
+    get_backend,
+)
 from reprorun.config import TrackingTarget, resolve_tracking
 from reprorun.envs.base import PreparedEnv, default_env_manager, get_env_manager
 from reprorun.errors import ExecutionError, RunFailed, RunInterrupted, UserInputError
@@ -125,6 +136,8 @@ def run(
     archive_sha256: str | None = None,
     reuse: bool = False,
     on_reuse: Callable[[Reuse], None] | None = None,
+    detach: bool = False,
+    max_parallel: int | None = None,
 ) -> SubmittedRun:
     """Run a project and record it: the counterpart of ``mlflow.projects.run``.
 
@@ -139,13 +152,27 @@ def run(
     receives what the environment build is doing, then "" once it is ready. With ``reuse``,
     a FINISHED run with the same fingerprint is returned instead of running again (and
     ``on_reuse`` hears which and why).
+
+    ``backend`` names where the command executes (local, ray, slurm, kubernetes, databricks)
+    and ``backend_config`` its options (a mapping or a JSON/YAML file). Not ``synchronous``:
+    the submitted run is returned as soon as the job has started. ``detach`` (local backend):
+    a supervisor process of its own owns the command, so it outlives this process and its
+    terminal. ``max_parallel`` (local backend): wait, SCHEDULED, while that many local runs
+    asking for the same limit are running.
     """
     from reprorun.tracking.store import open_store
 
     if experiment_id is not None and experiment_name is not None:
         raise UserInputError("Give either an experiment id or an experiment name, not both.")
     # Everything that can be wrong with the input is checked before the run exists.
-    backend_impl = get_backend(backend, _load_backend_config(backend_config))
+    backend_impl = get_backend(backend, *_load_backend_config(backend_config))
+    if max_parallel is not None and backend_impl.remote:
+        raise UserInputError(
+            f"--max-parallel queues runs on this machine (the local backend); the "
+            f"{backend_impl.name} backend's own scheduler decides how many of its jobs run."
+        )
+    if max_parallel is not None and max_parallel < 1:
+        raise UserInputError(f"max_parallel must be at least 1, got {max_parallel}.")
     if env_manager is not None:
         get_env_manager(env_manager)  # an unknown name fails before anything is fetched
     the_plan = plan(uri, entry_point, parameters, version=version, archive_sha256=archive_sha256)
@@ -158,6 +185,11 @@ def run(
             f"the project declares {declared_env.kind} ({what}); this run uses the current "
             "interpreter and its packages (--env-manager local)"
         )
+    target = resolve_tracking(tracking_uri)  # once: the store, the child and containers
+    job_tracking_uri = target.uri
+    if backend_impl.remote:
+        job_tracking_uri = _job_tracking_uri(backend_impl, target, warnings)
+        backend_impl.check_env(env_impl.name)
     for warning in warnings:
         if on_warning:
             on_warning(warning)
@@ -167,7 +199,6 @@ def run(
     if progress:
         progress("")  # the environment is ready: whatever shows progress can stop
     try:
-        target = resolve_tracking(tracking_uri)  # once: the store, the child and containers
         store = open_store(target.uri)
         identity = fingerprint(the_plan, prepared, patch=patch)
         found = check_reuse(store, the_plan, identity) if reuse else None
@@ -218,30 +249,74 @@ def run(
             if prepared.lock_text:
                 (artifact_dir / LOCK_ARTIFACT).parent.mkdir(parents=True, exist_ok=True)
                 (artifact_dir / LOCK_ARTIFACT).write_text(prepared.lock_text, encoding="utf-8")
-            mlflow_uri = finish.mlflow_endpoint(target, in_container=prepared.docker is not None)
-            env = _child_env(
-                prepared.path_prefix, prepared.env_vars, run_id, exp_id, target.uri, mlflow_uri
-            )
-            spec = LaunchSpec(
-                run_id=run_id,
-                command=the_plan.command,
-                cwd=workdir,
-                env=env,
-                store=store,
-                artifact_dir=artifact_dir,
-                echo=_echo(echo),
-                on_finish=finish,
-                **_container(
-                    prepared, run_id, the_plan.command, workdir, env, artifact_dir, target
-                ),
-            )
-            if stopper:
-                stopper.check(run_id)
-            submitted = backend_impl.submit(spec)
+            if backend_impl.remote:
+                job_env = _job_env(prepared.env_vars, run_id, exp_id, job_tracking_uri)
+                spec = LaunchSpec(
+                    run_id=run_id,
+                    command=the_plan.command,
+                    cwd=workdir,
+                    env=job_env,
+                    store=store,
+                    artifact_dir=artifact_dir,
+                    experiment_id=exp_id,
+                    artifact_uri=created.info.artifact_uri,
+                    tracking_uri=job_tracking_uri,
+                    job_env=job_env,
+                    source_root=_source_root(the_plan, workdir),
+                    path_prefix=prepared.path_prefix,
+                    lock_text=prepared.lock_text,
+                    python_version=prepared.python_version,
+                    docker_image=prepared.docker.image if prepared.docker else None,
+                )
+                submitted = backend_impl.submit(spec)
+                job_tags = {JOB_ID_TAG: submitted.job_id, CONFIG_TAG: backend_impl.options_json()}
+                if submitted.job_url:
+                    job_tags[JOB_URL_TAG] = submitted.job_url
+                store.set_tags(run_id, job_tags)
+                # The job has its own copy of the code and environment: upload what was
+                # staged here (diff, lock) and release the local environment now.
+                finish()
+            else:
+                in_container = prepared.docker is not None
+                env = _child_env(
+                    prepared.path_prefix, prepared.env_vars, run_id, exp_id, target.uri
+                )
+                spec = LaunchSpec(
+                    run_id=run_id,
+                    command=the_plan.command,
+                    cwd=workdir,
+                    env=env,
+                    store=store,
+                    artifact_dir=artifact_dir,
+                    echo=None if detach else _echo(echo),
+                    on_finish=finish,
+                    experiment_id=exp_id,
+                    artifact_uri=created.info.artifact_uri,
+                    tracking_uri=target.uri,
+                    max_parallel=max_parallel,
+                    interrupted=(lambda: stopper.check(run_id)) if stopper else None,
+                    **_container(
+                        prepared, run_id, the_plan.command, workdir, env, artifact_dir, target
+                    ),
+                )
+                if detach:
+                    from reprorun.projects.detach import launch
+
+                    submitted = launch(spec, finish, target, backend_impl, in_container)
+                else:
+                    mlflow_uri = finish.mlflow_endpoint(target, in_container=in_container)
+                    if mlflow_uri:
+                        env.update(_mlflow_env(mlflow_uri, run_id, exp_id))
+                    if stopper:
+                        stopper.check(run_id)
+                    submitted = backend_impl.submit(spec)
         except BaseException as exc:
             finish()
             interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
             status = RunStatus.KILLED if interrupted else RunStatus.FAILED
+            if not interrupted:
+                # e.g. the cluster could not be reached: the reason stays with the run.
+                store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
             store.update_run(
                 run_id, status=status, end_time=now_ms(), only_if_status=RunStatus.RUNNING
             )
@@ -253,6 +328,8 @@ def run(
         stopper.attach(submitted)
         if on_submit:
             on_submit(submitted)
+        if backend_impl.remote and (write := _echo(echo)) is not None:
+            follow(submitted, write)  # the job's log, as the engine has it
         submitted.wait()
     stopper.check(run_id)
     if submitted.get_status() is RunStatus.FAILED:
@@ -519,11 +596,14 @@ def _default_experiment_name() -> str:
     return os.environ.get("REPRORUN_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT_NAME
 
 
-def _load_backend_config(config: Mapping[str, Any] | str | Path | None) -> Mapping[str, Any]:
+def _load_backend_config(
+    config: Mapping[str, Any] | str | Path | None,
+) -> tuple[Mapping[str, Any], str]:
+    """The backend's options and where they came from (for error messages)."""
     if config is None:
-        return {}
+        return {}, ""
     if isinstance(config, Mapping):
-        return config
+        return config, ""
     path = Path(config)
     if not path.is_file():
         raise UserInputError(f"Backend config {path}: no such file.")
@@ -534,10 +614,10 @@ def _load_backend_config(config: Mapping[str, Any] | str | Path | None) -> Mappi
     except yaml.YAMLError as exc:
         raise UserInputError(f"Backend config {path} is not valid JSON/YAML: {exc}") from exc
     if data is None:
-        return {}
+        return {}, str(path)
     if not isinstance(data, dict):
         raise UserInputError(f"Backend config {path} must hold a mapping of options.")
-    return data
+    return data, str(path)
 
 
 def _system_tags(the_plan: RunPlan, env_name: str, backend_name: str) -> dict[str, str]:
@@ -623,17 +703,74 @@ def _child_env(
     # `reprorun log ...` in the command is this very reprorun, whatever the environment holds.
     path_prefix = (str(command_shim().parent), *path_prefix)
     env["PATH"] = os.pathsep.join([*path_prefix, env.get("PATH", "")])
-    env["REPRORUN_RUN_ID"] = run_id
-    env["REPRORUN_EXPERIMENT_ID"] = experiment_id
-    env["REPRORUN_TRACKING_URI"] = tracking_uri
+    env.update(_run_env(run_id, experiment_id, tracking_uri))
     if mlflow_uri:
-        # Code written for the mlflow client logs into this very run.
-        env["MLFLOW_TRACKING_URI"] = mlflow_uri
-        env["MLFLOW_RUN_ID"] = run_id
-        env["MLFLOW_EXPERIMENT_ID"] = experiment_id
-    # Python children print as they go, so the log and the terminal follow the run live.
-    env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(_mlflow_env(mlflow_uri, run_id, experiment_id))
     return env
+
+
+def _run_env(run_id: str, experiment_id: str, tracking_uri: str) -> dict[str, str]:
+    return {
+        "REPRORUN_RUN_ID": run_id,
+        "REPRORUN_EXPERIMENT_ID": experiment_id,
+        "REPRORUN_TRACKING_URI": tracking_uri,
+        # Python children print as they go, so the log and the terminal follow the run live.
+        "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1"),
+    }
+
+
+def _mlflow_env(mlflow_uri: str, run_id: str, experiment_id: str) -> dict[str, str]:
+    """Code written for the mlflow client logs into this very run."""
+    return {
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+        "MLFLOW_RUN_ID": run_id,
+        "MLFLOW_EXPERIMENT_ID": experiment_id,
+    }
+
+
+def _job_env(
+    extra: Mapping[str, str], run_id: str, experiment_id: str, tracking_uri: str
+) -> dict[str, str]:
+    """A remote job's variables: only the run's own (never this machine's environment)."""
+    env = {**extra, **_run_env(run_id, experiment_id, tracking_uri)}
+    if tracking_uri.startswith(("http://", "https://")):
+        env.update(_mlflow_env(tracking_uri, run_id, experiment_id))
+    return env
+
+
+def _job_tracking_uri(backend: Backend, target: TrackingTarget, warnings: list[str]) -> str:
+    """Where a remote job logs: the backend config's ``tracking_uri`` (the server as the
+    cluster sees it), else the URI the run was created in, which for the embedded store is
+    a file only a job on this machine's file system can open."""
+    if backend.tracking_uri:
+        return backend.tracking_uri
+    if target.is_remote:
+        return target.uri
+    advice = (
+        "start a tracking server the cluster can reach (reprorun server --host 0.0.0.0), "
+        "run with --tracking-uri http://<this-host>:5000, or set tracking_uri in the "
+        "backend config"
+    )
+    if backend.shares_filesystem is False:
+        raise UserInputError(
+            f"The {backend.name} backend runs the job on machines that cannot open this "
+            f"run's store {target.uri} (a file on this machine): {advice}."
+        )
+    warnings.append(
+        f"the {backend.name} job logs into {target.uri}, a file: that works only when the "
+        f"job runs on this machine or a file system shared with it (one node); otherwise "
+        f"{advice}"
+    )
+    return target.uri
+
+
+def _source_root(the_plan: RunPlan, workdir: Path) -> Path:
+    """The tree a remote job gets: the whole working copy of a snapshot (the command may use
+    files above its subdirectory), else the project folder."""
+    if the_plan.snapshot is None:
+        return workdir
+    depth = len(the_plan.project.directory.relative_to(the_plan.snapshot).parts)
+    return workdir.parents[depth - 1] if depth else workdir
 
 
 def _echo(echo: Echo | bool | None) -> Echo | None:

@@ -220,7 +220,7 @@ def create_sweep(
     points = expand_points(parsed, random_count=random_count, seed=seed)
     if backend_config is not None:
         backend_config = str((cwd / backend_config).resolve())
-    get_backend(backend, _load_backend_config(backend_config))
+    get_backend(backend, *_load_backend_config(backend_config))
     if env_manager is not None:
         get_env_manager(env_manager)
 

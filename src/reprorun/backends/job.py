@@ -1,0 +1,172 @@
+"""A run executing as a job of an engine (Ray, Slurm, Kubernetes, Databricks).
+
+The engine owns the job; the run in the store follows it. Every ``get_status`` asks the engine
+and records what changed: RUNNING once the job runs, and when it ends its status, the engine's
+reason for a failure (``reprorun.failureReason``) and its output as the run's log artifact.
+So whichever process looks first (the submitter's ``wait``, ``reprorun runs status`` hours
+later) closes the run, and a job that vanished is closed too instead of staying RUNNING.
+"""
+
+from __future__ import annotations
+
+import abc
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from reprorun.backends.base import FAILURE_TAG, SubmittedRun
+from reprorun.errors import ExecutionError
+from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
+from reprorun.tracking.store.base import TrackingStore
+
+LOG_PATH = "logs/run.log"
+
+
+@dataclass(frozen=True)
+class JobState:
+    """The engine's view of a job, in reprorun's terms."""
+
+    status: RunStatus  # SCHEDULED (queued), RUNNING, or a terminal status
+    reason: str | None = None  # the engine's words for a failure or a stop
+    exit_code: int | None = None
+
+
+class RemoteJob(SubmittedRun):
+    """The handle of a job; engines implement ``_state``, ``_read_log`` and ``_stop``."""
+
+    poll_seconds = 1.0
+    stop_timeout_seconds = 60.0
+
+    def __init__(
+        self,
+        run_id: str,
+        job_id: str,
+        store: TrackingStore,
+        artifact_uri: str,
+        tracking_uri: str | None = None,
+    ):
+        self._run_id = run_id
+        self._job_id = job_id
+        self.store = store
+        self.artifact_uri = artifact_uri
+        self.tracking_uri = tracking_uri  # for artifacts kept by a tracking server
+        self._final: RunStatus | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def job_id(self) -> str:
+        return self._job_id
+
+    # --- what each engine provides ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def _state(self) -> JobState:
+        """Ask the engine. A job the engine no longer knows is FAILED with a reason; an
+        engine that cannot be reached raises ExecutionError."""
+
+    @abc.abstractmethod
+    def _read_log(self) -> bytes:
+        """The job's output so far, from the engine."""
+
+    @abc.abstractmethod
+    def _stop(self) -> None:
+        """Ask the engine to stop the job."""
+
+    # --- the shared behaviour ----------------------------------------------------------------
+
+    def get_status(self) -> RunStatus:
+        if self._final is not None:
+            return self._final
+        recorded = self.store.get_run(self._run_id).info.status
+        if recorded.is_terminal:
+            self._final = recorded
+            return recorded
+        state = self._state()
+        if state.status is RunStatus.RUNNING and recorded is RunStatus.SCHEDULED:
+            self.store.update_run(self._run_id, status=RunStatus.RUNNING)
+        elif state.status.is_terminal:
+            self._close(state, recorded)
+        return self._final or state.status
+
+    def _close(self, state: JobState, recorded: RunStatus) -> None:
+        """Keep the job's log, then end the run with the job's status (once, whoever is
+        first: ``only_if_status`` makes a concurrent close a no-op)."""
+        self._keep_log()
+        tags = {}
+        if state.reason and state.status is not RunStatus.FINISHED:
+            tags[FAILURE_TAG] = state.reason[:8000]
+        if state.exit_code is not None:
+            tags[SystemTags.EXIT_CODE] = str(state.exit_code)
+        if tags:
+            self.store.log_batch(self._run_id, tags=tags)
+        # A success never overrides what the user's code chose (mlflow.end_run("FAILED")).
+        self.store.update_run(
+            self._run_id, status=state.status, end_time=now_ms(), only_if_status=recorded
+        )
+        self._final = self.store.get_run(self._run_id).info.status
+
+    def _keep_log(self) -> None:
+        try:
+            text = self._read_log()
+        except ExecutionError as exc:
+            text = f"[reprorun] the job's log could not be read: {exc}\n".encode()
+        from reprorun.tracking.artifacts import log_file
+
+        with tempfile.TemporaryDirectory(prefix="reprorun-log-") as tmp:
+            path = Path(tmp) / Path(LOG_PATH).name
+            path.write_bytes(text)
+            log_file(
+                self.artifact_uri,
+                path,
+                str(Path(LOG_PATH).parent),
+                tracking_uri=self.tracking_uri,
+            )
+
+    def wait(self) -> bool:
+        while not self.get_status().is_terminal:
+            time.sleep(self.poll_seconds)
+        return self.get_status() is RunStatus.FINISHED
+
+    def cancel(self, force: bool = False) -> None:
+        """Ask the engine to stop the job, wait (bounded) for it to end, mark the run KILLED
+        with the job's log kept."""
+        if self.get_status().is_terminal:
+            return
+        self._stop()
+        deadline = time.monotonic() + (5.0 if force else self.stop_timeout_seconds)
+        state = self._state()
+        while not state.status.is_terminal and time.monotonic() < deadline:
+            time.sleep(self.poll_seconds)
+            state = self._state()
+        recorded = self.store.get_run(self._run_id).info.status
+        if recorded.is_terminal:
+            self._final = recorded
+            return
+        reason = state.reason or "stopped by reprorun (runs kill, or Ctrl-C on the submitter)"
+        if not state.status.is_terminal:
+            reason = f"asked {self.backend} to stop job {self._job_id}; it had not ended yet"
+        self._close(JobState(RunStatus.KILLED, reason), recorded)
+
+    def logs(self) -> bytes:
+        if self._final is not None:
+            stored = self._stored_log()
+            if stored is not None:
+                return stored
+        return self._read_log()
+
+    def _stored_log(self) -> bytes | None:
+        from reprorun.tracking.artifacts import download, is_remote, local_dir
+
+        if not is_remote(self.artifact_uri):
+            path = local_dir(self.artifact_uri) / LOG_PATH
+            return path.read_bytes() if path.is_file() else None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                got = download(self.artifact_uri, LOG_PATH, tmp, tracking_uri=self.tracking_uri)
+            except Exception:
+                return None
+            return Path(got).read_bytes()

@@ -1,0 +1,1 @@
+"""Detached local runs (filled in below)."""
