@@ -33,3 +33,37 @@ def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux), or None if there is
+    no such process. A pid and its start time name one process: pids are reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count after its last ')'.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None  # ended, not yet reaped by its parent
+    return fields[19].decode()  # field 22 of the whole line: starttime
+
+
+def process_identity(pid: int) -> str:
+    """``host:pid:start``: what a run records of the process that owns it."""
+    import socket
+
+    return f"{socket.gethostname()}:{pid}:{process_start(pid) or '?'}"
+
+
+def owner_is_gone(identity: str) -> bool | None:
+    """Whether the process recorded by ``process_identity`` has ended: None when that
+    cannot be told from here (another host, or an identity without a start time)."""
+    import socket
+
+    host, _, rest = identity.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit() or not start or start == "?":
+        return None
+    return process_start(int(pid)) != start

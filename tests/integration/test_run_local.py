@@ -441,12 +441,14 @@ def test_a_killed_supervisor_is_visible_and_work_prune(home: Path, tmp_path: Pat
     run_id = only_run(home)["info"]["run_id"]
     os.killpg(proc.pid, signal.SIGKILL)  # no chance to record anything
     proc.communicate(timeout=30)
+    # The next reader closes the run: FAILED, with the reason, and the command stopped too
+    # (it died with its reprorun by the parent-death signal; its group is killed if not).
     shown = reprorun_cli("runs", "show", run_id)
-    assert "RUNNING" in shown.stdout and "is gone: the run was interrupted" in shown.stdout
-    # The command ran in its own process group, which the killed reprorun no longer stops.
-    found = subprocess.run(["pgrep", "-f", token], capture_output=True, text=True).stdout.split()
-    for pid in found:
-        os.killpg(int(pid), signal.SIGKILL)
+    assert "FAILED" in shown.stdout and "ended without ending the run" in shown.stdout
+    deadline = time.monotonic() + 10
+    while subprocess.run(["pgrep", "-f", token], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the killed run's command is still running"
+        time.sleep(0.1)
 
     (home / "work" / "old-run").mkdir(parents=True)
     os.utime(home / "work" / "old-run", (0, 0))

@@ -1,4 +1,6 @@
-"""Run the command on this machine, in its own process group, streaming and storing its log."""
+"""Run the command on this machine, in its own process group, streaming and storing its log.
+
+With ``max_parallel`` the run first waits its turn in the local queue (SCHEDULED)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,19 @@ import subprocess
 import threading
 from pathlib import Path
 
-from reprorun.backends.base import Backend, LaunchSpec, LocalBackendConfig, SubmittedRun
+from reprorun._utils import process_identity
+from reprorun.backends.base import (
+    JOB_ID_TAG,
+    Backend,
+    LaunchSpec,
+    LocalBackendConfig,
+    SubmittedRun,
+)
+from reprorun.backends.queue import Slot
+from reprorun.backends.supervised import PROCESS_TAG, SupervisedRun
 from reprorun.errors import ExecutionError
-from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
+from reprorun.tracking.entities import Run, RunStatus, SystemTags, now_ms
+from reprorun.tracking.store.base import TrackingStore
 
 # After the main process exits, how long leftover processes may keep the log pipe open.
 _DRAIN_SECONDS = 5.0
@@ -26,6 +38,7 @@ class LocalBackend(Backend):
     def _submit(self, spec: LaunchSpec) -> SubmittedRun:
         log_file = spec.artifact_dir / spec.log_path
         log_file.parent.mkdir(parents=True, exist_ok=True)
+        slot = _wait_for_slot(spec) if spec.max_parallel else None
         try:
             proc = subprocess.Popen(
                 spec.argv or ["bash", "-c", spec.command],
@@ -35,18 +48,65 @@ class LocalBackend(Backend):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: Ctrl-C reaches us, we stop it all
+                preexec_fn=_die_with_parent,
             )
         except OSError as exc:
+            if slot:
+                slot.release()
             raise ExecutionError(f"Could not start the command in {spec.cwd}: {exc}") from exc
-        return LocalSubmittedRun(spec, proc, log_file, self.config.stop_grace_seconds)
+        spec.store.set_tags(
+            spec.run_id,
+            {JOB_ID_TAG: str(proc.pid), PROCESS_TAG: process_identity(proc.pid)},
+        )
+        return LocalSubmittedRun(spec, proc, log_file, self.config.stop_grace_seconds, slot)
+
+    def attach(self, run: Run, store: TrackingStore) -> SubmittedRun:
+        return SupervisedRun(run, store, self.config.stop_grace_seconds)
+
+
+def _wait_for_slot(spec: LaunchSpec) -> Slot:
+    """Hold the run SCHEDULED until the local queue has a free slot for it."""
+    from reprorun.backends.queue import acquire
+    from reprorun.config import home
+
+    assert spec.max_parallel is not None
+
+    def scheduled() -> None:
+        spec.store.update_run(spec.run_id, status=RunStatus.SCHEDULED)
+
+    slot = acquire(
+        home() / "queue",
+        spec.max_parallel,
+        spec.run_id,
+        on_wait=scheduled,
+        interrupted=spec.interrupted,
+    )
+    spec.store.update_run(spec.run_id, status=RunStatus.RUNNING)
+    return slot
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the process that started it dies (a
+    supervisor killed with SIGKILL must not leave its command running unowned)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class LocalSubmittedRun(SubmittedRun):
     def __init__(
-        self, spec: LaunchSpec, proc: subprocess.Popen[bytes], log_file: Path, grace: float
+        self,
+        spec: LaunchSpec,
+        proc: subprocess.Popen[bytes],
+        log_file: Path,
+        grace: float,
+        slot: Slot | None = None,
     ):
         self._spec = spec
         self._proc = proc
+        self._log_file = log_file
+        self._slot = slot
         self._grace = grace
         self._lock = threading.Lock()
         self._final: RunStatus | None = None
@@ -63,6 +123,13 @@ class LocalSubmittedRun(SubmittedRun):
     @property
     def run_id(self) -> str:
         return self._spec.run_id
+
+    @property
+    def job_id(self) -> str:
+        return str(self._proc.pid)
+
+    def logs(self) -> bytes:
+        return self._log_file.read_bytes() if self._log_file.is_file() else b""
 
     def _pump_output(self) -> None:
         assert self._proc.stdout is not None
@@ -101,6 +168,8 @@ class LocalSubmittedRun(SubmittedRun):
             if self._final is not None:
                 return
             self._final = status
+        if self._slot is not None:
+            self._slot.release()  # the next queued run may start
         if self._spec.on_finish is not None:
             self._spec.on_finish()
         store = self._spec.store

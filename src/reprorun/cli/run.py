@@ -60,6 +60,18 @@ if TYPE_CHECKING:
 @click.option(
     "--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag on the run (repeatable)."
 )
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Return as soon as the run has started, printing its id: a supervisor process (or "
+    "the cluster, for other backends) owns it. Follow it with reprorun runs status|logs|kill.",
+)
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Local queue: wait (SCHEDULED) while N local runs started with --max-parallel run.",
+)
 @click.option("--run-id-file", hidden=True, type=click.Path(dir_okay=False))
 @click.option("--help-params", is_flag=True, help="List the entry point's parameters and exit.")
 @json_option
@@ -79,6 +91,8 @@ def run_command(
     dry_run: bool,
     reuse: bool,
     tags: tuple[str, ...],
+    detach: bool,
+    max_parallel: int | None,
     run_id_file: str | None,
     help_params: bool,
     as_json: bool,
@@ -91,6 +105,8 @@ def run_command(
       reprorun run . -e train.py -P epochs=5
       reprorun run examples/iris --dry-run --json
       reprorun run https://github.com/org/repo#sub/dir --version v1.2
+      reprorun run examples/iris --detach --max-parallel 2
+      reprorun run . --backend slurm --backend-config cluster.yaml
     """
     from reprorun.projects.params import parse_param_args
 
@@ -111,8 +127,8 @@ def run_command(
         click.echo(f"reprorun: reusing {found.explain()}", err=True)
         _write_run_id(run_id_file, found.run_id)
 
-    execute(
-        lambda **callbacks: run(
+    def start(**callbacks: Any) -> SubmittedRun:
+        return run(
             uri,
             entry_point,
             given,
@@ -121,16 +137,40 @@ def run_command(
             env_manager=env_manager,
             backend=backend,
             backend_config=backend_config,
-            synchronous=True,
+            synchronous=not detach,
             run_name=run_name,
             tracking_uri=tracking_uri,
             version=version,
             reuse=reuse,
             on_reuse=reusing,
             extra_tags=extra_tags,
+            detach=detach and backend == "local",
+            max_parallel=max_parallel,
             **callbacks,
-        ),
-        on_start=lambda run_id: _write_run_id(run_id_file, run_id),
+        )
+
+    if detach:
+        _detach(start, run_id_file)
+        return
+    execute(start, on_start=lambda run_id: _write_run_id(run_id_file, run_id))
+
+
+def _detach(start: Callable[..., SubmittedRun], run_id_file: str | None) -> None:
+    """Submit, print the run id on stdout (for scripts) and how to follow it on stderr."""
+    with progress_display() as progress:
+        submitted = start(
+            on_warning=lambda text: click.echo(f"reprorun: warning: {text}", err=True),
+            progress=progress,
+            echo=False,
+        )
+    _write_run_id(run_id_file, submitted.run_id)
+    click.echo(submitted.run_id)
+    where = f"{submitted.backend} job {submitted.job_id}" if submitted.job_id else "detached"
+    click.echo(
+        f"reprorun: run {submitted.run_id} submitted ({where}); follow it with "
+        f"reprorun runs logs --follow {submitted.run_id}, stop it with reprorun runs kill "
+        f"{submitted.run_id}",
+        err=True,
     )
 
 

@@ -57,7 +57,9 @@ def list_runs(
         ids = [store.get_experiment(experiment_id).experiment_id]
     else:
         ids = [e.experiment_id for e in store.list_experiments()]
-    found = store.search_runs(ids, max_results=limit)
+    from reprorun.backends.status import refresh
+
+    found = [refresh(store, r) for r in store.search_runs(ids, max_results=limit)]
     if as_json:
         echo_json([r.to_dict() for r in found])
         return
@@ -95,13 +97,14 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
     """
     import tempfile
 
+    from reprorun.backends.status import refresh
     from reprorun.cli.render import echo_json, fmt_duration, fmt_metric, fmt_time, key_values
     from reprorun.tracking.artifacts import download, is_remote, list_artifacts, local_dir
     from reprorun.tracking.entities import SystemTags
     from reprorun.tracking.store import open_store
 
     store = open_store(tracking_uri)
-    run = store.get_run(store.resolve_run_id(run_id))
+    run = refresh(store, store.get_run(store.resolve_run_id(run_id)))
     if as_json:
         echo_json(run.to_dict())
         return
@@ -118,7 +121,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
             source += " with uncommitted changes"
     key_values(
         [
-            ("status", info.status.value + _orphan_note(info.status.value, tags)),
+            ("status", info.status.value + _failure_note(tags)),
             ("experiment", f"{experiment.name} ({experiment.experiment_id})"),
             ("started", fmt_time(info.start_time)),
             ("duration", fmt_duration(info.start_time, info.end_time)),
@@ -203,24 +206,11 @@ def _show_logged_models(store: Any, run: Any) -> None:
         click.echo(f"    runs:/{run.info.run_id}/{m.name} -> {m.artifact_location}")
 
 
-def _orphan_note(status: str, tags: dict[str, str]) -> str:
-    """A RUNNING run whose reprorun process on this host is gone was interrupted (e.g. killed
-    with SIGKILL): say so rather than let it look alive."""
-    import os
-    import socket
+def _failure_note(tags: dict[str, str]) -> str:
+    from reprorun.backends.base import FAILURE_TAG
 
-    from reprorun.tracking.entities import SystemTags
-
-    host, _, pid = tags.get(SystemTags.SUPERVISOR, "").rpartition(":")
-    if status != "RUNNING" or host != socket.gethostname() or not pid.isdigit():
-        return ""
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return f"  (but its reprorun process {pid} is gone: the run was interrupted)"
-    except PermissionError:
-        pass
-    return ""
+    reason = tags.get(FAILURE_TAG)
+    return f"  ({reason})" if reason else ""
 
 
 def _source_link(tags: dict[str, str]) -> str | None:
@@ -309,3 +299,99 @@ def end_run(run_id: str, status: str, tracking_uri: str | None) -> None:
     if not ended:
         current = store.get_run(run_id).info.status.value
         click.echo(f"Run {run_id} had already ended ({current}); left as it is.", err=True)
+
+
+@runs.command("status")
+@click.argument("run_id")
+@tracking_uri_option
+@json_option
+@handle_errors
+def run_status(run_id: str, tracking_uri: str | None, as_json: bool) -> None:
+    """Show a run's status as its backend sees it now (a run whose job ended, or whose
+    supervisor died, is closed first). Exit code: 0 FINISHED, 1 FAILED, 2 KILLED, 3 not ended."""
+    import sys
+
+    from reprorun.backends.base import FAILURE_TAG, JOB_ID_TAG, JOB_URL_TAG
+    from reprorun.backends.status import refresh
+    from reprorun.cli.render import echo_json, fmt_duration, key_values
+    from reprorun.tracking.entities import SystemTags
+    from reprorun.tracking.store import open_store
+
+    store = open_store(tracking_uri)
+    run = refresh(store, store.get_run(store.resolve_run_id(run_id)))
+    info, tags = run.info, run.data.tags
+    facts = {
+        "run_id": info.run_id,
+        "status": info.status.value,
+        "backend": tags.get(SystemTags.BACKEND, "local"),
+        "job_id": tags.get(JOB_ID_TAG),
+        "job_url": tags.get(JOB_URL_TAG),
+        "exit_code": tags.get(SystemTags.EXIT_CODE),
+        "reason": tags.get(FAILURE_TAG),
+        "duration": fmt_duration(info.start_time, info.end_time),
+    }
+    if as_json:
+        echo_json(facts)
+    else:
+        key_values([(k.replace("_", " "), v) for k, v in facts.items() if v is not None])
+    codes = {"FINISHED": 0, "FAILED": 1, "KILLED": 2}
+    sys.exit(codes.get(info.status.value, 3))
+
+
+@runs.command("logs")
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing the log until the run ends.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="With --follow: seconds between looks.",
+)
+@tracking_uri_option
+@handle_errors
+def run_logs(run_id: str, follow: bool, interval: float, tracking_uri: str | None) -> None:
+    """Print a run's log (its command's output), from its backend while it runs."""
+    import sys
+
+    from reprorun.backends.base import follow as follow_log
+    from reprorun.backends.status import attach
+    from reprorun.tracking.store import open_store
+
+    store = open_store(tracking_uri)
+    run = store.get_run(store.resolve_run_id(run_id))
+    handle = attach(store, run)
+    out = sys.stdout.buffer
+
+    def write(chunk: bytes) -> None:
+        out.write(chunk)
+        out.flush()
+
+    if follow:
+        status = follow_log(handle, write, interval)
+        click.echo(f"reprorun: run {run.info.run_id} {status.value}", err=True)
+        return
+    handle.get_status()  # closes a stale run first, so its stored log is the one shown
+    write(handle.logs())
+
+
+@runs.command("kill")
+@click.argument("run_id")
+@click.option("--force", is_flag=True, help="Do not wait for the grace period: stop it now.")
+@tracking_uri_option
+@handle_errors
+def kill_run(run_id: str, force: bool, tracking_uri: str | None) -> None:
+    """Stop a run on whatever backend runs it and mark it KILLED (its log is kept). A run
+    that has already ended is left as it is."""
+    from reprorun.backends.status import attach
+    from reprorun.tracking.store import open_store
+
+    store = open_store(tracking_uri)
+    run = store.get_run(store.resolve_run_id(run_id))
+    handle = attach(store, run)
+    status = handle.get_status()
+    if status.is_terminal:
+        click.echo(f"Run {run.info.run_id} has already ended ({status.value}); nothing to stop.")
+        return
+    handle.cancel(force=force)
+    click.echo(f"Run {run.info.run_id} {handle.get_status().value}.")

@@ -1,1 +1,160 @@
-"""Detached local runs (filled in below)."""
+"""Detached local runs (``reprorun run --detach``).
+
+The submitting process does everything that can fail on bad input (plan, environment, the run
+itself), then hands the command to a supervisor: ``python -m reprorun.projects.detach SPEC``,
+a process in a session of its own, so closing the terminal does not reach it. The supervisor
+holds the environment, waits its turn in the local queue, starts the command, stores its log,
+keeps the run's status current and ends it; SIGTERM (``reprorun runs kill``) stops the command
+and marks the run KILLED. If the supervisor itself is killed with SIGKILL, its command dies
+with it (parent-death signal) and the next reader of the run closes it FAILED
+(``backends.supervised``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from reprorun.backends.base import LaunchSpec, SubmittedRun
+from reprorun.backends.supervised import SupervisedRun
+from reprorun.config import TrackingTarget, home
+from reprorun.errors import ExecutionError
+
+READY = b"ready\n"
+START_TIMEOUT_SECONDS = 60.0
+
+
+def launch(
+    spec: LaunchSpec, finish: Any, target: TrackingTarget, grace: float, in_container: bool
+) -> SubmittedRun:
+    """Start the supervisor of ``spec``'s run and return once it has taken the run over."""
+    folder = home() / "supervisors"
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_file = folder / f"{spec.run_id}.json"
+    spec_file.write_text(
+        json.dumps(
+            {
+                "run_id": spec.run_id,
+                "command": spec.command,
+                "cwd": str(spec.cwd),
+                "env": dict(spec.env),
+                "artifact_dir": str(spec.artifact_dir),
+                "argv": spec.argv,
+                "stop_argv": spec.stop_argv,
+                "tracking_uri": target.uri,
+                "experiment_id": spec.experiment_id,
+                "artifact_uri": spec.artifact_uri,
+                "max_parallel": spec.max_parallel,
+                "stop_grace_seconds": grace,
+                "staged": [str(p) for p in finish.staged] if finish.staged else None,
+                "env_dir": str(finish.env_dir) if finish.env_dir else None,
+                "sidecar": not in_container and not target.is_remote,
+            }
+        )
+    )
+    errors = folder / f"{spec.run_id}.err"
+    with open(errors, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reprorun.projects.detach", str(spec_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,  # no controlling terminal: closing ours does not reach it
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the supervisor answers once it holds the environment
+    proc.stdout.close()
+    proc.wait(START_TIMEOUT_SECONDS)  # the first process only forks the supervisor
+    if line != READY:
+        detail = errors.read_text(errors="replace").strip()[-2000:]
+        raise ExecutionError(f"The run's supervisor did not start: {detail or 'no output'}")
+    # The supervisor holds its own lease on the environment and uploads staged artifacts.
+    finish.staged = None
+    finish()
+    return SupervisedRun(spec.store.get_run(spec.run_id), spec.store)
+
+
+def supervise(spec_file: Path) -> int:
+    """The supervisor's life: take the run over, run the command, end the run."""
+    from reprorun._utils import process_identity
+    from reprorun.backends.base import LocalBackendConfig
+    from reprorun.backends.local import LocalBackend
+    from reprorun.config import resolve_tracking
+    from reprorun.envs.cache import hold
+    from reprorun.errors import RunInterrupted
+    from reprorun.projects.runner import _Finish, _mlflow_env, _Stopper
+    from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
+    from reprorun.tracking.store import open_store
+
+    data = json.loads(spec_file.read_text())
+    run_id = data["run_id"]
+    target = resolve_tracking(data["tracking_uri"])
+    store = open_store(target.uri)
+    release = hold(Path(data["env_dir"])) if data["env_dir"] else None
+    store.set_tag(run_id, SystemTags.SUPERVISOR, process_identity(os.getpid()))
+    finish = _Finish(store, run_id, release)
+    if data["staged"]:
+        folder, artifact_uri, tracking_uri = data["staged"]
+        finish.upload(Path(folder), artifact_uri, tracking_uri)
+    sys.stdout.buffer.write(READY)
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # the submitter has gone: nothing must block on its pipe
+    env = dict(data["env"])
+    stopper = _Stopper()
+    with stopper.installed():
+        try:
+            if data["sidecar"]:
+                mlflow_uri = finish.mlflow_endpoint(target, in_container=False)
+                if mlflow_uri:
+                    env.update(_mlflow_env(mlflow_uri, run_id, data["experiment_id"]))
+            backend = LocalBackend(LocalBackendConfig(data["stop_grace_seconds"]))
+            spec = LaunchSpec(
+                run_id=run_id,
+                command=data["command"],
+                cwd=Path(data["cwd"]),
+                env=env,
+                store=store,
+                artifact_dir=Path(data["artifact_dir"]),
+                argv=data["argv"],
+                stop_argv=data["stop_argv"],
+                on_finish=finish,
+                experiment_id=data["experiment_id"],
+                artifact_uri=data["artifact_uri"],
+                tracking_uri=target.uri,
+                max_parallel=data["max_parallel"],
+                interrupted=lambda: stopper.check(run_id),
+            )
+            submitted = backend.submit(spec)
+        except BaseException as exc:
+            finish()
+            killed = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
+            if not killed:
+                from reprorun.backends.base import FAILURE_TAG
+
+                store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
+            store.update_run(
+                run_id,
+                status=RunStatus.KILLED if killed else RunStatus.FAILED,
+                end_time=now_ms(),
+                only_if_status=store.get_run(run_id).info.status,
+            )
+            return 1
+        stopper.attach(submitted)
+        submitted.wait()
+    spec_file.unlink(missing_ok=True)
+    spec_file.with_suffix(".err").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    # Fork once more and let the first process exit: the supervisor is nobody's child, so
+    # no submitter has to reap it (a long-lived Python program starting many runs).
+    if os.fork() != 0:
+        os._exit(0)
+    sys.exit(supervise(Path(sys.argv[1])))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reprorun._utils import current_user, handling_signals
+from reprorun._utils import current_user, handling_signals, process_identity
 from reprorun.backends.base import (
     CONFIG_TAG,
     FAILURE_TAG,
@@ -234,7 +233,8 @@ def run(
             params={p.name: p.text for p in the_plan.params},
         )
         run_id = created.info.run_id
-        finish = _Finish(store, run_id, prepared.release)
+        held = prepared.env_dir if prepared.release else None
+        finish = _Finish(store, run_id, prepared.release, held)
         try:
             if target.is_remote:
                 # The server keeps the artifacts: stage them here, upload when the run ends.
@@ -300,9 +300,12 @@ def run(
                     ),
                 )
                 if detach:
+                    from reprorun.backends.local import LocalBackend
                     from reprorun.projects.detach import launch
 
-                    submitted = launch(spec, finish, target, backend_impl, in_container)
+                    assert isinstance(backend_impl, LocalBackend)  # remote jobs need no supervisor
+                    grace = backend_impl.config.stop_grace_seconds
+                    submitted = launch(spec, finish, target, grace, in_container)
                 else:
                     mlflow_uri = finish.mlflow_endpoint(target, in_container=in_container)
                     if mlflow_uri:
@@ -518,10 +521,17 @@ class _Finish:
     artifacts to a remote server, stop the per-run MLflow endpoint, release the environment.
     Runs once; a failed upload is recorded on the run instead of hiding its status."""
 
-    def __init__(self, store: Any, run_id: str, release: Callable[[], None] | None):
+    def __init__(
+        self,
+        store: Any,
+        run_id: str,
+        release: Callable[[], None] | None,
+        env_dir: Path | None = None,
+    ):
         self.store = store
         self.run_id = run_id
         self.release = release
+        self.env_dir = env_dir  # a detached supervisor holds the environment itself
         self.sidecar: Any = None
         self.staged: tuple[Path, str, str] | None = None
         self.done = False
@@ -646,7 +656,7 @@ def _system_tags(the_plan: RunPlan, env_name: str, backend_name: str) -> dict[st
     if prov.git_dirty is not None:
         tags[SystemTags.GIT_DIRTY] = str(prov.git_dirty).lower()
     tags[SystemTags.SOURCE_KIND] = prov.source_kind
-    tags[SystemTags.SUPERVISOR] = f"{socket.gethostname()}:{os.getpid()}"
+    tags[SystemTags.SUPERVISOR] = process_identity(os.getpid())
     tags[SystemTags.RUN_PARAMS] = json.dumps({p.name: p.text for p in the_plan.params})
     optional = {
         SystemTags.SOURCE_VERSION: prov.version,

@@ -184,6 +184,6 @@ class SystemTags:
     VERSION = "reprorun.version"
     PROJECT_DIR = "reprorun.project.dir"  # where the project was read from
     WORK_DIR = "reprorun.workDir"  # where the command ran, when that is a copy
-    SUPERVISOR = "reprorun.supervisor"  # host:pid of the reprorun process that owns the run
+    SUPERVISOR = "reprorun.supervisor"  # host:pid:start of the reprorun process owning the run
     EXIT_CODE = "reprorun.exitCode"
     LOG_ARTIFACT = "reprorun.log"

@@ -1,0 +1,37 @@
+"""Any run's job, whatever its backend: the handle behind `reprorun runs status|logs|kill`,
+and ``refresh``, which closes a run whose job ended (or whose supervisor died) unnoticed."""
+
+from __future__ import annotations
+
+import json
+
+from reprorun.backends.base import CONFIG_TAG, SubmittedRun, get_backend
+from reprorun.errors import ReprorunError
+from reprorun.tracking.entities import Run, SystemTags
+from reprorun.tracking.store.base import TrackingStore
+
+
+def attach(store: TrackingStore, run: Run) -> SubmittedRun:
+    """The handle of ``run``'s job, rebuilt from its tags by the backend that ran it."""
+    tags = run.data.tags
+    name = tags.get(SystemTags.BACKEND) or "local"
+    try:
+        options = json.loads(tags.get(CONFIG_TAG) or "{}")
+    except ValueError:
+        options = {}
+    handle = get_backend(name, options).attach(run, store)
+    handle.backend = name
+    return handle
+
+
+def refresh(store: TrackingStore, run: Run) -> Run:
+    """``run`` as it is now. A run still RUNNING (or SCHEDULED) in the store is checked
+    against its job: ended jobs and dead supervisors are recorded first. An engine that
+    cannot be asked leaves the run as it is."""
+    if run.info.status.is_terminal:
+        return run
+    try:
+        attach(store, run).get_status()
+    except ReprorunError:
+        return run
+    return store.get_run(run.info.run_id)
