@@ -239,10 +239,11 @@ def _describe(tp: Any) -> str:
         return " or ".join(parts)
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    plural = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
     if origin is list:
-        return f"a list of {_describe(typing.get_args(tp)[0])}s"
+        return "a list of " + plural.get(typing.get_args(tp)[0], "values")
     if origin is dict:
-        return "a mapping of names to " + _describe(typing.get_args(tp)[1]) + "s"
+        return "a mapping of names to " + plural.get(typing.get_args(tp)[1], "values")
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
     return names.get(tp, "a value" if tp is Any else getattr(tp, "__name__", str(tp)))
 

@@ -1,0 +1,115 @@
+"""RemoteJob: the run in the store follows the engine's job, whoever asks first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reprorun.backends.base import FAILURE_TAG
+from reprorun.backends.job import JobState, RemoteJob
+from reprorun.errors import ExecutionError
+from reprorun.tracking.entities import RunStatus
+from reprorun.tracking.store import open_store
+from reprorun.tracking.store.base import TrackingStore
+
+
+class FakeJob(RemoteJob):
+    """An engine whose job state the test sets."""
+
+    poll_seconds = 0.01
+    stop_timeout_seconds = 0.2
+    backend = "fake"
+
+    def __init__(self, store: TrackingStore, run_id: str, artifact_uri: str):
+        super().__init__(run_id, "job-7", store, artifact_uri)
+        self.state = JobState(RunStatus.SCHEDULED)
+        self.output = b"hello\n"
+        self.stopped = 0
+        self.stop_ends_it = True
+
+    def _state(self) -> JobState:
+        return self.state
+
+    def _read_log(self) -> bytes:
+        if self.output is None:
+            raise ExecutionError("engine gone")
+        return self.output
+
+    def _stop(self) -> None:
+        self.stopped += 1
+        if self.stop_ends_it:
+            self.state = JobState(RunStatus.KILLED, "stopped by the engine")
+
+
+def new_job(home: Path) -> tuple[FakeJob, TrackingStore]:
+    store = open_store()
+    run = store.create_run("0", run_name="r")
+    store.update_run(run.info.run_id, status=RunStatus.SCHEDULED)
+    return FakeJob(store, run.info.run_id, run.info.artifact_uri), store
+
+
+def log_of(store: TrackingStore, job: FakeJob) -> str:
+    from reprorun.tracking.artifacts import local_dir
+
+    uri = store.get_run(job.run_id).info.artifact_uri
+    return (local_dir(uri) / "logs" / "run.log").read_text()
+
+
+def test_the_store_follows_the_job_to_its_end(home: Path) -> None:
+    job, store = new_job(home)
+    assert job.get_status() is RunStatus.SCHEDULED
+    job.state = JobState(RunStatus.RUNNING)
+    assert job.get_status() is RunStatus.RUNNING
+    assert store.get_run(job.run_id).info.status is RunStatus.RUNNING
+    job.output = b"hello\nbye\n"
+    job.state = JobState(RunStatus.FINISHED, exit_code=0)
+    assert job.wait() is True
+    run = store.get_run(job.run_id)
+    assert run.info.status is RunStatus.FINISHED and run.info.end_time
+    assert run.data.tags["reprorun.exitCode"] == "0"
+    assert FAILURE_TAG not in run.data.tags
+    assert log_of(store, job) == "hello\nbye\n"
+    assert job.logs() == b"hello\nbye\n"
+
+
+def test_a_failed_job_keeps_the_engines_reason(home: Path) -> None:
+    job, store = new_job(home)
+    job.state = JobState(RunStatus.FAILED, "NODE_FAIL on node-3", exit_code=1)
+    assert job.get_status() is RunStatus.FAILED
+    tags = store.get_run(job.run_id).data.tags
+    assert tags[FAILURE_TAG] == "NODE_FAIL on node-3"
+
+
+def test_a_log_that_cannot_be_read_is_said_in_the_log(home: Path) -> None:
+    job, store = new_job(home)
+    job.output = None  # type: ignore[assignment]
+    job.state = JobState(RunStatus.FAILED, "lost")
+    job.get_status()
+    assert "the job's log could not be read: engine gone" in log_of(store, job)
+
+
+def test_cancel_stops_the_job_and_marks_it_killed(home: Path) -> None:
+    job, store = new_job(home)
+    job.state = JobState(RunStatus.RUNNING)
+    job.cancel()
+    assert job.stopped == 1
+    assert store.get_run(job.run_id).info.status is RunStatus.KILLED
+    job.cancel()  # ended: nothing more is asked of the engine
+    assert job.stopped == 1
+
+
+def test_a_job_that_does_not_stop_in_time_is_still_marked_killed(home: Path) -> None:
+    job, store = new_job(home)
+    job.state = JobState(RunStatus.RUNNING)
+    job.stop_ends_it = False
+    job.cancel()
+    run = store.get_run(job.run_id)
+    assert run.info.status is RunStatus.KILLED
+    assert "it had not ended yet" in run.data.tags[FAILURE_TAG]
+
+
+def test_a_run_ended_by_its_code_is_not_overridden(home: Path) -> None:
+    """The user's code ended the run FAILED (mlflow.end_run); the job then exits 0."""
+    job, store = new_job(home)
+    store.update_run(job.run_id, status=RunStatus.FAILED, end_time=1)
+    job.state = JobState(RunStatus.FINISHED)
+    assert job.get_status() is RunStatus.FAILED
