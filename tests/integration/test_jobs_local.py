@@ -171,7 +171,7 @@ QUEUED = """entry_points:
   main:
     parameters:
       i: {type: int}
-    command: 'echo "start {i} $(date +%s.%N)" >> ../spans; sleep 0.6; echo "end {i} $(date +%s.%N)" >> ../spans'
+    command: 'echo "start {i} $(date +%s.%N)" >> ../spans; sleep 1.5; echo "end {i} $(date +%s.%N)" >> ../spans'
 """
 
 
@@ -241,3 +241,36 @@ def test_a_bad_backend_option_is_named_before_any_run(home: Path, tmp_path: Path
     assert "'stop_grace_seconds' of the local backend must be a number, got 'soon'" in done.stderr
     assert "Traceback" not in done.stderr
     assert open_store().search_runs(["0"]) == []
+
+
+def test_detached_runs_with_a_tracking_server(home: Path, tmp_path: Path) -> None:
+    """Detached runs recorded on a server: the log reaches it when the run ends, and a run
+    whose supervisor was SIGKILLed reads as FAILED through the server's REST API too."""
+    from tests.integration.server_proc import server_process
+
+    project = make_project(tmp_path / "p", COUNT)
+    with server_process(tmp_path / "server") as server:
+        done = detach(project, "-P", "n=2", "--tracking-uri", server.url)
+        store = open_store(server.url)
+        wait_until(lambda: store.get_run(done).info.status.is_terminal, what="the run to end")
+        assert store.get_run(done).info.status is RunStatus.FINISHED
+        logs = reprorun_cli("runs", "logs", done, "--tracking-uri", server.url)
+        assert logs.stdout == "line 1\nline 2\n"
+
+        stale = detach(project, "-P", "n=300", "-P", "pause=0.1", "--tracking-uri", server.url)
+        wait_until(
+            lambda: "reprorun.backend.jobId" in store.get_run(stale).data.tags, what="the job"
+        )
+        tags = store.get_run(stale).data.tags
+        os.kill(int(tags["reprorun.supervisor"].split(":")[1]), signal.SIGKILL)
+        conn = server.connection()
+        try:
+            for _ in range(100):
+                conn.request("GET", f"/api/2.0/mlflow/runs/get?run_id={stale}")
+                got = json.loads(conn.getresponse().read())["run"]["info"]["status"]
+                if got != "RUNNING":
+                    break
+                time.sleep(0.1)
+        finally:
+            conn.close()
+        assert got == "FAILED"

@@ -153,20 +153,22 @@ class RemoteJob(SubmittedRun):
 
     def logs(self) -> bytes:
         if self._final is not None:
-            stored = self._stored_log()
+            stored = stored_log(self.artifact_uri, self.tracking_uri)
             if stored is not None:
                 return stored
         return self._read_log()
 
-    def _stored_log(self) -> bytes | None:
-        from reprorun.tracking.artifacts import download, is_remote, local_dir
 
-        if not is_remote(self.artifact_uri):
-            path = local_dir(self.artifact_uri) / LOG_PATH
-            return path.read_bytes() if path.is_file() else None
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                got = download(self.artifact_uri, LOG_PATH, tmp, tracking_uri=self.tracking_uri)
-            except Exception:
-                return None
-            return Path(got).read_bytes()
+def stored_log(artifact_uri: str, tracking_uri: str | None, rel: str = LOG_PATH) -> bytes | None:
+    """The run's stored log artifact, wherever its artifacts are kept; None if there is none."""
+    from reprorun.tracking.artifacts import download, is_remote, local_dir
+
+    if not is_remote(artifact_uri):
+        path = local_dir(artifact_uri) / rel
+        return path.read_bytes() if path.is_file() else None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            got = download(artifact_uri, rel, tmp, tracking_uri=tracking_uri)
+        except Exception:  # not there (yet), or the server cannot be asked: no stored log
+            return None
+        return Path(got).read_bytes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from reprorun._utils import owner_is_gone
 from reprorun.backends.base import CONFIG_TAG, SubmittedRun, get_backend
 from reprorun.errors import ReprorunError
 from reprorun.tracking.entities import Run, SystemTags
@@ -24,11 +25,18 @@ def attach(store: TrackingStore, run: Run) -> SubmittedRun:
     return handle
 
 
-def refresh(store: TrackingStore, run: Run) -> Run:
+def refresh(store: TrackingStore, run: Run, *, engines: bool = True) -> Run:
     """``run`` as it is now. A run still RUNNING (or SCHEDULED) in the store is checked
     against its job: ended jobs and dead supervisors are recorded first. An engine that
-    cannot be asked leaves the run as it is."""
+    cannot be asked leaves the run as it is. ``engines=False`` checks only local runs (a
+    look at /proc, no network: the server does this on every read)."""
     if run.info.status.is_terminal:
+        return run
+    tags = run.data.tags
+    if (tags.get(SystemTags.BACKEND) or "local") == "local":
+        if owner_is_gone(tags.get(SystemTags.SUPERVISOR, "")) is not True:
+            return run  # its supervisor lives (or is elsewhere, or unknown): trust the store
+    elif not engines:
         return run
     try:
         attach(store, run).get_status()

@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 import time
-from pathlib import Path
 
 from reprorun._utils import owner_is_gone
 from reprorun.backends.base import FAILURE_TAG, SubmittedRun
@@ -110,20 +109,15 @@ class SupervisedRun(SubmittedRun):
             time.sleep(POLL_SECONDS)
 
     def logs(self) -> bytes:
-        path = log_path(self._run)
-        if path is not None and path.is_file():
-            return path.read_bytes()
-        return b""
+        """The log as the command writes it (in the artifact folder, or the staging folder
+        of a run recorded on a server), else the stored artifact."""
+        from reprorun.backends.job import stored_log
+        from reprorun.config import home
 
-
-def log_path(run: Run) -> Path | None:
-    """Where the log of a local run is on this machine: the artifact folder, or while a run
-    recorded in a remote store goes on, its staging folder (uploaded when it ends)."""
-    from reprorun.config import home
-    from reprorun.tracking.artifacts import is_remote, local_dir
-
-    rel = run.data.tags.get(SystemTags.LOG_ARTIFACT) or "logs/run.log"
-    staged = home() / "staging" / run.info.run_id / rel
-    if staged.is_file() or is_remote(run.info.artifact_uri):
-        return staged if staged.is_file() else None
-    return local_dir(run.info.artifact_uri) / rel
+        run = self._run
+        rel = run.data.tags.get(SystemTags.LOG_ARTIFACT) or "logs/run.log"
+        staged = home() / "staging" / run.info.run_id / rel
+        if staged.is_file():
+            return staged.read_bytes()
+        found = stored_log(run.info.artifact_uri, getattr(self.store, "uri", None), rel)
+        return found or b""

@@ -544,7 +544,10 @@ def create_run(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
 @route("GET", "/runs/get")
 def get_run(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Get a run with its latest metrics, params and tags."""
-    return {"run": api.run(api.store.get_run(api.run_id(body)))}
+    from reprorun.backends.status import refresh
+
+    # A local run whose supervisor died is closed here too: nothing reads as RUNNING forever.
+    return {"run": api.run(refresh(api.store, api.store.get_run(api.run_id(body)), engines=False))}
 
 
 @route("POST", "/runs/update")
@@ -705,7 +708,10 @@ def _search_runs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
         order_by=_string_list(body, "order_by"),
         page_token=_text(body, "page_token"),
     )
-    return _paged("runs", [api.run(r) for r in page], page.token)
+    from reprorun.backends.status import refresh
+
+    runs = [refresh(api.store, r, engines=False) for r in page]
+    return _paged("runs", [api.run(r) for r in runs], page.token)
 
 
 route("POST", "/runs/search")(_search_runs)
