@@ -68,6 +68,13 @@ class SupervisedRun(SubmittedRun):
         pid now names another process (Linux reuses no pid while its group exists)."""
         from reprorun._utils import process_start
 
+        if self._tag(SystemTags.ENV_IMAGE):  # a container outlives its docker client
+            import subprocess
+
+            from reprorun.envs.docker import stop_argv
+
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(stop_argv(self.run_id), capture_output=True, timeout=30)
         identity = self._tag(PROCESS_TAG)
         parts = identity.split(":")
         if owner_is_gone(identity) is None or len(parts) != 3:
