@@ -1,0 +1,438 @@
+"""Run a project as a job of a Ray cluster, through the Jobs REST API of its dashboard.
+
+The client is the standard library speaking Ray's documented REST API (``/api/jobs/``,
+``/api/packages/``), not the ``ray`` package: that package is ~100 MB, and its version must
+match the cluster's, while the REST API is the stable interface Ray's own SDK uses.
+
+A submission ships the project's tree as the job's ``working_dir`` (a zip uploaded to the
+cluster, as Ray's SDK does), asks Ray to build the run's environment on the worker from the
+lock (``runtime_env.pip``), and names the job ``reprorun-<run id>``, so anyone can find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote, urlparse
+
+from reprorun.backends.base import (
+    JOB_ID_TAG,
+    Backend,
+    LaunchSpec,
+    SubmittedRun,
+    parse_options,
+    tracking_options,
+)
+from reprorun.backends.job import JobState, RemoteJob
+from reprorun.errors import ExecutionError, UserInputError
+from reprorun.tracking.entities import Run, RunStatus
+from reprorun.tracking.store.base import TrackingStore
+
+JOB_PREFIX = "reprorun-"
+_TIMEOUT = 30.0  # seconds for one API call
+_UPLOAD_TIMEOUT = 600.0  # the project's zip can be large
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same tree gives the same package name
+
+_EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception): ")
+
+# Ray's job statuses (ray.job_submission.JobStatus) in reprorun's terms.
+STATUSES = {
+    "PENDING": RunStatus.SCHEDULED,  # waiting for resources or building the runtime_env
+    "RUNNING": RunStatus.RUNNING,
+    "SUCCEEDED": RunStatus.FINISHED,
+    "FAILED": RunStatus.FAILED,
+    "STOPPED": RunStatus.KILLED,
+}
+
+
+@dataclass(frozen=True)
+class RayBackendConfig:
+    """Options of the ray backend (``--backend-config``)."""
+
+    # The dashboard's HTTP address (Jobs API), e.g. http://head:8265; default $RAY_ADDRESS.
+    address: str | None = None
+    # Resources reserved for the command (Ray's entrypoint_num_cpus, ...); None: Ray's default.
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    memory: int | None = None  # bytes
+    resources: dict[str, float] = field(default_factory=dict)  # custom resources
+    tracking_uri: str | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("num_cpus", "num_gpus", "memory"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise UserInputError(
+                    f"Backend config: option {key!r} of the ray backend must be >= 0, "
+                    f"got {value!r}."
+                )
+        for key, amount in self.resources.items():
+            if amount < 0:
+                raise UserInputError(
+                    f"Backend config: resources[{key!r}] of the ray backend must be >= 0, "
+                    f"got {amount!r}."
+                )
+
+
+def create(config: Mapping[str, Any], source: str) -> Backend:
+    options = parse_options("ray", RayBackendConfig, config, source)
+    tracking_options(options.tracking_uri, options.env_vars)
+    if options.address:
+        address = jobs_address(options.address, "option 'address'")
+    elif os.environ.get("RAY_ADDRESS"):
+        address = jobs_address(os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
+    else:
+        raise UserInputError(
+            "The ray backend needs the address of the cluster's dashboard (its Jobs API), "
+            "e.g. http://head-node:8265: set 'address' in the backend config or the "
+            "RAY_ADDRESS environment variable."
+        )
+    # The resolved address is kept in the run's config tag: `reprorun runs status` in
+    # another shell finds the job without RAY_ADDRESS.
+    return RayBackend(replace(options, address=address))
+
+
+def jobs_address(given: str, where: str) -> str:
+    """The Jobs API's base URL from an address as Ray's CLI accepts it (host:port = http)."""
+    address = given.strip().rstrip("/")
+    if "://" not in address:
+        address = f"http://{address}"
+    parsed = urlparse(address)
+    if parsed.scheme not in ("http", "https") or given.strip() in ("auto", "local"):
+        raise UserInputError(
+            f"{where} is {given!r}: the ray backend submits through the Jobs API of the "
+            "cluster's dashboard, so it needs its HTTP address, e.g. http://head-node:8265 "
+            "(not a ray:// client address, 'auto', or the GCS port 6379)."
+        )
+    return address
+
+
+class RayBackend(Backend):
+    name = "ray"
+    remote = True
+    shares_filesystem = None  # only when the cluster is this machine
+
+    def __init__(self, config: RayBackendConfig):
+        self.config = config
+        self.tracking_uri = config.tracking_uri
+        self.api = JobsApi(config.address or "")
+
+    def check_env(self, env_manager: str) -> None:
+        super().check_env(env_manager)
+        if env_manager == "conda":
+            raise UserInputError(
+                "The ray backend rebuilds the run's environment on the workers with pip, "
+                "from its lock; a conda lock is not a pip one. Use --env-manager uv or "
+                "virtualenv (python_env.yaml), or local (the workers' own Python)."
+            )
+
+    def _submit(self, spec: LaunchSpec) -> SubmittedRun:
+        requirements = lock_requirements(spec.lock_text)
+        runtime_env: dict[str, Any] = {
+            "working_dir": self.api.upload_tree(spec.root),
+            # The run's own variables win: they say which run the code logs into.
+            "env_vars": {**self.config.env_vars, **spec.job_env},
+        }
+        if requirements:
+            runtime_env["pip"] = requirements
+        submission_id = JOB_PREFIX + spec.run_id
+        self.api.call("POST", "/api/jobs/", self.job_request(spec, submission_id, runtime_env))
+        return self._job(spec.run_id, submission_id, spec.store, spec.artifact_uri)
+
+    def job_request(
+        self, spec: LaunchSpec, submission_id: str, runtime_env: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The body of ``POST /api/jobs/``."""
+        body: dict[str, Any] = {
+            "entrypoint": entrypoint(spec.command, spec.subdirectory),
+            "submission_id": submission_id,
+            "runtime_env": runtime_env,
+            "metadata": {
+                "reprorun.run_id": spec.run_id,
+                "reprorun.experiment_id": spec.experiment_id,
+            },
+        }
+        c = self.config
+        for key, value in (
+            ("entrypoint_num_cpus", c.num_cpus),
+            ("entrypoint_num_gpus", c.num_gpus),
+            ("entrypoint_memory", c.memory),
+            ("entrypoint_resources", c.resources or None),
+        ):
+            if value is not None:
+                body[key] = value
+        return body
+
+    def attach(self, run: Run, store: TrackingStore) -> SubmittedRun:
+        job_id = run.data.tags.get(JOB_ID_TAG)
+        if not job_id:
+            raise UserInputError(
+                f"Run {run.info.run_id} has no Ray job (no tag {JOB_ID_TAG}): its submission "
+                "failed before Ray accepted it."
+            )
+        return self._job(run.info.run_id, job_id, store, run.info.artifact_uri)
+
+    def _job(self, run_id: str, job_id: str, store: TrackingStore, artifact_uri: str) -> RayJob:
+        # The job's log is stored in the run's artifacts through this process's store.
+        store_uri = getattr(store, "uri", None)
+        tracking_uri = store_uri if isinstance(store_uri, str) else None
+        return RayJob(self.api, run_id, job_id, store, artifact_uri, tracking_uri)
+
+
+class RayJob(RemoteJob):
+    backend = "ray"
+    # Ray stops a running job with SIGTERM, then SIGKILL after 3 s (RAY_JOB_STOP_WAIT_TIME_S).
+    # A PENDING job is stopped only once it starts: no use waiting a minute for that.
+    stop_timeout_seconds = 15.0
+
+    def __init__(
+        self,
+        api: JobsApi,
+        run_id: str,
+        job_id: str,
+        store: TrackingStore,
+        artifact_uri: str,
+        tracking_uri: str | None,
+    ):
+        super().__init__(run_id, job_id, store, artifact_uri, tracking_uri)
+        self.api = api
+        self.job_url = f"{api.address}/#/jobs/{quote(job_id)}"  # the dashboard's job page
+
+    def _path(self, suffix: str = "") -> str:
+        return f"/api/jobs/{quote(self.job_id, safe='')}{suffix}"
+
+    def _state(self) -> JobState:
+        status, data = self.api.request("GET", self._path())
+        if status == 404:
+            return JobState(
+                RunStatus.FAILED,
+                f"Ray at {self.api.address} no longer knows job {self.job_id} (the cluster "
+                "was restarted or the job was deleted); its outcome is unknown.",
+            )
+        return job_state(self.api.json_of(status, data, f"job {self.job_id}"))
+
+    def _read_log(self) -> bytes:
+        status, data = self.api.request("GET", self._path("/logs"))
+        logs = self.api.json_of(status, data, f"the log of job {self.job_id}").get("logs")
+        return str(logs or "").encode("utf-8")
+
+    def _stop(self) -> None:
+        status, data = self.api.request("POST", self._path("/stop"))
+        if status != 404:  # an unknown job: the next look at its state says so
+            self.api.json_of(status, data, f"stopping job {self.job_id}")
+
+
+def job_state(info: Mapping[str, Any]) -> JobState:
+    """Ray's job details (``GET /api/jobs/<id>``) as reprorun's JobState."""
+    ray_status = str(info.get("status"))
+    status = STATUSES.get(ray_status)
+    if status is None:
+        raise ExecutionError(
+            f"Ray reported status {ray_status!r} for job {info.get('submission_id')}, which "
+            f"this reprorun does not know (known: {', '.join(STATUSES)})."
+        )
+    exit_code = info.get("driver_exit_code")
+    return JobState(
+        status,
+        _reason(info) if status.is_terminal else None,
+        exit_code if isinstance(exit_code, int) else None,
+    )
+
+
+def _reason(info: Mapping[str, Any]) -> str | None:
+    message = str(info.get("message") or "").strip()
+    error_type = info.get("error_type")
+    if error_type == "JOB_ENTRYPOINT_COMMAND_ERROR":
+        # Ray appends the log's tail, which the run keeps whole as logs/run.log.
+        return message.split(", last available logs", 1)[0] or None
+    if "Traceback (most recent call last)" in message:
+        # e.g. a pip install that failed: Ray's words, then the tool's own last lines.
+        head, _, rest = message.partition("Traceback (most recent call last)")
+        message = head.strip() + "\n...\n" + "\n".join(rest.strip().splitlines()[-15:])
+    if error_type:
+        return f"{error_type}: {message}"
+    return message or None
+
+
+def entrypoint(command: str, subdirectory: str) -> str:
+    """The job's shell command: Ray runs it with /bin/sh in the shipped tree; the project's
+    command is bash syntax, run in its subdirectory."""
+    run = f"exec bash -c {shlex.quote(command)}"
+    return f"cd {shlex.quote(subdirectory)} && {run}" if subdirectory else run
+
+
+def lock_requirements(lock_text: str | None) -> list[str]:
+    """The lock's requirement lines for ``runtime_env.pip``; refuses packages installed from
+    this machine's files, which no worker can install."""
+    if not lock_text:
+        return []
+    lines = []
+    for raw in lock_text.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            lines.append(line)
+    local = [
+        line
+        for line in lines
+        if line.startswith(("-e", "--editable", "file:", "/", "."))
+        or "@ file:" in line
+        or "@file:" in line
+    ]
+    if local:
+        raise ExecutionError(
+            "The environment's lock installs packages from this machine's files, which the "
+            f"Ray workers cannot install: {'; '.join(local)}. Publish them to an index the "
+            "cluster reaches (or a git URL), pin that in the project's environment, and rerun."
+        )
+    return lines
+
+
+class JobsApi:
+    """The few calls of Ray's Jobs REST API that reprorun needs."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.headers = {"User-Agent": "reprorun", **_auth_header()}
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | IO[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = _TIMEOUT,
+    ) -> tuple[int, bytes]:
+        """One call: (HTTP status, body). An address that does not answer raises
+        ExecutionError; HTTP errors are returned for the caller to judge."""
+        req = urllib.request.Request(  # noqa: S310 - jobs_address allows http(s) only
+            self.address + path,
+            data=body,
+            method=method,
+            headers={**self.headers, **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return int(exc.code), bytes(exc.read())
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ExecutionError(
+                f"Could not reach the Ray Jobs API at {self.address} ({method} {path}: "
+                f"{reason}). Check that the cluster is up (`ray status` on its head node) and "
+                f"that {self.address} opens the Ray dashboard (the dashboard's port, 8265 by "
+                "default, not the GCS port 6379 or the ray:// client port 10001)."
+            ) from None
+
+    def call(self, method: str, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        data = json.dumps(payload).encode("utf-8")
+        status, answer = self.request(
+            method, path, data, headers={"Content-Type": "application/json"}
+        )
+        return self.json_of(status, answer, f"{method} {path}")
+
+    def json_of(self, status: int, data: bytes, what: str) -> dict[str, Any]:
+        if status >= 400:
+            raise self.error(status, data, what)
+        try:
+            parsed = json.loads(data or b"{}")
+        except ValueError:
+            raise ExecutionError(
+                f"{self.address} answered {what} with something other than JSON: is it a Ray "
+                f"dashboard? It said: {data[:200]!r}"
+            ) from None
+        return parsed if isinstance(parsed, dict) else {}
+
+    def error(self, status: int, data: bytes, what: str) -> ExecutionError:
+        # Ray answers errors with plain text, often Python tracebacks (nested, when the head
+        # relays its agent's): the last exception line says what went wrong.
+        lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
+        errors = [line for line in lines if _EXCEPTION_LINE.match(line)]
+        said = (errors or [line for line in lines if line] or ["(no details)"])[-1][:1000]
+        hint = ""
+        if status in (401, 403):
+            hint = " The cluster asks for a token: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH)."
+        return ExecutionError(
+            f"Ray at {self.address} refused {what}: HTTP {status}: {said.rstrip('.')}.{hint}"
+        )
+
+    def upload_tree(self, root: Path) -> str:
+        """Ship ``root`` (without .git) as a content-addressed package; returns its URI for
+        ``runtime_env.working_dir``. A package the cluster already has is not sent again."""
+        with tempfile.TemporaryFile(prefix="reprorun-ray-") as package:
+            zip_tree(root, package)
+            size = package.tell()
+            package.seek(0)
+            digest = hashlib.sha1(usedforsecurity=False)
+            while chunk := package.read(1 << 20):
+                digest.update(chunk)
+            name = f"_ray_pkg_{digest.hexdigest()}.zip"
+            path = f"/api/packages/gcs/{name}"
+            status, data = self.request("GET", path)
+            if status == 404:
+                package.seek(0)
+                status, data = self.request(
+                    "PUT",
+                    path,
+                    package,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(size),
+                    },
+                    timeout=_UPLOAD_TIMEOUT,
+                )
+            if status >= 400:
+                raise self.error(status, data, f"the project's files ({root}, {size} bytes zipped)")
+        return f"gcs://{name}"
+
+
+def zip_tree(root: Path, out: IO[bytes]) -> None:
+    """Zip ``root``'s files (not .git) into ``out``, in a stable order with fixed dates and
+    the files' modes (Ray restores them: scripts stay executable)."""
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d != ".git")
+            here = Path(folder)
+            rel = here.relative_to(root)
+            if not dirs and not files and rel.parts:
+                archive.writestr(zipfile.ZipInfo(f"{rel.as_posix()}/", _ZIP_TIME), b"")
+            for name in sorted(files):
+                path = here / name
+                if name == ".git" or not path.is_file():  # a submodule's link, a dead link
+                    continue
+                stat = path.stat()
+                info = zipfile.ZipInfo((rel / name).as_posix(), _ZIP_TIME)
+                info.external_attr = (stat.st_mode & 0xFFFF) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with (
+                    path.open("rb") as src,
+                    archive.open(info, "w", force_zip64=stat.st_size > 1 << 30) as dst,
+                ):
+                    shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _auth_header() -> dict[str, str]:
+    """A cluster with token authentication (RAY_AUTH_MODE=token): the token from Ray's own
+    variables, never from the backend config (which is stored with the run)."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    token_path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not token and token_path:
+        try:
+            token = Path(token_path).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserInputError(f"RAY_AUTH_TOKEN_PATH: cannot read {token_path}: {exc}") from None
+    return {"Authorization": f"Bearer {token}"} if token else {}
