@@ -287,3 +287,26 @@ def test_cli_run_with_a_config_file(slurm_cluster: str, tmp_path: Path) -> None:
     logs = reprorun_cli("runs", "logs", run.info.run_id, timeout=60)
     assert logs.returncode == 0, logs.stderr
     assert logs.stdout == "from the cli: me\n"
+
+
+def test_a_file_store_is_explained_and_a_server_uri_reaches_the_job(
+    slurm_cluster: str, tmp_path: Path
+) -> None:
+    """The embedded store works here because the job shares this file system: reprorun says
+    so when it submits. With tracking_uri in the config, the job gets that URI instead."""
+    path = project(tmp_path, 'echo "uri=$REPRORUN_TRACKING_URI mlflow=$MLFLOW_TRACKING_URI"')
+    warnings: list[str] = []
+    submitted = run_slurm(path, slurm_cluster, on_warning=warnings.append)
+    assert any(
+        "a file: that works only when the job runs on this machine or a file system shared" in w
+        and "reprorun server --host 0.0.0.0" in w
+        for w in warnings
+    )
+    assert "uri=sqlite:///" in stored_log(submitted.run_id)
+
+    config = {"tracking_uri": "http://tracking.example:5000"}
+    warnings.clear()
+    submitted = run_slurm(path, slurm_cluster, config, on_warning=warnings.append)
+    assert not any("works only when" in w for w in warnings)
+    log = stored_log(submitted.run_id)
+    assert "uri=http://tracking.example:5000 mlflow=http://tracking.example:5000" in log
