@@ -250,23 +250,8 @@ def run(
                 (artifact_dir / LOCK_ARTIFACT).parent.mkdir(parents=True, exist_ok=True)
                 (artifact_dir / LOCK_ARTIFACT).write_text(prepared.lock_text, encoding="utf-8")
             if backend_impl.remote:
-                job_env = _job_env(prepared.env_vars, run_id, exp_id, job_tracking_uri)
-                spec = LaunchSpec(
-                    run_id=run_id,
-                    command=the_plan.command,
-                    cwd=workdir,
-                    env=job_env,
-                    store=store,
-                    artifact_dir=artifact_dir,
-                    experiment_id=exp_id,
-                    artifact_uri=created.info.artifact_uri,
-                    tracking_uri=job_tracking_uri,
-                    job_env=job_env,
-                    source_root=_source_root(the_plan, workdir),
-                    path_prefix=prepared.path_prefix,
-                    lock_text=prepared.lock_text,
-                    python_version=prepared.python_version,
-                    docker_image=prepared.docker.image if prepared.docker else None,
+                spec = _remote_spec(
+                    the_plan, prepared, store, created, workdir, artifact_dir, job_tracking_uri
                 )
                 submitted = backend_impl.submit(spec)
                 job_tags = {JOB_ID_TAG: submitted.job_id, CONFIG_TAG: backend_impl.options_json()}
@@ -320,9 +305,9 @@ def run(
             if not interrupted:
                 # e.g. the cluster could not be reached: the reason stays with the run.
                 store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
-            store.update_run(
-                run_id, status=status, end_time=now_ms(), only_if_status=RunStatus.RUNNING
-            )
+            current = store.get_run(run_id).info.status  # RUNNING, or SCHEDULED in a queue
+            if not current.is_terminal:
+                store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
             raise
         if stopper is None:
             if on_submit:
@@ -338,6 +323,37 @@ def run(
     if submitted.get_status() is RunStatus.FAILED:
         raise RunFailed(run_id)
     return submitted
+
+
+def _remote_spec(
+    the_plan: RunPlan,
+    prepared: PreparedEnv,
+    store: TrackingStore,
+    created: Any,
+    workdir: Path,
+    artifact_dir: Path,
+    tracking_uri: str,
+) -> LaunchSpec:
+    """What a job elsewhere gets: the tree to ship, the run's variables only, the lock."""
+    run_id, exp_id = created.info.run_id, created.info.experiment_id
+    job_env = _job_env(prepared.env_vars, run_id, exp_id, tracking_uri)
+    return LaunchSpec(
+        run_id=run_id,
+        command=the_plan.command,
+        cwd=workdir,
+        env=job_env,
+        store=store,
+        artifact_dir=artifact_dir,
+        experiment_id=exp_id,
+        artifact_uri=created.info.artifact_uri,
+        tracking_uri=tracking_uri,
+        job_env=job_env,
+        source_root=_source_root(the_plan, workdir),
+        path_prefix=prepared.path_prefix,
+        lock_text=prepared.lock_text,
+        python_version=prepared.python_version,
+        docker_image=prepared.docker.image if prepared.docker else None,
+    )
 
 
 @dataclass(frozen=True)
