@@ -137,8 +137,13 @@ class Backend(abc.ABC):
         config = getattr(self, "config", None)
         if config is None or not dataclasses.is_dataclass(config):
             return "{}"
+        # Under their names in the config file, which is what parse_options reads back.
         return json.dumps(
-            {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}, default=str
+            {
+                f.metadata.get("key", f.name): getattr(config, f.name)
+                for f in dataclasses.fields(config)
+            },
+            default=str,
         )
 
 

@@ -226,6 +226,7 @@ def run(
             user_id=current_user(),
             tags={
                 **_system_tags(the_plan, env_impl.name, backend_impl.name),
+                **({CONFIG_TAG: backend_impl.options_json()} if backend_impl.remote else {}),
                 **_env_tags(prepared),
                 **identity.tags,
                 **(extra_tags or {}),
@@ -254,7 +255,7 @@ def run(
                     the_plan, prepared, store, created, workdir, artifact_dir, job_tracking_uri
                 )
                 submitted = backend_impl.submit(spec)
-                job_tags = {JOB_ID_TAG: submitted.job_id, CONFIG_TAG: backend_impl.options_json()}
+                job_tags = {JOB_ID_TAG: submitted.job_id}
                 if submitted.job_url:
                     job_tags[JOB_URL_TAG] = submitted.job_url
                 store.set_tags(run_id, job_tags)
