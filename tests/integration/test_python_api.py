@@ -64,7 +64,9 @@ def test_bad_input_raises_before_any_run_exists(home: Path, tmp_path: Path) -> N
     with pytest.raises(ParameterError) as excinfo:
         reprorun.projects.run(str(project), parameters={"n": "x"})
     assert excinfo.value.problems[0].name == "n"
-    with pytest.raises(UnknownNameError, match="Valid choices: databricks, kubernetes, local, ray, slurm"):
+    with pytest.raises(
+        UnknownNameError, match="Valid choices: databricks, kubernetes, local, ray, slurm"
+    ):
         reprorun.projects.run(str(project), parameters={"n": 1}, backend="nowhere")
     with pytest.raises(UnknownNameError, match="env manager"):
         reprorun.projects.run(str(project), parameters={"n": 1}, env_manager="nope")

@@ -60,6 +60,9 @@ class LaunchSpec:
     # The local backend's queue: wait while this many local runs (asking the same) run.
     max_parallel: int | None = None
     interrupted: Callable[[], None] | None = None  # raises if the submitter was told to stop
+    # The calling thread waits for the command to end (a synchronous run, a supervisor): the
+    # command is killed if that thread's process dies (the parent-death signal).
+    tied_to_caller: bool = False
 
     @property
     def root(self) -> Path:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from reprorun._utils import process_identity
@@ -48,7 +49,7 @@ class LocalBackend(Backend):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: Ctrl-C reaches us, we stop it all
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent() if spec.tied_to_caller else None,
             )
         except OSError as exc:
             if slot:
@@ -85,13 +86,19 @@ def _wait_for_slot(spec: LaunchSpec) -> Slot:
     return slot
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it if the process that started it dies (a
-    supervisor killed with SIGKILL must not leave its command running unowned)."""
+def _die_with_parent() -> Callable[[], None]:
+    """What the child runs before exec: ask for SIGKILL when the thread that started it
+    dies (a supervisor killed with SIGKILL must not leave its command running unowned).
+    Resolved here, in the parent: the child may only make the call, not import."""
     import ctypes
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def request() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return request
 
 
 class LocalSubmittedRun(SubmittedRun):

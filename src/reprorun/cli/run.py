@@ -165,6 +165,10 @@ def _detach(start: Callable[..., SubmittedRun], run_id_file: str | None) -> None
         )
     _write_run_id(run_id_file, submitted.run_id)
     click.echo(submitted.run_id)
+    from reprorun.projects.runner import ReusedRun
+
+    if isinstance(submitted, ReusedRun):
+        return  # nothing was submitted; `reusing ...` said which run and why
     where = f"{submitted.backend} job {submitted.job_id}" if submitted.job_id else "detached"
     click.echo(
         f"reprorun: run {submitted.run_id} submitted ({where}); follow it with "

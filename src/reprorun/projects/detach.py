@@ -129,6 +129,7 @@ def supervise(spec_file: Path) -> int:
                 tracking_uri=target.uri,
                 max_parallel=data["max_parallel"],
                 interrupted=lambda: stopper.check(run_id),
+                tied_to_caller=True,
             )
             submitted = backend.submit(spec)
         except BaseException as exc:

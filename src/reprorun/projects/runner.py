@@ -281,6 +281,7 @@ def run(
                     tracking_uri=target.uri,
                     max_parallel=max_parallel,
                     interrupted=(lambda: stopper.check(run_id)) if stopper else None,
+                    tied_to_caller=stopper is not None,
                     **_container(
                         prepared, run_id, the_plan.command, workdir, env, artifact_dir, target
                     ),
