@@ -66,4 +66,26 @@ def owner_is_gone(identity: str) -> bool | None:
     pid, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit() or not start or start == "?":
         return None
-    return process_start(int(pid)) != start
+    now = process_start(int(pid))
+    if now is None and _exists(int(pid)):
+        return None  # /proc hides it (hidepid, another pid namespace): cannot tell
+    return now != start
+
+
+def _exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a zombie counts as gone)."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            if fh.read().rsplit(b")", 1)[-1].split()[:1] in ([b"Z"], [b"X"]):
+                return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True

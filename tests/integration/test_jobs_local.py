@@ -82,12 +82,14 @@ def test_the_supervisor_survives_its_terminal_closing(home: Path, tmp_path: Path
         [
             "bash",
             "-c",
-            f"{sys.executable} -m reprorun run {project} -P n=10 --detach > {out}; sleep 60",
+            f"{sys.executable} -m reprorun run {project} -P n=10 -P pause=0.5 --detach > {out}; "
+            "sleep 60",
         ],
         start_new_session=True,
     )
     try:
         wait_until(lambda: out.is_file() and len(out.read_text().strip()) == 32, what="run id")
+        assert status_of(out.read_text().strip()) is RunStatus.RUNNING
         os.killpg(shell.pid, signal.SIGHUP)
         shell.wait(timeout=30)
     finally:
@@ -97,6 +99,7 @@ def test_the_supervisor_survives_its_terminal_closing(home: Path, tmp_path: Path
     wait_until(lambda: status_of(run_id).is_terminal, what="the run to end")
     assert status_of(run_id) is RunStatus.FINISHED
     assert reprorun_cli("runs", "logs", run_id).stdout.count("line") == 10
+    assert reprorun_cli("runs", "status", run_id).returncode == 0
 
 
 def test_kill_stops_a_detached_run_and_keeps_its_log(home: Path, tmp_path: Path) -> None:
@@ -109,7 +112,7 @@ def test_kill_stops_a_detached_run_and_keeps_its_log(home: Path, tmp_path: Path)
     assert f"Run {run_id} KILLED" in killed.stdout
     assert status_of(run_id) is RunStatus.KILLED
     assert "line 2" in reprorun_cli("runs", "logs", run_id).stdout
-    assert reprorun_cli("runs", "status", run_id).returncode == 2
+    assert reprorun_cli("runs", "status", run_id).returncode == 4
 
     again = reprorun_cli("runs", "kill", run_id)
     assert again.returncode == 0
@@ -171,11 +174,13 @@ QUEUED = """entry_points:
   main:
     parameters:
       i: {type: int}
-    command: 'echo "start {i} $(date +%s.%N)" >> ../spans; sleep 1.5; echo "end {i} $(date +%s.%N)" >> ../spans'
+    command: 'echo "start {i} $(date +%s.%N)" >> ../spans; while [ ! -e ../go ]; do sleep 0.05; done; echo "end {i} $(date +%s.%N)" >> ../spans'
 """
 
 
 def test_max_parallel_holds_runs_until_a_slot_frees(home: Path, tmp_path: Path) -> None:
+    """Five detached runs with --max-parallel 2, whose commands wait for a go file: exactly
+    two run and three wait SCHEDULED; once released, all finish, never more than two at once."""
     project = make_project(tmp_path / "p", QUEUED)
     run_ids = [
         reprorun.projects.run(
@@ -183,16 +188,19 @@ def test_max_parallel_holds_runs_until_a_slot_frees(home: Path, tmp_path: Path) 
         ).run_id
         for i in range(5)
     ]
-    seen = set()
 
-    def all_ended() -> bool:
-        statuses = {status_of(r) for r in run_ids}
-        seen.update(statuses)
-        return all(s.is_terminal for s in statuses)
+    def statuses() -> list[str]:
+        return sorted(status_of(r).value for r in run_ids)
 
-    wait_until(all_ended, timeout=90, what="the queued runs")
+    wait_until(
+        lambda: statuses() == ["RUNNING", "RUNNING", "SCHEDULED", "SCHEDULED", "SCHEDULED"],
+        what="two runs running and three queued",
+    )
+    # The first two submitted are the ones running: first come, first served.
+    assert [status_of(r) for r in run_ids[:2]] == [RunStatus.RUNNING] * 2
+    (tmp_path / "go").touch()
+    wait_until(lambda: all(status_of(r).is_terminal for r in run_ids), what="the queue")
     assert {status_of(r) for r in run_ids} == {RunStatus.FINISHED}
-    assert RunStatus.SCHEDULED in seen  # the ones beyond 2 waited in the queue
 
     events = []
     for line in (tmp_path / "spans").read_text().splitlines():
@@ -202,7 +210,7 @@ def test_max_parallel_holds_runs_until_a_slot_frees(home: Path, tmp_path: Path) 
     for _, step in sorted(events):
         running += step
         peak = max(peak, running)
-    assert peak <= 2
+    assert peak == 2
     assert len(events) == 10
 
 
@@ -274,3 +282,55 @@ def test_detached_runs_with_a_tracking_server(home: Path, tmp_path: Path) -> Non
         finally:
             conn.close()
         assert got == "FAILED"
+
+
+MLFLOW_ENV = """entry_points:
+  main:
+    command: 'echo "tracking=$MLFLOW_TRACKING_URI run=$MLFLOW_RUN_ID"'
+"""
+
+
+def test_a_detached_run_on_a_server_gets_the_mlflow_variables(home: Path, tmp_path: Path) -> None:
+    from tests.integration.server_proc import server_process
+
+    project = make_project(tmp_path / "p", MLFLOW_ENV)
+    with server_process(tmp_path / "server") as server:
+        run_id = detach(project, "--tracking-uri", server.url)
+        store = open_store(server.url)
+        wait_until(lambda: store.get_run(run_id).info.status.is_terminal, what="the run")
+        logs = reprorun_cli("runs", "logs", run_id, "--tracking-uri", server.url).stdout
+    assert logs == f"tracking={server.url} run={run_id}\n"
+
+
+def test_kill_stops_a_run_started_from_python_and_leaves_the_program(
+    home: Path, tmp_path: Path
+) -> None:
+    """A Python program starts a run without waiting: `runs kill` from elsewhere stops the
+    command's process group, not the program (which owns the run but handles no signal)."""
+    project = make_project(tmp_path / "p", COUNT)
+    submitted = reprorun.projects.run(
+        str(project), parameters={"n": 300, "pause": 0.1}, synchronous=False, echo=False
+    )
+    wait_until(lambda: b"line 2" in submitted.logs(), what="output")
+    killed = reprorun_cli("runs", "kill", submitted.run_id)
+    assert killed.returncode == 0, killed.stderr
+    assert submitted.wait() is False  # this test process is alive to see it end
+    assert status_of(submitted.run_id) is RunStatus.KILLED
+
+
+def test_kill_uses_the_runs_own_grace_period(home: Path, tmp_path: Path) -> None:
+    """A command that ignores SIGTERM is SIGKILLed after the run's stop_grace_seconds (kept
+    with the run), not the default 10 s."""
+    project = make_project(
+        tmp_path / "p",
+        "entry_points:\n  main:\n    command: 'trap \"\" TERM; echo ready; while true; do sleep 0.1; done'\n",
+    )
+    config = tmp_path / "local.json"
+    config.write_text(json.dumps({"stop_grace_seconds": 1}))
+    run_id = detach(project, "--backend-config", str(config))
+    wait_until(lambda: "ready" in reprorun_cli("runs", "logs", run_id).stdout, what="start")
+    started = time.monotonic()
+    killed = reprorun_cli("runs", "kill", run_id)
+    assert killed.returncode == 0, killed.stderr
+    assert time.monotonic() - started < 9  # far below the 10 s default grace
+    assert status_of(run_id) is RunStatus.KILLED

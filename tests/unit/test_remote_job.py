@@ -113,3 +113,35 @@ def test_a_run_ended_by_its_code_is_not_overridden(home: Path) -> None:
     store.update_run(job.run_id, status=RunStatus.FAILED, end_time=1)
     job.state = JobState(RunStatus.FINISHED)
     assert job.get_status() is RunStatus.FAILED
+
+
+def test_a_job_is_followed_past_the_end_its_code_gave_the_run(home: Path) -> None:
+    """`with mlflow.start_run():` ends the run FINISHED, then the job's next step fails: the
+    failure, the exit code and the whole log still reach the run."""
+    job, store = new_job(home)
+    job.state = JobState(RunStatus.RUNNING)
+    job.get_status()
+    store.update_run(job.run_id, status=RunStatus.FINISHED, end_time=1)  # the user's code
+    assert job.get_status() is RunStatus.RUNNING  # the job goes on
+    job.output = b"trained\nevaluation failed\n"
+    job.state = JobState(RunStatus.FAILED, "step 2 failed", exit_code=1)
+    assert job.wait() is False
+    run = store.get_run(job.run_id)
+    assert run.info.status is RunStatus.FAILED
+    assert run.data.tags["reprorun.exitCode"] == "1"
+    assert log_of(store, job) == "trained\nevaluation failed\n"
+
+
+def test_a_run_its_code_finished_keeps_the_jobs_log(home: Path) -> None:
+    job, store = new_job(home)
+    store.update_run(job.run_id, status=RunStatus.FINISHED, end_time=1)
+    job.state = JobState(RunStatus.FINISHED, exit_code=0)
+    assert job.get_status() is RunStatus.FINISHED
+    assert log_of(store, job) == "hello\n"
+    assert store.get_run(job.run_id).data.tags["reprorun.backend.jobEnded"] == "true"
+
+
+def test_logs_from_an_offset(home: Path) -> None:
+    job, _ = new_job(home)
+    job.output = b"0123456789"
+    assert job.logs(4) == b"456789"

@@ -12,6 +12,7 @@ import abc
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -101,8 +102,8 @@ class SubmittedRun(abc.ABC):
     def cancel(self, force: bool = False) -> None:
         """Stop the run (its whole process tree) and mark it KILLED; ``force``: at once."""
 
-    def logs(self) -> bytes:
-        """The job's output so far (all of it once the run has ended)."""
+    def logs(self, start: int = 0) -> bytes:
+        """The job's output so far (all of it once the run has ended), from byte ``start``."""
         return b""
 
 
@@ -157,10 +158,10 @@ def follow(submitted: SubmittedRun, write: Echo, poll_seconds: float = 1.0) -> R
     sent = 0
     while True:
         status = submitted.get_status()  # before the log: the last read then has it all
-        text = submitted.logs()
-        if len(text) > sent:
-            write(text[sent:])
-            sent = len(text)
+        text = submitted.logs(sent)
+        if text:
+            write(text)
+            sent += len(text)
         if status.is_terminal:
             return status
         time.sleep(poll_seconds)
@@ -263,7 +264,7 @@ class LocalBackendConfig:
     stop_grace_seconds: float = 10.0  # SIGTERM first, SIGKILL after this long
 
     def __post_init__(self) -> None:
-        if self.stop_grace_seconds < 0:
+        if not math.isfinite(self.stop_grace_seconds) or self.stop_grace_seconds < 0:
             raise UserInputError(
                 "Local backend option stop_grace_seconds must be a number >= 0, "
                 f"got {self.stop_grace_seconds!r}."

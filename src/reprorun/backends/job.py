@@ -21,6 +21,7 @@ from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
 from reprorun.tracking.store.base import TrackingStore
 
 LOG_PATH = "logs/run.log"
+JOB_ENDED_TAG = "reprorun.backend.jobEnded"  # the job's end has been recorded (log kept)
 
 
 @dataclass(frozen=True)
@@ -79,34 +80,44 @@ class RemoteJob(SubmittedRun):
     # --- the shared behaviour ----------------------------------------------------------------
 
     def get_status(self) -> RunStatus:
+        """The job's status, recorded on the run as it changes. The run may have been ended
+        by the user's code (``mlflow.start_run`` ends it FINISHED) while the job goes on:
+        the job is followed to its own end all the same, for its log, its exit code, and a
+        failure after that point."""
         if self._final is not None:
             return self._final
-        recorded = self.store.get_run(self._run_id).info.status
-        if recorded.is_terminal:
+        run = self.store.get_run(self._run_id)
+        recorded = run.info.status
+        if recorded.is_terminal and run.data.tags.get(JOB_ENDED_TAG):
             self._final = recorded
             return recorded
         state = self._state()
         if state.status is RunStatus.RUNNING and recorded is RunStatus.SCHEDULED:
-            self.store.update_run(self._run_id, status=RunStatus.RUNNING)
+            self.store.update_run(
+                self._run_id, status=RunStatus.RUNNING, only_if_status=RunStatus.SCHEDULED
+            )
         elif state.status.is_terminal:
             self._close(state, recorded)
         return self._final or state.status
 
     def _close(self, state: JobState, recorded: RunStatus) -> None:
         """Keep the job's log, then end the run with the job's status (once, whoever is
-        first: ``only_if_status`` makes a concurrent close a no-op)."""
+        first: ``only_if_status`` makes a concurrent close a no-op). A success never
+        overrides what the user's code chose; a failure overrides a FINISHED."""
         self._keep_log()
-        tags = {}
+        tags = {JOB_ENDED_TAG: "true"}
         if state.reason and state.status is not RunStatus.FINISHED:
             tags[FAILURE_TAG] = state.reason[:8000]
         if state.exit_code is not None:
             tags[SystemTags.EXIT_CODE] = str(state.exit_code)
-        if tags:
-            self.store.log_batch(self._run_id, tags=tags)
-        # A success never overrides what the user's code chose (mlflow.end_run("FAILED")).
-        self.store.update_run(
-            self._run_id, status=state.status, end_time=now_ms(), only_if_status=recorded
+        self.store.log_batch(self._run_id, tags=tags)
+        overrides = not recorded.is_terminal or (
+            recorded is RunStatus.FINISHED and state.status is not RunStatus.FINISHED
         )
+        if overrides:
+            self.store.update_run(
+                self._run_id, status=state.status, end_time=now_ms(), only_if_status=recorded
+            )
         self._final = self.store.get_run(self._run_id).info.status
 
     def _keep_log(self) -> None:
@@ -143,20 +154,17 @@ class RemoteJob(SubmittedRun):
             time.sleep(self.poll_seconds)
             state = self._state()
         recorded = self.store.get_run(self._run_id).info.status
-        if recorded.is_terminal:
-            self._final = recorded
-            return
         reason = state.reason or "stopped by reprorun (runs kill, or Ctrl-C on the submitter)"
         if not state.status.is_terminal:
             reason = f"asked {self.backend} to stop job {self._job_id}; it had not ended yet"
-        self._close(JobState(RunStatus.KILLED, reason), recorded)
+        self._close(JobState(RunStatus.KILLED, reason, state.exit_code), recorded)
 
-    def logs(self) -> bytes:
+    def logs(self, start: int = 0) -> bytes:
         if self._final is not None:
             stored = stored_log(self.artifact_uri, self.tracking_uri)
             if stored is not None:
-                return stored
-        return self._read_log()
+                return stored[start:]
+        return self._read_log()[start:]  # engines give the whole log: Ray, Slurm's file, ...
 
 
 def stored_log(artifact_uri: str, tracking_uri: str | None, rel: str = LOG_PATH) -> bytes | None:

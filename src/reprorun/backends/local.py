@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +22,12 @@ from reprorun.backends.base import (
     SubmittedRun,
 )
 from reprorun.backends.queue import Slot
-from reprorun.backends.supervised import PROCESS_TAG, SupervisedRun
+from reprorun.backends.supervised import PROCESS_TAG, SupervisedRun, read_from
 from reprorun.errors import ExecutionError
 from reprorun.tracking.entities import Run, RunStatus, SystemTags, now_ms
 from reprorun.tracking.store.base import TrackingStore
 
+_LINUX = sys.platform.startswith("linux")  # the parent-death signal is Linux's prctl
 # After the main process exits, how long leftover processes may keep the log pipe open.
 _DRAIN_SECONDS = 5.0
 
@@ -49,7 +51,7 @@ class LocalBackend(Backend):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: Ctrl-C reaches us, we stop it all
-                preexec_fn=_die_with_parent() if spec.tied_to_caller else None,
+                preexec_fn=_die_with_parent() if spec.tied_to_caller and _LINUX else None,
             )
         except OSError as exc:
             if slot:
@@ -101,6 +103,20 @@ def _die_with_parent() -> Callable[[], None]:
     return request
 
 
+def _end_run(store: TrackingStore, run_id: str, status: RunStatus, returncode: int | None) -> None:
+    """Record how the command ended. A failed command fails the run even if its code already
+    ended it (mlflow's start_run context ends it FINISHED); a success never overrides what
+    the code chose, and nothing overrides a run someone killed meanwhile (runs kill)."""
+    if returncode is not None:
+        store.log_batch(run_id, tags={SystemTags.EXIT_CODE: str(returncode)})
+    current = store.get_run(run_id).info.status
+    if current in (RunStatus.KILLED, RunStatus.FAILED):
+        return
+    if status is RunStatus.FINISHED and current is not RunStatus.RUNNING:
+        return
+    store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
+
+
 class LocalSubmittedRun(SubmittedRun):
     def __init__(
         self,
@@ -135,8 +151,8 @@ class LocalSubmittedRun(SubmittedRun):
     def job_id(self) -> str:
         return str(self._proc.pid)
 
-    def logs(self) -> bytes:
-        return self._log_file.read_bytes() if self._log_file.is_file() else b""
+    def logs(self, start: int = 0) -> bytes:
+        return read_from(self._log_file, start)
 
     def _pump_output(self) -> None:
         assert self._proc.stdout is not None
@@ -177,16 +193,11 @@ class LocalSubmittedRun(SubmittedRun):
             self._final = status
         if self._slot is not None:
             self._slot.release()  # the next queued run may start
-        if self._spec.on_finish is not None:
-            self._spec.on_finish()
-        store = self._spec.store
-        tags = {SystemTags.EXIT_CODE: str(returncode)} if returncode is not None else {}
-        if tags:
-            store.log_batch(self.run_id, tags=tags)
-        # A failed command fails the run even if its code already ended it (mlflow's
-        # start_run context ends it FINISHED); a success never overrides what the code chose.
-        guard = RunStatus.RUNNING if status is RunStatus.FINISHED else None
-        store.update_run(self.run_id, status=status, end_time=now_ms(), only_if_status=guard)
+        try:
+            if self._spec.on_finish is not None:
+                self._spec.on_finish()
+        finally:  # whatever the clean-up did, the run ends
+            _end_run(self._spec.store, self.run_id, status, returncode)
 
     def get_status(self) -> RunStatus:
         if self._final is not None:

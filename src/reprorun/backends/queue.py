@@ -40,18 +40,18 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def _live_tickets(waiting: Path) -> list[Path]:
-    """The queue's tickets in arrival order, removing those whose owner has died."""
-    live = []
-    for ticket in sorted(waiting.iterdir()):
-        fd = _try_lock(ticket)
-        if fd is None:  # its owner holds it: still waiting
-            live.append(ticket)
-            continue
+def _head(waiting: Path) -> Path | None:
+    """The first live ticket in line, removing dead ones from its front (only the front is
+    looked at: each waiter's poll costs one directory listing and one lock attempt)."""
+    while tickets := sorted(waiting.iterdir()):
+        head = tickets[0]
+        fd = _try_lock(head)
+        if fd is None:  # its owner holds it: it waits, or it is us
+            return head
         with contextlib.suppress(FileNotFoundError):
-            ticket.unlink()  # nobody holds it: its waiter died
+            head.unlink()  # nobody holds it: its waiter died
         os.close(fd)
-    return live
+    return None
 
 
 def acquire(
@@ -78,10 +78,9 @@ def acquire(
     told = False
     try:
         while True:
-            line = _live_tickets(waiting)
-            # Only the first max_parallel waiters may take a slot: arrival order is kept.
-            ahead = line.index(ticket) if ticket in line else 0
-            if ahead < max_parallel:
+            # First come, first served: only the head of the line may take a free slot; it
+            # leaves the line when it has one, and the next waiter is the head.
+            if _head(waiting) == ticket:
                 for index in range(max_parallel):
                     fd = _try_lock(slots / f"slot-{index}")
                     if fd is not None:

@@ -7,8 +7,7 @@ import json
 
 from reprorun._utils import owner_is_gone
 from reprorun.backends.base import CONFIG_TAG, JOB_ID_TAG, SubmittedRun, get_backend
-from reprorun.errors import ReprorunError
-from reprorun.tracking.entities import Run, RunStatus, SystemTags, now_ms
+from reprorun.tracking.entities import Run, SystemTags
 from reprorun.tracking.store.base import TrackingStore
 
 
@@ -17,7 +16,11 @@ def attach(store: TrackingStore, run: Run) -> SubmittedRun:
     tags = run.data.tags
     name = tags.get(SystemTags.BACKEND) or "local"
     if name != "local" and not tags.get(JOB_ID_TAG):
-        return RecordedRun(run, store)  # it failed before its job was submitted
+        # No job yet (still submitting, or the submission failed): the submitting process
+        # owns the run, and the run is closed if that process is gone.
+        from reprorun.backends.supervised import SupervisedRun
+
+        return SupervisedRun(run, store)
     try:
         options = json.loads(tags.get(CONFIG_TAG) or "{}")
     except ValueError:
@@ -25,33 +28,6 @@ def attach(store: TrackingStore, run: Run) -> SubmittedRun:
     handle = get_backend(name, options).attach(run, store)
     handle.backend = name
     return handle
-
-
-class RecordedRun(SubmittedRun):
-    """A run with no job to ask: what the store recorded is all there is."""
-
-    def __init__(self, run: Run, store: TrackingStore):
-        self._run = run
-        self.store = store
-
-    @property
-    def run_id(self) -> str:
-        return self._run.info.run_id
-
-    def get_status(self) -> RunStatus:
-        return self.store.get_run(self.run_id).info.status
-
-    def wait(self) -> bool:
-        return self.get_status() is RunStatus.FINISHED
-
-    def cancel(self, force: bool = False) -> None:
-        if not self.get_status().is_terminal:
-            self.store.update_run(self.run_id, status=RunStatus.KILLED, end_time=now_ms())
-
-    def logs(self) -> bytes:
-        from reprorun.backends.job import stored_log
-
-        return stored_log(self._run.info.artifact_uri, getattr(self.store, "uri", None)) or b""
 
 
 def refresh(store: TrackingStore, run: Run, *, engines: bool = True) -> Run:
@@ -69,6 +45,6 @@ def refresh(store: TrackingStore, run: Run, *, engines: bool = True) -> Run:
         return run
     try:
         attach(store, run).get_status()
-    except ReprorunError:
+    except Exception:  # an engine that cannot be asked, a client that fails: left as it is
         return run
     return store.get_run(run.info.run_id)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import time
+from pathlib import Path
 
 from reprorun._utils import owner_is_gone
 from reprorun.backends.base import FAILURE_TAG, SubmittedRun
@@ -20,6 +22,9 @@ from reprorun.tracking.store.base import TrackingStore
 
 # The command's process ("host:pid:start"), so a stale run's leftover command can be stopped.
 PROCESS_TAG = "reprorun.local.process"
+# "true" when the run's owner (SUPERVISOR) stops the run on SIGTERM; otherwise runs kill
+# stops the command's process group itself and leaves the owner alone.
+STOPS_ON_SIGTERM_TAG = "reprorun.supervisor.stopsOnSigterm"
 POLL_SECONDS = 0.1
 
 
@@ -49,15 +54,11 @@ class SupervisedRun(SubmittedRun):
             return status
         pid = self._tag(SystemTags.SUPERVISOR).split(":")[1]
         self._stop_leftovers()
-        self.store.set_tag(
-            self.run_id,
-            FAILURE_TAG,
+        self._close(
+            RunStatus.FAILED,
             f"its supervisor (reprorun process {pid}) ended without ending the run: killed "
             "with SIGKILL, by the out-of-memory killer, or the machine restarted. The log up to "
             "then is kept.",
-        )
-        self.store.update_run(
-            self.run_id, status=RunStatus.FAILED, end_time=now_ms(), only_if_status=status
         )
         self._run = self.store.get_run(self.run_id)
         return self._run.info.status
@@ -90,17 +91,31 @@ class SupervisedRun(SubmittedRun):
         return status is RunStatus.FINISHED
 
     def cancel(self, force: bool = False) -> None:
-        """SIGTERM the supervisor, which stops the command (SIGTERM, then SIGKILL after its
-        grace period) and marks the run KILLED; ``force``: a second SIGTERM, at once."""
+        """Stop the run and mark it KILLED. A supervisor that stops its run on SIGTERM (a
+        detached supervisor, `reprorun run` in a terminal) gets SIGTERM, a second one with
+        ``force``; if it has not ended the run after its grace period, it is killed and the
+        run closed here. Another owner (a Python program that started the run without
+        waiting) is left alone: the command's process group is stopped instead."""
         if self.get_status().is_terminal:
             return
         supervisor = self._tag(SystemTags.SUPERVISOR)
-        if owner_is_gone(supervisor) is None:
+        gone = owner_is_gone(supervisor)
+        if gone is None:
+            host = supervisor.split(":")[0]
+            where = f"on host {host}" if host and host != socket.gethostname() else "unknown"
             raise UserInputError(
-                f"Run {self.run_id} is supervised by {supervisor.split(':')[0] or 'an unknown'} "
-                "process on another host: stop it there (reprorun runs kill on that host)."
+                f"Run {self.run_id} is not owned by a reprorun process this host can stop "
+                f"(its owner: {where}). Stop it where it runs, or record it as ended with "
+                f"reprorun runs end {self.run_id} --status KILLED."
             )
+        if gone:
+            return  # get_status above has just closed it
         pid = int(supervisor.split(":")[1])
+        if self._tag(STOPS_ON_SIGTERM_TAG) != "true":
+            # Closed first: the owner, seeing its command end, then leaves the run KILLED.
+            self._close(RunStatus.KILLED, "stopped by reprorun runs kill")
+            self._stop_group(force)
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
             if force:
@@ -109,22 +124,61 @@ class SupervisedRun(SubmittedRun):
         deadline = time.monotonic() + self._grace + 10.0
         while not self.get_status().is_terminal:
             if time.monotonic() > deadline:
-                # The supervisor does not answer: end it, then the check above closes the run.
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + self._grace + 10.0
+                self._stop_leftovers()
+                self._close(
+                    RunStatus.KILLED,
+                    f"its supervisor (process {pid}) did not stop the run within "
+                    f"{self._grace + 10.0:.0f} s of SIGTERM: killed with SIGKILL",
+                )
+                return
             time.sleep(POLL_SECONDS)
 
-    def logs(self) -> bytes:
+    def _stop_group(self, force: bool) -> None:
+        """SIGTERM the command's process group, SIGKILL it after the grace period."""
+        identity = self._tag(PROCESS_TAG)
+        if owner_is_gone(identity) is not False:
+            return
+        group = int(identity.split(":")[1])
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL if force else signal.SIGTERM)
+        deadline = time.monotonic() + self._grace
+        while owner_is_gone(identity) is False and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+    def _close(self, status: RunStatus, reason: str) -> None:
+        current = self.store.get_run(self.run_id).info.status
+        if current.is_terminal:
+            return
+        self.store.set_tag(self.run_id, FAILURE_TAG, reason)
+        self.store.update_run(self.run_id, status=status, end_time=now_ms(), only_if_status=current)
+
+    def logs(self, start: int = 0) -> bytes:
         """The log as the command writes it (in the artifact folder, or the staging folder
         of a run recorded on a server), else the stored artifact."""
         from reprorun.backends.job import stored_log
         from reprorun.config import home
+        from reprorun.tracking.artifacts import is_remote, local_dir
 
         run = self._run
         rel = run.data.tags.get(SystemTags.LOG_ARTIFACT) or "logs/run.log"
         staged = home() / "staging" / run.info.run_id / rel
         if staged.is_file():
-            return staged.read_bytes()
+            return read_from(staged, start)
+        if not is_remote(run.info.artifact_uri):
+            return read_from(local_dir(run.info.artifact_uri) / rel, start)
         found = stored_log(run.info.artifact_uri, getattr(self.store, "uri", None), rel)
-        return found or b""
+        return (found or b"")[start:]
+
+
+def read_from(path: Path, start: int) -> bytes:
+    """The bytes of ``path`` from ``start`` (none if it does not exist yet)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            return fh.read()
+    except FileNotFoundError:
+        return b""

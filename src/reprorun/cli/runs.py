@@ -308,7 +308,10 @@ def end_run(run_id: str, status: str, tracking_uri: str | None) -> None:
 @handle_errors
 def run_status(run_id: str, tracking_uri: str | None, as_json: bool) -> None:
     """Show a run's status as its backend sees it now (a run whose job ended, or whose
-    supervisor died, is closed first). Exit code: 0 FINISHED, 1 FAILED, 2 KILLED, 3 not ended."""
+    supervisor died, is closed first).
+
+    Exit code: 0 FINISHED, 3 FAILED, 4 KILLED, 5 not ended yet (RUNNING or SCHEDULED); 1 and 2
+    are errors, as for every command."""
     import sys
 
     from reprorun.backends.base import FAILURE_TAG, JOB_ID_TAG, JOB_URL_TAG
@@ -334,8 +337,10 @@ def run_status(run_id: str, tracking_uri: str | None, as_json: bool) -> None:
         echo_json(facts)
     else:
         key_values([(k.replace("_", " "), v) for k, v in facts.items() if v is not None])
-    codes = {"FINISHED": 0, "FAILED": 1, "KILLED": 2}
-    sys.exit(codes.get(info.status.value, 3))
+    sys.exit(STATUS_EXIT_CODES.get(info.status.value, 5))
+
+
+STATUS_EXIT_CODES = {"FINISHED": 0, "FAILED": 3, "KILLED": 4}
 
 
 @runs.command("logs")
@@ -368,7 +373,10 @@ def run_logs(run_id: str, follow: bool, interval: float, tracking_uri: str | Non
         out.flush()
 
     if follow:
-        status = follow_log(handle, write, interval)
+        try:
+            status = follow_log(handle, write, interval)
+        except KeyboardInterrupt:
+            sys.exit(130)  # stop following; the run goes on
         click.echo(f"reprorun: run {run.info.run_id} {status.value}", err=True)
         return
     handle.get_status()  # closes a stale run first, so its stored log is the one shown

@@ -12,10 +12,13 @@ with it (parent-death signal) and the next reader of the run closes it FAILED
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,61 +32,100 @@ START_TIMEOUT_SECONDS = 60.0
 
 
 def launch(
-    spec: LaunchSpec, finish: Any, target: TrackingTarget, grace: float, in_container: bool
+    spec: LaunchSpec, finish: Any, target: TrackingTarget, grace: float, sidecar: bool
 ) -> SubmittedRun:
-    """Start the supervisor of ``spec``'s run and return once it has taken the run over."""
+    """Start the supervisor of ``spec``'s run and return once it has taken the run over. If
+    anything interrupts the hand-over (Ctrl-C, a supervisor that does not answer), the
+    supervisor is stopped too: no command runs for a run this process gave up."""
     folder = home() / "supervisors"
     folder.mkdir(parents=True, exist_ok=True)
     spec_file = folder / f"{spec.run_id}.json"
-    spec_file.write_text(
-        json.dumps(
-            {
-                "run_id": spec.run_id,
-                "command": spec.command,
-                "cwd": str(spec.cwd),
-                "env": dict(spec.env),
-                "artifact_dir": str(spec.artifact_dir),
-                "argv": spec.argv,
-                "stop_argv": spec.stop_argv,
-                "tracking_uri": target.uri,
-                "experiment_id": spec.experiment_id,
-                "artifact_uri": spec.artifact_uri,
-                "max_parallel": spec.max_parallel,
-                "stop_grace_seconds": grace,
-                "staged": [str(p) for p in finish.staged] if finish.staged else None,
-                "env_dir": str(finish.env_dir) if finish.env_dir else None,
-                "sidecar": not in_container and not target.is_remote,
-            }
-        )
-    )
+    data = {
+        "run_id": spec.run_id,
+        "command": spec.command,
+        "cwd": str(spec.cwd),
+        "env": dict(spec.env),
+        "artifact_dir": str(spec.artifact_dir),
+        "argv": spec.argv,
+        "stop_argv": spec.stop_argv,
+        "tracking_uri": target.uri,
+        "experiment_id": spec.experiment_id,
+        "artifact_uri": spec.artifact_uri,
+        "max_parallel": spec.max_parallel,
+        "stop_grace_seconds": grace,
+        "staged": [str(p) for p in finish.staged] if finish.staged else None,
+        "env_dir": str(finish.env_dir) if finish.env_dir else None,
+        "sidecar": sidecar,  # start the run's loopback MLflow endpoint
+    }
+    # The environment may hold secrets: only its owner may read the file (the supervisor
+    # deletes it once read).
+    fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out)
     errors = folder / f"{spec.run_id}.err"
-    with open(errors, "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "reprorun.projects.detach", str(spec_file)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            start_new_session=True,  # no controlling terminal: closing ours does not reach it
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # the supervisor answers once it holds the environment
-    proc.stdout.close()
-    proc.wait(START_TIMEOUT_SECONDS)  # the first process only forks the supervisor
-    if line != READY:
-        detail = errors.read_text(errors="replace").strip()[-2000:]
-        raise ExecutionError(f"The run's supervisor did not start: {detail or 'no output'}")
+    supervisor: int | None = None
+    try:
+        with open(errors, "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "reprorun.projects.detach", str(spec_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,  # no controlling terminal: closing ours does not reach it
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        assert proc.stdout is not None
+        with proc.stdout:
+            supervisor, ready = _handshake(proc.stdout.fileno(), START_TIMEOUT_SECONDS)
+        proc.wait(START_TIMEOUT_SECONDS)  # the first process only forks the supervisor
+        if not ready:
+            detail = errors.read_text(errors="replace").strip()[-2000:]
+            raise ExecutionError(
+                f"The run's supervisor did not start within {START_TIMEOUT_SECONDS:.0f} s: "
+                f"{detail or 'no output'} (its log: {errors})"
+            )
+    except BaseException:
+        if supervisor is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(supervisor, signal.SIGTERM)  # it ends the run KILLED, or never starts it
+        spec_file.unlink(missing_ok=True)
+        raise
+    errors.unlink(missing_ok=True)
     # The supervisor holds its own lease on the environment and uploads staged artifacts.
     finish.staged = None
     finish()
-    return SupervisedRun(spec.store.get_run(spec.run_id), spec.store)
+    return SupervisedRun(spec.store.get_run(spec.run_id), spec.store, grace)
+
+
+def _handshake(fd: int, timeout: float) -> tuple[int | None, bool]:
+    """Read the supervisor's "pid N" and "ready" lines; (its pid, whether it is ready)."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    pid = None
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([fd], [], [], left)
+        if not readable:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break  # it exited before saying it was ready
+        buffer += chunk
+        for line in buffer.split(b"\n"):
+            if line.startswith(b"pid ") and line[4:].isdigit():
+                pid = int(line[4:])
+        if READY in buffer:
+            return pid, True
+    return pid, False
 
 
 def supervise(spec_file: Path) -> int:
     """The supervisor's life: take the run over, run the command, end the run."""
     from reprorun._utils import process_identity
-    from reprorun.backends.base import LocalBackendConfig
+    from reprorun.backends.base import FAILURE_TAG, LocalBackendConfig
     from reprorun.backends.local import LocalBackend
+    from reprorun.backends.supervised import STOPS_ON_SIGTERM_TAG
     from reprorun.config import resolve_tracking
     from reprorun.envs.cache import hold
     from reprorun.errors import RunInterrupted
@@ -92,22 +134,34 @@ def supervise(spec_file: Path) -> int:
     from reprorun.tracking.store import open_store
 
     data = json.loads(spec_file.read_text())
+    spec_file.unlink(missing_ok=True)
     run_id = data["run_id"]
-    target = resolve_tracking(data["tracking_uri"])
-    store = open_store(target.uri)
-    release = hold(Path(data["env_dir"])) if data["env_dir"] else None
-    store.set_tag(run_id, SystemTags.SUPERVISOR, process_identity(os.getpid()))
-    finish = _Finish(store, run_id, release)
-    if data["staged"]:
-        folder, artifact_uri, tracking_uri = data["staged"]
-        finish.upload(Path(folder), artifact_uri, tracking_uri)
-    sys.stdout.buffer.write(READY)
-    sys.stdout.flush()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)  # the submitter has gone: nothing must block on its pipe
-    env = dict(data["env"])
-    stopper = _Stopper()
+    stopper = _Stopper()  # from the start: a SIGTERM while starting ends the run KILLED
     with stopper.installed():
+        target = resolve_tracking(data["tracking_uri"])
+        store = open_store(target.uri)
+        release = hold(Path(data["env_dir"])) if data["env_dir"] else None
+        store.set_tags(
+            run_id,
+            {
+                SystemTags.SUPERVISOR: process_identity(os.getpid()),
+                STOPS_ON_SIGTERM_TAG: "true",
+            },
+        )
+        finish = _Finish(store, run_id, release)
+        if data["staged"]:
+            folder, artifact_uri, tracking_uri = data["staged"]
+            finish.upload(Path(folder), artifact_uri, tracking_uri)
+        with contextlib.suppress(BrokenPipeError):  # a submitter gone: the run is ours now
+            sys.stdout.buffer.write(f"pid {os.getpid()}\n".encode() + READY)
+            sys.stdout.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # nothing may block on the submitter's pipe
+        if store.get_run(run_id).info.status.is_terminal:
+            finish.staged = None
+            finish()
+            return 0  # ended while we started (its submitter was stopped): nothing to run
+        env = dict(data["env"])
         try:
             if data["sidecar"]:
                 mlflow_uri = finish.mlflow_endpoint(target, in_container=False)
@@ -131,25 +185,20 @@ def supervise(spec_file: Path) -> int:
                 interrupted=lambda: stopper.check(run_id),
                 tied_to_caller=True,
             )
+            stopper.check(run_id)
             submitted = backend.submit(spec)
         except BaseException as exc:
             finish()
             killed = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
             if not killed:
-                from reprorun.backends.base import FAILURE_TAG
-
                 store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
-            store.update_run(
-                run_id,
-                status=RunStatus.KILLED if killed else RunStatus.FAILED,
-                end_time=now_ms(),
-                only_if_status=store.get_run(run_id).info.status,
-            )
+            current = store.get_run(run_id).info.status
+            if not current.is_terminal:
+                status = RunStatus.KILLED if killed else RunStatus.FAILED
+                store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
             return 1
         stopper.attach(submitted)
         submitted.wait()
-    spec_file.unlink(missing_ok=True)
-    spec_file.with_suffix(".err").unlink(missing_ok=True)
     return 0
 
 

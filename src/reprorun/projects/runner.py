@@ -28,6 +28,7 @@ from reprorun.backends.base import (
     follow,
     get_backend,
 )
+from reprorun.backends.supervised import STOPS_ON_SIGTERM_TAG
 from reprorun.config import TrackingTarget, resolve_tracking
 from reprorun.envs.base import PreparedEnv, default_env_manager, get_env_manager
 from reprorun.errors import ExecutionError, RunFailed, RunInterrupted, UserInputError
@@ -226,7 +227,7 @@ def run(
             user_id=current_user(),
             tags={
                 **_system_tags(the_plan, env_impl.name, backend_impl.name),
-                **({CONFIG_TAG: backend_impl.options_json()} if backend_impl.remote else {}),
+                **_owner_tags(backend_impl, backend_config is not None, stopper),
                 **_env_tags(prepared),
                 **identity.tags,
                 **(extra_tags or {}),
@@ -264,8 +265,17 @@ def run(
                 finish()
             else:
                 in_container = prepared.docker is not None
+                # The run's MLflow endpoint: the server itself when remote; else a loopback
+                # one for this run, started by whoever owns the command (a detached run's
+                # supervisor starts its own).
+                sidecar_later = detach and not target.is_remote and not in_container
+                mlflow_uri = (
+                    None
+                    if sidecar_later
+                    else finish.mlflow_endpoint(target, in_container=in_container)
+                )
                 env = _child_env(
-                    prepared.path_prefix, prepared.env_vars, run_id, exp_id, target.uri
+                    prepared.path_prefix, prepared.env_vars, run_id, exp_id, target.uri, mlflow_uri
                 )
                 spec = LaunchSpec(
                     run_id=run_id,
@@ -292,11 +302,8 @@ def run(
 
                     assert isinstance(backend_impl, LocalBackend)  # remote jobs need no supervisor
                     grace = backend_impl.config.stop_grace_seconds
-                    submitted = launch(spec, finish, target, grace, in_container)
+                    submitted = launch(spec, finish, target, grace, sidecar_later)
                 else:
-                    mlflow_uri = finish.mlflow_endpoint(target, in_container=in_container)
-                    if mlflow_uri:
-                        env.update(_mlflow_env(mlflow_uri, run_id, exp_id))
                     if stopper:
                         stopper.check(run_id)
                     submitted = backend_impl.submit(spec)
@@ -325,6 +332,18 @@ def run(
     if submitted.get_status() is RunStatus.FAILED:
         raise RunFailed(run_id)
     return submitted
+
+
+def _owner_tags(backend: Backend, configured: bool, stopper: _Stopper | None) -> dict[str, str]:
+    """The backend's options, kept so another process can rebuild it (runs kill uses the
+    grace period); whether SIGTERM to this process stops the run (it does when this process
+    waits for the run in its main thread, where the signal handlers are)."""
+    import threading
+
+    tags = {CONFIG_TAG: backend.options_json()} if backend.remote or configured else {}
+    if stopper is not None and threading.current_thread() is threading.main_thread():
+        tags[STOPS_ON_SIGTERM_TAG] = "true"
+    return tags
 
 
 def _remote_spec(
