@@ -75,7 +75,9 @@ def _wait_for_slot(spec: LaunchSpec) -> Slot:
     assert spec.max_parallel is not None
 
     def scheduled() -> None:
-        spec.store.update_run(spec.run_id, status=RunStatus.SCHEDULED)
+        spec.store.update_run(
+            spec.run_id, status=RunStatus.SCHEDULED, only_if_status=RunStatus.RUNNING
+        )
 
     slot = acquire(
         home() / "queue",
@@ -84,7 +86,10 @@ def _wait_for_slot(spec: LaunchSpec) -> Slot:
         on_wait=scheduled,
         interrupted=spec.interrupted,
     )
-    spec.store.update_run(spec.run_id, status=RunStatus.RUNNING)
+    spec.store.update_run(spec.run_id, status=RunStatus.RUNNING, only_if_status=RunStatus.SCHEDULED)
+    if spec.store.get_run(spec.run_id).info.status.is_terminal:
+        slot.release()  # ended while it waited (runs end, a reader): nothing to run
+        raise ExecutionError(f"Run {spec.run_id} was ended while it waited in the queue.")
     return slot
 
 
