@@ -190,10 +190,10 @@ def supervise(spec_file: Path) -> int:
         except BaseException as exc:
             finish()
             killed = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
-            if not killed:
-                store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
             current = store.get_run(run_id).info.status
             if not current.is_terminal:
+                if not killed:
+                    store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
                 status = RunStatus.KILLED if killed else RunStatus.FAILED
                 store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
             return 1

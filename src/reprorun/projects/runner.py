@@ -311,11 +311,11 @@ def run(
             finish()
             interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
             status = RunStatus.KILLED if interrupted else RunStatus.FAILED
-            if not interrupted:
-                # e.g. the cluster could not be reached: the reason stays with the run.
-                store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
             current = store.get_run(run_id).info.status  # RUNNING, or SCHEDULED in a queue
             if not current.is_terminal:
+                if not interrupted:
+                    # e.g. the cluster could not be reached: the reason stays with the run.
+                    store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
                 store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
             raise
         if stopper is None:
