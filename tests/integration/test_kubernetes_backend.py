@@ -695,6 +695,11 @@ def real_docker() -> str:
     return host
 
 
+def kubelet(text: str) -> str:
+    """What Kubernetes passes on of a manifest string without $(VAR) references."""
+    return text.replace("$$", "$")
+
+
 def test_real_docker_build_makes_an_image_that_runs_the_job(
     tmp_path: Path, cluster: FakeCluster, real_docker: str, setup: Path
 ) -> None:
@@ -721,11 +726,13 @@ def test_real_docker_build_makes_an_image_that_runs_the_job(
         assert container["image"] == tag
         image_id = run_docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
         assert run_tags(submitted.run_id)["mlflow.docker.image.id"] == image_id
-        # What the pod does with that container: command, folder, variables, nothing else.
+        # What the pod does with that container: command, folder, variables, nothing else
+        # (Kubernetes turns the manifest's "$$" into "$" in command and env values).
         argv = ["run", "--rm", "--network", "host", "-w", container["workingDir"]]
         for var in container["env"]:
-            argv += ["-e", f"{var['name']}={var['value']}"]
-        argv += ["--entrypoint", container["command"][0], tag, *container["command"][1:]]
+            argv += ["-e", f"{var['name']}={kubelet(var['value'])}"]
+        command = [kubelet(part) for part in container["command"]]
+        argv += ["--entrypoint", command[0], tag, *command[1:]]
         ran = run_docker(*argv)
         assert ran.returncode == 0, ran.stderr
         assert ran.stdout.splitlines() == [
@@ -738,4 +745,4 @@ def test_real_docker_build_makes_an_image_that_runs_the_job(
         assert submitted.wait() is True
     finally:
         run_docker("rmi", "--force", tag)
-    assert submit_seconds < 120
+    assert submit_seconds < 600

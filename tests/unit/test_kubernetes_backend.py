@@ -806,3 +806,22 @@ def test_docs_list_every_option_and_the_examples_work(
         DOCS / "kubernetes" / "kubernetes_job_template.yaml"
     )
     assert backend.tracking_uri == "http://tracking.example.com:5000"
+
+
+def test_dollar_signs_reach_bash_unexpanded_by_kubernetes() -> None:
+    """Kubernetes expands $(VAR) and $$ in a container's command and env values: the
+    manifest writes each $ as $$, so bash gets the command as the run rendered it."""
+    template = yaml.safe_load(MLFLOW_TEMPLATE)
+    manifest = kb.job_manifest(
+        template,
+        name="p-" + RUN_ID,
+        container="p",
+        namespace="default",
+        image="registry.example/p:1",
+        command="echo $$ $(MLFLOW_RUN_ID) 'a$b'",
+        workdir="/mlflow/projects/code",
+        env={"PRICE": "$5"},
+    )
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["bash", "-c", "echo $$$$ $$(MLFLOW_RUN_ID) 'a$$b'"]
+    assert {"name": "PRICE", "value": "$$5"} in container["env"]

@@ -406,11 +406,18 @@ def job_manifest(
     first = pod["containers"][0]
     first["name"] = container
     first["image"] = image
-    first["command"] = ["bash", "-c", command]  # shell syntax, as in every reprorun run
+    # Kubernetes expands $(VAR) and turns $$ into $ in command and env values: "$$" keeps a
+    # "$" as it is, so bash gets the command exactly as the run rendered it.
+    first["command"] = ["bash", "-c", _literal(command)]  # shell syntax, as every run's
     first["workingDir"] = workdir
     kept = [e for e in first.get("env") or [] if isinstance(e, dict) and e.get("name") not in env]
-    first["env"] = kept + [{"name": key, "value": value} for key, value in env.items()]
+    first["env"] = kept + [{"name": key, "value": _literal(value)} for key, value in env.items()]
     return manifest
+
+
+def _literal(text: str) -> str:
+    """``text`` as Kubernetes passes it on unexpanded (``$`` written ``$$``)."""
+    return text.replace("$", "$$")
 
 
 # --- the backend ---------------------------------------------------------------------------
