@@ -294,6 +294,39 @@ def test_unreachable_address_fails_the_run_with_the_reason(home: Path, tmp_path:
     assert "ray status" in run.data.tags[FAILURE_TAG]
 
 
+def test_an_address_that_is_not_http_fails_the_run_with_the_reason(
+    home: Path, tmp_path: Path
+) -> None:
+    """The GCS port instead of the dashboard's: something answers, but not HTTP."""
+    project = make_project(tmp_path / "p", PRINT)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer_garbage() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"\x00\x01 not http\r\n")
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    address = f"http://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        with pytest.raises(ExecutionError, match="not the GCS port"):
+            reprorun.projects.run(
+                str(project),
+                backend="ray",
+                backend_config={"address": address},
+                env_manager="local",
+                echo=False,
+            )
+    finally:
+        thread.join(10)
+        server.close()
+    assert only_run().info.status is RunStatus.FAILED
+
+
 def test_synchronous_run_ships_the_tree_and_stores_the_log(
     home: Path, tmp_path: Path, ray_address: str
 ) -> None:
@@ -414,7 +447,9 @@ def test_pending_job_is_scheduled_and_its_cancel_is_recorded(
         assert waiting.get_status() is RunStatus.SCHEDULED  # Ray's PENDING
         started = time.monotonic()
         waiting.cancel()  # Ray stops a PENDING job only once it starts
-        assert time.monotonic() - started < 20
+        assert (
+            time.monotonic() - started < 45
+        )  # stop_timeout_seconds is 15; a loaded machine adds its share
         assert waiting.get_status() is RunStatus.KILLED
         run = open_store().get_run(waiting.run_id)
         assert "asked ray to stop job" in run.data.tags[FAILURE_TAG]

@@ -103,7 +103,7 @@ def test_sync_run_finishes_with_its_log_and_only_the_jobs_variables(
     script = (folder / "job.sh").read_text()
     assert f"#SBATCH --partition={slurm_cluster}\n#SBATCH --time=5\n" in script
     assert scontrol_state(submitted.job_id) == "COMPLETED"
-    assert took < 30, took
+    assert took < 90, took
 
 
 def test_exit_code_3_fails_the_run_with_the_exit_code(slurm_cluster: str, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import base64
 import configparser
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -398,8 +399,9 @@ class WorkspaceApi:
                     time.sleep(_retry_delay(retry_after, delays.pop(0)))
                     continue
                 raise self._error(status, body, what) from None
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
+            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+                # HTTPException: something that is not an HTTP server answered
+                reason = getattr(exc, "reason", None) or repr(exc)
                 raise ExecutionError(
                     f"Could not reach the Databricks workspace {self.host} ({what}: {reason}). "
                     f"Check the host (from {self.source}) and this machine's network or proxy."

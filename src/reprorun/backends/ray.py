@@ -12,7 +12,9 @@ lock (``runtime_env.pip``), and names the job ``reprorun-<run id>``, so anyone c
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import math
 import os
 import re
 import shlex
@@ -74,13 +76,13 @@ class RayBackendConfig:
     def __post_init__(self) -> None:
         for key in ("num_cpus", "num_gpus", "memory"):
             value = getattr(self, key)
-            if value is not None and value < 0:
+            if value is not None and (not math.isfinite(value) or value < 0):
                 raise UserInputError(
                     f"Backend config: option {key!r} of the ray backend must be >= 0, "
                     f"got {value!r}."
                 )
         for key, amount in self.resources.items():
-            if amount < 0:
+            if not math.isfinite(amount) or amount < 0:
                 raise UserInputError(
                     f"Backend config: resources[{key!r}] of the ray backend must be >= 0, "
                     f"got {amount!r}."
@@ -150,6 +152,10 @@ class RayBackend(Backend):
             runtime_env["pip"] = requirements
         submission_id = JOB_PREFIX + spec.run_id
         self.api.call("POST", "/api/jobs/", self.job_request(spec, submission_id, runtime_env))
+        # PENDING until Ray has the resources: the first poll says RUNNING once it runs.
+        spec.store.update_run(
+            spec.run_id, status=RunStatus.SCHEDULED, only_if_status=RunStatus.RUNNING
+        )
         return self._job(spec.run_id, submission_id, spec.store, spec.artifact_uri)
 
     def job_request(
@@ -282,6 +288,9 @@ def lock_requirements(lock_text: str | None) -> list[str]:
     lines = []
     for raw in lock_text.splitlines():
         line = raw.split(" #", 1)[0].strip()
+        for flag in ("-e ", "--editable "):  # an editable git checkout installs as a package
+            if line.startswith(flag) and "://" in line:
+                line = line[len(flag) :].strip()
         if line and not line.startswith("#"):
             lines.append(line)
     local = [
@@ -329,8 +338,9 @@ class JobsApi:
         except urllib.error.HTTPError as exc:
             with exc:
                 return int(exc.code), bytes(exc.read())
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+            # HTTPException: something that is not an HTTP server answered (a GCS port)
+            reason = getattr(exc, "reason", None) or repr(exc)
             raise ExecutionError(
                 f"Could not reach the Ray Jobs API at {self.address} ({method} {path}: "
                 f"{reason}). Check that the cluster is up (`ray status` on its head node) and "
