@@ -19,6 +19,7 @@ from reprorun.backends.slurm import (
     job_state,
     parse_scontrol,
     render_script,
+    sbatch_option,
 )
 from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import RunStatus
@@ -342,3 +343,16 @@ def test_without_accounting_a_forgotten_job_fails_naming_it(
     state = job._state()
     assert state.status is RunStatus.FAILED
     assert state.reason and state.reason.startswith("Slurm job 41 is unknown to squeue")
+
+
+@pytest.mark.parametrize(
+    "line", ["-o/tmp/x", "#SBATCH -e /tmp/e", "--out=/tmp/x", "--chd=/tmp", "--arr=1-3"]
+)
+def test_reserved_options_are_refused_short_glued_or_abbreviated(line: str) -> None:
+    with pytest.raises(UserInputError, match="which reprorun sets itself"):
+        sbatch_option(line)
+
+
+@pytest.mark.parametrize("line", ["--exclusive", "-N 2", "--mem-per-cpu=2G", "--time=5"])
+def test_other_options_pass(line: str) -> None:
+    assert sbatch_option(line) == line

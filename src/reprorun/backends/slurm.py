@@ -153,14 +153,28 @@ def sbatch_option(line: str) -> str:
         text = text[len("#SBATCH") :].strip()
     if not text.startswith("-") or "\n" in text or "\r" in text or "\0" in text:
         _bad("sbatch_lines", "'#SBATCH --option=value' lines (or '--option=value')", line)
-    name = re.split(r"[=\s]", text, maxsplit=1)[0]
-    if name in _RESERVED:
+    reserved = _reserved(text)
+    if reserved:
         raise UserInputError(
-            f"Slurm backend option 'sbatch_lines': {line!r} sets --{_RESERVED[name]}, which "
+            f"Slurm backend option 'sbatch_lines': {line!r} sets --{reserved}, which "
             "reprorun sets itself (the job's log, folder and environment are how it follows "
             "the run). Use env_vars for variables; the log is in jobs_dir/<run id>/job.log."
         )
     return text
+
+
+def _reserved(text: str) -> str | None:
+    """The reserved option ``text`` sets, as sbatch reads it: a short option glued to its
+    value (``-o/tmp/x``) or a long one abbreviated (``--out=x``, as getopt accepts)."""
+    if not text.startswith("--"):
+        return _RESERVED.get(text[:2])
+    name = re.split(r"[=\s]", text, maxsplit=1)[0]
+    if len(name) <= 2:
+        return None
+    for option, meaning in _RESERVED.items():
+        if option.startswith("--") and option.startswith(name):
+            return meaning
+    return None
 
 
 # --- the script ------------------------------------------------------------------------------
@@ -298,8 +312,13 @@ class SlurmBackend(Backend):
         # Resolved now, so the tag that lets another process attach names the same folder.
         jobs_dir = Path(config.jobs_dir).expanduser() if config.jobs_dir else home() / "slurm"
         resolved = str(jobs_dir.resolve())
-        if '"' in resolved or "\n" in resolved:
-            _bad("jobs_dir", "a folder without '\"' or line breaks in its path", resolved)
+        # sbatch reads %j, %u, ... in --output as patterns: the log would go elsewhere.
+        if '"' in resolved or "\n" in resolved or "%" in resolved or "\\" in resolved:
+            _bad(
+                "jobs_dir",
+                "a folder without '\"', '%', '\\' or line breaks in its path",
+                resolved,
+            )
         self.config = dataclasses.replace(config, jobs_dir=resolved)
         self.tracking_uri = config.tracking_uri
 
@@ -313,7 +332,10 @@ class SlurmBackend(Backend):
 
         folder = self.jobs_dir / spec.run_id
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            # Only its owner may read it: the script exports the run's variables, which may
+            # carry credentials (a tracking URI with a password, env_vars).
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            folder.chmod(0o700)
             source = folder / SOURCE_NAME
             # The job runs what was submitted, even if the project changes while it waits.
             shutil.copytree(spec.root, source, symlinks=True, ignore=shutil.ignore_patterns(".git"))
@@ -334,6 +356,7 @@ class SlurmBackend(Backend):
         )
         script_path = folder / SCRIPT_NAME
         script_path.write_text(script, encoding="utf-8")
+        script_path.chmod(0o700)
         out = _slurm(
             ["sbatch", "--parsable", str(script_path)],
             f"submit run {spec.run_id} (script {script_path})",
