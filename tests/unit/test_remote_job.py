@@ -145,3 +145,33 @@ def test_logs_from_an_offset(home: Path) -> None:
     job, _ = new_job(home)
     job.output = b"0123456789"
     assert job.logs(4) == b"456789"
+
+
+def test_a_job_stopped_from_another_process_is_killed_not_lost(home: Path) -> None:
+    """`runs kill` elsewhere deletes the job; this handle's next poll finds it gone: KILLED,
+    and the log stored by the killer is not replaced by the now empty one."""
+    job, store = new_job(home)
+    job.state = JobState(RunStatus.RUNNING)
+    job.get_status()
+    other = FakeJob(store, job.run_id, job.artifact_uri)
+    other.state = JobState(RunStatus.RUNNING)
+    other.output = b"all of it\n"
+    other.stop_ends_it = False
+    store.set_tag(job.run_id, "reprorun.backend.stopRequested", "stopped by reprorun")
+    job.output = b""
+    job.state = JobState(RunStatus.FAILED, "the job no longer exists")
+    assert job.get_status() is RunStatus.KILLED
+    assert store.get_run(job.run_id).data.tags[FAILURE_TAG] == "stopped by reprorun"
+    other.cancel()  # the killer closes after: nothing more changes
+    assert store.get_run(job.run_id).info.status is RunStatus.KILLED
+
+
+def test_a_stored_log_is_not_replaced_by_a_shorter_one(home: Path) -> None:
+    job, store = new_job(home)
+    job.output = b"the whole log\n"
+    job.state = JobState(RunStatus.FINISHED)
+    job.get_status()
+    late = FakeJob(store, job.run_id, job.artifact_uri)
+    late.output = b""
+    late._keep_log()
+    assert log_of(store, job) == "the whole log\n"

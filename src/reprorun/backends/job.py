@@ -22,6 +22,7 @@ from reprorun.tracking.store.base import TrackingStore
 
 LOG_PATH = "logs/run.log"
 JOB_ENDED_TAG = "reprorun.backend.jobEnded"  # the job's end has been recorded (log kept)
+STOP_TAG = "reprorun.backend.stopRequested"  # why reprorun asked the engine to stop the job
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class RemoteJob(SubmittedRun):
             self._final = recorded
             return recorded
         state = self._state()
+        if state.status is RunStatus.FAILED and run.data.tags.get(STOP_TAG):
+            # Stopped from another process (runs kill): the engine may just have lost it.
+            state = JobState(RunStatus.KILLED, run.data.tags[STOP_TAG], state.exit_code)
         if state.status is RunStatus.RUNNING and recorded is RunStatus.SCHEDULED:
             self.store.update_run(
                 self._run_id, status=RunStatus.RUNNING, only_if_status=RunStatus.SCHEDULED
@@ -125,6 +129,9 @@ class RemoteJob(SubmittedRun):
             text = self._read_log()
         except ExecutionError as exc:
             text = f"[reprorun] the job's log could not be read: {exc}\n".encode()
+        stored = stored_log(self.artifact_uri, self.tracking_uri)
+        if stored is not None and len(stored) >= len(text):
+            return  # kept already by whoever closed first (the engine may have lost it since)
         from reprorun.tracking.artifacts import log_file
 
         with tempfile.TemporaryDirectory(prefix="reprorun-log-") as tmp:
@@ -147,6 +154,8 @@ class RemoteJob(SubmittedRun):
         with the job's log kept."""
         if self.get_status().is_terminal:
             return
+        # Said first: whoever polls next reads the job's disappearance as this stop.
+        self.store.set_tag(self._run_id, STOP_TAG, "stopped by reprorun (runs kill, or Ctrl-C)")
         self._stop()
         deadline = time.monotonic() + (5.0 if force else self.stop_timeout_seconds)
         state = self._state()

@@ -43,8 +43,17 @@ def refresh(store: TrackingStore, run: Run, *, engines: bool = True) -> Run:
             return run  # its supervisor lives (or is elsewhere, or unknown): trust the store
     elif not engines:
         return run
+    engine = (tags.get(SystemTags.BACKEND) or "local", tags.get(CONFIG_TAG) or "")
+    if engine in _UNANSWERED:
+        return run  # one timeout per engine and process: `runs list` stays quick
     try:
         attach(store, run).get_status()
     except Exception:  # an engine that cannot be asked, a client that fails: left as it is
+        if engine[0] != "local":
+            _UNANSWERED.add(engine)
         return run
     return store.get_run(run.info.run_id)
+
+
+# Engines (backend, options) that failed to answer in this process: not asked again.
+_UNANSWERED: set[tuple[str, str]] = set()
