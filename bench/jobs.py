@@ -244,11 +244,13 @@ def main() -> None:
     ok = local[0] < START_TARGET and top <= 2
     if mlflow is not None:
         mlflow_rate = queued / mlflow[2]
+        overall = queued / (submitted + elapsed)  # submitting included, as MLflow's is
         verdicts.append(
             f"MLflow start {mlflow[0]:.3f} s; {queued} back-to-back mlflow runs "
-            f"{mlflow[2]:.1f} s = {mlflow_rate:.2f} runs/s vs queue {rate:.2f}"
+            f"{mlflow[2]:.1f} s = {mlflow_rate:.2f} runs/s vs the queue's {overall:.2f} runs/s "
+            "submitting included"
         )
-        ok = ok and local[0] <= mlflow[0] and rate >= mlflow_rate
+        ok = ok and local[0] <= mlflow[0] and overall >= mlflow_rate
     for line in verdicts:
         print(line)
     print("targets met" if ok else "TARGET MISSED")
