@@ -123,14 +123,13 @@ def _handshake(fd: int, timeout: float) -> tuple[int | None, bool]:
 def supervise(spec_file: Path) -> int:
     """The supervisor's life: take the run over, run the command, end the run."""
     from reprorun._utils import process_identity
-    from reprorun.backends.base import FAILURE_TAG, LocalBackendConfig
+    from reprorun.backends.base import LocalBackendConfig
     from reprorun.backends.local import LocalBackend
     from reprorun.backends.supervised import STOPS_ON_SIGTERM_TAG
     from reprorun.config import resolve_tracking
     from reprorun.envs.cache import hold
-    from reprorun.errors import RunInterrupted
-    from reprorun.projects.runner import _Finish, _mlflow_env, _Stopper
-    from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
+    from reprorun.projects.runner import _Finish, _mlflow_env, _Stopper, end_unlaunched
+    from reprorun.tracking.entities import SystemTags
     from reprorun.tracking.store import open_store
 
     data = json.loads(spec_file.read_text())
@@ -189,13 +188,7 @@ def supervise(spec_file: Path) -> int:
             submitted = backend.submit(spec)
         except BaseException as exc:
             finish()
-            killed = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
-            current = store.get_run(run_id).info.status
-            if not current.is_terminal:
-                if not killed:
-                    store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
-                status = RunStatus.KILLED if killed else RunStatus.FAILED
-                store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
+            end_unlaunched(store, run_id, exc)
             return 1
         stopper.attach(submitted)
         submitted.wait()

@@ -309,14 +309,7 @@ def run(
                     submitted = backend_impl.submit(spec)
         except BaseException as exc:
             finish()
-            interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
-            status = RunStatus.KILLED if interrupted else RunStatus.FAILED
-            current = store.get_run(run_id).info.status  # RUNNING, or SCHEDULED in a queue
-            if not current.is_terminal:
-                if not interrupted:
-                    # e.g. the cluster could not be reached: the reason stays with the run.
-                    store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
-                store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
+            end_unlaunched(store, run_id, exc)
             raise
         if stopper is None:
             if on_submit:
@@ -332,6 +325,20 @@ def run(
     if submitted.get_status() is RunStatus.FAILED:
         raise RunFailed(run_id)
     return submitted
+
+
+def end_unlaunched(store: TrackingStore, run_id: str, exc: BaseException) -> None:
+    """End a run whose command could not be started: KILLED if a stop signal interrupted
+    the launch, else FAILED with the reason (e.g. the cluster could not be reached). A run
+    already ended meanwhile (runs kill, a reader) is left as it is."""
+    current = store.get_run(run_id).info.status  # RUNNING, or SCHEDULED in a queue
+    if current.is_terminal:
+        return
+    interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
+    if not interrupted:
+        store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
+    status = RunStatus.KILLED if interrupted else RunStatus.FAILED
+    store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
 
 
 def _owner_tags(backend: Backend, configured: bool, stopper: _Stopper | None) -> dict[str, str]:
