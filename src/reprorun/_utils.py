@@ -35,18 +35,24 @@ def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def process_start(pid: int) -> str | None:
-    """When process ``pid`` started, in clock ticks since boot (Linux), or None if there is
-    no such process. A pid and its start time name one process: pids are reused."""
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None when it
+    cannot be read (no such process, or /proc hides it)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: count after its last ')'.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):
-        return None  # ended, not yet reaped by its parent
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux), or None if there is
+    no such process. A pid and its start time name one process: pids are reused."""
+    fields = _stat(pid)
+    if fields is None or fields[0] in (b"Z", b"X"):
+        return None  # none, or ended and not yet reaped by its parent
     return fields[19].decode()  # field 22 of the whole line: starttime
 
 
@@ -66,22 +72,19 @@ def owner_is_gone(identity: str) -> bool | None:
     pid, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit() or not start or start == "?":
         return None
-    now = process_start(int(pid))
-    if now is None and _exists(int(pid)):
-        return None  # /proc hides it (hidepid, another pid namespace): cannot tell
-    return now != start
+    fields = _stat(int(pid))
+    if fields is None:
+        # Unreadable: gone, unless /proc hides it (hidepid, another pid namespace).
+        return None if _signalable(int(pid)) else True
+    if fields[0] in (b"Z", b"X"):
+        return True  # ended, not yet reaped by its parent
+    return fields[19].decode() != start
 
 
-def _exists(pid: int) -> bool:
-    """Whether a process ``pid`` exists (a zombie counts as gone)."""
+def _signalable(pid: int) -> bool:
+    """Whether a process ``pid`` exists, as the kernel answers a signal 0."""
     import os
 
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            if fh.read().rsplit(b")", 1)[-1].split()[:1] in ([b"Z"], [b"X"]):
-                return False
-    except OSError:
-        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -38,12 +38,13 @@ def refresh(store: TrackingStore, run: Run, *, engines: bool = True) -> Run:
     if run.info.status.is_terminal:
         return run
     tags = run.data.tags
-    if (tags.get(SystemTags.BACKEND) or "local") == "local":
+    backend = tags.get(SystemTags.BACKEND) or "local"
+    if backend == "local":
         if owner_is_gone(tags.get(SystemTags.SUPERVISOR, "")) is not True:
             return run  # its supervisor lives (or is elsewhere, or unknown): trust the store
     elif not engines:
         return run
-    engine = (tags.get(SystemTags.BACKEND) or "local", tags.get(CONFIG_TAG) or "")
+    engine = (backend, tags.get(CONFIG_TAG) or "")
     if engine in _UNANSWERED:
         return run  # one timeout per engine and process: `runs list` stays quick
     try:

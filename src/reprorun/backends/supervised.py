@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from reprorun._utils import owner_is_gone
-from reprorun.backends.base import FAILURE_TAG, SubmittedRun
+from reprorun.backends.base import FAILURE_TAG, JOB_ID_TAG, SubmittedRun
 from reprorun.errors import UserInputError
 from reprorun.tracking.entities import Run, RunStatus, SystemTags, now_ms
 from reprorun.tracking.store.base import TrackingStore
@@ -40,8 +40,6 @@ class SupervisedRun(SubmittedRun):
 
     @property
     def job_id(self) -> str:
-        from reprorun.backends.base import JOB_ID_TAG
-
         return self._run.data.tags.get(JOB_ID_TAG, "")
 
     def _tag(self, key: str) -> str:
