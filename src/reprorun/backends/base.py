@@ -151,6 +151,16 @@ class Backend(abc.ABC):
         )
 
 
+def ends_over(current: RunStatus, ending: RunStatus) -> bool:
+    """Whether a job that ended ``ending`` replaces the run's ``current`` status. A run not
+    ended yet takes it; a failed or killed job fails a run its code already ended FINISHED
+    (mlflow's start_run context does that); a success never overrides what the code chose,
+    and nothing overrides a run ended FAILED or KILLED (runs kill, the code)."""
+    if not current.is_terminal:
+        return True
+    return current is RunStatus.FINISHED and ending is not RunStatus.FINISHED
+
+
 def follow(submitted: SubmittedRun, write: Echo, poll_seconds: float = 1.0) -> RunStatus:
     """Write the run's log as it grows, until the run ends; returns its final status."""
     import time

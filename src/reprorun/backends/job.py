@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reprorun.backends.base import FAILURE_TAG, SubmittedRun
+from reprorun.backends.base import FAILURE_TAG, SubmittedRun, ends_over
 from reprorun.errors import ExecutionError
 from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
 from reprorun.tracking.store.base import TrackingStore
@@ -105,9 +105,9 @@ class RemoteJob(SubmittedRun):
         return self._final or state.status
 
     def _close(self, state: JobState, recorded: RunStatus) -> None:
-        """Keep the job's log, then end the run with the job's status (once, whoever is
-        first: ``only_if_status`` makes a concurrent close a no-op). A success never
-        overrides what the user's code chose; a failure overrides a FINISHED."""
+        """Keep the job's log, then end the run with the job's status where ``ends_over``
+        says so (once, whoever is first: ``only_if_status`` makes a concurrent close a
+        no-op)."""
         self._keep_log()
         tags = {JOB_ENDED_TAG: "true"}
         if state.reason and state.status is not RunStatus.FINISHED:
@@ -115,10 +115,7 @@ class RemoteJob(SubmittedRun):
         if state.exit_code is not None:
             tags[SystemTags.EXIT_CODE] = str(state.exit_code)
         self.store.log_batch(self._run_id, tags=tags)
-        overrides = not recorded.is_terminal or (
-            recorded is RunStatus.FINISHED and state.status is not RunStatus.FINISHED
-        )
-        if overrides:
+        if ends_over(recorded, state.status):
             self.store.update_run(
                 self._run_id, status=state.status, end_time=now_ms(), only_if_status=recorded
             )

@@ -20,6 +20,7 @@ from reprorun.backends.base import (
     LaunchSpec,
     LocalBackendConfig,
     SubmittedRun,
+    ends_over,
 )
 from reprorun.backends.queue import Slot
 from reprorun.backends.supervised import PROCESS_TAG, SupervisedRun, read_from
@@ -109,17 +110,12 @@ def _die_with_parent() -> Callable[[], None]:
 
 
 def _end_run(store: TrackingStore, run_id: str, status: RunStatus, returncode: int | None) -> None:
-    """Record how the command ended. A failed command fails the run even if its code already
-    ended it (mlflow's start_run context ends it FINISHED); a success never overrides what
-    the code chose, and nothing overrides a run someone killed meanwhile (runs kill)."""
+    """Record how the command ended (``ends_over`` decides over what the run says now)."""
     if returncode is not None:
         store.log_batch(run_id, tags={SystemTags.EXIT_CODE: str(returncode)})
     current = store.get_run(run_id).info.status
-    if current in (RunStatus.KILLED, RunStatus.FAILED):
-        return
-    if status is RunStatus.FINISHED and current is not RunStatus.RUNNING:
-        return
-    store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
+    if ends_over(current, status):
+        store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
 
 
 class LocalSubmittedRun(SubmittedRun):
