@@ -42,7 +42,20 @@ SETTINGS = (
         "artifacts/ beside the SQLite file (<home>/artifacts)",
         "Where new experiments keep their runs' artifacts (a folder or file:// URI).",
     ),
+    Setting(
+        "server_token",
+        "REPRORUN_SERVER_TOKEN",
+        "unset (no token)",
+        "The bearer token `reprorun server` requires (as --auth-token); set but empty or "
+        "shorter than 16 characters is an error.",
+    ),
 )
+
+
+def server_token() -> str | None:
+    """``REPRORUN_SERVER_TOKEN``: None when unset; an empty value is returned as it is, for
+    the server to refuse (it must not mean "no authentication")."""
+    return os.environ.get("REPRORUN_SERVER_TOKEN")
 
 
 def home() -> Path:

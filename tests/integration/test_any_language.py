@@ -313,8 +313,8 @@ def test_r_client_with_a_token_server_seeds_and_late_params(
         'rr_log_artifact("notes.txt")\n'
         "rr_end_run()\n"
     )
-    with server_process(tmp_path / "srv", "--auth-token", "sekrit") as server:
-        env = r_env(MLFLOW_TRACKING_URI=server.url, MLFLOW_TRACKING_TOKEN="sekrit")
+    with server_process(tmp_path / "srv", "--auth-token", "sekrit-token-0123456789") as server:
+        env = r_env(MLFLOW_TRACKING_URI=server.url, MLFLOW_TRACKING_TOKEN="sekrit-token-0123456789")
         result = subprocess.run(
             [rscript, str(script), "-P", "lr=0.5"],
             cwd=tmp_path,
@@ -326,7 +326,7 @@ def test_r_client_with_a_token_server_seeds_and_late_params(
         )
         assert result.returncode == 0, result.stderr
         close_stores()
-        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "sekrit")
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "sekrit-token-0123456789")
         [run] = open_store(server.url).search_runs(["0"])
         folder = server.artifacts / run.info.artifact_uri.removeprefix("mlflow-artifacts:/")
     assert run.info.status.value == "FINISHED"

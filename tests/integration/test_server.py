@@ -586,7 +586,7 @@ def test_auth_token_guards_every_endpoint(tmp_path: Path) -> None:
 
 def test_basic_auth_file_accepts_its_users_only(tmp_path: Path) -> None:
     users = tmp_path / "users.txt"
-    for user, password in (("alice", "s3cret-Alice"), ("bob", "hunter2")):
+    for user, password in (("alice", "s3cret-Alice"), ("bob", "hunter2-bob")):
         added = reprorun_cli("server-user", "add", str(users), user, "--password", password)
         assert added.returncode == 0, added.stderr
     assert "s3cret-Alice" not in users.read_text()
@@ -595,7 +595,7 @@ def test_basic_auth_file_accepts_its_users_only(tmp_path: Path) -> None:
             {},
             _basic("alice", "wrong"),
             _basic("alice", "s3cret-alice"),
-            _basic("alice", "hunter2"),
+            _basic("alice", "hunter2-bob"),
             _basic("mallory", "s3cret-Alice"),
             _basic("", "s3cret-Alice"),
             {"Authorization": "Basic not-base64!"},
@@ -608,7 +608,7 @@ def test_basic_auth_file_accepts_its_users_only(tmp_path: Path) -> None:
         for method, path, body in _guarded_requests("basic"):
             reply = send(srv, method, path, body, _basic("alice", "s3cret-Alice"))
             assert reply.status == 200, (method, path, str(reply))
-        assert send(srv, "GET", "/health", None, _basic("bob", "hunter2")).status == 200
+        assert send(srv, "GET", "/health", None, _basic("bob", "hunter2-bob")).status == 200
         assert send(srv, "GET", "/health", None, _basic("bob", "wrong")).status == 401
 
 

@@ -30,8 +30,8 @@ from reprorun.cli import cli, handle_errors
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option(
     "--auth-token",
-    envvar="REPRORUN_SERVER_TOKEN",
-    help="Require this bearer token on every request (env: REPRORUN_SERVER_TOKEN).",
+    help="Require this bearer token on every request (env: REPRORUN_SERVER_TOKEN); at least "
+    "16 characters: an empty or short token is an error, never 'no authentication'.",
 )
 @click.option(
     "--basic-auth-file",
@@ -69,9 +69,16 @@ def server(
     MLflow clients work unchanged: MLFLOW_TRACKING_URI=http://127.0.0.1:5000. The OpenAPI
     description is at /openapi.json, liveness at /health.
     """
+    from reprorun.config import server_token
     from reprorun.server.app import ServerConfig
+    from reprorun.server.auth import Authenticator, check_token
     from reprorun.server.run import serve
 
+    if auth_token is None:
+        auth_token = server_token()
+        check_token(auth_token, "REPRORUN_SERVER_TOKEN")
+    # Refused here, before anything listens: a bad secret must not start an open server.
+    Authenticator.from_options(auth_token, basic_auth_file)
     config = ServerConfig(
         allowed_hosts=_allowed_hosts(allowed_hosts, host),
         backend_store_uri=backend_store_uri,

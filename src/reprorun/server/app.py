@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reprorun import __version__
 from reprorun import _json as fastjson
-from reprorun.server.auth import Authenticator
+from reprorun.server.auth import Authenticator, Backoff
 from reprorun.server.rest_mlflow import (
     ARTIFACTS_API,
     ApiError,
@@ -308,14 +309,50 @@ def _too_large(limit: int) -> ApiError:
 
 
 class AuthMiddleware(_Guard):
-    """Rejects every request without valid credentials (bearer token or basic auth)."""
+    """Rejects every request without valid credentials (bearer token or basic auth).
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator):
+    Checks that need scrypt run in worker threads, ``SCRYPT_AT_ONCE`` at a time and at most
+    ``SCRYPT_QUEUE`` waiting (beyond that: 503), so guesses never stall the event loop; a
+    client that keeps sending new wrong passwords is told to retry later (429) before its
+    next one is hashed. Tokens, unknown users and passwords seen before cost no hashing and
+    are answered at once."""
+
+    SCRYPT_AT_ONCE = 2
+    SCRYPT_QUEUE = 64
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, backoff: Backoff | None = None):
         super().__init__(app)
         self.authenticator = authenticator
+        self.backoff = backoff or Backoff()
+        self._limiter: Any = None  # an anyio.CapacityLimiter, made inside the event loop
+        self._waiting = 0
 
-    def refusal(self, method: str, headers: dict[bytes, str]) -> Response | None:
-        if self.authenticator.check(headers.get(b"authorization", "")):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k: v.decode("latin-1") for k, v in scope.get("headers") or []}
+        client = (scope.get("client") or ("?", 0))[0]
+        refused = await self._refusal(headers.get(b"authorization", ""), client)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _refusal(self, header: str, client: str) -> Response | None:
+        verdict = self.authenticator.quick_check(header)
+        if verdict is None:  # a password scrypt must check: the guesses back-off counts
+            wait = self.backoff.retry_after(client)
+            if wait > 0:
+                return _retry_later(429, "Too many wrong passwords from this address", wait)
+            if self._waiting >= self.SCRYPT_QUEUE:
+                return _retry_later(503, "Too many sign-ins are being checked", 1.0)
+            verdict = await self._slow_check(header)
+            if verdict:
+                self.backoff.succeeded(client)
+            else:
+                self.backoff.failed(client)
+        if verdict:
             return None
         body = {
             "error_code": "UNAUTHENTICATED",
@@ -326,6 +363,32 @@ class AuthMiddleware(_Guard):
         response = json_response(401, body)
         response.headers["WWW-Authenticate"] = 'Basic realm="reprorun"'
         return response
+
+    async def _slow_check(self, header: str) -> bool:
+        import anyio.to_thread
+
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.SCRYPT_AT_ONCE)
+        self._waiting += 1
+        try:
+            return await anyio.to_thread.run_sync(
+                self.authenticator.check, header, limiter=self._limiter
+            )
+        finally:
+            self._waiting -= 1
+
+
+def _retry_later(status: int, what: str, seconds: float) -> Response:
+    wait = max(1, math.ceil(seconds))
+    response = json_response(
+        status,
+        {
+            "error_code": "REQUEST_LIMIT_EXCEEDED",
+            "message": f"{what}; retry in {wait} s.",
+        },
+    )
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 def safe_artifact_path(raw: str) -> PurePosixPath:
