@@ -14,7 +14,9 @@
     │   ├── ResourceAlreadyExists an experiment name that is taken
     │   ├── ParamConflict         re-logging a parameter with a different value
     │   ├── StoreVersionError     a store written by a newer reprorun
-    │   └── ServerUnavailable     a tracking server that cannot be reached or answered 5xx
+    │   ├── StoreFileError        a SQLite store that is damaged, not a store, read-only or full
+    │   ├── ServerUnavailable     a tracking server that cannot be reached or answered 5xx
+    │   └── RunNotRecorded        the store refused the end of a run: kept in a journal
     ├── ExecutionError            the run could not be launched or supervised
     │   └── RunFailed             a synchronous run ended FAILED (as MLflow raises)
     └── RunInterrupted            Ctrl-C / SIGTERM stopped a run; it is recorded as KILLED
@@ -139,8 +141,58 @@ class StoreVersionError(TrackingError):
     """A store whose schema is newer than this reprorun understands."""
 
 
+class StoreFileError(TrackingError):
+    """A SQLite store file that cannot be used: damaged, not a store, unreadable, read-only,
+    or on a failing or full disk. Names the file, the cause and what to do."""
+
+    def __init__(self, path: str, problem: str, advice: str, *, replaceable: bool = False):
+        self.path = path
+        self.problem = problem
+        self.advice = advice
+        self.replaceable = replaceable  # damaged or not a store: a new store may replace it
+        super().__init__(f"Tracking store {path}: {problem}\n{advice}")
+
+
 class ServerUnavailable(TrackingError):
     """A tracking server that could not be reached, or failed with a 5xx answer."""
+
+
+class RunNotRecorded(TrackingError):
+    """The store refused to record how a run's command ended, even after retries (a full
+    disk, a read-only or broken file). The true end is kept in a journal (``journal``, None
+    when even that could not be written) that the next reader of the run records."""
+
+    def __init__(
+        self,
+        run_id: str,
+        status: str,
+        exit_code: int | None,
+        store: str,
+        cause: str,
+        journal: Path | None,
+    ):
+        self.run_id = run_id
+        self.status = status
+        self.exit_code = exit_code
+        self.store = store
+        self.cause = cause
+        self.journal = journal
+        code = f", exit code {exit_code}" if exit_code is not None else ""
+        head = (
+            f"The store {store} did not record the end of run {run_id} ({status}{code}): {cause}."
+        )
+        if journal is not None:
+            tail = (
+                f" That end is kept in {journal}. Once the store accepts writes again (free "
+                f"disk space, make the file and its folder writable), reprorun runs status "
+                f"{run_id} records it."
+            )
+        else:
+            tail = (
+                " It could not be kept in a journal either. Once the store accepts writes "
+                f"again, record it with: reprorun runs end {run_id} --status {status}"
+            )
+        super().__init__(head + tail)
 
 
 class ExecutionError(ReprorunError):
@@ -176,10 +228,12 @@ __all__ = [
     "ResourceNotFound",
     "RunFailed",
     "RunInterrupted",
+    "RunNotRecorded",
     "SearchError",
     "ServerUnavailable",
     "SourceNotFound",
     "SpecError",
+    "StoreFileError",
     "StoreVersionError",
     "TrackingError",
     "UnknownNameError",

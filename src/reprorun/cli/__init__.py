@@ -73,6 +73,7 @@ from reprorun.cli import (  # noqa: E402
     run,
     runs,
     server,
+    store,
     sweep,
     work,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "run",
     "runs",
     "server",
+    "store",
     "sweep",
     "work",
 ]

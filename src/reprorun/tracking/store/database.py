@@ -7,14 +7,27 @@ the embedded default, and it keeps ``reprorun run`` from paying SQLAlchemy's ~20
 connections) for every other URL, and for SQLite when a driver is named explicitly
 (``sqlite+pysqlite:///...``). The schema itself is declared once in SQLAlchemy Core
 (``schema.py``); the SQLite DDL is generated from it and pinned by a test.
+
+A SQLite file that cannot serve as a store (damaged, not a store, read-only, on a full or
+failing disk) raises ``StoreFileError`` naming the file and what to do, whether found on
+opening or by any later statement: both classes translate sqlite3's errors in one place
+(``sqlite_errors``). A new store file is created whole (written aside, then linked into
+place), so an existing file that is empty or not SQLite is never a store being born: it is
+refused rather than silently re-created empty.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+from reprorun.errors import StoreFileError
 
 T = TypeVar("T")
 Row = Sequence[Any]
@@ -43,6 +56,170 @@ class Database(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+WAL_SIBLINGS = ("-wal", "-shm", "-journal")
+
+# sqlite3 errors that mean the file itself is unusable, by SQLite error name (Python 3.11+)
+# and by message (any Python, and through SQLAlchemy): damaged, not writable, disk trouble.
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "malformed", "file is not a database")
+_UNWRITABLE = (
+    "SQLITE_READONLY",
+    "SQLITE_CANTOPEN",
+    "SQLITE_PERM",
+    "readonly database",
+    "unable to open database file",
+    "access permission denied",
+)
+_DISK = ("SQLITE_IOERR", "SQLITE_FULL", "disk i/o error", "database or disk is full")
+
+
+def _has(exc: BaseException, needles: tuple[str, ...]) -> bool:
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    text = str(exc).lower()
+    return any(name.startswith(n) if n.isupper() else n in text for n in needles)
+
+
+def store_file_error(path: str, exc: BaseException) -> StoreFileError | None:
+    """The ``StoreFileError`` for a sqlite3 error (or a SQLAlchemy error wrapping one) that
+    says the file at ``path`` is unusable; ``None`` for any other error."""
+    import sqlite3
+
+    orig = getattr(exc, "orig", exc)  # SQLAlchemy's DBAPIError wraps the driver's error
+    if not isinstance(orig, sqlite3.Error):
+        return None
+    q = shlex.quote(path)
+    if _has(orig, _DAMAGED):
+        return damaged(path, str(orig))
+    if _has(orig, _UNWRITABLE):
+        folder = shlex.quote(str(Path(path).parent))
+        return StoreFileError(
+            path,
+            f"cannot open or write the file ({orig}).",
+            "Make the file and its folder readable and writable by this user, on a file "
+            f"system mounted read-write (SQLite writes {q}-wal and {q}-shm beside it; see "
+            f"ls -la {folder}), or choose another store with --tracking-uri / "
+            "REPRORUN_TRACKING_URI.",
+        )
+    if _has(orig, _DISK):
+        folder = shlex.quote(str(Path(path).parent))
+        return StoreFileError(
+            path,
+            f"the disk failed or is full ({orig}).",
+            f"Free space where it lives (df -h {folder}) or check the disk for errors "
+            f"(dmesg), then try again; sqlite3 {q} 'PRAGMA integrity_check' tells whether "
+            "the file was damaged.",
+        )
+    return None
+
+
+@contextmanager
+def sqlite_errors(path: str) -> Iterator[None]:
+    """Re-raise sqlite3 errors that mean the store file is unusable as ``StoreFileError``."""
+    try:
+        yield
+    except Exception as exc:
+        error = store_file_error(path, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def damaged(path: str, detail: str) -> StoreFileError:
+    q = shlex.quote(path)
+    return StoreFileError(
+        path,
+        f"the file is damaged ({detail}).",
+        f"Check it with: sqlite3 {q} 'PRAGMA integrity_check'\n"
+        "Restore it from a backup if you have one, or salvage what is readable into a new "
+        f"file with: sqlite3 {q} .recover | sqlite3 {shlex.quote(path + '.recovered')} "
+        "and, with no reprorun running, move the damaged file (and any -wal, -shm file "
+        "beside it) aside and put the recovered one in its place.\n"
+        f"To start a new empty store instead: {init_command(path)}",
+        replaceable=True,
+    )
+
+
+def init_command(path: str) -> str:
+    return f"reprorun store init --force --tracking-uri {shlex.quote(path)}"
+
+
+def not_a_store(path: str, what: str) -> StoreFileError:
+    return StoreFileError(
+        path,
+        f"this is not a reprorun store: {what}.",
+        "If it held your runs, it was truncated or overwritten: restore it from a backup. "
+        "To keep it and record elsewhere, choose another store with --tracking-uri / "
+        "REPRORUN_TRACKING_URI. To start a new empty store here, run:\n"
+        f"  {init_command(path)}\n"
+        "(it moves the file aside, renamed with a .broken-<time> suffix; nothing is deleted).",
+        replaceable=True,
+    )
+
+
+def prepare_sqlite_file(path: str) -> None:
+    """Check that an existing file at ``path`` is SQLite, or create a new empty store file
+    whole: written beside it, then linked into place (only if still absent), so another
+    process never sees a half-created store and an empty file is never one."""
+    import sqlite3
+
+    target = Path(path)
+    try:
+        with open(target, "rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        raise not_a_store(path, "it is a directory") from None
+    except OSError as exc:
+        raise StoreFileError(
+            path,
+            f"cannot read the file ({exc.strerror or exc}).",
+            "Make it readable and writable by this user, or choose another store with "
+            "--tracking-uri / REPRORUN_TRACKING_URI.",
+        ) from exc
+    else:
+        if not header:
+            raise not_a_store(path, "the file is empty (0 bytes)")
+        if header != SQLITE_HEADER:
+            raise not_a_store(path, "the file is not a SQLite database")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fresh = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.new")
+    try:
+        with sqlite_errors(path):
+            raw = sqlite3.connect(fresh, isolation_level=None)
+            try:
+                raw.execute("PRAGMA journal_mode = WAL")  # writes the header: never 0 bytes
+            finally:
+                raw.close()
+        try:
+            os.link(fresh, target)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        except OSError:
+            # A file system without hard links: create-exclusive, then copy the few bytes.
+            with suppress(FileExistsError), open(target, "xb") as out:
+                out.write(fresh.read_bytes())
+    finally:
+        for suffix in ("", *WAL_SIBLINGS):
+            Path(f"{fresh}{suffix}").unlink(missing_ok=True)
+
+
+def check_tables(path: str, names: Iterable[str]) -> None:
+    """A SQLite file holding tables but no ``schema_version`` is someone else's database."""
+    found = sorted(names)
+    if found and "schema_version" not in found:
+        listed = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise not_a_store(path, f"it is a SQLite database with other tables ({listed})")
+
+
+def sqlite_file(database: str | None) -> str | None:
+    """The file a SQLite URL's database names; None for in-memory and URI-style names."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
 
 
 def enable_wal(raw: Any, timeout: float) -> None:
@@ -98,18 +275,28 @@ class SqliteDatabase:
         import sqlite3
 
         self.path = path
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._raw: sqlite3.Connection | None = sqlite3.connect(
-            path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
+        self._raw: sqlite3.Connection | None = None
         self._lock = threading.RLock()
-        self._raw.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        unicode_lower(self._raw)
-        self._raw.execute("PRAGMA foreign_keys = ON")
         if path != ":memory:":
-            enable_wal(self._raw, timeout)
-            self._raw.execute("PRAGMA synchronous = NORMAL")
+            prepare_sqlite_file(path)
+        with sqlite_errors(path):
+            self._raw = sqlite3.connect(
+                path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                self._raw.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                unicode_lower(self._raw)
+                self._raw.execute("PRAGMA foreign_keys = ON")
+                if path != ":memory:":
+                    enable_wal(self._raw, timeout)
+                    self._raw.execute("PRAGMA synchronous = NORMAL")
+                    tables = self._raw.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    ).fetchall()
+                    check_tables(path, (t[0] for t in tables))
+            except BaseException:
+                self.close()
+                raise
 
     def _conn(self) -> Any:
         if self._raw is None:
@@ -117,28 +304,29 @@ class SqliteDatabase:
         return self._raw
 
     def read(self, fn: Callable[[Connection], T]) -> T:
-        with self._lock:
-            raw = self._conn()
-            raw.execute("BEGIN")
-            try:
-                return fn(_SqliteConnection(raw))
-            finally:
-                raw.execute("COMMIT")
+        return self._transaction("BEGIN", fn)
 
     def write(self, fn: Callable[[Connection], T]) -> T:
-        with self._lock:
+        return self._transaction("BEGIN IMMEDIATE", fn)
+
+    def _transaction(self, begin: str, fn: Callable[[Connection], T]) -> T:
+        with self._lock, sqlite_errors(self.path):
             raw = self._conn()
-            raw.execute("BEGIN IMMEDIATE")
+            raw.execute(begin)
             try:
                 result = fn(_SqliteConnection(raw))
+                raw.execute("COMMIT")
             except BaseException:
-                raw.execute("ROLLBACK")
+                # A failed COMMIT can leave the transaction open, and SQLite may already have
+                # rolled back (disk full, I/O error): never let ROLLBACK hide the real error.
+                if raw.in_transaction:
+                    with suppress(Exception):
+                        raw.execute("ROLLBACK")
                 raise
-            raw.execute("COMMIT")
             return result
 
     def executescript(self, script: str) -> None:
-        with self._lock:
+        with self._lock, sqlite_errors(self.path):
             self._conn().executescript(script)
 
     def close(self) -> None:
@@ -176,6 +364,9 @@ class SqlAlchemyDatabase:
         self.url = url
         self.engine = create_engine(_with_driver(url), pool_pre_ping=True)
         self.dialect = self.engine.dialect.name
+        self.path = sqlite_file(self.engine.url.database) if self.dialect == "sqlite" else None
+        if self.path is not None:
+            prepare_sqlite_file(self.path)
         if self.dialect == "sqlite":
             # pysqlite's own transaction handling defeats BEGIN IMMEDIATE; take it over
             # (the recipe from SQLAlchemy's SQLite dialect documentation).
@@ -191,12 +382,33 @@ class SqlAlchemyDatabase:
                 mode = conn.get_execution_options().get("sqlite_begin", "")
                 conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
+        if self.path is not None:
+            path = self.path
+
+            def tables(conn: Connection) -> list[Row]:
+                return conn.fetch("SELECT name FROM sqlite_master WHERE type = 'table'")
+
+            try:
+                check_tables(path, (t[0] for t in self.read(tables)))
+            except BaseException:
+                self.engine.dispose()
+                raise
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """sqlite3 errors about the store file as ``StoreFileError`` (SQLite files only)."""
+        if self.path is None:
+            yield
+            return
+        with sqlite_errors(self.path):
+            yield
+
     def read(self, fn: Callable[[Connection], T]) -> T:
-        with self.engine.connect() as conn, conn.begin():
+        with self.errors(), self.engine.connect() as conn, conn.begin():
             return fn(_SqlAlchemyConnection(conn))
 
     def write(self, fn: Callable[[Connection], T]) -> T:
-        with self.engine.connect() as conn:
+        with self.errors(), self.engine.connect() as conn:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
                 return fn(_SqlAlchemyConnection(conn))

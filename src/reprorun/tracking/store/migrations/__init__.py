@@ -7,6 +7,7 @@ so alembic is imported on that path alone.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,13 @@ def upgrade(engine: Any, head: int) -> None:
     migration finds nothing left to do."""
     from alembic.config import Config
 
+    from reprorun.tracking.store.database import sqlite_errors, sqlite_file
+
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent))
+    path = sqlite_file(engine.url.database) if engine.dialect.name == "sqlite" else None
     with (
+        sqlite_errors(path) if path else nullcontext(),
         engine.connect() as plain,
         plain.execution_options(sqlite_begin="IMMEDIATE") as conn,
         conn.begin(),
