@@ -31,6 +31,7 @@ JOB_ID_TAG = "reprorun.backend.jobId"
 JOB_URL_TAG = "reprorun.backend.jobUrl"
 CONFIG_TAG = "reprorun.backend.config"  # the validated options, JSON (never credentials)
 FAILURE_TAG = "reprorun.failureReason"  # why the run FAILED or was KILLED, when not its exit code
+LOG_ERROR_TAG = "reprorun.logError"  # the run's log could not be (fully) stored, and why
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,16 @@
 """Run the command on this machine, in its own process group, streaming and storing its log.
 
-With ``max_parallel`` the run first waits its turn in the local queue (SCHEDULED)."""
+With ``max_parallel`` the run first waits its turn in the local queue (SCHEDULED).
+
+The output is always drained and echoed, whatever happens to the log file: if the log cannot
+be written (a full disk, a read-only folder, an I/O error), the run carries ``LOG_ERROR_TAG``
+(what failed, how many bytes were stored and lost) and still ends with its command's status.
+The end itself is recorded with retries, or kept in a journal (``backends.journal``)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -14,17 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reprorun._utils import process_identity
+from reprorun.backends import journal
 from reprorun.backends.base import (
     JOB_ID_TAG,
+    LOG_ERROR_TAG,
     Backend,
     LaunchSpec,
     LocalBackendConfig,
     SubmittedRun,
-    ends_over,
 )
 from reprorun.backends.queue import Slot
 from reprorun.backends.supervised import PROCESS_TAG, SupervisedRun, read_from
-from reprorun.errors import ExecutionError
+from reprorun.errors import ExecutionError, RunNotRecorded
 from reprorun.tracking.entities import Run, RunStatus, SystemTags, now_ms
 from reprorun.tracking.store.base import TrackingStore
 
@@ -41,7 +48,8 @@ class LocalBackend(Backend):
 
     def _submit(self, spec: LaunchSpec) -> SubmittedRun:
         log_file = spec.artifact_dir / spec.log_path
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # opening the log says what is wrong, and is survived
+            log_file.parent.mkdir(parents=True, exist_ok=True)
         slot = _wait_for_slot(spec) if spec.max_parallel else None
         try:
             proc = subprocess.Popen(
@@ -109,13 +117,84 @@ def _die_with_parent() -> Callable[[], None]:
     return request
 
 
-def _end_run(store: TrackingStore, run_id: str, status: RunStatus, returncode: int | None) -> None:
-    """Record how the command ended (``ends_over`` decides over what the run says now)."""
+def _end_run(
+    store: TrackingStore,
+    run_id: str,
+    status: RunStatus,
+    returncode: int | None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Record how the command ended (``ends_over`` decides over what the run says now), with
+    retries; raises ``RunNotRecorded`` (the end kept in the journal) if the store refuses."""
+    tags = dict(tags or {})
     if returncode is not None:
-        store.log_batch(run_id, tags={SystemTags.EXIT_CODE: str(returncode)})
-    current = store.get_run(run_id).info.status
-    if ends_over(current, status):
-        store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
+        tags[SystemTags.EXIT_CODE] = str(returncode)
+    owner = process_identity(os.getpid())
+    journal.record_end(store, journal.Ending(run_id, status, now_ms(), tags, owner))
+
+
+class _Log:
+    """The run's log file, written as the output comes. The first write that fails (or an
+    open that fails) stops the storing, not the run: what failed and how many bytes were
+    lost are kept for ``LOG_ERROR_TAG``."""
+
+    def __init__(self, path: Path, spec: LaunchSpec):
+        self.path = path
+        self._spec = spec
+        self.stored = 0
+        self.lost = 0
+        self.error: str | None = None
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:
+            self._failed(exc)
+
+    def write(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view and self._fd is not None:
+            try:
+                written = os.write(self._fd, view)
+            except OSError as exc:
+                self._failed(exc)
+                break
+            self.stored += written
+            view = view[written:]
+        self.lost += len(view)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def tag(self) -> dict[str, str]:
+        """``LOG_ERROR_TAG`` with what is known now (empty when all went well)."""
+        if self.error is None:
+            return {}
+        where = "the terminal" if self._spec.echo is not None else "no one"
+        return {
+            LOG_ERROR_TAG: (
+                f"The run's log {self.path} could not be written: {self.error}. It holds the "
+                f"first {self.stored} bytes of output; {self.lost} bytes after them were not "
+                f"stored (they went to {where})."
+            )
+        }
+
+    def _failed(self, exc: OSError) -> None:
+        self.close()
+        name = errno.errorcode.get(exc.errno or 0, "")
+        self.error = f"{exc.strerror or exc}" + (f" ({name})" if name else "")
+        with contextlib.suppress(Exception):  # a store on the same full disk: said at the end
+            self._spec.store.set_tags(self._spec.run_id, self.tag())
+        if self._spec.echo is not None:
+            with contextlib.suppress(Exception):
+                sys.stderr.write(
+                    f"reprorun: warning: cannot write the run's log {self.path}: {self.error}; "
+                    "the output goes on to the terminal only (recorded on the run as "
+                    f"{LOG_ERROR_TAG})\n"
+                )
+                sys.stderr.flush()
 
 
 class LocalSubmittedRun(SubmittedRun):
@@ -134,8 +213,9 @@ class LocalSubmittedRun(SubmittedRun):
         self._grace = grace
         self._lock = threading.Lock()
         self._final: RunStatus | None = None
+        self._not_recorded: RunNotRecorded | None = None
         self._cancelled = False
-        self._log = open(log_file, "ab")  # noqa: SIM115 - closed by the pump thread
+        self._log = _Log(log_file, spec)  # closed by the pump thread
         self._pump = threading.Thread(
             target=self._pump_output, name=f"log-{spec.run_id[:8]}", daemon=True
         )
@@ -156,22 +236,28 @@ class LocalSubmittedRun(SubmittedRun):
         return read_from(self._log_file, start)
 
     def _pump_output(self) -> None:
+        """Drain the command's output to the terminal and the log until every process of
+        the run has closed it. Neither may stop the draining: a command blocked on a full
+        pipe would never end."""
         assert self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         echo = self._spec.echo
         try:
             while chunk := os.read(fd, 65536):
-                self._log.write(chunk)
-                self._log.flush()  # `reprorun runs show` reads the log while the run goes on
                 if echo is not None:
-                    with contextlib.suppress(Exception):  # a closed terminal must not kill the log
+                    with contextlib.suppress(Exception):  # a closed terminal must not stop it
                         echo(chunk)
+                self._log.write(chunk)  # unbuffered: `reprorun runs show` reads it live
         finally:
             self._log.close()
             self._proc.stdout.close()
 
     def wait(self) -> bool:
+        """Block until the run has ended; raises ``RunNotRecorded`` if the store refused
+        to record its end (kept in the journal)."""
         self._monitor.join()
+        if self._not_recorded is not None:
+            raise self._not_recorded
         return self.get_status() is RunStatus.FINISHED
 
     def _supervise(self) -> None:
@@ -198,7 +284,10 @@ class LocalSubmittedRun(SubmittedRun):
             if self._spec.on_finish is not None:
                 self._spec.on_finish()
         finally:  # whatever the clean-up did, the run ends
-            _end_run(self._spec.store, self.run_id, status, returncode)
+            try:
+                _end_run(self._spec.store, self.run_id, status, returncode, self._log.tag())
+            except RunNotRecorded as exc:
+                self._not_recorded = exc  # for wait(), in the thread that waits
 
     def get_status(self) -> RunStatus:
         if self._final is not None:

@@ -1,8 +1,13 @@
 """A local run owned by another process: a detached supervisor, or `reprorun run` in another
-terminal. Its status is the store's, unless that process is gone while the run is not ended:
-then the run is closed FAILED (the supervisor died without a word: SIGKILL, OOM killer, a
-reboot) with its log kept, and whatever is left of its command is stopped. This check runs
-whenever anything reads the run through ``reprorun.backends.refresh``.
+terminal. Its status is the store's, unless that process is gone while the run is not ended.
+Then whatever is left of its command is stopped first: the command ran in a process group of
+its own (its pid, recorded with the process's start time in ``PROCESS_TAG``), and every
+process still in that group is killed, unless the pid now names another process. The run is
+then closed with the end its owner kept in the journal when the store refused it
+(``backends.journal``: the true status and exit code), else FAILED (the supervisor died
+without a word: SIGKILL, OOM killer, a reboot) with its log kept. This check runs whenever
+anything reads the run through ``reprorun.backends.refresh`` (`runs list|show|status|kill`,
+the server).
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ class SupervisedRun(SubmittedRun):
             return status
         pid = self._tag(SystemTags.SUPERVISOR).split(":")[1]
         self._stop_leftovers()
+        if self._record_journal():
+            self._run = self.store.get_run(self.run_id)
+            return self._run.info.status
         self._close(
             RunStatus.FAILED,
             f"its supervisor (reprorun process {pid}) ended without ending the run: killed "
@@ -60,6 +68,22 @@ class SupervisedRun(SubmittedRun):
         )
         self._run = self.store.get_run(self.run_id)
         return self._run.info.status
+
+    def _record_journal(self) -> bool:
+        """Record the end the run's owner kept in the journal (the store refused it then),
+        if it kept one; the journal's record is deleted once written. A store that still
+        refuses raises, and the run stays as it is."""
+        from reprorun.backends import journal
+
+        found = journal.find(self.run_id)
+        if found is None:
+            return False
+        path, ending = found
+        if ending.owner != self._tag(SystemTags.SUPERVISOR):
+            return False  # not written by this run's owner
+        journal.apply(self.store, ending)
+        path.unlink(missing_ok=True)
+        return True
 
     def _stop_leftovers(self) -> None:
         """The command ran in a process group of its own (its pid). Its first process died

@@ -242,9 +242,9 @@ def progress_display() -> Iterator[Callable[[str], None]]:
 def execute(
     start: Callable[..., SubmittedRun], on_start: Callable[[str], None] | None = None
 ) -> SubmittedRun:
-    """Run synchronously with progress lines on stderr; exit 1 if the run failed, 128+N when
-    signal N stopped it (shared by `run` and `rerun`)."""
-    from reprorun.errors import RunFailed, RunInterrupted
+    """Run synchronously with progress lines on stderr; exit 1 if the run failed or the store
+    did not record its end, 128+N when signal N stopped it (shared by `run` and `rerun`)."""
+    from reprorun.errors import RunFailed, RunInterrupted, RunNotRecorded
 
     started = time.monotonic()
 
@@ -272,6 +272,15 @@ def execute(
         sys.exit(128 + exc.signum)
     except RunFailed as exc:
         finished(exc.run_id, "FAILED")
+        sys.exit(1)
+    except RunNotRecorded as exc:
+        code = f" (exit code {exc.exit_code})" if exc.exit_code is not None else ""
+        elapsed = time.monotonic() - started
+        click.echo(
+            f"reprorun: run {exc.run_id} {exc.status}{code} in {elapsed:.1f}s, but this end "
+            f"is NOT RECORDED in the store.\nreprorun: error: {exc}",
+            err=True,
+        )
         sys.exit(1)
     from reprorun.projects.runner import ReusedRun
 

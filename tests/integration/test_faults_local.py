@@ -1,0 +1,135 @@
+"""Real faults under a local run: a full disk or a read-only folder under the run's log, a
+store that refuses the end of the run, `reprorun run` killed with SIGKILL. Tests run as root
+(CI): small tmpfs mounts give a real ENOSPC and EROFS, and are unmounted after."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reprorun.backends.base import LaunchSpec
+from reprorun.backends.local import LocalBackend
+from reprorun.tracking.entities import RunStatus, SystemTags
+from reprorun.tracking.store import open_store
+from tests.conftest import make_project, reprorun_cli
+
+# A program that prints 4 MiB (65536 numbered lines of 64 bytes): far more than a pipe holds.
+BIG_PY = "import sys\nfor i in range(65536):\n    sys.stdout.write('%063d\\n' % i)\n"
+BIG_OUTPUT_BYTES = 65536 * 64
+LOG_ERROR_TAG = "reprorun.logError"
+
+
+def _mount_tmpfs(folder: Path, size: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+
+
+def _unmount(folder: Path) -> None:
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB file system of its own."""
+    folder = tmp_path / "small"
+    _mount_tmpfs(folder, "256k")
+    try:
+        yield folder
+    finally:
+        _unmount(folder)
+
+
+def _run_cli(*args: str, env: dict[str, str], timeout: float = 90) -> tuple[int, bytes, str]:
+    """`reprorun run ...` bounded in time: a hang is a failure, and leaves nothing running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reprorun", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"reprorun run did not end within {timeout} s")
+    return proc.returncode, out, err.decode(errors="replace")
+
+
+def _expected_output() -> bytes:
+    return b"".join(f"{i:063d}\n".encode() for i in range(65536))
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_log_loses_nothing_on_the_terminal(
+    home: Path, tmp_path: Path, small_disk: Path
+) -> None:
+    project = make_project(
+        tmp_path / "p",
+        "entry_points:\n  main:\n    command: 'python big.py; exit 3'\n",
+        {"big.py": BIG_PY},
+    )
+    env = {**os.environ, "REPRORUN_ARTIFACT_ROOT": str(small_disk)}
+    code, out, err = _run_cli(str(project), env=env)
+
+    # The terminal got every byte, in order; the run ended with its command's status.
+    assert hashlib.sha256(out).hexdigest() == hashlib.sha256(_expected_output()).hexdigest()
+    assert code == 1, err
+    assert "cannot write the run's log" in err and "No space left on device" in err
+    assert "Traceback" not in err
+    runs = json.loads(reprorun_cli("runs", "list", "--json").stdout)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["info"]["status"] == "FAILED"
+    tags = run["data"]["tags"]
+    assert tags[SystemTags.EXIT_CODE] == "3"
+    assert "No space left on device (ENOSPC)" in tags[LOG_ERROR_TAG]
+    # The log kept a true prefix, and the tag says how much of the output it lacks.
+    log = next(small_disk.rglob("run.log")).read_bytes()
+    assert 0 < len(log) < BIG_OUTPUT_BYTES and _expected_output().startswith(log)
+    assert f"first {len(log)} bytes" in tags[LOG_ERROR_TAG]
+    assert f"{BIG_OUTPUT_BYTES - len(log)} bytes after them were not stored" in tags[LOG_ERROR_TAG]
+
+
+def test_a_read_only_log_folder_still_runs_and_echoes_the_command(
+    home: Path, tmp_path: Path
+) -> None:
+    """The log cannot even be opened (EROFS): the command runs, its output reaches the
+    terminal, the run ends with its status and says why it has no log."""
+    artifacts = tmp_path / "artifacts"
+    _mount_tmpfs(artifacts, "1m")
+    try:
+        (artifacts / "logs").mkdir()
+        (tmp_path / "big.py").write_text(BIG_PY)
+        subprocess.run(["mount", "-o", "remount,ro", str(artifacts)], check=True)
+        store = open_store(str(tmp_path / "store.db"))
+        run = store.create_run(store.get_or_create_experiment("x"), run_name="ro")
+        echoed: list[bytes] = []
+        spec = LaunchSpec(
+            run_id=run.info.run_id,
+            command="python big.py",
+            cwd=tmp_path,
+            env=dict(os.environ),
+            store=store,
+            artifact_dir=artifacts,
+            echo=echoed.append,
+        )
+        submitted = LocalBackend().submit(spec)
+        assert submitted.wait() is True
+    finally:
+        _unmount(artifacts)
+    assert b"".join(echoed) == _expected_output()
+    ended = store.get_run(run.info.run_id)
+    assert ended.info.status is RunStatus.FINISHED
+    assert ended.data.tags[SystemTags.EXIT_CODE] == "0"
+    assert "Read-only file system (EROFS)" in ended.data.tags[LOG_ERROR_TAG]
+    assert f"{BIG_OUTPUT_BYTES} bytes after them" in ended.data.tags[LOG_ERROR_TAG]
