@@ -79,12 +79,13 @@ class ParameterError(UserInputError):
 
 
 class EntryPointNotFound(UserInputError):
-    def __init__(self, name: str, available: list[str]):
+    def __init__(self, name: str, available: list[str], where: str | None = None):
         self.name = name
         self.available = available
         listed = ", ".join(available) if available else "none declared"
+        at = f" in {where}" if where else ""  # the MLproject file (or folder) looked in
         super().__init__(
-            f"Unknown entry point {name!r}. Available entry points: {listed}. "
+            f"Unknown entry point {name!r}{at}. Available entry points: {listed}. "
             "A file ending in .py, .sh or .R can also be given as the entry point."
         )
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shlex
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reprorun.errors import EntryPointNotFound, SpecError, UserInputError
-from reprorun.projects.params import ParamType
+from reprorun.projects.params import ParamType, render_command, resolve_parameters
 from reprorun.projects.spec import DockerEnv, load_project
 
 
@@ -117,10 +121,24 @@ def test_defaults_kept_as_text(tmp_path, yaml_default, text):
     assert load_project(tmp_path).entry_point("m").parameters["a"].default == text
 
 
-def test_empty_mlproject_is_an_empty_project(tmp_path):
-    write(tmp_path, "")
+@pytest.mark.parametrize("text", ["", "\n  \n", "# just a comment\n\n# another\n", "---\n", "{}\n"])
+def test_an_empty_mlproject_is_an_error_naming_the_file(tmp_path, text):
+    (tmp_path / "train.py").write_text("")
+    path = tmp_path / "MLproject"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_project(tmp_path)
+    assert info.value.path == path
+    assert str(info.value).startswith(f"{path}:1: MLproject is empty")
+    assert "entry_points:" in str(info.value)
+
+
+def test_an_mlproject_with_only_a_name_runs_scripts_as_mlflow_does(tmp_path):
+    (tmp_path / "train.py").write_text("")
+    write(tmp_path, "name: bare\n")
     project = load_project(tmp_path)
-    assert project.entry_points == {} and project.name is None
+    assert project.name == "bare"
+    assert project.entry_point("train.py").command == "python train.py"
 
 
 # --- errors carry file and line -----------------------------------------------------------
@@ -501,3 +519,132 @@ def test_unknown_entry_point_in_empty_directory(tmp_path):
     with pytest.raises(EntryPointNotFound, match="none declared") as info:
         load_project(tmp_path).entry_point("main")
     assert info.value.available == []
+
+
+def test_an_unknown_entry_point_names_the_mlproject(tmp_path):
+    path = write(tmp_path, "entry_points: {}\n")
+    with pytest.raises(EntryPointNotFound) as info:
+        load_project(tmp_path).entry_point("main")
+    assert f"Unknown entry point 'main' in {path}." in str(info.value)
+
+
+# --- command templates: braces as MLflow's str.format reads them ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "column", "brace"),
+    [
+        ("python train.py {alpha", 17, "{"),
+        ("python train.py {alpha} {", 25, "{"),
+        ("echo done}", 10, "}"),
+        ("echo {{alpha}", 13, "}"),  # {{ is a literal brace, so the } closes nothing
+        ("echo {alpha}}", 13, "}"),
+        ("awk '{if (x) {print $1}}'", 6, "{"),  # }} is a literal }: both { stay open
+    ],
+)
+def test_an_unbalanced_brace_in_a_command_is_refused_at_load(tmp_path, command, column, brace):
+    err = spec_error(
+        tmp_path,
+        f"""
+        entry_points:
+          main:
+            parameters: {{alpha: {{default: 1}}}}
+            command: {yaml.safe_dump(command, default_style="'").strip()}
+        """,
+    )
+    assert err.line == 4
+    message = str(err)
+    assert "entry point 'main'" in message
+    assert f"unbalanced '{brace}' at column {column} of the command" in message
+    assert f"\n    {command}\n    {' ' * (column - 1)}^\n" in message
+    assert "{{ and }}" in message
+
+
+def test_an_unbalanced_brace_in_a_multi_line_command_names_the_line_of_the_command(tmp_path):
+    err = spec_error(
+        tmp_path,
+        """
+        entry_points:
+          main:
+            command: |
+              echo start
+              echo {oops
+        """,
+    )
+    assert err.line == 3
+    assert "unbalanced '{' at line 2, column 6 of the command" in str(err)
+    assert "\n    echo {oops\n         ^\n" in str(err)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "echo ${HOME} {alpha}",
+        "awk '{print $1}' data.csv",
+        "for i in {1..3}; do echo $i; done",
+        "f() { echo {alpha}; }; f",
+        "echo {{literal}} {{ }}",
+        "echo ${X:-{alpha}}",
+    ],
+)
+def test_balanced_braces_that_are_not_placeholders_stay_shell_text(tmp_path, command):
+    write(
+        tmp_path,
+        "entry_points:\n  main:\n    parameters: {alpha: {default: 1}}\n"
+        f"    command: {yaml.safe_dump(command, default_style=chr(39)).strip()}\n",
+    )
+    ep = load_project(tmp_path).entry_point("main")
+    rendered = render_command(ep.command, resolve_defaults(ep.parameters, tmp_path))
+    assert "{alpha}" not in rendered
+
+
+def test_a_script_entry_point_with_braces_in_its_name_runs_that_file(tmp_path):
+    (tmp_path / "a{alpha}.py").write_text("")
+    (tmp_path / "b{.py").write_text("")
+    write(tmp_path, "name: p\n")
+    project = load_project(tmp_path)
+    assert render_command(project.entry_point("a{alpha}.py").command, []) == "python 'a{alpha}.py'"
+    assert render_command(project.entry_point("b{.py").command, []) == "python 'b{.py'"
+
+
+def resolve_defaults(declared, directory):
+    return resolve_parameters(declared, {}, cwd=directory, project_dir=directory)
+
+
+_TEMPLATE_TEXT = st.text(alphabet="{}$:!.[]'\" \\-_ab01\n", max_size=30)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(command=_TEMPLATE_TEXT)
+def test_any_command_template_renders_or_is_refused_naming_the_file(tmp_path, command):
+    """Whatever the command text: loading refuses it with a SpecError naming the MLproject,
+    or rendering succeeds; and where MLflow's str.format accepts a template of plain words,
+    the rendered command is MLflow's."""
+    path = tmp_path / "MLproject"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "entry_points": {
+                    "main": {
+                        "parameters": {"a": {"default": "x y"}, "b": {"default": "1"}},
+                        "command": command,
+                    }
+                }
+            }
+        )
+    )
+    try:
+        ep = load_project(tmp_path).entry_point("main")
+    except SpecError as exc:
+        assert exc.path == path
+        return
+    rendered = render_command(ep.command, resolve_defaults(ep.parameters, tmp_path))
+    assert isinstance(rendered, str)
+    if not any(c in command for c in "$'\"\\"):
+        try:
+            expected = command.format(a=shlex.quote("x y"), b="1")
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError):
+            return  # MLflow refuses it; reprorun keeps balanced shell braces as text
+        assert rendered == expected

@@ -237,6 +237,27 @@ _PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|(?<!\$)\{([^{}\s.\[\]!:'\"$]+)\}")
 FORMAT_SPEC_RE = re.compile(r"(?<!\$)\{([A-Za-z_][\w-]*)[:!][^{}]*\}")
 
 
+# Every brace, read as str.format reads it: {{ and }} literal, {name} a placeholder, else single.
+_BRACE_RE = re.compile(_PLACEHOLDER_RE.pattern + r"|[{}]")
+
+
+def unbalanced_brace(template: str) -> int | None:
+    """Where the template has a brace that MLflow's ``str.format`` refuses: a single '{' never
+    closed or a single '}' never opened (the first such). None when every brace pairs up;
+    balanced groups that are not placeholders (shell ``${VAR}``, ``{1..3}``, awk's
+    ``{print $1}``) stay literal text."""
+    opened: list[int] = []
+    for match in _BRACE_RE.finditer(template):
+        brace = match.group(0)
+        if brace == "{":
+            opened.append(match.start())
+        elif brace == "}":
+            if not opened:
+                return match.start()
+            opened.pop()
+    return opened[0] if opened else None
+
+
 def placeholders(template: str) -> list[str]:
     """The parameter names a command template refers to, in order of appearance."""
     return [m.group(1) for m in _PLACEHOLDER_RE.finditer(template) if m.group(1)]

@@ -25,6 +25,7 @@ from reprorun.projects.params import (
     ParamValue,
     cast_value,
     placeholders,
+    unbalanced_brace,
 )
 
 MLPROJECT_FILE_NAME = "mlproject"
@@ -87,8 +88,13 @@ class Project:
         if runner is not None:
             script = (self.directory / name).resolve()
             if script.is_file() and script.is_relative_to(self.directory):
-                return EntryPoint(name=name, command=f"{runner} {shlex.quote(name)}")
-        raise EntryPointNotFound(name, sorted(self.entry_points) + _scripts_in(self.directory))
+                # A template: braces in the file name are literal ({{ and }}).
+                quoted = shlex.quote(name).replace("{", "{{").replace("}", "}}")
+                return EntryPoint(name=name, command=f"{runner} {quoted}")
+        where = str(self.spec_path) if self.spec_path else f"{self.directory} (no MLproject)"
+        raise EntryPointNotFound(
+            name, sorted(self.entry_points) + _scripts_in(self.directory), where=where
+        )
 
 
 def _scripts_in(directory: Path) -> list[str]:
@@ -191,9 +197,16 @@ def load_yaml(text: str, path: Path) -> Any:
 def parse_project(text: str, *, directory: Path, spec_path: Path) -> Project:
     """Parse MLproject ``text``; every error names ``spec_path`` and the line."""
     doc = load_yaml(text, spec_path)
-    if doc is None:
-        doc = _LineDict()
-        doc.line, doc.key_lines = 1, {}
+    if doc is None or doc == {}:
+        raise SpecError(
+            "MLproject is empty: declare the project's entry points, e.g.\n"
+            "  entry_points:\n"
+            "    main:\n"
+            '      command: "python train.py"\n'
+            "(or delete the file to run a script directly: reprorun run . -e train.py)",
+            spec_path,
+            1,
+        )
     if not isinstance(doc, dict):
         raise SpecError(
             f"expected a mapping at the top level (name, entry_points, ...), got {_kind(doc)}",
@@ -213,6 +226,23 @@ def parse_project(text: str, *, directory: Path, spec_path: Path) -> Project:
         env=env,
         spec_path=spec_path,
         warnings=tuple(ctx.warnings),
+    )
+
+
+def _brace_problem(command: str, index: int) -> str:
+    """Point at the unbalanced brace at ``index``: the command's line with a caret under it."""
+    start = command.rfind("\n", 0, index) + 1
+    end = command.find("\n", index)
+    text = command[start : end if end >= 0 else len(command)]
+    column = index - start + 1
+    line = command.count("\n", 0, index) + 1
+    at = f"line {line}, column {column}" if "\n" in command.rstrip("\n") else f"column {column}"
+    caret = "".join(c if c == "\t" else " " for c in text[: column - 1]) + "^"
+    return (
+        f"the command has an unbalanced {command[index]!r} at {at} of the command:\n"
+        f"    {text}\n    {caret}\n"
+        "Every { must close with a }: write {{ and }} for a literal brace (as MLflow, which "
+        "fills the command with Python's str.format, requires)."
     )
 
 
@@ -316,6 +346,9 @@ class _Ctx:
                 body,
                 "command",
             )
+        brace = unbalanced_brace(command)
+        if brace is not None:
+            raise self.error(f"{where}: {_brace_problem(command, brace)}", body, "command")
         for placeholder in placeholders(command):
             if placeholder not in params:
                 declared = ", ".join(params) or "none"
