@@ -180,7 +180,8 @@ class RunNotRecorded(TrackingError):
         self.journal = journal
         code = f", exit code {exit_code}" if exit_code is not None else ""
         head = (
-            f"The store {store} did not record the end of run {run_id} ({status}{code}): {cause}."
+            f"The store {store} did not record the end of run {run_id} ({status}{code}): "
+            f"{cause.rstrip('.')}."
         )
         if journal is not None:
             tail = (

@@ -18,7 +18,7 @@ import pytest
 from reprorun.backends.base import LaunchSpec
 from reprorun.backends.local import LocalBackend
 from reprorun.tracking.entities import RunStatus, SystemTags
-from reprorun.tracking.store import open_store
+from reprorun.tracking.store import close_stores, open_store
 from tests.conftest import make_project, reprorun_cli
 
 # A program that prints 4 MiB (65536 numbered lines of 64 bytes): far more than a pipe holds.
@@ -133,3 +133,59 @@ def test_a_read_only_log_folder_still_runs_and_echoes_the_command(
     assert ended.data.tags[SystemTags.EXIT_CODE] == "0"
     assert "Read-only file system (EROFS)" in ended.data.tags[LOG_ERROR_TAG]
     assert f"{BIG_OUTPUT_BYTES} bytes after them" in ended.data.tags[LOG_ERROR_TAG]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_a_store_that_refuses_the_end_is_said_and_the_next_reader_records_the_true_end(
+    home: Path, tmp_path: Path, exit_code: int
+) -> None:
+    """The command fills the disk holding the store, then exits: `reprorun run` cannot
+    record the end, says so and exits 1, and keeps the end in the journal; once the disk has
+    room again, the next reader records the command's true status and exit code, not a
+    supervisor killed by the OOM killer."""
+    disk = tmp_path / "db"
+    _mount_tmpfs(disk, "2m")
+    try:
+        store_uri = str(disk / "store.db")
+        open_store(store_uri)  # created while there is room
+        fill = disk / "fill"
+        project = make_project(
+            tmp_path / "p",
+            "entry_points:\n  main:\n    command: "
+            f"'echo working; dd if=/dev/zero of={fill} bs=64k 2>/dev/null; exit {exit_code}'\n",
+        )
+        env = {
+            **os.environ,
+            "REPRORUN_END_RETRY_SECONDS": "1",
+            "REPRORUN_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        }
+        id_file = tmp_path / "run-id"
+        code, out, err = _run_cli(
+            "--tracking-uri", store_uri, "--run-id-file", str(id_file), str(project), env=env
+        )
+        assert code == 1, err
+        run_id = id_file.read_text().strip()
+        assert out == b"working\n"
+        status = "FINISHED" if exit_code == 0 else "FAILED"
+        assert f"run {run_id} {status} (exit code {exit_code})" in err
+        assert "NOT RECORDED" in err and store_uri in err and "Traceback" not in err
+        record = home / "journal" / f"{run_id}.json"
+        assert str(record) in err
+        assert json.loads(record.read_text())["status"] == status
+
+        # Still full: the reader cannot record it either, and leaves the run (and record) be.
+        still = reprorun_cli("runs", "status", run_id, "--tracking-uri", store_uri, "--json")
+        assert json.loads(still.stdout)["status"] == "RUNNING", still.stderr
+        assert record.exists()
+
+        fill.unlink()
+        shown = reprorun_cli("runs", "status", run_id, "--tracking-uri", store_uri, "--json")
+        facts = json.loads(shown.stdout)
+        assert facts["status"] == status, shown.stderr
+        assert facts["exit_code"] == str(exit_code)
+        assert facts["reason"] is None  # not "killed ... by the out-of-memory killer"
+        assert not record.exists()
+    finally:
+        close_stores()
+        _unmount(disk)

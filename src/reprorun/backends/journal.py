@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from reprorun.errors import ResourceNotFound, RunNotRecorded
+from reprorun.errors import ReprorunError, ResourceNotFound, RunNotRecorded
 from reprorun.tracking.entities import RunStatus
 from reprorun.tracking.store.base import TrackingStore
 
@@ -119,7 +119,8 @@ def record_end(store: TrackingStore, ending: Ending) -> None:
     except ResourceNotFound:
         raise
     except Exception as exc:
-        cause = f"{type(exc).__name__}: {exc}"[:2000]
+        cause = str(exc) if isinstance(exc, ReprorunError) else f"{type(exc).__name__}: {exc}"
+        cause = cause[:2000]
         raise RunNotRecorded(
             ending.run_id,
             ending.status.value,

@@ -66,10 +66,6 @@ class LocalBackend(Backend):
             if slot:
                 slot.release()
             raise ExecutionError(f"Could not start the command in {spec.cwd}: {exc}") from exc
-        spec.store.set_tags(
-            spec.run_id,
-            {JOB_ID_TAG: str(proc.pid), PROCESS_TAG: process_identity(proc.pid)},
-        )
         return LocalSubmittedRun(spec, proc, log_file, self.config.stop_grace_seconds, slot)
 
     def attach(self, run: Run, store: TrackingStore) -> SubmittedRun:
@@ -220,6 +216,14 @@ class LocalSubmittedRun(SubmittedRun):
             target=self._pump_output, name=f"log-{spec.run_id[:8]}", daemon=True
         )
         self._pump.start()
+        # Once the output is drained: a store that is slow or refuses must not block the
+        # command. Tags it refuses now are written with the end (retried, or journaled).
+        self._pending: dict[str, str] = {}
+        job_tags = {JOB_ID_TAG: str(proc.pid), PROCESS_TAG: process_identity(proc.pid)}
+        try:
+            spec.store.set_tags(spec.run_id, job_tags)
+        except Exception:
+            self._pending = job_tags
         # Not a daemon: the interpreter waits for the run to be recorded before it exits.
         self._monitor = threading.Thread(target=self._supervise, name=f"run-{spec.run_id[:8]}")
         self._monitor.start()
@@ -285,7 +289,8 @@ class LocalSubmittedRun(SubmittedRun):
                 self._spec.on_finish()
         finally:  # whatever the clean-up did, the run ends
             try:
-                _end_run(self._spec.store, self.run_id, status, returncode, self._log.tag())
+                tags = {**self._pending, **self._log.tag()}
+                _end_run(self._spec.store, self.run_id, status, returncode, tags)
             except RunNotRecorded as exc:
                 self._not_recorded = exc  # for wait(), in the thread that waits
 
