@@ -92,3 +92,26 @@ def _signalable(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process
     return True
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel to send the child ``sig`` when the thread that
+    started it dies (even by SIGKILL), so no command outlives reprorun unowned. None off
+    Linux. Resolved here, in the parent: the child may only make the call, not import."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+    parent = os.getpid()
+
+    def request() -> None:
+        prctl(pr_set_pdeathsig, sig)
+        if os.getppid() != parent:  # the parent died before the request: no signal will come
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return request

@@ -26,7 +26,15 @@ from reprorun.sources.base import (
     redact,
     strip_credentials,
 )
-from reprorun.sources.cache import key_for, lock, make_read_only, publish, sources_root
+from reprorun.sources.cache import (
+    key_for,
+    lock,
+    make_read_only,
+    private_dirs,
+    publish,
+    remove_stale_builds,
+    sources_root,
+)
 
 
 def resolve_archive(
@@ -65,7 +73,8 @@ def resolve_archive(
         root = sources_root() / "archives" / digest
         try:
             with lock(sources_root() / "archives" / f"{digest}.lock"):
-                publish(root, lambda tmp: _extract(path, tmp, clean))
+                remove_stale_builds(root.parent, f"{digest}-")  # an unpacking killed midway
+                publish(root, lambda tmp: _extract(path, tmp, clean), private=True)
         finally:
             if is_url:
                 path.unlink(missing_ok=True)
@@ -101,8 +110,7 @@ def _sha256(path: Path) -> str:
 def _download(url: str) -> Path:
     clean = strip_credentials(url)
     name = PurePosixPath(clean.split("?", 1)[0]).name
-    folder = sources_root() / "downloads" / key_for(clean)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dirs(sources_root() / "downloads" / key_for(clean))
     # A file of its own per download: two runs fetching one URL never touch each other's
     # bytes, and what is hashed is exactly what is unpacked.
     dest = folder / f"{uuid.uuid4().hex[:8]}-{name}"
@@ -128,7 +136,7 @@ def _download(url: str) -> Path:
 
 
 def _extract(path: Path, dest: Path, label: str) -> None:
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
     try:
         if path.name.lower().endswith(".zip"):
             _extract_zip(path, dest, label)

@@ -23,6 +23,11 @@ class Provenance:
     version: str | None = None  # what the user asked for (--version)
     uri: str | None = None  # the URI as given, credentials removed
     archive_sha256: str | None = None
+    # git: how the version was resolved: "remote" (checked against the remote now),
+    # "cache-offline" (a cached tag used because the remote did not answer; see the warning),
+    # "commit" (a commit id, immutable: nothing to check).
+    ref_check: str | None = None
+    ref_check_warning: str | None = None  # why the cache was trusted, for the user and the run
     uncommitted_diff: bytes | None = field(default=None, repr=False)  # dirty local checkouts
 
 

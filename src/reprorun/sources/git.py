@@ -2,55 +2,201 @@
 
 Layout under ``<home>/sources/git/<key>/``: ``mirror.git`` (a bare mirror clone), ``lock``,
 and ``snapshots/<commit>/`` (the tree at that commit, files read-only). The mirror is fetched
-only when the requested version is not already there; branches (and the default branch) are
-always fetched, since they move. Authentication is the user's own git configuration.
+only when the requested version is not already there or has moved: branches (and the default
+branch) are always fetched; a tag is checked against the remote (one ``git ls-remote``) and
+used from the cache, with a warning, only when the remote does not answer; a commit id needs
+no check. Authentication is the user's own git configuration, or ``user:password@`` in an
+http(s) URL, which git gets through a credential helper reading this process's environment:
+never on a command line or in a file.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse, urlunparse
 
+from reprorun._utils import die_with_parent
 from reprorun.errors import SourceNotFound
 from reprorun.sources.base import Provenance, ResolvedSource, redact, strip_credentials
-from reprorun.sources.cache import key_for, lock, make_read_only, publish, sources_root
+from reprorun.sources.cache import (
+    key_for,
+    lock,
+    make_read_only,
+    publish,
+    remove_stale_builds,
+    sources_root,
+)
 
 GIT_TIMEOUT_SECONDS = 600
+# How long a tag's check may wait for the remote before the cached commit is used.
+REF_CHECK_TIMEOUT_SECONDS = 20
 # No terminal prompts for credentials: a missing credential is an error the user can act on.
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "LC_ALL": "C"}
+
+# What reprorun records as reprorun.source.refCheck.
+CHECKED_REMOTE = "remote"  # the version was resolved against what the remote says now
+CACHE_OFFLINE = "cache-offline"  # the remote did not answer: the cached tag was used
+COMMIT_ID = "commit"  # a commit id: immutable, nothing to check
+
+# The credential helper for user:password@ in an http(s) URL. git runs it with "get" (or
+# "store"/"erase", ignored) and the request on stdin; it answers only for the URL's own host
+# (not for a host a redirect leads to), from variables in git's environment, which only the
+# user (and root) can read, unlike a command line.
+_HELPER = (
+    '!f() { test "$1" = get || return 0; h=; '
+    'while IFS= read -r line && test -n "$line"; do '
+    'case "$line" in host=*) h="${line#host=}";; esac; done; '
+    'test "$h" = "$REPRORUN_GIT_HOST" || return 0; '
+    'printf \'username=%s\\npassword=%s\\n\' "$REPRORUN_GIT_USERNAME" "$REPRORUN_GIT_PASSWORD"; '
+    "}; f"
+)
+
+# git talking to a server runs under this shell, in a process group of its own. When reprorun
+# dies, even by SIGKILL, the kernel sends the shell SIGTERM (PR_SET_PDEATHSIG) and it kills
+# the whole group: git and the helpers git starts (git-remote-http, upload-pack, index-pack),
+# which a signal to git alone would leave running.
+_GROUP_GUARD = 'trap "kill -KILL 0" TERM; "$@" & wait $!'
+
+
+_NO_GIT = "git is not installed (reprorun needs the git command for git URLs)."
 
 
 class GitError(SourceNotFound):
     """A git command failed; the message carries git's own words, credentials removed."""
 
 
+@dataclass(frozen=True)
+class _Remote:
+    """How git reaches a URL: the address it is given (no user:password) and, when the URL
+    carried credentials, the options and environment of the helper that hands them over."""
+
+    address: str
+    options: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    own_group: bool = True  # False for ssh, which may need the terminal (passphrase, host key)
+
+
+def _remote(url: str) -> _Remote:
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    over_ssh = scheme in ("ssh", "git+ssh") or (not scheme and "@" in url and ":" in url)
+    if not (scheme and "@" in parsed.netloc):
+        return _Remote(url, own_group=not over_ssh)
+    userinfo, host = parsed.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    if scheme not in ("http", "https"):
+        # ssh://user:password@: ssh asks for passwords itself; the user name stays.
+        return _Remote(urlunparse(parsed._replace(netloc=f"{user}@{host}")), own_group=False)
+    username, secret = unquote(user), unquote(password)
+    if any(c in username + secret for c in "\n\r\0"):
+        raise GitError(
+            f"The credentials in {strip_credentials(url)} contain a line break or NUL, which "
+            "git cannot pass on: check the URL."
+        )
+    return _Remote(
+        address=urlunparse(parsed._replace(netloc=host)),
+        # The first (empty) entry drops the user's own helpers for this command: a `store`
+        # helper would otherwise save the URL's password to disk once it worked.
+        options=("-c", "credential.helper=", "-c", f"credential.helper={_HELPER}"),
+        env=(
+            ("REPRORUN_GIT_HOST", host),
+            ("REPRORUN_GIT_USERNAME", username),
+            ("REPRORUN_GIT_PASSWORD", secret),
+        ),
+    )
+
+
 def _git(
     args: list[str], url: str, *, cwd: Path | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **_GIT_ENV}
+    """A local git command (in the mirror): it dies with reprorun."""
+    done = _run(["git", *args], url, args[0], cwd=cwd, env={}, own_group=False)
+    if check and done.returncode != 0:
+        raise _failed(args[0], url, done)
+    return done
+
+
+def _git_remote(
+    args: list[str],
+    url: str,
+    *,
+    cwd: Path | None = None,
+    timeout: float = GIT_TIMEOUT_SECONDS,
+) -> subprocess.CompletedProcess[str]:
+    """git ``args`` talking to ``url``'s server: ``args`` name the URL as ``{url}``, which is
+    replaced by the address without credentials (they go through the helper)."""
+    remote = _remote(url)
+    argv = ["git", *remote.options, *(remote.address if a == "{url}" else a for a in args)]
+    return _run(
+        argv,
+        url,
+        args[0],
+        cwd=cwd,
+        env=dict(remote.env),
+        own_group=remote.own_group,
+        timeout=timeout,
+    )
+
+
+def _run(
+    argv: list[str],
+    url: str,
+    verb: str,
+    *,
+    cwd: Path | None,
+    env: dict[str, str],
+    own_group: bool,
+    timeout: float = GIT_TIMEOUT_SECONDS,
+) -> subprocess.CompletedProcess[str]:
+    if own_group:
+        argv = ["sh", "-c", _GROUP_GUARD, "sh", *argv]
     try:
-        done = subprocess.run(
-            ["git", *args],
+        proc = subprocess.Popen(
+            argv,
             cwd=cwd,
-            env=env,
-            capture_output=True,
+            env={**os.environ, **_GIT_ENV, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=GIT_TIMEOUT_SECONDS,
+            start_new_session=own_group,
+            preexec_fn=die_with_parent(signal.SIGTERM if own_group else signal.SIGKILL),
         )
     except FileNotFoundError as exc:
-        raise GitError(
-            "git is not installed (reprorun needs the git command for git URLs)."
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise GitError(
-            f"git {args[0]} of {strip_credentials(url)} timed out after {GIT_TIMEOUT_SECONDS} s."
-        ) from exc
-    if check and done.returncode != 0:
-        message = redact((done.stderr or done.stdout).strip(), url)
-        raise GitError(f"git {args[0]} failed for {strip_credentials(url)}: {message}")
-    return done
+        raise GitError(_NO_GIT) from exc
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException as exc:  # a timeout, Ctrl-C: nothing of git's stays behind
+        _kill(proc, own_group)
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise GitError(
+                f"git {verb} of {strip_credentials(url)} timed out after {timeout:g} s."
+            ) from None
+        raise
+    if own_group and proc.returncode == 127 and "git" in err and "not found" in err:
+        raise GitError(_NO_GIT)  # the shell could not find git
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _kill(proc: subprocess.Popen[str], group: bool) -> None:
+    try:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+def _failed(verb: str, url: str, done: subprocess.CompletedProcess[str]) -> GitError:
+    message = redact((done.stderr or done.stdout).strip(), url)
+    return GitError(f"git {verb} failed for {strip_credentials(url)}: {message}")
 
 
 def resolve_git(url: str, version: str | None, subdirectory: str | None) -> ResolvedSource:
@@ -59,14 +205,17 @@ def resolve_git(url: str, version: str | None, subdirectory: str | None) -> Reso
     root = sources_root() / "git" / key_for(clean_url)
     mirror = root / "mirror.git"
     with lock(root / "lock"):
+        remove_stale_builds(root)  # clones and exports of a process killed midway
+        remove_stale_builds(root / "snapshots")
         if not mirror.exists():
-            publish(mirror, lambda tmp: _clone(url, tmp))
+            publish(mirror, lambda tmp: _clone(url, tmp), private=True)
             fetched = True
         else:
             fetched = False
-        commit, branch = _resolve_version(mirror, url, version, fetched)
+        resolved = _resolve_version(mirror, url, version, fetched)
+        commit = resolved.commit
         snapshot = root / "snapshots" / commit
-        publish(snapshot, lambda tmp: _export(mirror, url, commit, tmp))
+        publish(snapshot, lambda tmp: _export(mirror, url, commit, tmp), private=True)
     directory = snapshot
     if subdirectory:
         directory = (snapshot / subdirectory).resolve()
@@ -79,11 +228,13 @@ def resolve_git(url: str, version: str | None, subdirectory: str | None) -> Reso
         source_kind="git",
         git_commit=commit,
         git_repo_url=clean_url,
-        git_branch=branch,
+        git_branch=resolved.branch,
         git_dirty=False,
         subdirectory=subdirectory,
         version=version,
         uri=clean_url + (f"#{subdirectory}" if subdirectory else ""),
+        ref_check=resolved.check,
+        ref_check_warning=resolved.warning,
     )
     return ResolvedSource(directory, provenance, snapshot=snapshot)
 
@@ -92,14 +243,63 @@ _REFSPECS = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
 
 
 def _clone(url: str, dest: Path) -> None:
-    _git(["clone", "--mirror", "--quiet", "--", url, str(dest)], url)
-    # Credentials in the URL are used for this command only, never stored: the mirror keeps
-    # the clean URL, and later fetches get the URL (with whatever credentials) each time.
-    _git(["remote", "set-url", "origin", strip_credentials(url)], url, cwd=dest)
+    # The mirror is configured with the address alone: no credentials are ever stored.
+    done = _git_remote(["clone", "--mirror", "--quiet", "--", "{url}", str(dest)], url)
+    if done.returncode != 0:
+        raise _failed("clone", url, done)
 
 
 def _fetch(mirror: Path, url: str) -> None:
-    _git(["fetch", "--prune", "--quiet", "--", url, *_REFSPECS], url, cwd=mirror)
+    done = _git_remote(["fetch", "--prune", "--quiet", "--", "{url}", *_REFSPECS], url, cwd=mirror)
+    if done.returncode != 0:
+        raise _failed("fetch", url, done)
+
+
+def _refs(name: str) -> tuple[str, str]:
+    return f"refs/heads/{name}", f"refs/tags/{name}"
+
+
+def _local_refs(mirror: Path, url: str, name: str) -> dict[str, str]:
+    """The mirror's branch and tag called ``name``: {ref: object id}."""
+    done = _git(
+        ["for-each-ref", "--format=%(objectname) %(refname)", *_refs(name)],
+        url,
+        cwd=mirror,
+        check=False,
+    )
+    return _exact(done.stdout, name)
+
+
+def _exact(listing: str, name: str) -> dict[str, str]:
+    wanted = _refs(name)
+    refs = (line.split(maxsplit=1) for line in listing.splitlines())
+    return {ref: oid for oid, ref in (r for r in refs if len(r) == 2) if ref in wanted}
+
+
+def _remote_refs(mirror: Path, url: str, name: str) -> dict[str, str] | str:
+    """The remote's branch and tag called ``name`` ({ref: object id}, one ls-remote), or
+    why the remote did not answer."""
+    try:
+        done = _git_remote(
+            ["ls-remote", "--", "{url}", *_refs(name)],
+            url,
+            cwd=mirror,
+            timeout=REF_CHECK_TIMEOUT_SECONDS,
+        )
+    except GitError as exc:  # timed out
+        return str(exc)
+    if done.returncode != 0:
+        lines = redact(done.stderr or done.stdout, url).strip().splitlines()
+        return lines[-1] if lines else f"git ls-remote exited with {done.returncode}"
+    return _exact(done.stdout, name)
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    commit: str
+    branch: str | None
+    check: str  # CHECKED_REMOTE | CACHE_OFFLINE | COMMIT_ID
+    warning: str | None = None
 
 
 def _rev_parse(mirror: Path, url: str, rev: str) -> str | None:
@@ -116,34 +316,54 @@ def _is_branch(mirror: Path, url: str, name: str) -> bool:
     return done.returncode == 0
 
 
-def _resolve_version(
-    mirror: Path, url: str, version: str | None, fetched: bool
-) -> tuple[str, str | None]:
-    """(commit, branch or None). Exact commits and tags already present need no network."""
+def _resolve_version(mirror: Path, url: str, version: str | None, fetched: bool) -> _Resolved:
+    """The commit ``version`` names now (a tag or branch is checked against the remote; a
+    commit id already in the mirror needs no network)."""
     if version is None:
         if not fetched:
             _fetch(mirror, url)
         head = _git(["symbolic-ref", "--quiet", "--short", "HEAD"], url, cwd=mirror, check=False)
-        branch = head.stdout.strip() or None
         commit = _rev_parse(mirror, url, "HEAD")
         if commit is None:
             raise SourceNotFound(f"{strip_credentials(url)} has no commits.")
-        return commit, branch
+        return _Resolved(commit, head.stdout.strip() or None, CHECKED_REMOTE)
     if version.startswith("-") or not version.strip() or any(c.isspace() for c in version):
         raise SourceNotFound(f"Invalid version {version!r}: expected a branch, tag or commit.")
-    if not fetched and _is_branch(mirror, url, version):
-        _fetch(mirror, url)  # a branch moves: take its newest commit
-        fetched = True
+    warning = None
+    local = {} if fetched else _local_refs(mirror, url, version)
+    if local:
+        remote = _remote_refs(mirror, url, version)
+        if isinstance(remote, str):
+            if f"refs/heads/{version}" in local:
+                _fetch(mirror, url)  # a branch moves: without the remote, it is an error
+                fetched = True
+            else:
+                warning = _offline_warning(url, version, remote)
+        elif remote != local:  # moved, created or deleted upstream
+            _fetch(mirror, url)
+            fetched = True
     commit = _rev_parse(mirror, url, version)  # tags, branches, full or short commits
     if commit is None and not fetched:
         _fetch(mirror, url)
+        fetched = True
         commit = _rev_parse(mirror, url, version)
     if commit is None:
         raise SourceNotFound(
             f"Version {version!r} is not a branch, tag or commit of {strip_credentials(url)}. "
             f"{_known_refs(mirror, url)}"
         )
-    return commit, version if _is_branch(mirror, url, version) else None
+    branch = version if _is_branch(mirror, url, version) else None
+    if warning is not None:
+        return _Resolved(commit, branch, CACHE_OFFLINE, f"{warning} (commit {commit[:12]})")
+    is_ref = bool(local) or bool(_local_refs(mirror, url, version))
+    return _Resolved(commit, branch, CHECKED_REMOTE if is_ref else COMMIT_ID)
+
+
+def _offline_warning(url: str, version: str, reason: str) -> str:
+    return (
+        f"could not check tag {version!r} against {strip_credentials(url)} ({reason}); "
+        "running the commit it named when last fetched, which may have moved since"
+    )
 
 
 def _known_refs(mirror: Path, url: str) -> str:
@@ -163,7 +383,7 @@ def _known_refs(mirror: Path, url: str) -> str:
 
 def _export(mirror: Path, url: str, commit: str, dest: Path) -> None:
     """Write the tree of ``commit`` into ``dest`` (git archive, streamed through tarfile)."""
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **_GIT_ENV}
     proc = subprocess.Popen(
         ["git", "archive", "--format=tar", commit],
@@ -171,6 +391,7 @@ def _export(mirror: Path, url: str, commit: str, dest: Path) -> None:
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=die_with_parent(),
     )
     assert proc.stdout is not None
     with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:

@@ -174,6 +174,8 @@ class SystemTags:
     SOURCE_VERSION = "reprorun.source.version"
     SOURCE_SUBDIRECTORY = "reprorun.source.subdirectory"
     SOURCE_ARCHIVE_SHA256 = "reprorun.source.archiveSha256"
+    SOURCE_REF_CHECK = "reprorun.source.refCheck"  # remote | cache-offline | commit (git)
+    SOURCE_REF_CHECK_WARNING = "reprorun.source.refCheckWarning"  # why the cache was trusted
     RERUN_OF = "reprorun.rerunOf"
     ENV_HASH = "reprorun.env.hash"  # the environment cache key
     ENV_PYTHON = "reprorun.env.python"
