@@ -128,7 +128,13 @@ def supervise(spec_file: Path) -> int:
     from reprorun.backends.supervised import STOPS_ON_SIGTERM_TAG
     from reprorun.config import resolve_tracking
     from reprorun.envs.cache import hold
-    from reprorun.projects.runner import _Finish, _mlflow_env, _Stopper, end_unlaunched
+    from reprorun.projects.runner import (
+        _Finish,
+        _mlflow_env,
+        _Stopper,
+        _use_mlflow_env,
+        end_unlaunched,
+    )
     from reprorun.tracking.entities import SystemTags
     from reprorun.tracking.store import open_store
 
@@ -165,7 +171,10 @@ def supervise(spec_file: Path) -> int:
             if data["sidecar"]:
                 mlflow_uri = finish.mlflow_endpoint(target, in_container=False)
                 if mlflow_uri:
-                    env.update(_mlflow_env(mlflow_uri, run_id, data["experiment_id"]))
+                    mlflow = _mlflow_env(
+                        mlflow_uri, run_id, data["experiment_id"], finish.mlflow_token
+                    )
+                    _use_mlflow_env(env, mlflow)
             backend = LocalBackend(LocalBackendConfig(data["stop_grace_seconds"]))
             spec = LaunchSpec(
                 run_id=run_id,

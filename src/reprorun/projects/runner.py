@@ -178,8 +178,6 @@ def run(
     the_plan = plan(uri, entry_point, parameters, version=version, archive_sha256=archive_sha256)
     env_impl = get_env_manager(env_manager or default_env_manager(the_plan.project))
     warnings = list(the_plan.project.warnings)
-    if the_plan.provenance.ref_check_warning:  # a cached tag used unchecked
-        warnings.append(the_plan.provenance.ref_check_warning)
     declared_env = the_plan.project.env
     if declared_env.kind and env_impl.name == "local":
         what = declared_env.path.name if declared_env.path else declared_env.kind
@@ -277,7 +275,13 @@ def run(
                     else finish.mlflow_endpoint(target, in_container=in_container)
                 )
                 env = _child_env(
-                    prepared.path_prefix, prepared.env_vars, run_id, exp_id, target.uri, mlflow_uri
+                    prepared.path_prefix,
+                    prepared.env_vars,
+                    run_id,
+                    exp_id,
+                    target.uri,
+                    mlflow_uri,
+                    finish.mlflow_token,
                 )
                 spec = LaunchSpec(
                     run_id=run_id,
@@ -594,8 +598,13 @@ class _Finish:
             return None
         from reprorun.server.sidecar import Sidecar
 
-        self.sidecar = Sidecar(self.store)
+        self.sidecar = Sidecar(self.store, self.run_id)
         return str(self.sidecar.url)
+
+    @property
+    def mlflow_token(self) -> str | None:
+        """The secret the run's own endpoint requires (None without one)."""
+        return None if self.sidecar is None else str(self.sidecar.token)
 
     def __call__(self) -> None:
         if self.done:
@@ -709,8 +718,6 @@ def _system_tags(the_plan: RunPlan, env_name: str, backend_name: str) -> dict[st
         SystemTags.SOURCE_SUBDIRECTORY: prov.subdirectory,
         SystemTags.SOURCE_URI: prov.uri,
         SystemTags.SOURCE_ARCHIVE_SHA256: prov.archive_sha256,
-        SystemTags.SOURCE_REF_CHECK: prov.ref_check,
-        SystemTags.SOURCE_REF_CHECK_WARNING: prov.ref_check_warning,
     }
     tags.update({k: v for k, v in optional.items() if v})
     return tags
@@ -755,6 +762,7 @@ def _child_env(
     experiment_id: str,
     tracking_uri: str,
     mlflow_uri: str | None = None,
+    mlflow_token: str | None = None,
 ) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
@@ -763,7 +771,7 @@ def _child_env(
     env["PATH"] = os.pathsep.join([*path_prefix, env.get("PATH", "")])
     env.update(_run_env(run_id, experiment_id, tracking_uri))
     if mlflow_uri:
-        env.update(_mlflow_env(mlflow_uri, run_id, experiment_id))
+        _use_mlflow_env(env, _mlflow_env(mlflow_uri, run_id, experiment_id, mlflow_token))
     return env
 
 
@@ -777,13 +785,30 @@ def _run_env(run_id: str, experiment_id: str, tracking_uri: str) -> dict[str, st
     }
 
 
-def _mlflow_env(mlflow_uri: str, run_id: str, experiment_id: str) -> dict[str, str]:
-    """Code written for the mlflow client logs into this very run."""
-    return {
+def _mlflow_env(
+    mlflow_uri: str, run_id: str, experiment_id: str, token: str | None = None
+) -> dict[str, str]:
+    """Code written for the mlflow client logs into this very run (with the token of the
+    run's own endpoint when there is one)."""
+    env = {
         "MLFLOW_TRACKING_URI": mlflow_uri,
         "MLFLOW_RUN_ID": run_id,
         "MLFLOW_EXPERIMENT_ID": experiment_id,
     }
+    if token:
+        env["MLFLOW_TRACKING_TOKEN"] = token
+    return env
+
+
+def _use_mlflow_env(env: dict[str, str], mlflow: Mapping[str, str]) -> None:
+    """Give ``env`` the MLflow variables ``mlflow``; with the endpoint's token, drop the
+    credentials MLflow's clients would send instead of it."""
+    if "MLFLOW_TRACKING_TOKEN" in mlflow:
+        from reprorun.server.sidecar import SHADOWING_CREDENTIALS
+
+        for name in SHADOWING_CREDENTIALS:
+            env.pop(name, None)
+    env.update(mlflow)
 
 
 def _job_env(

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from reprorun import __version__
 from reprorun import _json as fastjson
 from reprorun.server.auth import Authenticator, Backoff
+from reprorun.server.request_rules import body_type_refusal
 from reprorun.server.rest_mlflow import (
     ARTIFACTS_API,
     ApiError,
@@ -123,16 +124,13 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     inline = getattr(getattr(store, "db", None), "dialect", "") == "sqlite"
 
     async def rest(request: Request) -> Response:
-        if request.url.path.startswith("/ajax-api/") and not _is_json(request):
-            # The browser's path: only a JSON body, which another site's page cannot send
-            # without the browser asking this server first (no cross-site form posts).
-            return _error(
-                ApiError(
-                    415,
-                    "INVALID_PARAMETER_VALUE",
-                    "Send the request body as JSON (Content-Type: application/json).",
-                )
-            )
+        # Only a JSON body, which another site's page cannot send without the browser asking
+        # this server first (no cross-site form or text/plain posts), as MLflow's server.
+        why = body_type_refusal(
+            request.method, request.headers.get("content-type"), _has_body(request)
+        )
+        if why is not None:
+            return _error(ApiError(415, "INVALID_PARAMETER_VALUE", why))
         try:
             body = await _read_body(request, config.max_request_bytes)
         except _BodyTooLarge:
@@ -285,10 +283,9 @@ class HostMiddleware(_Guard):
         )
 
 
-def _is_json(request: Request) -> bool:
-    if request.method in ("GET", "HEAD"):
-        return True
-    return request.headers.get("content-type", "").split(";")[0].strip() == "application/json"
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length", "0").strip()
+    return "transfer-encoding" in request.headers or length not in ("", "0")
 
 
 def _closing(store: Any) -> Any:

@@ -2,6 +2,22 @@
 REST API on an ephemeral loopback port, so code written for the ``mlflow`` client
 (``MLFLOW_TRACKING_URI`` / ``MLFLOW_RUN_ID``) logs into the run, whatever the store is.
 
+Only the run's command may use it. Every other local user can connect to a loopback port, and
+so can a web page open in the user's browser, so a request is answered only when:
+
+- its ``Host`` is ``127.0.0.1:<port>`` or ``localhost:<port>`` (no DNS rebinding);
+- it carries no foreign ``Origin`` and no ``Sec-Fetch-Site: cross-site`` (no browser page);
+- it carries ``Authorization: Bearer <token>``, a secret made for this run and given to its
+  command only, as ``MLFLOW_TRACKING_TOKEN`` (MLflow's Python and R clients send it);
+- its body, on POST/PUT (and PATCH/DELETE with a body), is declared JSON, with a valid
+  ``Content-Length`` of at most ``MAX_BODY`` bytes, sent within ``TIMEOUT`` seconds;
+- it stays within what the run's code may do (``run_scope.py``): its run, the runs and logged
+  models it creates in its experiment, reads of that experiment; never store administration.
+
+``/health`` answers 200 without the token (it reveals nothing); the Host and Origin rules apply.
+Refusals are MLflow's JSON error bodies (401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 400, 413,
+415); no CORS header is ever sent. Nothing is printed: the terminal shows the run's output.
+
 Standard library only. The port is bound at once (connections queue in the kernel), while
 ``http.server`` (~40 ms of imports) loads in a background thread, off the run's start-up path.
 Artifact locations are shown as stored (file:// on this machine), so the ``mlflow`` client
@@ -11,32 +27,50 @@ writes artifact files directly.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import socket
 import threading
+import time
 from typing import Any
 
 MAX_BODY = 16 * 1024 * 1024
+# Seconds a connection may stay silent (an idle keep-alive connection, a request line, a body
+# that stops coming) and the longest a whole body may take to arrive; then it is closed.
+TIMEOUT = 60.0
+API_PREFIX = "/api/2.0/mlflow/"
+# Credentials MLflow's clients would send instead of the endpoint's token (the Python client
+# prefers a username and password to a token; the R client reads the MLFLOW_ names too): the
+# run's command must not inherit them along with MLFLOW_TRACKING_TOKEN.
+SHADOWING_CREDENTIALS = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_AUTH",
+    "MLFLOW_USERNAME",
+    "MLFLOW_PASSWORD",
+)
 
 
 class Sidecar:
-    """An MLflow endpoint for ``store`` on 127.0.0.1, in a daemon thread, until ``close()``."""
+    """An MLflow endpoint for run ``run_id`` of ``store`` on 127.0.0.1, in a daemon thread,
+    until ``close()``. ``url`` and ``token`` are what the run's command gets."""
 
-    def __init__(self, store: Any):
+    def __init__(self, store: Any, run_id: str):
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.bind(("127.0.0.1", 0))
         self._socket.listen(128)
         self._address = self._socket.getsockname()[:2]
         self.url = f"http://127.0.0.1:{self._address[1]}"
+        self.token = secrets.token_urlsafe(32)
         self._lock = threading.Lock()
         self._closed = False
         self._server: Any = None
         self._thread = threading.Thread(
-            target=self._serve, args=(store,), name="mlflow-endpoint", daemon=True
+            target=self._serve, args=(store, run_id), name="mlflow-endpoint", daemon=True
         )
         self._thread.start()
 
-    def _serve(self, store: Any) -> None:
-        server = _http_server(self._socket, self._address, store)
+    def _serve(self, store: Any, run_id: str) -> None:
+        server = _http_server(self._socket, self._address, store, run_id, self.token)
         with self._lock:
             if self._closed:
                 return
@@ -59,42 +93,181 @@ class Sidecar:
         server.server_close()
 
 
-def _http_server(sock: socket.socket, address: tuple[str, int], store: Any) -> Any:
-    """A ThreadingHTTPServer on the already-bound ``sock`` answering MLflow's REST API."""
+class _Refused(Exception):
+    """A request answered with an error before it reaches the API; the connection is closed
+    (its body, if any, is never read)."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = {"error_code": code, "message": message}
+        self.headers = headers or {}
+
+
+def _http_server(
+    sock: socket.socket, address: tuple[str, int], store: Any, run_id: str, token: str
+) -> Any:
+    """A ThreadingHTTPServer on the already-bound ``sock`` answering MLflow's REST API for
+    the run ``run_id``, to requests bearing ``token``."""
+    import hmac
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import parse_qs, urlsplit
 
     from reprorun import _json
+    from reprorun.server.request_rules import body_type_refusal, content_length
     from reprorun.server.rest_mlflow import ArtifactUris, MlflowApi
+    from reprorun.server.run_scope import RunScope
 
     api = MlflowApi(store, ArtifactUris("", proxied=False))
+    scope = RunScope(store, run_id)
+    port = address[1]
+    hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
+    origins = {f"http://{host}" for host in hosts}
+    expected = f"Bearer {token}".encode()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: one connection for a whole training loop
         # Headers and body leave in two writes: with Nagle's algorithm the body would wait
         # for the client's delayed ACK (~40 ms a request).
         disable_nagle_algorithm = True
+        timeout = TIMEOUT  # for every read and write of the connection (socketserver)
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                self._reply(413, {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "too large"})
+            try:
+                self._answer()
+            except _Refused as refused:
                 self.close_connection = True
-                return
-            body = self.rfile.read(length) if length else b""
+                self._reply(refused.status, refused.body, refused.headers)
+            except OSError:  # the client went away, or stalled past TIMEOUT: drop it
+                self.close_connection = True
+            except Exception as exc:  # a bug: an answer, never a traceback on the terminal
+                self.close_connection = True
+                message = f"The run's endpoint failed: {type(exc).__name__}: {exc}"
+                with contextlib.suppress(OSError):
+                    self._reply(500, {"error_code": "INTERNAL_ERROR", "message": message})
+
+        def _answer(self) -> None:
+            self._check_sender()
             parts = urlsplit(self.path)
-            if parts.path == "/health":
+            if parts.path == "/health" and self.command == "GET":
                 self._reply(200, None)
                 return
-            status, payload = api.handle(self.command, parts.path, parse_qs(parts.query), body)
+            self._check_token()
+            body = self._body()
+            if not parts.path.startswith(API_PREFIX):
+                self._reply(
+                    404,
+                    {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No endpoint {parts.path}."},
+                )
+                return
+            query = parse_qs(parts.query)
+            request = self._request(query, body)
+            why = scope.refusal(self.command, parts.path, request)
+            if why is not None:
+                raise _Refused(403, "PERMISSION_DENIED", why)
+            status, payload = api.handle(self.command, parts.path, query, body)
+            if status == 200:
+                scope.record(self.command, parts.path, payload)
             self._reply(status, payload)
 
-        def _reply(self, status: int, payload: dict[str, Any] | None) -> None:
+        def _check_sender(self) -> None:
+            host = (self.headers.get("Host") or "").strip().lower()
+            if host not in hosts:
+                raise _Refused(
+                    403,
+                    "PERMISSION_DENIED",
+                    f"This run's endpoint answers to Host 127.0.0.1:{port} or localhost:{port} "
+                    f"only, not {host!r}.",
+                )
+            origin = self.headers.get("Origin")
+            fetch_site = (self.headers.get("Sec-Fetch-Site") or "").strip().lower()
+            if (origin is not None and origin.strip().lower() not in origins) or fetch_site in (
+                "cross-site",
+                "same-site",
+            ):
+                raise _Refused(
+                    403,
+                    "PERMISSION_DENIED",
+                    f"Cross-site request refused: a page from {origin or 'another site'} cannot "
+                    "use this run's endpoint.",
+                )
+
+        def _check_token(self) -> None:
+            given = (self.headers.get("Authorization") or "").strip().encode("utf-8", "replace")
+            if not hmac.compare_digest(given, expected):
+                raise _Refused(
+                    401,
+                    "UNAUTHENTICATED",
+                    "This run's endpoint needs the run's token: send it as `Authorization: "
+                    "Bearer $MLFLOW_TRACKING_TOKEN` (the run's command has it in its "
+                    "environment; MLflow's clients send it).",
+                    {"WWW-Authenticate": 'Bearer realm="reprorun run"'},
+                )
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding"):
+                raise _Refused(
+                    400,
+                    "MALFORMED_REQUEST",
+                    "Chunked request bodies are not accepted: send a Content-Length.",
+                )
+            try:
+                length = content_length(self.headers.get("Content-Length"))
+            except ValueError as exc:
+                raise _Refused(400, "MALFORMED_REQUEST", str(exc)) from None
+            if length > MAX_BODY:
+                raise _Refused(
+                    413,
+                    "REQUEST_LIMIT_EXCEEDED",
+                    f"The request body ({length} bytes) is larger than this endpoint accepts "
+                    f"({MAX_BODY} bytes).",
+                )
+            why = body_type_refusal(self.command, self.headers.get("Content-Type"), length > 0)
+            if why is not None:
+                raise _Refused(415, "INVALID_PARAMETER_VALUE", why)
+            chunks: list[bytes] = []
+            deadline = time.monotonic() + TIMEOUT
+            while length > 0:
+                if time.monotonic() > deadline:
+                    raise TimeoutError  # a body trickling in: drop the connection
+                chunk = self.rfile.read1(min(length, 1 << 16))
+                if not chunk:
+                    raise ConnectionError  # the client closed before sending it all
+                chunks.append(chunk)
+                length -= len(chunk)
+            return b"".join(chunks)
+
+        def _request(self, query: dict[str, list[str]], body: bytes) -> dict[str, Any]:
+            """The request as MLflowApi reads it: the query, under the JSON body but on GET."""
+            request: dict[str, Any] = {k: v[0] if len(v) == 1 else v for k, v in query.items()}
+            if self.command == "GET" or not body.strip():
+                return request
+            try:
+                parsed = _json.loads(body)
+            except ValueError as exc:
+                raise _Refused(
+                    400, "MALFORMED_REQUEST", f"The request body is not valid JSON: {exc}"
+                ) from None
+            if not isinstance(parsed, dict):
+                raise _Refused(400, "MALFORMED_REQUEST", "The request body must be a JSON object.")
+            request.update(parsed)
+            return request
+
+        def _reply(
+            self,
+            status: int,
+            payload: dict[str, Any] | None,
+            headers: dict[str, str] | None = None,
+        ) -> None:
             data = b"OK" if payload is None else _json.dumps(payload)
             self.send_response(status)
             kind = "text/plain" if payload is None else "application/json"
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
 
@@ -103,8 +276,13 @@ def _http_server(sock: socket.socket, address: tuple[str, int], store: Any) -> A
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the run's log is the user's output, not an access log
 
-    server = ThreadingHTTPServer(address, Handler, bind_and_activate=False)
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a connection that failed concerns its client, not the run's output
+
+    server = Server(address, Handler, bind_and_activate=False)
     server.socket.close()
     server.socket = sock
-    server.daemon_threads = True
     return server
