@@ -178,6 +178,8 @@ def run(
     the_plan = plan(uri, entry_point, parameters, version=version, archive_sha256=archive_sha256)
     env_impl = get_env_manager(env_manager or default_env_manager(the_plan.project))
     warnings = list(the_plan.project.warnings)
+    if the_plan.provenance.ref_check_warning:  # a cached tag used unchecked
+        warnings.append(the_plan.provenance.ref_check_warning)
     declared_env = the_plan.project.env
     if declared_env.kind and env_impl.name == "local":
         what = declared_env.path.name if declared_env.path else declared_env.kind
@@ -718,6 +720,8 @@ def _system_tags(the_plan: RunPlan, env_name: str, backend_name: str) -> dict[st
         SystemTags.SOURCE_SUBDIRECTORY: prov.subdirectory,
         SystemTags.SOURCE_URI: prov.uri,
         SystemTags.SOURCE_ARCHIVE_SHA256: prov.archive_sha256,
+        SystemTags.SOURCE_REF_CHECK: prov.ref_check,
+        SystemTags.SOURCE_REF_CHECK_WARNING: prov.ref_check_warning,
     }
     tags.update({k: v for k, v in optional.items() if v})
     return tags
