@@ -2,7 +2,9 @@
 standard library (the in-run client copied into project environments has only that).
 
 ``loads`` accepts what ``json.loads`` accepts (bare NaN, integers beyond 64 bits): orjson
-refuses those, so such a document is decoded again by ``json``.
+refuses those, so such a document is decoded again by ``json``. Every document it cannot
+decode, however deeply nested, raises ``json.JSONDecodeError`` (a ``ValueError``), never a
+``RecursionError``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ def loads(data: bytes | str) -> Any:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        text = data.decode(errors="replace") if isinstance(data, bytes) else data
+        raise json.JSONDecodeError("arrays or objects nested too deeply", text, 0) from None
 
 
 def dumps(value: Any) -> bytes:

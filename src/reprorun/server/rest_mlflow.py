@@ -25,6 +25,7 @@ from reprorun.errors import (
     ResourceAlreadyExists,
     ResourceNotFound,
     ServerUnavailable,
+    StoreFileError,
     TrackingError,
     UserInputError,
 )
@@ -81,7 +82,9 @@ def error_for(exc: Exception) -> ApiError:
         return ApiError(400, "RESOURCE_ALREADY_EXISTS", str(exc))
     if isinstance(exc, (UserInputError, ParamConflict)):
         return invalid(str(exc))
-    if isinstance(exc, ServerUnavailable):
+    if isinstance(exc, RecursionError):  # JSON nested deeper than Python can follow
+        return invalid("The request nests arrays or objects too deeply.")
+    if isinstance(exc, (ServerUnavailable, StoreFileError)):
         return ApiError(503, "TEMPORARILY_UNAVAILABLE", str(exc))
     if isinstance(exc, TrackingError):
         return ApiError(400, "INVALID_STATE", str(exc))
@@ -183,7 +186,7 @@ def _double(value: Any, name: str) -> float:
         raise invalid(f"Invalid value {value!r} for parameter '{name}': expected a number.")
     try:
         return float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise invalid(
             f"Invalid value {value!r} for parameter '{name}': expected a number."
         ) from None
@@ -229,7 +232,7 @@ def _metric(item: Any, default_time: int) -> Metric:
     if (
         type(key) is str
         and key
-        and (type(value) is float or type(value) is int)
+        and (type(value) is float or (type(value) is int and -(2**63) <= value < 2**63))
         and type(timestamp) is int
         and type(step) is int
         and -(2**63) <= timestamp < 2**63
@@ -237,7 +240,7 @@ def _metric(item: Any, default_time: int) -> Metric:
     ):
         return Metric(key, float(value), timestamp, step)
     key = _need(item, "key")
-    value = _double(_field(item, "value", required=True), "value")
+    value = _double(_field(item, "value", required=True), f"value of metric {key!r}")
     timestamp = _int(item, "timestamp")
     step = _int(item, "step")
     return Metric(key, value, default_time if timestamp is None else timestamp, step or 0)
@@ -386,8 +389,8 @@ class MlflowApi:
     def run(self, run: Run) -> Json:
         data = run.data
         # Inputs and outputs are kept in two tags; MLflow shows them as their own fields.
-        inputs = json.loads(data.tags.get(INPUTS_TAG, "{}"))
-        outputs = json.loads(data.tags.get(OUTPUTS_TAG, "[]"))
+        inputs = _json_tag(data.tags, INPUTS_TAG, dict)
+        outputs = _json_tag(data.tags, OUTPUTS_TAG, list)
         return {
             "info": self.run_info(run),
             "data": {
@@ -653,11 +656,11 @@ def log_model(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     run_id = api.run_id(body)
     model_json = _need(body, "model_json")
     try:
-        model = json.loads(model_json)
-    except json.JSONDecodeError as exc:
+        model = _json.loads(model_json)
+    except ValueError as exc:
         raise invalid(f"model_json is not valid JSON: {exc}") from None
     run = api.store.get_run(run_id)
-    history = json.loads(run.data.tags.get(SystemTags.LOGGED_MODELS, "[]"))
+    history = _json_tag(run.data.tags, SystemTags.LOGGED_MODELS, list)
     history.append(model)
     api.store.set_tag(run_id, SystemTags.LOGGED_MODELS, json.dumps(history))
     return {}
@@ -668,11 +671,14 @@ def log_inputs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Record a run's input datasets and models."""
     run_id = api.run_id(body)
     run = api.store.get_run(run_id)
-    known = json.loads(run.data.tags.get(INPUTS_TAG, "{}"))
+    known = _json_tag(run.data.tags, INPUTS_TAG, dict)
     for field in ("datasets", "models"):
         items = body.get(field) or []
         if not isinstance(items, list):
             raise invalid(f"Invalid value for '{field}': expected a list.")
+        _check_depth(items, field)
+        if not isinstance(known.get(field, []), list):
+            known[field] = []
         known.setdefault(field, []).extend(items)
     _set_json_tag(api, run_id, INPUTS_TAG, known)
     return {}
@@ -685,11 +691,37 @@ def log_outputs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     models = body.get("models") or []
     if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
         raise invalid("Invalid value for 'models': expected a list of {model_id, step}.")
+    _check_depth(models, "models")
     run = api.store.get_run(run_id)
-    known = json.loads(run.data.tags.get(OUTPUTS_TAG, "[]"))
+    known = _json_tag(run.data.tags, OUTPUTS_TAG, list)
     known += [{"model_id": str(m.get("model_id", "")), "step": m.get("step", 0)} for m in models]
     _set_json_tag(api, run_id, OUTPUTS_TAG, known)
     return {}
+
+
+MAX_DEPTH = 32  # how deeply free-form JSON a run records may nest (MLflow's messages: ~6)
+
+
+def _check_depth(value: Any, field: str) -> None:
+    """Refuse free-form JSON nested deeper than MAX_DEPTH: once stored, it is sent back in
+    every answer about the run, and JSON encoders refuse deep nesting (orjson at 255)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > MAX_DEPTH:
+            raise invalid(f"Invalid value for '{field}': nested deeper than {MAX_DEPTH} levels.")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+
+
+def _json_tag(tags: Mapping[str, str], key: str, kind: type[Any]) -> Any:
+    """The JSON ``kind`` (dict or list) a tag holds; empty if it is missing or holds something
+    else (any client can set any tag: a bad value must not break reading the run)."""
+    try:
+        value = _json.loads(tags.get(key) or "null")
+    except ValueError:
+        return kind()
+    return value if isinstance(value, kind) else kind()
 
 
 def _set_json_tag(api: MlflowApi, run_id: str, key: str, value: Any) -> None:
@@ -822,7 +854,7 @@ def finalize_logged_model(api: MlflowApi, body: Json, path: dict[str, str]) -> J
         3: LoggedModelStatus.FAILED,
         1: LoggedModelStatus.PENDING,
     }
-    if raw not in statuses:
+    if not isinstance(raw, (str, int)) or raw not in statuses:
         raise invalid(
             f"Invalid logged model status {raw!r}: expected LOGGED_MODEL_READY or "
             "LOGGED_MODEL_UPLOAD_FAILED."

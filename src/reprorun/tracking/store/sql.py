@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from reprorun.errors import (
     StoreVersionError,
     UserInputError,
 )
+from reprorun.tracking import validation
 from reprorun.tracking.entities import (
     Experiment,
     LoggedModel,
@@ -168,9 +169,8 @@ class SqlStore:
     def create_experiment(
         self, name: str, artifact_location: str | None = None, tags: Mapping[str, str] | None = None
     ) -> str:
-        name = name.strip()
-        if not name:
-            raise UserInputError("An experiment name must not be empty.")
+        name = validation.check_experiment_name(name)
+        _check_items(dict(tags or {}), MAX_TAG_VALUE, "experiment tag")
 
         def create(conn: Connection) -> str:
             if conn.fetch("SELECT 1 FROM experiments WHERE name = :n", {"n": name}):
@@ -251,9 +251,7 @@ class SqlStore:
         return _page(found, limit, offset)
 
     def rename_experiment(self, experiment_id: str, new_name: str) -> None:
-        new_name = new_name.strip()
-        if not new_name:
-            raise UserInputError("An experiment name must not be empty.")
+        new_name = validation.check_experiment_name(new_name)
 
         def rename(conn: Connection) -> None:
             self._require_experiment(conn, experiment_id)
@@ -441,6 +439,7 @@ class SqlStore:
         """Create a run with its tags and params in one transaction."""
         run_id = run_id or uuid.uuid4().hex
         start = start_time if start_time is not None else now_ms()
+        validation.check_int64(start, "start_time")
         name = run_name or _generated_name(run_id)
         all_tags = {**(tags or {}), SystemTags.RUN_NAME: name}
         if user_id:
@@ -581,9 +580,11 @@ class SqlStore:
             sets.append("status = :status")
             values["status"] = status.value
         if end_time is not None:
+            validation.check_int64(end_time, "end_time")
             sets.append("end_time = :end")
             values["end"] = end_time
         if run_name is not None:
+            _check_items({SystemTags.RUN_NAME: run_name}, MAX_TAG_VALUE, "tag")
             sets.append("name = :name")
             values["name"] = run_name
         if not sets:
@@ -655,8 +656,8 @@ class SqlStore:
         tags = dict(tags or {})
         _check_items(params, MAX_PARAM_VALUE, "parameter")
         _check_items(tags, MAX_TAG_VALUE, "tag")
-        for metric in metrics:
-            _check_key(metric.key, "metric")
+        for m in metrics:
+            validation.check_metric(m.key, m.value, m.timestamp, m.step)
 
         def write(conn: Connection) -> None:
             self._require_run(conn, run_id)
@@ -702,9 +703,10 @@ class SqlStore:
     ) -> LoggedModel:
         """A PENDING model; its files go under the experiment's ``models/<id>/artifacts``."""
         model_id = "m-" + uuid.uuid4().hex
+        validation.check_logged_model_name(name)
         name = name or _generated_name(model_id[2:])
-        _check_items(dict(tags or {}), MAX_TAG_VALUE, "model tag")
-        _check_items(dict(params or {}), MAX_PARAM_VALUE, "model parameter")
+        _check_items(dict(tags or {}), MAX_TAG_VALUE, "model tag", _check_length)
+        _check_items(dict(params or {}), MAX_PARAM_VALUE, "model parameter", _check_length)
 
         def create(conn: Connection) -> None:
             rows = conn.fetch(
@@ -761,7 +763,7 @@ class SqlStore:
         self._update_model(model_id, "lifecycle_stage = 'deleted', last_updated_timestamp_ms = :t")
 
     def set_logged_model_tags(self, model_id: str, tags: Mapping[str, str]) -> None:
-        _check_items(dict(tags), MAX_TAG_VALUE, "model tag")
+        _check_items(dict(tags), MAX_TAG_VALUE, "model tag", _check_length)
         self._update_model(
             model_id,
             "last_updated_timestamp_ms = :t",
@@ -770,7 +772,7 @@ class SqlStore:
         )
 
     def log_logged_model_params(self, model_id: str, params: Mapping[str, str]) -> None:
-        _check_items(dict(params), MAX_PARAM_VALUE, "model parameter")
+        _check_items(dict(params), MAX_PARAM_VALUE, "model parameter", _check_length)
         self._update_model(
             model_id,
             "last_updated_timestamp_ms = :t",
@@ -1053,14 +1055,22 @@ def _exp_int(experiment_id: str) -> int:
         ) from None
 
 
-def _check_key(key: str, kind: str) -> None:
+def _check_length(key: str, kind: str) -> None:
+    """A logged model's tag or parameter key: MLflow checks only its length."""
     if not isinstance(key, str) or not key or len(key) > MAX_KEY:
         raise UserInputError(f"Invalid {kind} key {key!r}: expected 1 to {MAX_KEY} characters.")
 
 
-def _check_items(items: Mapping[str, str], max_value: int, kind: str) -> None:
+def _check_items(
+    items: Mapping[str, str],
+    max_value: int,
+    kind: str,
+    check_key: Callable[[str, str], None] = validation.check_key,
+) -> None:
+    """Keys as MLflow accepts them (``validation.check_key`` unless told), string values of at
+    most ``max_value`` characters."""
     for key, value in items.items():
-        _check_key(key, kind)
+        check_key(key, kind)
         if not isinstance(value, str):
             raise UserInputError(
                 f"The {kind} {key!r} must be a string, got {type(value).__name__}."
