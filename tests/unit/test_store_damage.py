@@ -271,3 +271,20 @@ def test_a_full_disk_is_a_clear_error_and_the_store_works_once_space_is_freed(
     filler.unlink()
     store.log_batch(run_id, params={"after": "1"})  # no transaction was left open
     assert store.get_run(run_id).data.params["after"] == "1"
+
+
+def test_a_store_made_read_only_keeps_reading_and_refuses_writes_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    ids = make_store(path, runs=3)
+    subprocess.run(["chattr", "+i", str(path)], check=True)  # root ignores modes, not this
+    try:
+        store = open_store(str(path))  # SQLite falls back to reading only
+        assert {r.info.run_id for r in store.search_runs(["0"])} == set(ids)
+        with pytest.raises(StoreFileError, match="readonly database") as caught:
+            store.create_run("0")
+        assert caught.value.path == str(path)
+
+        result = reprorun_cli("experiments", "create", "new", "--tracking-uri", str(path))
+        assert_clear_failure(result, path, "writable")
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
