@@ -4,12 +4,14 @@ store that refuses the end of the run, `reprorun run` killed with SIGKILL. Tests
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,3 +191,103 @@ def test_a_store_that_refuses_the_end_is_said_and_the_next_reader_records_the_tr
     finally:
         close_stores()
         _unmount(disk)
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (from /proc; zombies are not alive)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(entry.name))
+    return members
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command",
+    ['bash -c "echo start; sleep 25 & sleep 30"', "echo start; sleep 25; echo never"],
+    ids=["background", "sequence"],
+)
+def test_the_next_reader_stops_what_a_killed_reprorun_left_running(
+    home: Path, tmp_path: Path, command: str
+) -> None:
+    project = make_project(
+        tmp_path / "p", f"entry_points:\n  main:\n    command: {json.dumps(command)}\n"
+    )
+    id_file = tmp_path / "run-id"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reprorun", "run", "--run-id-file", str(id_file), str(project)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"start\n"  # the command runs
+        deadline = time.monotonic() + 30
+        while not id_file.exists() or not id_file.read_text().strip():
+            assert time.monotonic() < deadline, "reprorun run never wrote the run id"
+            time.sleep(0.05)
+        run_id = id_file.read_text().strip()
+        tags = open_store().get_run(run_id).data.tags
+        group = int(tags["reprorun.local.process"].split(":")[1])
+        assert _group(group)
+        proc.kill()  # reprorun run gets SIGKILL: it records nothing, stops nothing
+        proc.wait(timeout=10)
+    finally:
+        close_stores()
+        proc.kill()
+        proc.communicate()
+    status = reprorun_cli("runs", "status", run_id, "--json")
+    assert json.loads(status.stdout)["status"] == "FAILED", status.stderr
+    assert _group(group) == []
+
+
+@pytest.mark.parametrize("ours", [True, False], ids=["the run's group", "a recycled pid"])
+def test_a_reader_signals_a_leftover_group_only_when_it_is_the_runs(
+    home: Path, tmp_path: Path, ours: bool
+) -> None:
+    """The command's first process is gone; its group still has a process. The reader kills
+    it when it carries the run's REPRORUN_RUN_ID, and leaves it alone otherwise (the
+    recorded pid may since have been reused by another group)."""
+    from reprorun._utils import process_identity
+    from reprorun.backends.status import refresh
+
+    store = open_store()
+    run = store.create_run(store.get_or_create_experiment("x"), run_name="stale")
+    run_id = run.info.run_id
+    owner = subprocess.Popen(["sleep", "60"])
+    owner_identity = process_identity(owner.pid)
+    owner.kill()
+    owner.wait()
+    env = {**os.environ, "REPRORUN_RUN_ID": run_id if ours else "another-run"}
+    leader = subprocess.Popen(
+        ["bash", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"],
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, _ = leader.communicate(timeout=10)  # the leader is gone, its child stays
+        left = int(out)
+        store.set_tags(
+            run_id,
+            {
+                SystemTags.SUPERVISOR: owner_identity,
+                "reprorun.local.process": f"{process_identity(os.getpid()).split(':')[0]}:"
+                f"{leader.pid}:1",
+            },
+        )
+        assert _group(leader.pid) == [left]
+        assert refresh(store, store.get_run(run_id)).info.status is RunStatus.FAILED
+        assert _group(leader.pid) == ([] if ours else [left])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+        close_stores()

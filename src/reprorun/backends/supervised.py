@@ -87,8 +87,12 @@ class SupervisedRun(SubmittedRun):
 
     def _stop_leftovers(self) -> None:
         """The command ran in a process group of its own (its pid). Its first process died
-        with the supervisor, but what it started may still run: kill the group, unless that
-        pid now names another process (Linux reuses no pid while its group exists)."""
+        with the supervisor, but what it started may still run: kill the group while it is
+        provably the run's. It is if that pid still names the command's first process (same
+        start time), or if that process is gone and a process of the group carries the run's
+        ``REPRORUN_RUN_ID`` (Linux reuses no pid while its group exists, so such a member
+        means the group was never freed). A pid that now names another process, or a group
+        with no process of the run, is never signalled."""
         from reprorun._utils import process_start
 
         if self._tag(SystemTags.ENV_IMAGE):  # a container outlives its docker client
@@ -102,10 +106,11 @@ class SupervisedRun(SubmittedRun):
         parts = identity.split(":")
         if owner_is_gone(identity) is None or len(parts) != 3:
             return  # another host, or not recorded
-        now = process_start(int(parts[1]))
-        if now is None or now == parts[2]:
+        group = int(parts[1])
+        now = process_start(group)
+        if now == parts[2] or (now is None and _runs_in_group(group, self.run_id)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(int(parts[1]), signal.SIGKILL)
+                os.killpg(group, signal.SIGKILL)
 
     def wait(self) -> bool:
         while not (status := self.get_status()).is_terminal:
@@ -194,6 +199,25 @@ class SupervisedRun(SubmittedRun):
             return read_from(local_dir(run.info.artifact_uri) / rel, start)
         found = stored_log(run.info.artifact_uri, getattr(self.store, "uri", None), rel)
         return (found or b"")[start:]
+
+
+def _runs_in_group(group: int, run_id: str) -> bool:
+    """Whether a live process of process group ``group`` carries ``REPRORUN_RUN_ID=run_id``
+    in its environment (every process a run's command starts inherits it)."""
+    marker = f"REPRORUN_RUN_ID={run_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if int(fields[2]) != group or fields[0] in (b"Z", b"X"):
+                continue
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                return True
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile, or not ours to read
+    return False
 
 
 def read_from(path: Path, start: int) -> bytes:
