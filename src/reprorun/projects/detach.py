@@ -25,7 +25,7 @@ from typing import Any
 from reprorun.backends.base import LaunchSpec, SubmittedRun
 from reprorun.backends.supervised import SupervisedRun
 from reprorun.config import TrackingTarget, home
-from reprorun.errors import ExecutionError
+from reprorun.errors import ExecutionError, RunNotRecorded
 
 READY = b"ready\n"
 START_TIMEOUT_SECONDS = 60.0
@@ -200,7 +200,10 @@ def supervise(spec_file: Path) -> int:
             end_unlaunched(store, run_id, exc)
             return 1
         stopper.attach(submitted)
-        submitted.wait()
+        try:
+            submitted.wait()
+        except RunNotRecorded:
+            return 1  # the end is kept in the journal: the next reader records it
     return 0
 
 
