@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from reprorun._utils import owner_is_gone
 from reprorun.backends.base import LaunchSpec
 from reprorun.backends.local import LocalBackend
 from reprorun.tracking.entities import RunStatus, SystemTags
@@ -291,3 +292,46 @@ def test_a_reader_signals_a_leftover_group_only_when_it_is_the_runs(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(leader.pid, signal.SIGKILL)
         close_stores()
+
+
+@pytest.mark.slow
+def test_a_detached_run_whose_end_the_store_refused_is_recorded_by_the_next_reader(
+    home: Path, tmp_path: Path
+) -> None:
+    disk = tmp_path / "db"
+    _mount_tmpfs(disk, "2m")
+    try:
+        store_uri = str(disk / "store.db")
+        open_store(store_uri)
+        fill = disk / "fill"
+        project = make_project(
+            tmp_path / "p",
+            "entry_points:\n  main:\n    command: "
+            f"'dd if=/dev/zero of={fill} bs=64k 2>/dev/null; exit 0'\n",
+        )
+        env = {
+            **os.environ,
+            "REPRORUN_END_RETRY_SECONDS": "1",
+            "REPRORUN_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        }
+        code, out, err = _run_cli("--detach", "--tracking-uri", store_uri, str(project), env=env)
+        assert code == 0, err
+        run_id = out.decode().strip()
+        record = home / "journal" / f"{run_id}.json"
+        deadline = time.monotonic() + 60
+        while not record.exists():  # the supervisor retries, then keeps the end there
+            assert time.monotonic() < deadline, "the supervisor kept no record of the end"
+            time.sleep(0.1)
+        supervisor = open_store(store_uri).get_run(run_id).data.tags[SystemTags.SUPERVISOR]
+        while (gone := owner_is_gone(supervisor)) is False:
+            assert time.monotonic() < deadline, "the supervisor did not exit"
+            time.sleep(0.1)
+        assert gone is True
+        fill.unlink()
+        shown = reprorun_cli("runs", "status", run_id, "--tracking-uri", store_uri, "--json")
+        facts = json.loads(shown.stdout)
+        assert (facts["status"], facts["exit_code"], facts["reason"]) == ("FINISHED", "0", None)
+        assert not record.exists()
+    finally:
+        close_stores()
+        _unmount(disk)
