@@ -335,3 +335,23 @@ def test_a_detached_run_whose_end_the_store_refused_is_recorded_by_the_next_read
     finally:
         close_stores()
         _unmount(disk)
+
+
+def test_a_full_disk_under_the_supervisors_folder_is_a_clear_error(
+    home: Path, tmp_path: Path
+) -> None:
+    folder = home / "supervisors"
+    _mount_tmpfs(folder, "64k")
+    try:
+        subprocess.run(
+            ["dd", "if=/dev/zero", f"of={folder / 'fill'}", "bs=4k"], capture_output=True
+        )
+        project = make_project(tmp_path / "p", "entry_points:\n  main:\n    command: 'true'\n")
+        code, _, err = _run_cli("--detach", str(project), env=dict(os.environ))
+    finally:
+        _unmount(folder)
+    assert code == 1, err
+    assert "Cannot write the run's supervisor file" in err and "No space left on device" in err
+    assert "Traceback" not in err
+    listing = json.loads(reprorun_cli("runs", "list", "--json").stdout)
+    assert [r["info"]["status"] for r in listing] == ["FAILED"]

@@ -38,7 +38,6 @@ def launch(
     anything interrupts the hand-over (Ctrl-C, a supervisor that does not answer), the
     supervisor is stopped too: no command runs for a run this process gave up."""
     folder = home() / "supervisors"
-    folder.mkdir(parents=True, exist_ok=True)
     spec_file = folder / f"{spec.run_id}.json"
     data = {
         "run_id": spec.run_id,
@@ -59,9 +58,17 @@ def launch(
     }
     # The environment may hold secrets: only its owner may read the file (the supervisor
     # deletes it once read).
-    fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out)
+    except OSError as exc:
+        spec_file.unlink(missing_ok=True)
+        raise ExecutionError(
+            f"Cannot write the run's supervisor file {spec_file}: {exc.strerror or exc}. "
+            f"Free space in {folder} or make it writable, then run again."
+        ) from exc
     errors = folder / f"{spec.run_id}.err"
     supervisor: int | None = None
     try:
