@@ -526,6 +526,9 @@ def _basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
+JSON_TYPE = {"Content-Type": "application/json"}  # REST bodies are JSON (POST without: 415)
+
+
 def _guarded_requests(tag: str) -> list[tuple[str, str, bytes | None]]:
     """One request of each kind the server answers, as (method, path, body)."""
     search = json.dumps({"experiment_ids": ["0"]}).encode()
@@ -578,7 +581,8 @@ def test_auth_token_guards_every_endpoint(tmp_path: Path) -> None:
                 _assert_unauthenticated(reply, (method, path, headers))
             assert not (srv.artifacts / "tok").exists()
         for method, path, body in _guarded_requests("tok"):
-            reply = send(srv, method, path, body, {"Authorization": f"Bearer {token}"})
+            headers = {"Authorization": f"Bearer {token}", **JSON_TYPE}
+            reply = send(srv, method, path, body, headers)
             assert reply.status == 200, (method, path, str(reply))
         # Clients that speak only basic auth send the token as the password.
         assert send(srv, "GET", "/health", None, _basic("token", token)).status == 200
@@ -606,7 +610,7 @@ def test_basic_auth_file_accepts_its_users_only(tmp_path: Path) -> None:
                 _assert_unauthenticated(send(srv, method, path, body, headers), (path, headers))
             assert not (srv.artifacts / "basic").exists()
         for method, path, body in _guarded_requests("basic"):
-            reply = send(srv, method, path, body, _basic("alice", "s3cret-Alice"))
+            reply = send(srv, method, path, body, {**_basic("alice", "s3cret-Alice"), **JSON_TYPE})
             assert reply.status == 200, (method, path, str(reply))
         assert send(srv, "GET", "/health", None, _basic("bob", "hunter2-bob")).status == 200
         assert send(srv, "GET", "/health", None, _basic("bob", "wrong")).status == 401
@@ -616,7 +620,7 @@ def test_without_auth_options_requests_need_no_credentials(server: ServerProcess
     for headers in ({}, {"Authorization": "Bearer anything"}, _basic("someone", "anything")):
         tag = f"open-{uuid.uuid4().hex[:8]}"
         for method, path, body in _guarded_requests(tag):
-            reply = send(server, method, path, body, headers)
+            reply = send(server, method, path, body, {**headers, **JSON_TYPE})
             assert reply.status == 200, (method, path, headers, str(reply))
         assert not (server.artifacts / tag / "file.txt").exists()  # the DELETE went through
 

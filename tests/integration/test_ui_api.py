@@ -203,8 +203,9 @@ def test_the_browser_api_takes_json_bodies_only(server: ServerProcess) -> None:
         post("/ajax-api/2.0/mlflow/experiments/create", "application/x-www-form-urlencoded") == 415
     )
     assert post("/ajax-api/2.0/mlflow/experiments/create", "application/json") == 200
-    # Clients of the REST API proper (they send no Origin) are not affected.
-    assert post("/api/2.0/mlflow/experiments/create", "text/plain") == 200
+    # The REST API proper too (a page's POST may lack an Origin); MLflow's clients send JSON.
+    assert post("/api/2.0/mlflow/experiments/create", "text/plain") == 415
+    assert post("/api/2.0/mlflow/experiments/create", "application/json; charset=utf-8") == 200
 
 
 @pytest.mark.parametrize(
