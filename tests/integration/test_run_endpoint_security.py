@@ -283,6 +283,8 @@ def test_a_web_page_cannot_drive_the_endpoint(
             assert not any(h.lower().startswith("access-control-") for h in reply_headers)
         status, _, _ = request(run.port, "POST", path, kill, plain)
         assert status == 401
+        big = json.dumps({"run_id": victim["run_id"], "pad": "x" * 500_000})
+        assert request(run.port, "POST", path, big, plain)[0] == 401  # answered, not reset
         # Even with the token, a foreign Origin, a cross-site fetch or a non-JSON body is refused.
         token = {"Authorization": f"Bearer {run.token}"}
         for headers in (

@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 MAX_BODY = 16 * 1024 * 1024
+MAX_DRAIN = 1024 * 1024  # a refused request's body is read (and dropped) up to this size
 # Seconds a connection may stay silent (an idle keep-alive connection, a request line, a body
 # that stops coming) and the longest a whole body may take to arrive; then it is closed.
 TIMEOUT = 60.0
@@ -131,13 +132,17 @@ def _http_server(
         # for the client's delayed ACK (~40 ms a request).
         disable_nagle_algorithm = True
         timeout = TIMEOUT  # for every read and write of the connection (socketserver)
+        unread: int | None = None  # the body's size until it is read (None: not known yet)
 
         def _serve(self) -> None:
             try:
                 self._answer()
             except _Refused as refused:
                 self.close_connection = True
-                self._reply(refused.status, refused.body, refused.headers)
+                with contextlib.suppress(OSError, ValueError):
+                    self._drain()
+                with contextlib.suppress(OSError):
+                    self._reply(refused.status, refused.body, refused.headers)
             except OSError:  # the client went away, or stalled past TIMEOUT: drop it
                 self.close_connection = True
             except Exception as exc:  # a bug: an answer, never a traceback on the terminal
@@ -147,6 +152,7 @@ def _http_server(
                     self._reply(500, {"error_code": "INTERNAL_ERROR", "message": message})
 
         def _answer(self) -> None:
+            self.unread = None
             self._check_sender()
             parts = urlsplit(self.path)
             if parts.path == "/health" and self.command == "GET":
@@ -225,6 +231,10 @@ def _http_server(
             why = body_type_refusal(self.command, self.headers.get("Content-Type"), length > 0)
             if why is not None:
                 raise _Refused(415, "INVALID_PARAMETER_VALUE", why)
+            return self._read(length)
+
+        def _read(self, length: int) -> bytes:
+            self.unread = 0
             chunks: list[bytes] = []
             deadline = time.monotonic() + TIMEOUT
             while length > 0:
@@ -236,6 +246,14 @@ def _http_server(
                 chunks.append(chunk)
                 length -= len(chunk)
             return b"".join(chunks)
+
+        def _drain(self) -> None:
+            """Read a refused request's small body before answering: closing a connection
+            with unread data resets it, and the client could lose the answer."""
+            if self.unread is None:
+                self.unread = content_length(self.headers.get("Content-Length"))
+            if 0 < self.unread <= MAX_DRAIN and not self.headers.get("Transfer-Encoding"):
+                self._read(self.unread)
 
         def _request(self, query: dict[str, list[str]], body: bytes) -> dict[str, Any]:
             """The request as MLflowApi reads it: the query, under the JSON body but on GET."""
