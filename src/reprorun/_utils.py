@@ -105,11 +105,13 @@ def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
         return None
     import ctypes
 
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl, set_handler = libc.prctl, libc.signal
+    pr_set_pdeathsig, sig_dfl = 1, 0
     parent = os.getpid()
 
     def request() -> None:
+        set_handler(sig, sig_dfl)  # an ignored signal stays ignored across exec: not this one
         prctl(pr_set_pdeathsig, sig)
         if os.getppid() != parent:  # the parent died before the request: no signal will come
             os.kill(os.getpid(), signal.SIGKILL)

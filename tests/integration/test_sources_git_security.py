@@ -318,3 +318,24 @@ def test_archive_folders_are_private_and_working_copies_are_not(home: Path, tmp_
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((home / "work" / run_id).stat().st_mode) == 0o777 & ~umask
+
+
+def test_a_branch_is_checked_too_and_never_run_stale(home: Path, tmp_path: Path) -> None:
+    make_repository(tmp_path)
+    bare = tmp_path / "served" / "repo.git"
+    uri = bare.as_uri() + "#sub/proj"
+    assert "feature branch 1" in run_ok(uri, "--version", "feature").stdout
+    work = tmp_path / "work"
+    git("checkout", "-q", "feature", cwd=work)
+    (work / "sub" / "proj" / "show.py").write_text("import sys\nprint('feature two')\n")
+    git("commit", "-qam", "feature two", cwd=work)
+    git("push", "-q", "server", "feature", cwd=work)
+    assert "feature two" in run_ok(uri, "--version", "feature").stdout
+    tags = runs_json()[0]["data"]["tags"]
+    assert tags["mlflow.source.git.branch"] == "feature"
+    assert tags["reprorun.source.refCheck"] == "remote"
+    # A branch moves: without the remote, its cached commit is not run.
+    bare.rename(bare.with_name("gone.git"))
+    offline = reprorun_cli("run", uri, "--version", "feature")
+    assert offline.returncode == 2
+    assert "git fetch failed for " + bare.as_uri() in offline.stderr

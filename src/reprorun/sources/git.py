@@ -114,7 +114,7 @@ def _remote(url: str) -> _Remote:
 def _git(
     args: list[str], url: str, *, cwd: Path | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """A local git command (in the mirror): it dies with reprorun."""
+    """A local git command (in the mirror): short, and never given credentials."""
     done = _run(["git", *args], url, args[0], cwd=cwd, env={}, own_group=False)
     if check and done.returncode != 0:
         raise _failed(args[0], url, done)
@@ -165,7 +165,8 @@ def _run(
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=own_group,
-            preexec_fn=die_with_parent(signal.SIGTERM if own_group else signal.SIGKILL),
+            # Only where it matters: a preexec_fn makes every start a slower fork().
+            preexec_fn=die_with_parent(signal.SIGTERM) if own_group else None,
         )
     except FileNotFoundError as exc:
         raise GitError(_NO_GIT) from exc
@@ -309,13 +310,6 @@ def _rev_parse(mirror: Path, url: str, rev: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def _is_branch(mirror: Path, url: str, name: str) -> bool:
-    done = _git(
-        ["show-ref", "--verify", "--quiet", f"refs/heads/{name}"], url, cwd=mirror, check=False
-    )
-    return done.returncode == 0
-
-
 def _resolve_version(mirror: Path, url: str, version: str | None, fetched: bool) -> _Resolved:
     """The commit ``version`` names now (a tag or branch is checked against the remote; a
     commit id already in the mirror needs no network)."""
@@ -352,11 +346,12 @@ def _resolve_version(mirror: Path, url: str, version: str | None, fetched: bool)
             f"Version {version!r} is not a branch, tag or commit of {strip_credentials(url)}. "
             f"{_known_refs(mirror, url)}"
         )
-    branch = version if _is_branch(mirror, url, version) else None
+    if fetched:
+        local = _local_refs(mirror, url, version)  # what the fetch brought
+    branch = version if f"refs/heads/{version}" in local else None
     if warning is not None:
         return _Resolved(commit, branch, CACHE_OFFLINE, f"{warning} (commit {commit[:12]})")
-    is_ref = bool(local) or bool(_local_refs(mirror, url, version))
-    return _Resolved(commit, branch, CHECKED_REMOTE if is_ref else COMMIT_ID)
+    return _Resolved(commit, branch, CHECKED_REMOTE if local else COMMIT_ID)
 
 
 def _offline_warning(url: str, version: str, reason: str) -> str:
