@@ -175,10 +175,10 @@ class RemoteJob(SubmittedRun):
 
 def stored_log(artifact_uri: str, tracking_uri: str | None, rel: str = LOG_PATH) -> bytes | None:
     """The run's stored log artifact, wherever its artifacts are kept; None if there is none."""
-    from reprorun.tracking.artifacts import download, is_remote, local_dir
+    from reprorun.tracking.artifacts import download, is_remote, local_path
 
     if not is_remote(artifact_uri):
-        path = local_dir(artifact_uri) / rel
+        path = local_path(artifact_uri, rel)
         return path.read_bytes() if path.is_file() else None
     with tempfile.TemporaryDirectory() as tmp:
         try:

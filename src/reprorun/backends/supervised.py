@@ -188,15 +188,15 @@ class SupervisedRun(SubmittedRun):
         of a run recorded on a server), else the stored artifact."""
         from reprorun.backends.job import stored_log
         from reprorun.config import home
-        from reprorun.tracking.artifacts import is_remote, local_dir
+        from reprorun.tracking.artifacts import is_remote, local_path, safe_relative
 
         run = self._run
         rel = run.data.tags.get(SystemTags.LOG_ARTIFACT) or "logs/run.log"
-        staged = home() / "staging" / run.info.run_id / rel
+        staged = home() / "staging" / run.info.run_id / safe_relative(rel)
         if staged.is_file():
             return read_from(staged, start)
         if not is_remote(run.info.artifact_uri):
-            return read_from(local_dir(run.info.artifact_uri) / rel, start)
+            return read_from(local_path(run.info.artifact_uri, rel), start)
         found = stored_log(run.info.artifact_uri, getattr(self.store, "uri", None), rel)
         return (found or b"")[start:]
 

@@ -99,7 +99,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
 
     from reprorun.backends.status import refresh
     from reprorun.cli.render import echo_json, fmt_duration, fmt_metric, fmt_time, key_values
-    from reprorun.tracking.artifacts import download, is_remote, list_artifacts, local_dir
+    from reprorun.tracking.artifacts import download, is_remote, list_artifacts, local_path
     from reprorun.tracking.entities import SystemTags
     from reprorun.tracking.store import open_store
 
@@ -177,7 +177,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
             log_file = (
                 download(info.artifact_uri, log_path, tmp, tracking_uri=remote)
                 if is_remote(info.artifact_uri) and any(f.path == log_path for f in files)
-                else local_dir(info.artifact_uri) / log_path
+                else local_path(info.artifact_uri, log_path)
             )
             for line in _tail(log_file, log_lines):
                 click.echo(f"  {line}")

@@ -32,7 +32,7 @@ class RerunSpec:
 
 def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpec:
     """Work out the source, version and parameters of ``run``; no side effect."""
-    from reprorun.tracking.artifacts import local_dir
+    from reprorun.tracking.artifacts import local_path
 
     tags = run.data.tags
     kind = tags.get(SystemTags.SOURCE_KIND, "local")
@@ -71,11 +71,11 @@ def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpe
             "rerunning the bare commit"
         )
     elif diff:
-        patch = local_dir(run.info.artifact_uri) / diff
+        patch = local_path(run.info.artifact_uri, diff)
     env_manager = tags.get(SystemTags.ENV)
     env_lock: Path | None = None
     if env_manager in ("uv", "virtualenv") and tags.get(SystemTags.ENV_LOCK):
-        env_lock = local_dir(run.info.artifact_uri) / tags[SystemTags.ENV_LOCK]
+        env_lock = local_path(run.info.artifact_uri, tags[SystemTags.ENV_LOCK])
         if not env_lock.is_file():
             warnings.append(f"the environment lock {env_lock} is missing; rebuilding from the spec")
             env_lock = None

@@ -424,8 +424,21 @@ class ArtifactProxy:
         self.root = root.resolve()
         self.max_bytes = max_bytes
 
+    def _boundary(self, raw: str) -> Path:
+        """The folder a path must stay in: its run's or logged model's artifact folder (the
+        first ``artifacts`` component: ``<exp>/<run>/artifacts``, ``<exp>/models/<id>/
+        artifacts``), else the root. A link from one run to another is not followed."""
+        parts = safe_artifact_path(raw).parts
+        if "artifacts" not in parts:
+            return self.root
+        return (self.root.joinpath(*parts[: parts.index("artifacts") + 1])).resolve()
+
     def _resolve(self, raw: str) -> Path:
-        return resolve_under(self.root, raw)
+        target = resolve_under(self.root, raw)
+        boundary = self._boundary(raw)
+        if not boundary.is_relative_to(self.root) or not target.is_relative_to(boundary):
+            raise invalid(f"Invalid artifact path {raw!r}: it leaves its artifact folder.")
+        return target
 
     async def handle(self, request: Request) -> Response:
         raw = request.path_params.get("path")
@@ -454,13 +467,16 @@ class ArtifactProxy:
         return json_response(200, {})
 
     def _list(self, raw: str) -> Response:
+        from reprorun.tracking.artifacts import entries_inside
+
         base = self._resolve(raw) if raw else self.root
         files = []
         if base.is_dir():
-            for entry in sorted(base.iterdir()):
-                info: dict[str, Any] = {"path": entry.name, "is_dir": entry.is_dir()}
-                if entry.is_file():
-                    info["file_size"] = entry.stat().st_size
+            # Symbolic links pointing out of the artifact folder (or nowhere) are not shown.
+            for entry in entries_inside(base, self._boundary(raw)):
+                info: dict[str, Any] = {"path": entry.name, "is_dir": entry.is_dir}
+                if not entry.is_dir:
+                    info["file_size"] = entry.size
                 files.append(info)
         elif base.is_file():
             files.append({"path": base.name, "is_dir": False, "file_size": base.stat().st_size})

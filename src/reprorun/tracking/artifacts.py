@@ -1,10 +1,21 @@
 """Artifact storage. A run's artifacts live in a folder named by its file:// URI, or behind a
-tracking server's artifact proxy (``mlflow-artifacts:/...``, streamed over HTTP)."""
+tracking server's artifact proxy (``mlflow-artifacts:/...``, streamed over HTTP).
+
+Every artifact path stays inside the folder it is asked under (the run's or model's artifact
+folder): a path with ``..``, an absolute path, a NUL or their percent-encoded forms is refused
+(``UserInputError``), and so is a path through a symbolic link that points out of the folder
+(to /etc, another run, a file elsewhere). Listings omit such links (and dangling ones), never
+descend into linked folders, and downloads copy what the listing shows; writes never follow a
+link out (a file is written beside its name and renamed over it, replacing a link itself). A
+link to a file or folder inside the same artifact folder is listed and read as its target.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -83,16 +94,116 @@ def _upload(artifact_uri: str, src: Path, rel: PurePosixPath, tracking_uri: str 
 
 
 def safe_relative(artifact_path: str | None) -> PurePosixPath:
-    """Validate a user-given artifact path: relative, no '..' component."""
+    """Validate a user-given artifact path: relative, no '..' component, no NUL, in plain or
+    percent-encoded form (a proxy decodes the path again)."""
     if not artifact_path:
         return PurePosixPath()
     path = PurePosixPath(artifact_path.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts:
+    decoded = artifact_path
+    for _ in range(3):
+        decoded = unquote(decoded)
+    plain = PurePosixPath(decoded.replace("\\", "/"))
+    if (
+        "\x00" in decoded
+        or path.is_absolute()
+        or plain.is_absolute()
+        or ".." in path.parts
+        or ".." in plain.parts
+    ):
         raise UserInputError(
             f"Invalid artifact path {artifact_path!r}: "
-            "it must be relative and must not contain '..'."
+            "it must be relative and must not contain '..' (nor a NUL)."
         )
     return path
+
+
+def local_path(artifact_uri: str, path: str | None) -> Path:
+    """The real path ``path`` names in a local artifact folder (links resolved); refused if it
+    is unsafe (see ``safe_relative``) or resolves outside the folder (a link pointing out)."""
+    root = local_dir(artifact_uri).resolve()
+    target = (root / safe_relative(path)).resolve()
+    if not target.is_relative_to(root):
+        raise UserInputError(
+            f"Invalid artifact path {path!r}: it leads out of the artifact folder "
+            f"{root} (through a symbolic link)."
+        )
+    return target
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A folder entry that stays inside the artifact root; ``path`` is where it really is."""
+
+    name: str
+    path: Path
+    is_dir: bool
+    is_link: bool
+
+    @property
+    def size(self) -> int | None:
+        return None if self.is_dir else self.path.stat().st_size
+
+
+def entries_inside(folder: Path, root: Path) -> list[Entry]:
+    """The entries of ``folder`` (under the resolved ``root``), sorted by name, without the
+    symbolic links that point out of ``root`` or nowhere."""
+    result = []
+    with os.scandir(folder) as scan:
+        for item in scan:
+            real = Path(item.path)
+            if item.is_symlink():
+                real = real.resolve()
+                if not real.is_relative_to(root) or not real.exists():
+                    continue
+            try:
+                is_dir = real.is_dir()
+            except OSError:
+                continue
+            result.append(Entry(item.name, real, is_dir, item.is_symlink()))
+    return sorted(result, key=lambda e: e.name)
+
+
+def _write_inside(root: Path, rel: PurePosixPath, write: Any) -> None:
+    """Create the file ``rel`` under ``root`` with ``write(open_binary_file)``: its folders are
+    made inside ``root`` only, and the file is written beside its name then renamed over it,
+    so a symbolic link already there is replaced, never written through."""
+    root.mkdir(parents=True, exist_ok=True)
+    real_root = root.resolve()
+    parent = (real_root / rel.parent).resolve()
+    if not parent.is_relative_to(real_root):
+        raise UserInputError(
+            f"Cannot write artifact {rel.as_posix()!r}: {rel.parent.as_posix()!r} leads out of "
+            f"the artifact folder {real_root} (through a symbolic link)."
+        )
+    parent.mkdir(parents=True, exist_ok=True)
+    dest = parent / rel.name
+    if dest.is_dir() and not dest.is_symlink():
+        raise UserInputError(f"Cannot write artifact {rel.as_posix()!r}: it is a folder.")
+    # A new name (O_EXCL: never an existing file or link), with the mode the umask gives.
+    tmp = parent / f".{rel.name}.{secrets.token_hex(6)}.part"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+        tmp.replace(dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _copy_inside(root: Path, rel: PurePosixPath, src: Path) -> None:
+    def write(out: Any) -> None:
+        with open(src, "rb") as f:
+            shutil.copyfileobj(f, out)
+
+    _write_inside(root, rel, write)
+    shutil.copystat(src, (root.resolve() / rel.parent).resolve() / rel.name)
+
+
+def write_text(artifact_uri: str, artifact_file: str, text: str) -> None:
+    """Write ``text`` (UTF-8) as the artifact file ``artifact_file`` of a local folder."""
+    rel = safe_relative(artifact_file)
+    _write_inside(local_dir(artifact_uri), rel, lambda out: out.write(text.encode("utf-8")))
 
 
 def log_file(
@@ -110,9 +221,7 @@ def log_file(
     if is_remote(artifact_uri):
         _upload(artifact_uri, src, rel, tracking_uri)
         return str(rel)
-    dest = local_dir(artifact_uri) / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, dest)
+    _copy_inside(local_dir(artifact_uri), rel, src)
     return str(rel)
 
 
@@ -134,7 +243,8 @@ def log_dir(
             if file.is_file():
                 _upload(artifact_uri, file, rel / file.relative_to(root).as_posix(), tracking_uri)
         return str(rel)
-    dest = (local_dir(artifact_uri) / rel).resolve()
+    folder = local_dir(artifact_uri)
+    dest = local_path(artifact_uri, str(rel)) if rel.parts else folder.resolve()
     # List first, and skip the destination itself: logging a folder that contains the store
     # (e.g. the working directory) must not copy the artifacts into themselves.
     files = [
@@ -142,10 +252,8 @@ def log_dir(
     ]
     root = src.resolve()
     for file in files:
-        target = dest / file.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(file, target)
-    dest.mkdir(parents=True, exist_ok=True)
+        _copy_inside(folder, rel / file.relative_to(root).as_posix(), file)
+    local_path(artifact_uri, str(rel)).mkdir(parents=True, exist_ok=True)
     return str(rel)
 
 
@@ -158,19 +266,20 @@ def list_artifacts(
 ) -> list[FileInfo]:
     if is_remote(artifact_uri):
         return _list_remote(artifact_uri, safe_relative(path), recursive, tracking_uri)
-    root = local_dir(artifact_uri)
-    base = root / safe_relative(path)
+    base = local_path(artifact_uri, path)
     if not base.is_dir():
         return []
-    entries = sorted(base.rglob("*") if recursive else base.iterdir())
-    return [
-        FileInfo(
-            path=entry.relative_to(root).as_posix(),
-            is_dir=entry.is_dir(),
-            file_size=None if entry.is_dir() else entry.stat().st_size,
-        )
-        for entry in entries
-    ]
+    root = local_dir(artifact_uri).resolve()
+    return list(_walk(base, root, safe_relative(path), recursive))
+
+
+def _walk(folder: Path, root: Path, rel: PurePosixPath, recursive: bool) -> Iterator[FileInfo]:
+    """Entries of ``folder`` shown under ``rel``; linked folders are listed, not entered."""
+    for entry in entries_inside(folder, root):
+        child = rel / entry.name
+        yield FileInfo(child.as_posix(), entry.is_dir, entry.size)
+        if recursive and entry.is_dir and not entry.is_link:
+            yield from _walk(entry.path, root, child, True)
 
 
 def _list_remote(
@@ -197,9 +306,15 @@ def download(
     rel = safe_relative(path)
     target = Path(dest) / (rel.name or "artifacts")
     if not is_remote(artifact_uri):
-        source = local_dir(artifact_uri) / rel
-        if source.is_dir():
-            shutil.copytree(source, target, dirs_exist_ok=True)
+        source = local_path(artifact_uri, path)
+        if source.is_dir():  # what the listing shows: no link out, no linked folder entered
+            target.mkdir(parents=True, exist_ok=True)
+            for f in list_artifacts(artifact_uri, path, recursive=True):
+                local = target / PurePosixPath(f.path).relative_to(rel)
+                if f.is_dir:
+                    local.mkdir(parents=True, exist_ok=True)
+                else:
+                    shutil.copy2(local_path(artifact_uri, f.path), local)
         elif source.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)

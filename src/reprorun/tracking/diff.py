@@ -366,7 +366,7 @@ def diff_packages(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, Any]:
 
 def read_lock(run: Run, tracking_uri: str | None = None) -> tuple[str | None, str | None]:
     """(lock text, None) or (None, why there is none) for one run."""
-    from reprorun.tracking.artifacts import download, is_remote, local_dir, safe_relative
+    from reprorun.tracking.artifacts import download, is_remote, local_path
 
     path = run.data.tags.get(SystemTags.ENV_LOCK)
     if not path:
@@ -377,7 +377,7 @@ def read_lock(run: Run, tracking_uri: str | None = None) -> tuple[str | None, st
             with tempfile.TemporaryDirectory(prefix="reprorun-diff-") as tmp:
                 local = download(artifact_uri, path, tmp, tracking_uri=tracking_uri)
                 return local.read_text(encoding="utf-8", errors="replace"), None
-        file = local_dir(artifact_uri) / safe_relative(path)
+        file = local_path(artifact_uri, path)
         if not file.is_file():
             return None, f"lock artifact {path} is missing"
         return file.read_text(encoding="utf-8", errors="replace"), None

@@ -310,7 +310,11 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 def get_artifact_uri(artifact_path: str | None = None) -> str:
     run = _run()
     uri = run.store.get_run(run.run_id).info.artifact_uri
-    return uri if not artifact_path else f"{uri}/{artifact_path.strip('/')}"
+    if not artifact_path:
+        return uri
+    from reprorun.tracking.artifacts import safe_relative
+
+    return f"{uri.rstrip('/')}/{safe_relative(artifact_path.strip('/')).as_posix()}"
 
 
 def log_artifact(local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
@@ -339,9 +343,7 @@ def log_text(text: str, artifact_file: str) -> None:
             parent = str(rel.parent) if str(rel.parent) != "." else None
             artifacts.log_file(uri, local, parent, tracking_uri=_uri())
         return
-    dest = artifacts.local_dir(uri) / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(text, encoding="utf-8")
+    artifacts.write_text(uri, artifact_file, text)
 
 
 def _uri() -> str | None:

@@ -118,7 +118,7 @@ def model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
         if artifacts.is_remote(uri):  # served by a tracking server: fetch a local copy
             cache = Path(tempfile.mkdtemp(prefix="reprorun-model-"))
             return artifacts.download(uri, sub, cache, tracking_uri=getattr(store, "uri", None))
-        return artifacts.local_dir(uri) / artifacts.safe_relative(sub)
+        return artifacts.local_path(uri, sub)
     return artifacts.local_dir(model_uri)
 
 
@@ -129,7 +129,7 @@ def _logged_model_of(store: Any, run: Any, name: str) -> Any:
     if not name or "/" in name.strip("/"):
         return None
     uri = run.info.artifact_uri
-    if not artifacts.is_remote(uri) and (artifacts.local_dir(uri) / name).exists():
+    if not artifacts.is_remote(uri) and artifacts.local_path(uri, name).exists():
         return None
     found = store.search_logged_models(
         [run.info.experiment_id],

@@ -1,0 +1,222 @@
+"""Artifact paths stay inside the folder they are asked under, through every way in: the
+server's REST listing, its artifact proxy and web UI, the per-run API, the Python API and the
+CLI. A run's code can plant symbolic links in its artifact folder (to /etc, to another run,
+to a file elsewhere): none is listed, read, downloaded or written through."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from reprorun.errors import UserInputError
+from reprorun.server.rest_mlflow import API, ArtifactUris, MlflowApi
+from reprorun.tracking import artifacts, fluent
+from reprorun.tracking.store.database import SqliteDatabase
+from reprorun.tracking.store.sql import SqlStore
+from tests.conftest import reprorun_cli
+from tests.integration.server_proc import ServerProcess, server_process
+from tests.integration.test_server import assert_error, call, ok, send
+
+SECRET = "secret outside the artifact folder\n"
+
+
+def plant(folder: Path, outside: Path, other_run: Path) -> None:
+    """A run's artifacts with links out (and in), as hostile run code could leave them."""
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "real.txt").write_text("real\n")
+    (folder / "top.txt").write_text("top\n")
+    (folder / "etc").symlink_to("/etc")
+    (folder / "secret.txt").symlink_to(outside / "secret.txt")
+    (folder / "outdir").symlink_to(outside)
+    (folder / "other").symlink_to(other_run)
+    (folder / "dangling").symlink_to(outside / "nothing-here")
+    (folder / "sub" / "up").symlink_to("../..")  # the run's parent folder
+    (folder / "inner.txt").symlink_to("sub/real.txt")  # inside: shown as its target
+    (folder / "innerdir").symlink_to("sub")
+
+
+INSIDE = {"inner.txt", "innerdir", "sub", "sub/real.txt", "top.txt"}
+OUT = [
+    "etc", "secret.txt", "outdir", "other", "other/theirs.txt", "dangling", "sub/up",
+    "etc/passwd", "outdir/x",
+]  # fmt: skip
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "secret.txt").write_text(SECRET)
+    return folder
+
+
+@pytest.fixture
+def local_run(tmp_path: Path, outside: Path) -> Iterator[tuple[SqlStore, str, Path]]:
+    store = SqlStore(SqliteDatabase(str(tmp_path / "s.db")), (tmp_path / "art").as_uri())
+    other = store.create_run("0")
+    other_dir = artifacts.local_dir(other.info.artifact_uri)
+    other_dir.mkdir(parents=True)
+    (other_dir / "theirs.txt").write_text("another run's file\n")
+    run = store.create_run("0")
+    folder = artifacts.local_dir(run.info.artifact_uri)
+    plant(folder, outside, other_dir)
+    yield store, run.info.run_id, folder
+    store.close()
+
+
+def test_listing_omits_links_out_and_does_not_enter_linked_folders(
+    local_run: tuple[SqlStore, str, Path],
+) -> None:
+    store, run_id, _ = local_run
+    uri = store.get_run(run_id).info.artifact_uri
+    listed = {f.path: f for f in artifacts.list_artifacts(uri, recursive=True)}
+    assert set(listed) == INSIDE
+    assert listed["inner.txt"].file_size == len("real\n")
+    assert listed["innerdir"].is_dir
+    assert {f.path for f in artifacts.list_artifacts(uri)} == INSIDE - {"sub/real.txt"}
+
+
+@pytest.mark.parametrize("path", OUT)
+def test_paths_through_links_out_are_refused_for_listing_and_download(
+    local_run: tuple[SqlStore, str, Path], tmp_path: Path, path: str
+) -> None:
+    store, run_id, _ = local_run
+    uri = store.get_run(run_id).info.artifact_uri
+    with pytest.raises(UserInputError, match="out of the artifact folder"):
+        artifacts.list_artifacts(uri, path)
+    with pytest.raises(UserInputError):
+        artifacts.download(uri, path, tmp_path / "dl")
+    assert not (tmp_path / "dl").exists()
+
+
+def test_downloading_the_whole_folder_copies_only_what_is_inside(
+    local_run: tuple[SqlStore, str, Path], tmp_path: Path
+) -> None:
+    store, run_id, _ = local_run
+    target = artifacts.download(store.get_run(run_id).info.artifact_uri, "", tmp_path / "dl")
+    copied = {p.relative_to(target).as_posix() for p in target.rglob("*")}
+    assert copied == INSIDE
+    assert not any(p.is_symlink() for p in target.rglob("*"))
+    assert SECRET not in "".join(p.read_text() for p in target.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize(
+    "path", ["../x", "/abs", "%2e%2e/x", "%252e%252e/x", "a/%2E%2E/%2E%2E/x", "a\x00b", "..\\x"]
+)
+def test_unsafe_paths_are_refused_in_any_form(tmp_path: Path, path: str) -> None:
+    uri = (tmp_path / "art").as_uri()
+    (tmp_path / "f.txt").write_text("x")
+    for attempt in (
+        lambda: artifacts.list_artifacts(uri, path),
+        lambda: artifacts.download(uri, path, tmp_path / "dl"),
+        lambda: artifacts.log_file(uri, tmp_path / "f.txt", path),
+        lambda: artifacts.write_text(uri, path, "x"),
+    ):
+        with pytest.raises(UserInputError, match="Invalid artifact path"):
+            attempt()
+
+
+def test_writes_never_go_through_a_link(
+    local_run: tuple[SqlStore, str, Path], outside: Path, tmp_path: Path
+) -> None:
+    store, run_id, folder = local_run
+    uri = store.get_run(run_id).info.artifact_uri
+    (folder / "model.pkl").symlink_to(outside / "secret.txt")  # a file link to overwrite
+    src = tmp_path / "model.pkl"
+    src.write_text("model\n")
+    for dest in ("outdir", "other", "etc", "sub/up/x"):
+        with pytest.raises(UserInputError, match="out of the artifact folder"):
+            artifacts.log_file(uri, src, dest)
+        with pytest.raises(UserInputError, match="out of the artifact folder"):
+            artifacts.log_dir(uri, tmp_path / "outside", dest)
+    artifacts.log_file(uri, src)  # replaces the link by the file
+    artifacts.write_text(uri, "secret.txt", "written\n")
+    assert (outside / "secret.txt").read_text() == SECRET
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    assert not (folder / "model.pkl").is_symlink()
+    assert (folder / "model.pkl").read_text() == "model\n"
+    assert (folder / "secret.txt").read_text() == "written\n"
+
+
+def test_python_api_and_cli_refuse_links_out(
+    local_run: tuple[SqlStore, str, Path], outside: Path, tmp_path: Path
+) -> None:
+    _, run_id, _ = local_run
+    src = tmp_path / "f.txt"
+    src.write_text("f\n")
+    with fluent.attach(run_id, f"sqlite:///{tmp_path / 's.db'}"):
+        with pytest.raises(UserInputError):
+            fluent.log_text("x", "outdir/y.txt")
+        with pytest.raises(UserInputError):
+            fluent.log_artifact(src, "outdir")
+        with pytest.raises(UserInputError):
+            fluent.get_artifact_uri("../../x")
+    cli = reprorun_cli(
+        "log", "artifact", str(src), "--artifact-path", "outdir",
+        "--run-id", run_id, "--tracking-uri", f"sqlite:///{tmp_path / 's.db'}",
+    )  # fmt: skip
+    assert cli.returncode != 0
+    assert "out of the artifact folder" in cli.stderr and "Traceback" not in cli.stderr
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    show = reprorun_cli("runs", "show", run_id, "--tracking-uri", f"sqlite:///{tmp_path / 's.db'}")
+    assert show.returncode == 0, show.stderr
+    assert "real.txt" in show.stdout and "passwd" not in show.stdout
+
+
+def test_rest_listing_of_a_local_run(local_run: tuple[SqlStore, str, Path]) -> None:
+    store, run_id, _ = local_run
+    api = MlflowApi(store, ArtifactUris(store.artifact_root, proxied=False))
+    status, reply = api.handle("GET", f"{API}/artifacts/list", {"run_id": [run_id]}, b"")
+    assert status == 200, reply
+    assert {f["path"] for f in reply["files"]} == INSIDE - {"sub/real.txt"}
+    for path in OUT:
+        query = {"run_id": [run_id], "path": [path]}
+        status, reply = api.handle("GET", f"{API}/artifacts/list", query, b"")
+        assert status == 400, (path, reply)
+        assert reply["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+# --- a real server: REST listing, artifact proxy, web UI -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with server_process(tmp_path_factory.mktemp("server")) as proc:
+        yield proc
+
+
+def test_server_lists_serves_and_downloads_only_what_is_inside(
+    served: ServerProcess, outside: Path
+) -> None:
+    run = ok(call(served, "POST", "runs/create", {"experiment_id": "0"}))["run"]["info"]
+    run_id = run["run_id"]
+    rel = run["artifact_uri"].removeprefix("mlflow-artifacts:/")
+    other = ok(call(served, "POST", "runs/create", {"experiment_id": "0"}))["run"]["info"]
+    other_dir = served.artifacts / other["artifact_uri"].removeprefix("mlflow-artifacts:/")
+    other_dir.mkdir(parents=True)
+    plant(served.artifacts / rel, outside, other_dir)
+
+    listed = ok(call(served, "GET", "artifacts/list", query={"run_id": run_id}))
+    assert {f["path"] for f in listed["files"]} == INSIDE - {"sub/real.txt"}
+    proxy = "/api/2.0/mlflow-artifacts/artifacts"
+    reply = send(served, "GET", f"{proxy}?{urlencode({'path': rel})}")
+    assert reply.status == 200, str(reply)
+    assert {f["path"] for f in json.loads(reply.body)["files"]} == INSIDE - {"sub/real.txt"}
+    assert send(served, "GET", f"{proxy}/{rel}/inner.txt").body == b"real\n"
+    for path in OUT:
+        assert_error(
+            call(served, "GET", "artifacts/list", query={"run_id": run_id, "path": path}), 400
+        )
+        for url in (
+            f"{proxy}/{rel}/{quote(path)}",
+            f"/ui-api/runs/{run_id}/artifact?{urlencode({'path': path})}",
+        ):
+            reply = send(served, "GET", url)
+            assert reply.status in (400, 404), (url, str(reply))
+            assert SECRET.encode() not in reply.body and b"root:" not in reply.body
+    assert os.listdir(outside) == ["secret.txt"]
