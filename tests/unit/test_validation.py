@@ -20,6 +20,7 @@ from reprorun.tracking.entities import Metric
 from reprorun.tracking.store.database import SqliteDatabase
 from reprorun.tracking.store.sql import SqlStore
 from reprorun.tracking.validation import check_key
+from tests.conftest import reprorun_cli
 
 BAD_KEYS = [
     "../../etc/x",
@@ -280,3 +281,25 @@ def test_no_request_body_makes_a_route_fail_with_500(
     assert status < 500, (status, reply)
     assert set(reply) <= {"error_code", "message"} or status == 200
     _json.dumps(reply)  # what the server sends: it must encode (orjson refuses deep nesting)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["param", "../../etc/x", "1"], "Invalid parameter key '../../etc/x'"),
+        (["tag", "a//b", "1"], "Invalid tag key 'a//b'"),
+        (["metric", "m", "1", "--step", str(2**70)], "does not fit in a 64-bit integer"),
+        (["metric", "/m", "1"], "Invalid metric key '/m'"),
+    ],
+)
+def test_the_cli_refuses_bad_keys_and_numbers_clearly(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    store = SqlStore(SqliteDatabase(str(tmp_path / "store.db")), (tmp_path / "art").as_uri())
+    run_id = store.create_run("0").info.run_id
+    store.close()
+    result = reprorun_cli("log", *args, "--run-id", run_id, "--tracking-uri", uri)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
