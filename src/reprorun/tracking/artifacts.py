@@ -138,10 +138,7 @@ class Entry:
     path: Path
     is_dir: bool
     is_link: bool
-
-    @property
-    def size(self) -> int | None:
-        return None if self.is_dir else self.path.stat().st_size
+    size: int | None  # None for a folder
 
 
 def entries_inside(folder: Path, root: Path) -> list[Entry]:
@@ -155,11 +152,12 @@ def entries_inside(folder: Path, root: Path) -> list[Entry]:
                 real = real.resolve()
                 if not real.is_relative_to(root) or not real.exists():
                     continue
-            try:
+            try:  # an entry removed meanwhile is not listed
                 is_dir = real.is_dir()
+                size = None if is_dir else real.stat().st_size
             except OSError:
                 continue
-            result.append(Entry(item.name, real, is_dir, item.is_symlink()))
+            result.append(Entry(item.name, real, is_dir, item.is_symlink(), size))
     return sorted(result, key=lambda e: e.name)
 
 
