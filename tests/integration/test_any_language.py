@@ -121,6 +121,18 @@ def test_a_run_made_by_hand_with_runs_create_and_end(tmp_path: Path, home: Path)
     )
     assert piped.returncode == 0, piped.stderr
     assert "2500 metric values logged" in piped.stderr
+    # A key MLflow refuses stops the pipe at its line; the lines before it are kept.
+    piped = subprocess.run(
+        [*_reprorun(), "log", "metric", "-", "--run-id", run_id],
+        input="kept 1 1\n../../etc/x 2 2\nnever 3 3\n",
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        check=False,
+    )
+    assert piped.returncode == 2
+    assert "Input line 2: Invalid metric key '../../etc/x'" in piped.stderr
+    assert "Traceback" not in piped.stderr
     assert reprorun_cli("runs", "end", run_id).returncode == 0
     again = reprorun_cli("runs", "end", run_id, "--status", "FAILED")
     assert again.returncode == 0 and "already ended (FINISHED)" in again.stderr
@@ -128,6 +140,7 @@ def test_a_run_made_by_hand_with_runs_create_and_end(tmp_path: Path, home: Path)
     run = store.get_run(run_id)
     assert (run.info.status.value, run.info.run_name) == ("FINISHED", "h")
     assert len(store.get_metric_history(run_id, "loss")) == 2500
+    assert run.data.metrics["kept"] == 1 and "never" not in run.data.metrics
 
 
 def _reprorun() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import posixpath
 
 import pytest
 from hypothesis import given
@@ -15,7 +16,7 @@ keys = st.text(
     alphabet=st.characters(whitelist_categories=("L", "N"), whitelist_characters="_-./"),
     min_size=1,
     max_size=40,
-).filter(lambda k: not k.startswith("#"))
+).filter(lambda k: not k.startswith("#") and posixpath.normpath(k) == k and k[0] not in "./")
 
 
 @given(
@@ -50,6 +51,10 @@ def test_metric_lines_defaults_comments_and_errors() -> None:
         parse_metric_line("loss high", 5, None)
     with pytest.raises(UserInputError, match="line 6: STEP and TIMESTAMP must be integers"):
         parse_metric_line("loss 1 2.5", 6, None)
+    with pytest.raises(UserInputError, match=r"line 7: Invalid metric key '\.\./x'"):
+        parse_metric_line("../x 1", 7, None)
+    with pytest.raises(UserInputError, match=r"line 8: .* 64-bit"):
+        parse_metric_line(f"loss 1 {2**70}", 8, None)
     assert math.isnan(parse_number("x", "nan")) and parse_number("x", "-inf") == -math.inf
 
 

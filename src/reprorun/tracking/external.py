@@ -13,6 +13,7 @@ from typing import IO
 
 from reprorun.errors import UserInputError
 from reprorun.tracking.entities import Metric, now_ms
+from reprorun.tracking.validation import check_metric
 
 BATCH = 1000  # MLflow's limit of metrics per log_batch
 FLUSH_SECONDS = 0.5  # the longest a received line waits before it is written
@@ -43,6 +44,10 @@ def parse_metric_line(line: str, number: int, default_step: int | None) -> Metri
         raise UserInputError(
             f"Input line {number}: STEP and TIMESTAMP must be integers, got {line.strip()!r}."
         ) from None
+    try:
+        check_metric(key, value, stamp, step)
+    except UserInputError as exc:
+        raise UserInputError(f"Input line {number}: {exc}") from None
     return Metric(key, value, stamp, step)
 
 
@@ -66,7 +71,11 @@ def log_metric_lines(stream: IO[bytes], default_step: int | None = None) -> int:
 
     lines = _lines(stream, lambda: FLUSH_SECONDS if pending else None, write)
     for number, raw in enumerate(lines, start=1):
-        metric = parse_metric_line(raw.decode("utf-8", errors="replace"), number, default_step)
+        try:
+            metric = parse_metric_line(raw.decode("utf-8", errors="replace"), number, default_step)
+        except UserInputError:
+            write()  # the lines before the bad one are kept
+            raise
         if metric is not None:
             pending.append(metric)
         if len(pending) >= BATCH or time.monotonic() - last_write >= FLUSH_SECONDS:
