@@ -274,13 +274,18 @@ Handler = Callable[["MlflowApi", Json, dict[str, str]], Json]
 _ROUTES: list[tuple[str, str, re.Pattern[str], Handler]] = []
 
 
-def route(method: str, path: str) -> Callable[[Handler], Handler]:
-    """Register a handler for ``method path``; ``{name}`` segments become path parameters."""
-    parts = re.split(r"\{(\w+)\}", API + path)
+def path_pattern(template: str) -> re.Pattern[str]:
+    """The pattern of a route's path: ``{name}`` segments become path parameters."""
+    parts = re.split(r"\{(\w+)\}", template)
     regex = "".join(
         re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
     )
-    pattern = re.compile(f"^{regex}$")
+    return re.compile(f"^{regex}$")
+
+
+def route(method: str, path: str) -> Callable[[Handler], Handler]:
+    """Register a handler for ``method path``; ``{name}`` segments become path parameters."""
+    pattern = path_pattern(API + path)
 
     def register(fn: Handler) -> Handler:
         _ROUTES.append((method, API + path, pattern, fn))
@@ -295,6 +300,24 @@ def routes() -> list[tuple[str, str, str]]:
         (method, path, (fn.__doc__ or fn.__name__).strip().splitlines()[0])
         for method, path, _, fn in _ROUTES
     ]
+
+
+def parse_request(method: str, query: Mapping[str, list[str]], body: bytes) -> Json:
+    """GET parameters come from the query string, the others from a JSON object body
+    (MLflow also accepts query parameters on DELETE/PATCH, merged under the body)."""
+    request: Json = {k: v[0] if len(v) == 1 else v for k, v in query.items()}
+    if method == "GET" or not body.strip():
+        return request
+    try:
+        parsed = _json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(
+            400, "MALFORMED_REQUEST", f"The request body is not valid JSON: {exc}"
+        ) from None
+    if not isinstance(parsed, dict):
+        raise ApiError(400, "MALFORMED_REQUEST", "The request body must be a JSON object.")
+    request.update(parsed)
+    return request
 
 
 class MlflowApi:
@@ -327,31 +350,13 @@ class MlflowApi:
             if route_method != method:
                 allowed.append(route_method)
                 continue
-            request = self._request(method, query, body)
+            request = parse_request(method, query, body)
             return fn(self, request, match.groupdict())
         if allowed:
             raise ApiError(
                 405, "ENDPOINT_NOT_FOUND", f"{method} is not allowed on {path}; use {allowed[0]}."
             )
         raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API endpoint {method} {path}.")
-
-    @staticmethod
-    def _request(method: str, query: Mapping[str, list[str]], body: bytes) -> Json:
-        """GET parameters come from the query string, the others from a JSON object body
-        (MLflow also accepts query parameters on DELETE/PATCH, merged under the body)."""
-        request: Json = {k: v[0] if len(v) == 1 else v for k, v in query.items()}
-        if method == "GET" or not body.strip():
-            return request
-        try:
-            parsed = _json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(
-                400, "MALFORMED_REQUEST", f"The request body is not valid JSON: {exc}"
-            ) from None
-        if not isinstance(parsed, dict):
-            raise ApiError(400, "MALFORMED_REQUEST", "The request body must be a JSON object.")
-        request.update(parsed)
-        return request
 
     # --- rendering ----------------------------------------------------------------------
 

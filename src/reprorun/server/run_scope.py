@@ -19,21 +19,14 @@ logged model this endpoint did not create.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from reprorun.server.rest_mlflow import path_pattern, routes
+
 API = "/api/2.0/mlflow"
 Request = Mapping[str, Any]
-
-
-def _template(path: str) -> re.Pattern[str]:
-    parts = re.split(r"\{(\w+)\}", path)
-    regex = "".join(
-        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
-    )
-    return re.compile(f"^{regex}$")
 
 
 def _field(request: Request, *names: str) -> Any:
@@ -104,7 +97,7 @@ class RunScope:
         ):
             allowed[("POST", f"/runs/{name}")] = run_write
         self._allowed = [
-            (method, _template(API + path), check) for (method, path), check in allowed.items()
+            (method, path_pattern(API + path), check) for (method, path), check in allowed.items()
         ]
 
     # --- the decision --------------------------------------------------------------------
@@ -227,13 +220,9 @@ class RunScope:
         return self._own_run({"run_id": source})
 
 
-_KNOWN: list[re.Pattern[str]] = []
+_KNOWN = [path_pattern(template) for _, template, _ in routes()]
 
 
 def _known_route(path: str) -> bool:
     """Whether MLflowApi serves ``path`` (with any method)."""
-    if not _KNOWN:
-        from reprorun.server.rest_mlflow import routes
-
-        _KNOWN.extend(_template(template) for _, template, _ in routes())
     return any(pattern.match(path) for pattern in _KNOWN)

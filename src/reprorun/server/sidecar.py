@@ -116,7 +116,7 @@ def _http_server(
 
     from reprorun import _json
     from reprorun.server.request_rules import body_type_refusal, content_length
-    from reprorun.server.rest_mlflow import ArtifactUris, MlflowApi
+    from reprorun.server.rest_mlflow import ApiError, ArtifactUris, MlflowApi, parse_request
     from reprorun.server.run_scope import RunScope
 
     api = MlflowApi(store, ArtifactUris("", proxied=False))
@@ -256,20 +256,11 @@ def _http_server(
                 self._read(self.unread)
 
         def _request(self, query: dict[str, list[str]], body: bytes) -> dict[str, Any]:
-            """The request as MLflowApi reads it: the query, under the JSON body but on GET."""
-            request: dict[str, Any] = {k: v[0] if len(v) == 1 else v for k, v in query.items()}
-            if self.command == "GET" or not body.strip():
-                return request
+            """The request as MLflowApi reads it (for the scope to decide on)."""
             try:
-                parsed = _json.loads(body)
-            except ValueError as exc:
-                raise _Refused(
-                    400, "MALFORMED_REQUEST", f"The request body is not valid JSON: {exc}"
-                ) from None
-            if not isinstance(parsed, dict):
-                raise _Refused(400, "MALFORMED_REQUEST", "The request body must be a JSON object.")
-            request.update(parsed)
-            return request
+                return parse_request(self.command, query, body)
+            except ApiError as exc:
+                raise _Refused(exc.status, exc.code, exc.message) from None
 
         def _reply(
             self,
