@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="Browser tests save screenshots of the UI's main pages into DIR.",
     )
+
+
+@contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A small file system of the test's own at ``folder`` (tests run as root in CI): a real
+    ENOSPC once full, EROFS once remounted read-only; unmounted after (lazily: files a store
+    still holds open do not keep it mounted)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

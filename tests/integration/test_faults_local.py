@@ -22,7 +22,7 @@ from reprorun.backends.base import LaunchSpec
 from reprorun.backends.local import LocalBackend
 from reprorun.tracking.entities import RunStatus, SystemTags
 from reprorun.tracking.store import close_stores, open_store
-from tests.conftest import make_project, reprorun_cli
+from tests.conftest import make_project, reprorun_cli, tmpfs
 
 # A program that prints 4 MiB (65536 numbered lines of 64 bytes): far more than a pipe holds.
 BIG_PY = "import sys\nfor i in range(65536):\n    sys.stdout.write('%063d\\n' % i)\n"
@@ -30,24 +30,11 @@ BIG_OUTPUT_BYTES = 65536 * 64
 LOG_ERROR_TAG = "reprorun.logError"
 
 
-def _mount_tmpfs(folder: Path, size: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
-
-
-def _unmount(folder: Path) -> None:
-    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB file system of its own."""
-    folder = tmp_path / "small"
-    _mount_tmpfs(folder, "256k")
-    try:
+    with tmpfs(tmp_path / "small", "256k") as folder:
         yield folder
-    finally:
-        _unmount(folder)
 
 
 def _run_cli(*args: str, env: dict[str, str], timeout: float = 90) -> tuple[int, bytes, str]:
@@ -109,8 +96,7 @@ def test_a_read_only_log_folder_still_runs_and_echoes_the_command(
     """The log cannot even be opened (EROFS): the command runs, its output reaches the
     terminal, the run ends with its status and says why it has no log."""
     artifacts = tmp_path / "artifacts"
-    _mount_tmpfs(artifacts, "1m")
-    try:
+    with tmpfs(artifacts, "1m"):
         (artifacts / "logs").mkdir()
         (tmp_path / "big.py").write_text(BIG_PY)
         subprocess.run(["mount", "-o", "remount,ro", str(artifacts)], check=True)
@@ -128,8 +114,6 @@ def test_a_read_only_log_folder_still_runs_and_echoes_the_command(
         )
         submitted = LocalBackend().submit(spec)
         assert submitted.wait() is True
-    finally:
-        _unmount(artifacts)
     assert b"".join(echoed) == _expected_output()
     ended = store.get_run(run.info.run_id)
     assert ended.info.status is RunStatus.FINISHED
@@ -148,8 +132,7 @@ def test_a_store_that_refuses_the_end_is_said_and_the_next_reader_records_the_tr
     room again, the next reader records the command's true status and exit code, not a
     supervisor killed by the OOM killer."""
     disk = tmp_path / "db"
-    _mount_tmpfs(disk, "2m")
-    try:
+    with tmpfs(disk, "2m"):
         store_uri = str(disk / "store.db")
         open_store(store_uri)  # created while there is room
         fill = disk / "fill"
@@ -189,9 +172,6 @@ def test_a_store_that_refuses_the_end_is_said_and_the_next_reader_records_the_tr
         assert facts["exit_code"] == str(exit_code)
         assert facts["reason"] is None  # not "killed ... by the out-of-memory killer"
         assert not record.exists()
-    finally:
-        close_stores()
-        _unmount(disk)
 
 
 def _group(pgid: int) -> list[int]:
@@ -207,6 +187,14 @@ def _group(pgid: int) -> list[int]:
         fields = stat[stat.rindex(b")") + 2 :].split()
         if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             members.append(int(entry.name))
+    return members
+
+
+def _group_once_signalled(pgid: int, seconds: float = 5.0) -> list[int]:
+    """``_group`` once a SIGKILL sent to it has had time to land (delivery is asynchronous)."""
+    deadline = time.monotonic() + seconds
+    while (members := _group(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
     return members
 
 
@@ -247,7 +235,7 @@ def test_the_next_reader_stops_what_a_killed_reprorun_left_running(
         proc.communicate()
     status = reprorun_cli("runs", "status", run_id, "--json")
     assert json.loads(status.stdout)["status"] == "FAILED", status.stderr
-    assert _group(group) == []
+    assert _group_once_signalled(group) == []
 
 
 @pytest.mark.parametrize("ours", [True, False], ids=["the run's group", "a recycled pid"])
@@ -287,7 +275,10 @@ def test_a_reader_signals_a_leftover_group_only_when_it_is_the_runs(
         )
         assert _group(leader.pid) == [left]
         assert refresh(store, store.get_run(run_id)).info.status is RunStatus.FAILED
-        assert _group(leader.pid) == ([] if ours else [left])
+        if ours:
+            assert _group_once_signalled(leader.pid) == []
+        else:
+            assert _group(leader.pid) == [left]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(leader.pid, signal.SIGKILL)
@@ -299,8 +290,7 @@ def test_a_detached_run_whose_end_the_store_refused_is_recorded_by_the_next_read
     home: Path, tmp_path: Path
 ) -> None:
     disk = tmp_path / "db"
-    _mount_tmpfs(disk, "2m")
-    try:
+    with tmpfs(disk, "2m"):
         store_uri = str(disk / "store.db")
         open_store(store_uri)
         fill = disk / "fill"
@@ -332,24 +322,18 @@ def test_a_detached_run_whose_end_the_store_refused_is_recorded_by_the_next_read
         facts = json.loads(shown.stdout)
         assert (facts["status"], facts["exit_code"], facts["reason"]) == ("FINISHED", "0", None)
         assert not record.exists()
-    finally:
-        close_stores()
-        _unmount(disk)
 
 
 def test_a_full_disk_under_the_supervisors_folder_is_a_clear_error(
     home: Path, tmp_path: Path
 ) -> None:
     folder = home / "supervisors"
-    _mount_tmpfs(folder, "64k")
-    try:
+    with tmpfs(folder, "64k"):
         subprocess.run(
             ["dd", "if=/dev/zero", f"of={folder / 'fill'}", "bs=4k"], capture_output=True
         )
         project = make_project(tmp_path / "p", "entry_points:\n  main:\n    command: 'true'\n")
         code, _, err = _run_cli("--detach", str(project), env=dict(os.environ))
-    finally:
-        _unmount(folder)
     assert code == 1, err
     assert "Cannot write the run's supervisor file" in err and "No space left on device" in err
     assert "Traceback" not in err

@@ -23,7 +23,7 @@ from reprorun.errors import StoreFileError
 from reprorun.server.rest_mlflow import ArtifactUris, MlflowApi
 from reprorun.tracking.entities import Metric
 from reprorun.tracking.store import SqlStore, close_stores, open_store
-from tests.conftest import reprorun_cli
+from tests.conftest import reprorun_cli, tmpfs
 from tests.unit.test_migrations import make_v1_sqlite
 
 
@@ -55,21 +55,12 @@ def assert_clear_failure(result: subprocess.CompletedProcess[str], path: Path, *
         assert word in result.stderr
 
 
-def mount_tmpfs(folder: Path, size: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
-
-
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB file system of the test's own, unmounted after."""
-    folder = tmp_path / "disk"
-    mount_tmpfs(folder, "2m")
-    try:
+    with tmpfs(tmp_path / "disk", "2m") as folder:
         yield folder
-    finally:
         close_stores()
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 # --- damaged ---------------------------------------------------------------------------------
