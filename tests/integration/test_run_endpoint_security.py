@@ -11,6 +11,7 @@ scikit-learn model and a nested child run.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -399,6 +400,15 @@ def test_the_token_opens_the_run_not_the_store(
         assert call(run, "GET", f"runs/get?run_id={neighbour}")[0] == 200
         stop = {"run_id": neighbour, "status": "KILLED"}
         assert call(run, "POST", "runs/update", stop)[0] == 403
+        # The token as a basic password (what MLflow's clients send when they have a username,
+        # e.g. from ~/.mlflow/credentials) opens the same; another password does not.
+        basic = "Basic " + base64.b64encode(f"anyone:{run.token}".encode()).decode()
+        assert call(run, "POST", "runs/set-tag", own_tag, Authorization=basic)[0] == 200
+        wrong = "Basic " + base64.b64encode(b"anyone:guess").decode()
+        assert call(run, "POST", "runs/set-tag", own_tag, Authorization=wrong)[0] == 401
+        # A path the API does not serve is answered by the endpoint itself.
+        assert call(run, "POST", "experiments/delete/", {"experiment_id": exp})[0] == 404
+        assert run.env["MLFLOW_TRACKING_PASSWORD"] == run.token
     assert "Traceback" not in run.text()
 
 
@@ -495,10 +505,17 @@ def test_the_mlflow_client_logs_a_model_and_a_nested_run(
     from tests.integration.mlflow_env import client_python
 
     monkeypatch.setenv("MLFLOW_CLIENT_PYTHON", str(client_python()))
-    # Credentials of some other MLflow server in the user's environment: the mlflow client
-    # would send them instead of the run's token; the run's command does not inherit them.
+    # Credentials of some other MLflow server in the user's environment and in MLflow's
+    # credentials file: the mlflow client would send them instead of the run's token.
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "someone")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "elsewhere")
+    monkeypatch.setenv("MLFLOW_TRACKING_AUTH", "basic-auth")
+    user_home = home / "user-home"
+    (user_home / ".mlflow").mkdir(parents=True)
+    (user_home / ".mlflow" / "credentials").write_text(
+        "[mlflow]\nmlflow_tracking_username = team\nmlflow_tracking_password = team-secret\n"
+    )
+    monkeypatch.setenv("HOME", str(user_home))
     result = reprorun_cli("run", str(project), "-e", "nested", "--env-manager", "local")
     assert result.returncode == 0, result.stderr + result.stdout
     assert "REFUSED" in result.stdout and "reprorun run --experiment-name" in result.stdout

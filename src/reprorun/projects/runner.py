@@ -800,7 +800,9 @@ def _mlflow_env(
         "MLFLOW_EXPERIMENT_ID": experiment_id,
     }
     if token:
-        env["MLFLOW_TRACKING_TOKEN"] = token
+        from reprorun.server.sidecar import token_env
+
+        env.update(token_env(token))
     return env
 
 

@@ -110,8 +110,6 @@ class RunScope:
             if match is not None and allowed_method == method:
                 why = check(request, match.groupdict())
                 return None if why is None else self._message(method, path, why)
-        if not _known_route(path):
-            return None  # MLflowApi answers 404 ENDPOINT_NOT_FOUND without doing anything
         return self._message(method, path, "it is not part of what a run's code may do")
 
     def record(self, method: str, path: str, answer: Mapping[str, Any]) -> None:
@@ -223,6 +221,6 @@ class RunScope:
 _KNOWN = [path_pattern(template) for _, template, _ in routes()]
 
 
-def _known_route(path: str) -> bool:
+def known_route(path: str) -> bool:
     """Whether MLflowApi serves ``path`` (with any method)."""
     return any(pattern.match(path) for pattern in _KNOWN)

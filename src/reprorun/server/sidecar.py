@@ -39,16 +39,30 @@ MAX_DRAIN = 1024 * 1024  # a refused request's body is read (and dropped) up to 
 # that stops coming) and the longest a whole body may take to arrive; then it is closed.
 TIMEOUT = 60.0
 API_PREFIX = "/api/2.0/mlflow/"
-# Credentials MLflow's clients would send instead of the endpoint's token (the Python client
-# prefers a username and password to a token; the R client reads the MLFLOW_ names too): the
-# run's command must not inherit them along with MLFLOW_TRACKING_TOKEN.
+# Connections served at once; more are closed at once (each holds a thread of the run's
+# process: a local user opening thousands must not exhaust them).
+MAX_CONNECTIONS = 128
+# The token reaches MLflow's clients as the variables below. Their Python and R clients send a
+# username and password in preference to a token, and the Python client reads them from
+# ~/.mlflow/credentials when the variables are not set: so the run's command gets the token
+# as the password too (the endpoint accepts Bearer TOKEN or Basic ANYONE:TOKEN), and none of
+# the credentials that would be sent instead (an auth plugin, AWS signing) is inherited.
+TOKEN_USER = "reprorun-run"  # noqa: S105 - a user name; the token is the password
 SHADOWING_CREDENTIALS = (
-    "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_AUTH",
+    "MLFLOW_TRACKING_AWS_SIGV4",
     "MLFLOW_USERNAME",
     "MLFLOW_PASSWORD",
 )
+
+
+def token_env(token: str) -> dict[str, str]:
+    """The variables through which MLflow's clients send the endpoint's ``token``."""
+    return {
+        "MLFLOW_TRACKING_TOKEN": token,
+        "MLFLOW_TRACKING_USERNAME": TOKEN_USER,
+        "MLFLOW_TRACKING_PASSWORD": token,
+    }
 
 
 class Sidecar:
@@ -117,14 +131,14 @@ def _http_server(
     from reprorun import _json
     from reprorun.server.request_rules import body_type_refusal, content_length
     from reprorun.server.rest_mlflow import ApiError, ArtifactUris, MlflowApi, parse_request
-    from reprorun.server.run_scope import RunScope
+    from reprorun.server.run_scope import RunScope, known_route
 
     api = MlflowApi(store, ArtifactUris("", proxied=False))
     scope = RunScope(store, run_id)
     port = address[1]
     hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
     origins = {f"http://{host}" for host in hosts}
-    expected = f"Bearer {token}".encode()
+    secret = token.encode()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: one connection for a whole training loop
@@ -160,7 +174,7 @@ def _http_server(
                 return
             self._check_token()
             body = self._body()
-            if not parts.path.startswith(API_PREFIX):
+            if not parts.path.startswith(API_PREFIX) or not known_route(parts.path):
                 self._reply(
                     404,
                     {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No endpoint {parts.path}."},
@@ -199,8 +213,7 @@ def _http_server(
                 )
 
         def _check_token(self) -> None:
-            given = (self.headers.get("Authorization") or "").strip().encode("utf-8", "replace")
-            if not hmac.compare_digest(given, expected):
+            if not hmac.compare_digest(_presented(self.headers.get("Authorization")), secret):
                 raise _Refused(
                     401,
                     "UNAUTHENTICATED",
@@ -287,6 +300,23 @@ def _http_server(
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
+        slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not self.slots.acquire(blocking=False):
+                self.shutdown_request(request)  # too many at once: this one is closed
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self.slots.release()
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
 
         def handle_error(self, request: Any, client_address: Any) -> None:
             pass  # a connection that failed concerns its client, not the run's output
@@ -295,3 +325,21 @@ def _http_server(
     server.socket.close()
     server.socket = sock
     return server
+
+
+def _presented(header: str | None) -> bytes:
+    """The secret an ``Authorization`` header presents: a bearer token, or a basic password
+    (whatever the user name); empty for anything else."""
+    import base64
+    import binascii
+
+    scheme, _, value = (header or "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip().encode("utf-8", "replace")
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return b""
+        return decoded.partition(b":")[2]
+    return b""
