@@ -19,7 +19,7 @@ MAX_KEY = 250  # MLflow's MAX_ENTITY_KEY_LENGTH
 MAX_EXPERIMENT_NAME = 500  # MLflow's MAX_EXPERIMENT_NAME_LENGTH
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-_NAME = re.compile(r"^[/\w.\- :]*$")
+_NAME = re.compile(r"[/\w.\- :]*")  # whole key: fullmatch ('$' would pass "abc\n")
 _ALLOWED = (
     "letters, digits, underscores (_), dashes (-), periods (.), spaces ( ), colons (:) and "
     "slashes (/)"
@@ -36,7 +36,7 @@ def check_key(key: Any, kind: str) -> None:
             f"Invalid {kind} key {key[:40]!r}...: it is {len(key)} characters long; "
             f"the limit is {MAX_KEY}."
         )
-    if not _NAME.match(key):
+    if not _NAME.fullmatch(key):
         raise UserInputError(f"Invalid {kind} key {key!r}: keys may only contain {_ALLOWED}.")
     norm = posixpath.normpath(key)
     if norm != key or norm == "." or norm.startswith(("..", "/")):
