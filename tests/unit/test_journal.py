@@ -77,6 +77,19 @@ def test_an_unwritable_home_falls_back_to_a_private_temporary_folder(
     path.parent.chmod(0o777)
     assert journal.find("r1") is None
     assert journal.write(_ending("r2")) is None
+    # Nor one whose parent (made first by someone else) others may write to, or a link.
+    path.parent.chmod(0o700)
+    path.parent.parent.chmod(0o777)
+    assert journal.find("r1") is None
+    assert journal.write(_ending("r3")) is None
+    path.parent.parent.chmod(0o700)
+    assert journal.find("r1") == (path, _ending("r1"))
+    linked = tmp_path / "elsewhere"
+    linked.mkdir(mode=0o700)
+    path.parent.rename(linked / "journal")
+    path.parent.symlink_to(linked / "journal")
+    assert journal.find("r1") is None
+    assert journal.write(_ending("r4")) is None
 
 
 def test_a_record_of_another_owner_does_not_end_the_run(home: Path) -> None:

@@ -127,6 +127,7 @@ def _served(tmp_path: Path, backoff: Backoff | None = None) -> Iterator[str]:
 
     users = tmp_path / "users.txt"
     add_user(users, "alice", "s3cret-Alice")
+    add_user(users, "bob", "hunter2-bob")
     config = ServerConfig(
         backend_store_uri=str(tmp_path / "store.db"),
         basic_auth_file=str(users),
@@ -199,3 +200,5 @@ def test_a_client_guessing_passwords_is_told_to_wait(tmp_path: Path) -> None:
         # Even the right password waits (it would cost a hash), but nothing that costs none:
         assert _get(f"{url}/health", _basic("alice", "s3cret-Alice"))[0] == 429
         assert _get(f"{url}/health", _basic("alice", "guess-1"))[0] == 401
+        # Another user signing in from the same address is not locked out by those guesses.
+        assert _get(f"{url}/health", _basic("bob", "hunter2-bob"))[0] == 200

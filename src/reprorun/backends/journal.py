@@ -164,7 +164,8 @@ def write(ending: Ending) -> Path | None:
         path = folder / f"{ending.run_id}.json"
         partial = folder / f".{ending.run_id}.{os.getpid()}.tmp"
         try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, exist_ok=True)
             if not _private(folder):
                 continue
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -196,8 +197,17 @@ def find(run_id: str) -> tuple[Path, Ending] | None:
 
 
 def _private(folder: Path) -> bool:
-    """Whether ``folder`` is ours alone (the temporary directory is shared)."""
+    """Whether ``folder`` and its parent are ours alone, real folders (no symbolic link), that
+    no one else may write to: the temporary directory is shared, and another user who could
+    rename or replace either could hide an ending or redirect it."""
     import stat
 
-    info = folder.stat()
-    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    for path in (folder.parent, folder):
+        info = path.lstat()
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or info.st_uid != os.getuid()
+            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        ):
+            return False
+    return True

@@ -16,10 +16,9 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
-from reprorun._utils import process_identity
+from reprorun._utils import die_with_parent, process_identity
 from reprorun.backends import journal
 from reprorun.backends.base import (
     JOB_ID_TAG,
@@ -35,7 +34,6 @@ from reprorun.errors import ExecutionError, RunNotRecorded
 from reprorun.tracking.entities import Run, RunStatus, SystemTags, now_ms
 from reprorun.tracking.store.base import TrackingStore
 
-_LINUX = sys.platform.startswith("linux")  # the parent-death signal is Linux's prctl
 # After the main process exits, how long leftover processes may keep the log pipe open.
 _DRAIN_SECONDS = 5.0
 
@@ -60,7 +58,7 @@ class LocalBackend(Backend):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: Ctrl-C reaches us, we stop it all
-                preexec_fn=_die_with_parent() if spec.tied_to_caller and _LINUX else None,
+                preexec_fn=die_with_parent() if spec.tied_to_caller else None,
             )
         except OSError as exc:
             if slot:
@@ -96,21 +94,6 @@ def _wait_for_slot(spec: LaunchSpec) -> Slot:
         slot.release()  # ended while it waited (runs end, a reader): nothing to run
         raise ExecutionError(f"Run {spec.run_id} was ended while it waited in the queue.")
     return slot
-
-
-def _die_with_parent() -> Callable[[], None]:
-    """What the child runs before exec: ask for SIGKILL when the thread that started it
-    dies (a supervisor killed with SIGKILL must not leave its command running unowned).
-    Resolved here, in the parent: the child may only make the call, not import."""
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-
-    def request() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-    return request
 
 
 def _end_run(
@@ -177,12 +160,17 @@ class _Log:
             )
         }
 
+    def _record(self, tag: dict[str, str]) -> None:
+        with contextlib.suppress(Exception):
+            self._spec.store.set_tags(self._spec.run_id, tag)
+
     def _failed(self, exc: OSError) -> None:
         self.close()
         name = errno.errorcode.get(exc.errno or 0, "")
         self.error = f"{exc.strerror or exc}" + (f" ({name})" if name else "")
-        with contextlib.suppress(Exception):  # a store on the same full disk: said at the end
-            self._spec.store.set_tags(self._spec.run_id, self.tag())
+        # Said on the run now, off the pump's thread (a store that is locked or on the same
+        # full disk must not stop the draining), and again with the end.
+        threading.Thread(target=self._record, args=(self.tag(),), daemon=True).start()
         if self._spec.echo is not None:
             with contextlib.suppress(Exception):
                 sys.stderr.write(

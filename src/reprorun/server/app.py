@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reprorun import __version__
 from reprorun import _json as fastjson
-from reprorun.server.auth import Authenticator, Backoff
+from reprorun.server.auth import Authenticator, Backoff, basic_user
 from reprorun.server.request_rules import body_type_refusal
 from reprorun.server.rest_mlflow import (
     ARTIFACTS_API,
@@ -310,9 +310,9 @@ class AuthMiddleware(_Guard):
 
     Checks that need scrypt run in worker threads, ``SCRYPT_AT_ONCE`` at a time and at most
     ``SCRYPT_QUEUE`` waiting (beyond that: 503), so guesses never stall the event loop; a
-    client that keeps sending new wrong passwords is told to retry later (429) before its
-    next one is hashed. Tokens, unknown users and passwords seen before cost no hashing and
-    are answered at once."""
+    client that keeps sending new wrong passwords for a user is told to retry later (429)
+    before its next one is hashed. Tokens, unknown users and passwords seen before cost no
+    hashing and are answered at once."""
 
     SCRYPT_AT_ONCE = 2
     SCRYPT_QUEUE = 64
@@ -329,8 +329,11 @@ class AuthMiddleware(_Guard):
             await self.app(scope, receive, send)
             return
         headers = {k: v.decode("latin-1") for k, v in scope.get("headers") or []}
-        client = (scope.get("client") or ("?", 0))[0]
-        refused = await self._refusal(headers.get(b"authorization", ""), client)
+        header = headers.get(b"authorization", "")
+        # Per address and user name: on a loopback server every local user is 127.0.0.1, and
+        # one who guesses alice's password must not lock bob out.
+        client = f"{(scope.get('client') or ('?', 0))[0]} {basic_user(header)}"
+        refused = await self._refusal(header, client)
         if refused is not None:
             await refused(scope, receive, send)
             return

@@ -197,6 +197,12 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return user, password
 
 
+def basic_user(header: str) -> str:
+    """The user name of a basic ``Authorization`` header ("" for anything else)."""
+    parsed = _basic_credentials(header)
+    return "" if parsed is None else parsed[0]
+
+
 def _digest(user: str, password: str, encoded: str) -> str:
     return hashlib.sha256(f"{user}:{password}:{encoded}".encode()).hexdigest()
 
