@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -218,6 +219,8 @@ def test_the_next_reader_stops_what_a_killed_reprorun_left_running(
     )
     try:
         assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)  # bounded: a hang fails the test
+        assert ready, "reprorun run printed nothing in 60 s"
         assert proc.stdout.readline() == b"start\n"  # the command runs
         deadline = time.monotonic() + 30
         while not id_file.exists() or not id_file.read_text().strip():
