@@ -1,12 +1,16 @@
 """Artifact paths stay inside the folder they are asked under, through every way in: the
 server's REST listing, its artifact proxy and web UI, the per-run API, the Python API and the
 CLI. A run's code can plant symbolic links in its artifact folder (to /etc, to another run,
-to a file elsewhere): none is listed, read, downloaded or written through."""
+to a file elsewhere): none is listed, read, downloaded or written through. Links inside the
+folder are followed (a linked folder's files are listed and downloaded under its name) except
+a link back to a folder the path already passes through, which is listed with no entries."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -14,7 +18,8 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from reprorun.errors import UserInputError
-from reprorun.server.rest_mlflow import API, ArtifactUris, MlflowApi
+from reprorun.server.app import resolve_under
+from reprorun.server.rest_mlflow import API, ApiError, ArtifactUris, MlflowApi
 from reprorun.tracking import artifacts, fluent
 from reprorun.tracking.store.database import SqliteDatabase
 from reprorun.tracking.store.sql import SqlStore
@@ -38,9 +43,12 @@ def plant(folder: Path, outside: Path, other_run: Path) -> None:
     (folder / "sub" / "up").symlink_to("../..")  # the run's parent folder
     (folder / "inner.txt").symlink_to("sub/real.txt")  # inside: shown as its target
     (folder / "innerdir").symlink_to("sub")
+    (folder / "sub" / "loop").symlink_to("..")  # inside, but a loop: listed, not entered
 
 
-INSIDE = {"inner.txt", "innerdir", "sub", "sub/real.txt", "top.txt"}
+TOP = {"inner.txt", "innerdir", "sub", "top.txt"}
+INSIDE = TOP | {"sub/real.txt", "sub/loop", "innerdir/real.txt", "innerdir/loop"}
+LOOPS = ["sub/loop", "innerdir/loop", "innerdir/loop/sub/loop"]
 OUT = [
     "etc", "secret.txt", "outdir", "other", "other/theirs.txt", "dangling", "sub/up",
     "etc/passwd", "outdir/x",
@@ -69,7 +77,7 @@ def local_run(tmp_path: Path, outside: Path) -> Iterator[tuple[SqlStore, str, Pa
     store.close()
 
 
-def test_listing_omits_links_out_and_does_not_enter_linked_folders(
+def test_listing_omits_links_out_and_enters_linked_folders_inside_once(
     local_run: tuple[SqlStore, str, Path],
 ) -> None:
     store, run_id, _ = local_run
@@ -77,8 +85,27 @@ def test_listing_omits_links_out_and_does_not_enter_linked_folders(
     listed = {f.path: f for f in artifacts.list_artifacts(uri, recursive=True)}
     assert set(listed) == INSIDE
     assert listed["inner.txt"].file_size == len("real\n")
-    assert listed["innerdir"].is_dir
-    assert {f.path for f in artifacts.list_artifacts(uri)} == INSIDE - {"sub/real.txt"}
+    assert listed["innerdir"].is_dir and listed["innerdir/loop"].is_dir
+    assert listed["innerdir/real.txt"].file_size == len("real\n")
+    assert {f.path for f in artifacts.list_artifacts(uri)} == TOP
+    linked = {f.path for f in artifacts.list_artifacts(uri, "innerdir", recursive=True)}
+    assert linked == {"innerdir/real.txt", "innerdir/loop"}
+    for path in LOOPS:  # asked for directly, a loop has no entries either
+        assert artifacts.list_artifacts(uri, path, recursive=True) == []
+
+
+def test_downloading_a_linked_folder_copies_its_files(
+    local_run: tuple[SqlStore, str, Path], tmp_path: Path
+) -> None:
+    store, run_id, _ = local_run
+    uri = store.get_run(run_id).info.artifact_uri
+    target = artifacts.download(uri, "innerdir", tmp_path / "dl")
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "loop",
+        "real.txt",
+    ]
+    assert (target / "real.txt").read_text() == "real\n"
+    assert list((target / "loop").iterdir()) == []
 
 
 @pytest.mark.parametrize("path", OUT)
@@ -101,8 +128,27 @@ def test_downloading_the_whole_folder_copies_only_what_is_inside(
     target = artifacts.download(store.get_run(run_id).info.artifact_uri, "", tmp_path / "dl")
     copied = {p.relative_to(target).as_posix() for p in target.rglob("*")}
     assert copied == INSIDE
+    assert (target / "innerdir" / "real.txt").read_text() == "real\n"
     assert not any(p.is_symlink() for p in target.rglob("*"))
     assert SECRET not in "".join(p.read_text() for p in target.rglob("*") if p.is_file())
+
+
+def test_a_path_through_a_link_out_is_refused_even_when_it_leads_back_in(
+    local_run: tuple[SqlStore, str, Path], outside: Path, tmp_path: Path
+) -> None:
+    """The listing omits ``outdir`` (a link out), so nothing is read through it, even where
+    the folder outside links back in: each step of a path is checked, not only its end."""
+    store, run_id, folder = local_run
+    uri = store.get_run(run_id).info.artifact_uri
+    (outside / "back").symlink_to(folder / "sub")
+    for path in ("outdir/back", "outdir/back/real.txt"):
+        with pytest.raises(UserInputError, match="out of the artifact folder"):
+            artifacts.list_artifacts(uri, path)
+        with pytest.raises(UserInputError, match="out of the artifact folder"):
+            artifacts.download(uri, path, tmp_path / "dl")
+        with pytest.raises(ApiError, match="leaves the artifact root"):
+            resolve_under(folder.resolve(), path)
+    assert not (tmp_path / "dl").exists()
 
 
 @pytest.mark.parametrize(
@@ -173,7 +219,14 @@ def test_rest_listing_of_a_local_run(local_run: tuple[SqlStore, str, Path]) -> N
     api = MlflowApi(store, ArtifactUris(store.artifact_root, proxied=False))
     status, reply = api.handle("GET", f"{API}/artifacts/list", {"run_id": [run_id]}, b"")
     assert status == 200, reply
-    assert {f["path"] for f in reply["files"]} == INSIDE - {"sub/real.txt"}
+    assert {f["path"] for f in reply["files"]} == TOP
+    query = {"run_id": [run_id], "path": ["innerdir"]}
+    status, reply = api.handle("GET", f"{API}/artifacts/list", query, b"")
+    assert {f["path"] for f in reply["files"]} == {"innerdir/real.txt", "innerdir/loop"}
+    for path in LOOPS:
+        query = {"run_id": [run_id], "path": [path]}
+        status, reply = api.handle("GET", f"{API}/artifacts/list", query, b"")
+        assert (status, reply.get("files", [])) == (200, []), (path, reply)
     for path in OUT:
         query = {"run_id": [run_id], "path": [path]}
         status, reply = api.handle("GET", f"{API}/artifacts/list", query, b"")
@@ -202,12 +255,25 @@ def test_server_lists_serves_and_downloads_only_what_is_inside(
     plant(served.artifacts / rel, outside, other_dir)
 
     listed = ok(call(served, "GET", "artifacts/list", query={"run_id": run_id}))
-    assert {f["path"] for f in listed["files"]} == INSIDE - {"sub/real.txt"}
+    assert {f["path"] for f in listed["files"]} == TOP
     proxy = "/api/2.0/mlflow-artifacts/artifacts"
-    reply = send(served, "GET", f"{proxy}?{urlencode({'path': rel})}")
-    assert reply.status == 200, str(reply)
-    assert {f["path"] for f in json.loads(reply.body)["files"]} == INSIDE - {"sub/real.txt"}
+
+    def proxy_listing(path: str) -> set[str]:
+        reply = send(served, "GET", f"{proxy}?{urlencode({'path': path})}")
+        assert reply.status == 200, str(reply)
+        return {f["path"] for f in json.loads(reply.body)["files"]}
+
+    assert proxy_listing(rel) == TOP
+    assert proxy_listing(f"{rel}/innerdir") == {"real.txt", "loop"}
+    query = {"run_id": run_id, "path": "innerdir"}
+    listed = ok(call(served, "GET", "artifacts/list", query=query))
+    assert {f["path"] for f in listed["files"]} == {"innerdir/real.txt", "innerdir/loop"}
+    for path in LOOPS:
+        assert proxy_listing(f"{rel}/{path}") == set()
+        listed = ok(call(served, "GET", "artifacts/list", query={"run_id": run_id, "path": path}))
+        assert listed.get("files", []) == []
     assert send(served, "GET", f"{proxy}/{rel}/inner.txt").body == b"real\n"
+    assert send(served, "GET", f"{proxy}/{rel}/innerdir/real.txt").body == b"real\n"
     for path in OUT:
         assert_error(
             call(served, "GET", "artifacts/list", query={"run_id": run_id, "path": path}), 400
@@ -220,3 +286,39 @@ def test_server_lists_serves_and_downloads_only_what_is_inside(
             assert reply.status in (400, 404), (url, str(reply))
             assert SECRET.encode() not in reply.body and b"root:" not in reply.body
     assert os.listdir(outside) == ["secret.txt"]
+
+
+REMOTE_CLIENT = """
+import json, sys
+from reprorun.tracking import artifacts
+uri, server, dest = sys.argv[1:]
+listed = [f.path for f in artifacts.list_artifacts(uri, recursive=True, tracking_uri=server)]
+copied = []
+for folder in ("innerdir", "sub"):
+    target = artifacts.download(uri, folder, dest, tracking_uri=server)
+    copied += [p.relative_to(dest).as_posix() for p in target.rglob("*") if p.is_file()]
+print(json.dumps({"listed": listed, "copied": copied}))
+"""
+
+
+def test_a_remote_client_walks_the_proxy_listings_to_an_end(
+    served: ServerProcess, outside: Path, tmp_path: Path
+) -> None:
+    """A client of the proxy lists one folder per request and enters every folder it is shown:
+    a loop must end there too (a process, so a walk without end is a bounded failure)."""
+    run = ok(call(served, "POST", "runs/create", {"experiment_id": "0"}))["run"]["info"]
+    other_dir = tmp_path / "other-run"
+    other_dir.mkdir()
+    plant(
+        served.artifacts / run["artifact_uri"].removeprefix("mlflow-artifacts:/"),
+        outside,
+        other_dir,
+    )
+    client = subprocess.run(
+        [sys.executable, "-c", REMOTE_CLIENT, run["artifact_uri"], served.url, str(tmp_path / "dl")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert client.returncode == 0, client.stderr
+    result = json.loads(client.stdout)
+    assert set(result["listed"]) == INSIDE
+    assert sorted(result["copied"]) == ["innerdir/real.txt", "sub/real.txt"]

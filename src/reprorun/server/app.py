@@ -413,11 +413,13 @@ def safe_artifact_path(raw: str) -> PurePosixPath:
 
 def resolve_under(root: Path, raw: str, where: str = "the artifact root") -> Path:
     """The path ``raw`` names under the resolved folder ``root``; refused if it is unsafe (see
-    safe_artifact_path) or resolves outside it (a symbolic link pointing out)."""
-    target = (root / safe_artifact_path(raw)).resolve()
-    if not target.is_relative_to(root):
+    safe_artifact_path) or a step of it leads outside (a symbolic link pointing out)."""
+    from reprorun.tracking.artifacts import real_chain
+
+    chain = real_chain(root, safe_artifact_path(raw))
+    if chain is None:
         raise invalid(f"Invalid artifact path {raw!r}: it leaves {where}.")
-    return target
+    return chain[-1]
 
 
 class ArtifactProxy:
@@ -436,12 +438,25 @@ class ArtifactProxy:
             return self.root
         return (self.root.joinpath(*parts[: parts.index("artifacts") + 1])).resolve()
 
-    def _resolve(self, raw: str) -> Path:
-        target = resolve_under(self.root, raw)
+    def _chain(self, raw: str) -> list[Path]:
+        """The real paths of ``raw``'s artifact folder (see ``_boundary``) and of each step of
+        ``raw`` under it, ``raw``'s own last; refused if a step leaves the root or that
+        folder."""
+        from reprorun.tracking.artifacts import real_chain
+
+        resolve_under(self.root, raw)
+        parts = safe_artifact_path(raw).parts
+        below = parts[parts.index("artifacts") + 1 :] if "artifacts" in parts else parts
         boundary = self._boundary(raw)
-        if not boundary.is_relative_to(self.root) or not target.is_relative_to(boundary):
+        chain = None
+        if boundary.is_relative_to(self.root):
+            chain = real_chain(boundary, PurePosixPath(*below))
+        if chain is None:
             raise invalid(f"Invalid artifact path {raw!r}: it leaves its artifact folder.")
-        return target
+        return chain
+
+    def _resolve(self, raw: str) -> Path:
+        return self._chain(raw)[-1]
 
     async def handle(self, request: Request) -> Response:
         raw = request.path_params.get("path")
@@ -470,13 +485,16 @@ class ArtifactProxy:
         return json_response(200, {})
 
     def _list(self, raw: str) -> Response:
-        from reprorun.tracking.artifacts import entries_inside
+        from reprorun.tracking.artifacts import entries_inside, loops
 
-        base = self._resolve(raw) if raw else self.root
+        chain = self._chain(raw) if raw else [self.root]
+        base = chain[-1]
         files = []
-        if base.is_dir():
-            # Symbolic links pointing out of the artifact folder (or nowhere) are not shown.
-            for entry in entries_inside(base, self._boundary(raw)):
+        # Symbolic links pointing out of the artifact folder (or nowhere) are not shown, and a
+        # path through a link back to a folder it passes already has no entries (as a local
+        # recursive listing shows it): a client walking these listings comes to an end.
+        if base.is_dir() and not loops(chain):
+            for entry in entries_inside(base, chain[0]):
                 info: dict[str, Any] = {"path": entry.name, "is_dir": entry.is_dir}
                 if not entry.is_dir:
                     info["file_size"] = entry.size

@@ -4,10 +4,14 @@ tracking server's artifact proxy (``mlflow-artifacts:/...``, streamed over HTTP)
 Every artifact path stays inside the folder it is asked under (the run's or model's artifact
 folder): a path with ``..``, an absolute path, a NUL or their percent-encoded forms is refused
 (``UserInputError``), and so is a path through a symbolic link that points out of the folder
-(to /etc, another run, a file elsewhere). Listings omit such links (and dangling ones), never
-descend into linked folders, and downloads copy what the listing shows; writes never follow a
-link out (a file is written beside its name and renamed over it, replacing a link itself). A
-link to a file or folder inside the same artifact folder is listed and read as its target.
+(to /etc, another run, a file elsewhere). Listings omit such links (and dangling ones), and
+downloads copy what the listing shows; writes never follow a link out (a file is written beside
+its name and renamed over it, replacing a link itself). A link to a file or folder inside the
+same artifact folder is listed and read as its target, and a recursive listing (so a download)
+enters a linked folder as it would the folder itself, except a link back to a folder the path
+already passes through (``a/loop -> ..``): that one is listed with no entries, so a listing
+always ends. Asked for such a looping path directly, a listing is empty too, which keeps the
+proxy's one-level listings (that a remote client walks) the same.
 """
 
 from __future__ import annotations
@@ -117,17 +121,40 @@ def safe_relative(artifact_path: str | None) -> PurePosixPath:
     return path
 
 
-def local_path(artifact_uri: str, path: str | None) -> Path:
-    """The real path ``path`` names in a local artifact folder (links resolved); refused if it
-    is unsafe (see ``safe_relative``) or resolves outside the folder (a link pointing out)."""
+def real_chain(root: Path, rel: PurePosixPath) -> list[Path] | None:
+    """The real paths (links resolved) of the resolved folder ``root`` and of each step of the
+    relative path ``rel`` under it, ``rel``'s own last; None if a step leads out of ``root``
+    (a symbolic link pointing out, even one whose target links back in)."""
+    chain = [root]
+    for part in rel.parts:
+        real = (chain[-1] / part).resolve()
+        if not real.is_relative_to(root):
+            return None
+        chain.append(real)
+    return chain
+
+
+def loops(chain: list[Path]) -> bool:
+    """Whether a path passes through the same real folder twice (a link back to a folder it
+    is already in): a listing shows no entries there, as a recursive one does not enter it."""
+    return len(set(chain)) < len(chain)
+
+
+def _chain(artifact_uri: str, path: str | None) -> list[Path]:
     root = local_dir(artifact_uri).resolve()
-    target = (root / safe_relative(path)).resolve()
-    if not target.is_relative_to(root):
+    chain = real_chain(root, safe_relative(path))
+    if chain is None:
         raise UserInputError(
             f"Invalid artifact path {path!r}: it leads out of the artifact folder "
             f"{root} (through a symbolic link)."
         )
-    return target
+    return chain
+
+
+def local_path(artifact_uri: str, path: str | None) -> Path:
+    """The real path ``path`` names in a local artifact folder (links resolved); refused if it
+    is unsafe (see ``safe_relative``) or leads outside the folder (a link pointing out)."""
+    return _chain(artifact_uri, path)[-1]
 
 
 @dataclass(frozen=True)
@@ -264,20 +291,30 @@ def list_artifacts(
 ) -> list[FileInfo]:
     if is_remote(artifact_uri):
         return _list_remote(artifact_uri, safe_relative(path), recursive, tracking_uri)
-    base = local_path(artifact_uri, path)
-    if not base.is_dir():
-        return []
-    root = local_dir(artifact_uri).resolve()
-    return list(_walk(base, root, safe_relative(path), recursive))
+    return [info for info, _ in _walk_local(artifact_uri, path, recursive)]
 
 
-def _walk(folder: Path, root: Path, rel: PurePosixPath, recursive: bool) -> Iterator[FileInfo]:
-    """Entries of ``folder`` shown under ``rel``; linked folders are listed, not entered."""
+def _walk_local(
+    artifact_uri: str, path: str | None, recursive: bool
+) -> Iterator[tuple[FileInfo, Path]]:
+    """The listing of ``path`` in a local artifact folder, each entry with its real path."""
+    chain = _chain(artifact_uri, path)
+    if not chain[-1].is_dir() or loops(chain):
+        return iter(())
+    return _walk(chain[-1], chain[0], safe_relative(path), recursive, frozenset(chain))
+
+
+def _walk(
+    folder: Path, root: Path, rel: PurePosixPath, recursive: bool, above: frozenset[Path]
+) -> Iterator[tuple[FileInfo, Path]]:
+    """Entries of ``folder`` shown under ``rel``, with their real paths. A recursive walk
+    enters linked folders too, but not one whose real path is ``folder`` or a folder ``above``
+    it (a loop): that one is listed, with no entries."""
     for entry in entries_inside(folder, root):
         child = rel / entry.name
-        yield FileInfo(child.as_posix(), entry.is_dir, entry.size)
-        if recursive and entry.is_dir and not entry.is_link:
-            yield from _walk(entry.path, root, child, True)
+        yield FileInfo(child.as_posix(), entry.is_dir, entry.size), entry.path
+        if recursive and entry.is_dir and entry.path not in above:
+            yield from _walk(entry.path, root, child, True, above | {entry.path})
 
 
 def _list_remote(
@@ -305,14 +342,15 @@ def download(
     target = Path(dest) / (rel.name or "artifacts")
     if not is_remote(artifact_uri):
         source = local_path(artifact_uri, path)
-        if source.is_dir():  # what the listing shows: no link out, no linked folder entered
+        if source.is_dir():  # what the listing shows: no link out, linked folders as folders
             target.mkdir(parents=True, exist_ok=True)
-            for f in list_artifacts(artifact_uri, path, recursive=True):
+            root = local_dir(artifact_uri).resolve()
+            for f, real in _walk_local(artifact_uri, path, True):
                 local = target / PurePosixPath(f.path).relative_to(rel)
                 if f.is_dir:
                     local.mkdir(parents=True, exist_ok=True)
-                else:
-                    shutil.copy2(local_path(artifact_uri, f.path), local)
+                elif (now := real.resolve()).is_relative_to(root):  # not made a link out since
+                    shutil.copy2(now, local)
         elif source.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
