@@ -105,3 +105,22 @@ def test_a_record_of_another_owner_does_not_end_the_run(home: Path) -> None:
     assert handle._record_journal() is True
     assert store.get_run(run.info.run_id).info.status is RunStatus.FAILED
     assert journal.find(run.info.run_id) is None
+
+
+def test_a_launch_failure_on_a_refusing_store_keeps_its_error_and_its_end(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launch error is what the caller sees; the FAILED end waits in the journal."""
+    from reprorun.backends.base import FAILURE_TAG
+    from reprorun.projects.runner import end_unlaunched
+
+    monkeypatch.setenv(journal.RETRY_ENV, "0.2")
+    store = open_store()
+    run_id = store.create_run("0").info.run_id
+    end_unlaunched(Refusing(store, failures=10**6), run_id, ValueError("no cluster"))  # type: ignore[arg-type]
+    found = journal.find(run_id)
+    assert found is not None
+    ending = found[1]
+    assert ending.status is RunStatus.FAILED
+    assert ending.tags[FAILURE_TAG] == "ValueError: no cluster"
+    assert store.get_run(run_id).info.status is RunStatus.RUNNING

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,13 @@ from reprorun.backends.base import (
 from reprorun.backends.supervised import STOPS_ON_SIGTERM_TAG
 from reprorun.config import TrackingTarget, resolve_tracking
 from reprorun.envs.base import PreparedEnv, default_env_manager, get_env_manager
-from reprorun.errors import ExecutionError, RunFailed, RunInterrupted, UserInputError
+from reprorun.errors import (
+    ExecutionError,
+    RunFailed,
+    RunInterrupted,
+    RunNotRecorded,
+    UserInputError,
+)
 from reprorun.projects.fingerprint import Fingerprint, fingerprint
 from reprorun.projects.params import ResolvedParam, render_command, resolve_parameters
 from reprorun.projects.spec import EntryPoint, Project, load_project
@@ -338,15 +344,19 @@ def run(
 def end_unlaunched(store: TrackingStore, run_id: str, exc: BaseException) -> None:
     """End a run whose command could not be started: KILLED if a stop signal interrupted
     the launch, else FAILED with the reason (e.g. the cluster could not be reached). A run
-    already ended meanwhile (runs kill, a reader) is left as it is."""
-    current = store.get_run(run_id).info.status  # RUNNING, or SCHEDULED in a queue
-    if current.is_terminal:
-        return
+    already ended meanwhile (runs kill, a reader) is left as it is. A store that refuses the
+    end does not hide ``exc``: the end is kept in the journal for the next reader."""
+    from reprorun.backends import journal
+
+    with suppress(Exception):  # a store that cannot answer: the journal takes the end
+        if store.get_run(run_id).info.status.is_terminal:  # RUNNING, or SCHEDULED in a queue
+            return
     interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
-    if not interrupted:
-        store.set_tag(run_id, FAILURE_TAG, f"{type(exc).__name__}: {exc}"[:8000])
+    tags = {} if interrupted else {FAILURE_TAG: f"{type(exc).__name__}: {exc}"[:8000]}
     status = RunStatus.KILLED if interrupted else RunStatus.FAILED
-    store.update_run(run_id, status=status, end_time=now_ms(), only_if_status=current)
+    ending = journal.Ending(run_id, status, now_ms(), tags, process_identity(os.getpid()))
+    with suppress(RunNotRecorded):
+        journal.record_end(store, ending)
 
 
 def _owner_tags(backend: Backend, configured: bool, stopper: _Stopper | None) -> dict[str, str]:
