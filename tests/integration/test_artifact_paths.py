@@ -151,6 +151,14 @@ def test_a_path_through_a_link_out_is_refused_even_when_it_leads_back_in(
     assert not (tmp_path / "dl").exists()
 
 
+def test_downloading_into_the_folder_itself_copies_what_was_there(
+    local_run: tuple[SqlStore, str, Path],
+) -> None:
+    store, run_id, folder = local_run
+    target = artifacts.download(store.get_run(run_id).info.artifact_uri, "", folder / "copy")
+    assert {p.relative_to(target).as_posix() for p in target.rglob("*")} == INSIDE
+
+
 @pytest.mark.parametrize(
     "path", ["../x", "/abs", "%2e%2e/x", "%252e%252e/x", "a/%2E%2E/%2E%2E/x", "a\x00b", "..\\x"]
 )

@@ -164,7 +164,6 @@ class Entry:
     name: str
     path: Path
     is_dir: bool
-    is_link: bool
     size: int | None  # None for a folder
 
 
@@ -184,7 +183,7 @@ def entries_inside(folder: Path, root: Path) -> list[Entry]:
                 size = None if is_dir else real.stat().st_size
             except OSError:
                 continue
-            result.append(Entry(item.name, real, is_dir, item.is_symlink(), size))
+            result.append(Entry(item.name, real, is_dir, size))
     return sorted(result, key=lambda e: e.name)
 
 
@@ -343,9 +342,11 @@ def download(
     if not is_remote(artifact_uri):
         source = local_path(artifact_uri, path)
         if source.is_dir():  # what the listing shows: no link out, linked folders as folders
+            # Listed before copying: a destination inside the folder is not walked into.
+            listed = list(_walk_local(artifact_uri, path, True))
             target.mkdir(parents=True, exist_ok=True)
             root = local_dir(artifact_uri).resolve()
-            for f, real in _walk_local(artifact_uri, path, True):
+            for f, real in listed:
                 local = target / PurePosixPath(f.path).relative_to(rel)
                 if f.is_dir:
                     local.mkdir(parents=True, exist_ok=True)
