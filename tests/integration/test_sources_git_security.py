@@ -339,3 +339,127 @@ def test_a_branch_is_checked_too_and_never_run_stale(home: Path, tmp_path: Path)
     offline = reprorun_cli("run", uri, "--version", "feature")
     assert offline.returncode == 2
     assert "git fetch failed for " + bare.as_uri() in offline.stderr
+
+
+def retag(bare: Path, tag: str, commit: str) -> None:
+    """Move ``tag`` upstream, as `git tag -f` and a force push do."""
+    git("tag", "-f", "-a", "-m", "moved", tag, commit, cwd=bare)
+
+
+def push_to_feature(tmp_path: Path, text: str) -> None:
+    work = tmp_path / "work"
+    git("checkout", "-q", "feature", cwd=work)
+    (work / "sub" / "proj" / "show.py").write_text(f"import sys\nprint({text!r})\n")
+    git("commit", "-qam", text, cwd=work)
+    git("push", "-q", "server", "feature", cwd=work)
+    git("checkout", "-q", "main", cwd=work)
+
+
+@pytest.mark.slow
+def test_every_spelling_of_a_moved_ref_is_checked(home: Path, tmp_path: Path) -> None:
+    # Full ref names, short ones and revision expressions are checked against the remote
+    # like the plain name: none of them runs the cached commit of a tag or branch that moved.
+    commits = make_repository(tmp_path)
+    bare = tmp_path / "served" / "repo.git"
+    uri = bare.as_uri() + "#sub/proj"
+    assert "version one 1" in run_ok(uri, "--version", "v1.0").stdout
+    assert "feature branch 1" in run_ok(uri, "--version", "feature").stdout
+    retag(bare, "v1.0", commits["v2"])
+    push_to_feature(tmp_path, "feature two")
+    spellings = {
+        "refs/tags/v1.0": "version two",
+        "tags/v1.0": "version two",
+        "v1.0^{}": "version two",
+        "v1.0~0": "version two",
+        "refs/heads/feature": "feature two",
+        "heads/feature": "feature two",
+        "feature^0": "feature two",
+        "feature~1": "feature branch",
+        "HEAD": "version two",
+    }
+    for version, expected in spellings.items():
+        result = run_ok(uri, "--version", version)
+        assert expected in result.stdout, (version, result.stdout)
+        tags = runs_json()[0]["data"]["tags"]
+        assert tags["reprorun.source.refCheck"] == "remote", version
+    assert runs_json()[0]["data"]["tags"]["mlflow.source.git.branch"] == "main"  # HEAD
+    # Moved again: the tag's full name is refetched, not taken from the mirror.
+    retag(bare, "v1.0", commits["v1"])
+    assert "version one" in run_ok(uri, "--version", "refs/tags/v1.0").stdout
+    # Offline, a full tag name runs its cached commit with a warning, as the plain name does.
+    bare.rename(bare.with_name("gone.git"))
+    offline = run_ok(uri, "--version", "refs/tags/v1.0^{}")
+    assert "version one" in offline.stdout and "reprorun: warning:" in offline.stderr
+    assert runs_json()[0]["data"]["tags"]["reprorun.source.refCheck"] == "cache-offline"
+    for moving in ("heads/feature", "HEAD~1"):  # a branch is never run stale
+        stale = reprorun_cli("run", uri, "--version", moving)
+        assert stale.returncode == 2, moving
+        assert "git fetch failed for " + bare.as_uri() in stale.stderr
+
+
+def test_a_new_default_branch_upstream_is_followed(home: Path, tmp_path: Path) -> None:
+    make_repository(tmp_path)
+    bare = tmp_path / "served" / "repo.git"
+    uri = bare.as_uri() + "#sub/proj"
+    assert "version two 1" in run_ok(uri).stdout
+    git("symbolic-ref", "HEAD", "refs/heads/feature", cwd=bare)
+    assert "feature branch 1" in run_ok(uri).stdout
+    tags = runs_json()[0]["data"]["tags"]
+    assert tags["mlflow.source.git.branch"] == "feature"
+    assert tags["reprorun.source.refCheck"] == "remote"
+    assert "feature branch 1" in run_ok(uri, "--version", "HEAD").stdout
+
+
+def test_only_a_commit_id_is_recorded_as_commit(home: Path, tmp_path: Path) -> None:
+    commits = make_repository(tmp_path)
+    bare = tmp_path / "served" / "repo.git"
+    uri = bare.as_uri() + "#sub/proj"
+    # A tag whose name looks like a commit id is a tag: checked, and refetched when it moved.
+    git("tag", "cafe1234", commits["v1"], cwd=bare)
+    assert "version one 1" in run_ok(uri, "--version", "cafe1234").stdout
+    git("tag", "-f", "cafe1234", commits["v2"], cwd=bare)
+    assert "version two 1" in run_ok(uri, "--version", "cafe1234").stdout
+    assert runs_json()[0]["data"]["tags"]["reprorun.source.refCheck"] == "remote"
+    # Commit ids (short, full, with a suffix) need no remote: they run offline, as "commit".
+    bare.rename(bare.with_name("gone.git"))
+    for version, expected in [
+        (commits["v1"][:7], "version one"),
+        (commits["v2"].upper(), "version two"),
+        (commits["v2"][:12] + "~1", "version one"),
+    ]:
+        result = run_ok(uri, "--version", version)
+        assert expected in result.stdout, version
+        assert "warning" not in result.stderr
+        assert runs_json()[0]["data"]["tags"]["reprorun.source.refCheck"] == "commit", version
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["v1.0@{1}", "v1.0:sub", "main..feature", "refs/pull/1/head", "v1.0^{/second}", "v1.0^!"],
+)
+def test_a_version_that_cannot_be_checked_is_refused(
+    home: Path, tmp_path: Path, version: str
+) -> None:
+    make_repository(tmp_path)
+    uri = (tmp_path / "served" / "repo.git").as_uri() + "#sub/proj"
+    run_ok(uri)
+    refused = reprorun_cli("run", uri, "--version", version)
+    assert refused.returncode == 2, refused.stdout
+    assert f"Version {version!r} is not supported" in refused.stderr
+    assert "refs/tags/NAME" in refused.stderr and "~N" in refused.stderr
+
+
+def test_names_git_would_find_outside_branches_and_tags_are_not_run(
+    home: Path, tmp_path: Path
+) -> None:
+    # The mirror holds refs no fetch refreshes (FETCH_HEAD, refs/pull/* of the first clone):
+    # a name that is neither a branch nor a tag upstream is not resolved through them.
+    make_repository(tmp_path)
+    bare = tmp_path / "served" / "repo.git"
+    git("update-ref", "refs/pull/1/head", "v1.0", cwd=bare)
+    uri = bare.as_uri() + "#sub/proj"
+    run_ok(uri)
+    for version in ("FETCH_HEAD", "pull/1/head"):
+        missing = reprorun_cli("run", uri, "--version", version)
+        assert missing.returncode == 2, version
+        assert f"{version!r} is not a branch, tag or commit" in missing.stderr

@@ -2,17 +2,20 @@
 
 Layout under ``<home>/sources/git/<key>/``: ``mirror.git`` (a bare mirror clone), ``lock``,
 and ``snapshots/<commit>/`` (the tree at that commit, files read-only). The mirror is fetched
-only when the requested version is not already there or has moved: branches (and the default
-branch) are always fetched; a tag is checked against the remote (one ``git ls-remote``) and
-used from the cache, with a warning, only when the remote does not answer; a commit id needs
-no check. Authentication is the user's own git configuration, or ``user:password@`` in an
-http(s) URL, which git gets through a credential helper reading this process's environment:
-never on a command line or in a file.
+only when the requested version is not already there or has moved: a branch, a tag or the
+default branch (HEAD) is checked against the remote with one ``git ls-remote``, however it is
+spelled (``v1``, ``tags/v1``, ``refs/tags/v1``, ``v1^{}``, ``main~2``, ``HEAD``); a tag is used
+from the cache, with a warning, only when the remote does not answer (a branch never is).
+Only a commit id (7 to 40 hex digits that the commit found starts with) needs no check.
+Authentication is the user's own git configuration, or ``user:password@`` in an http(s) URL,
+which git gets through a credential helper reading this process's environment: never on a
+command line or in a file.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import tarfile
@@ -256,43 +259,105 @@ def _fetch(mirror: Path, url: str) -> None:
         raise _failed("fetch", url, done)
 
 
-def _refs(name: str) -> tuple[str, str]:
-    return f"refs/heads/{name}", f"refs/tags/{name}"
+# A commit id, full or abbreviated: immutable, so it needs no check against the remote.
+_COMMIT_ID = re.compile(r"[0-9a-fA-F]{7,40}")
+# What may follow a ref name or commit id: git's ~N, ^N, ^{} and ^{commit}, which name a
+# commit from the one before them without needing anything but the mirror.
+_SUFFIX = re.compile(r"(?:~[0-9]*|\^[0-9]*|\^\{(?:commit)?\})*")
+# What git refuses in a ref name (git check-ref-format), most of which means something else
+# in a revision: v1:path, a..b, v1@{1}, patterns.
+_NOT_IN_A_REF = (":", "?", "*", "[", "\\", "..", "@{", "//", "/.")
+_SUPPORTED = (
+    "use a branch or tag name (also as refs/heads/NAME, heads/NAME, refs/tags/NAME or "
+    "tags/NAME), HEAD (the remote's default branch) or a commit id (7 to 40 hex digits), "
+    "optionally followed by ~N, ^N or ^{}"
+)
 
 
-def _local_refs(mirror: Path, url: str, name: str) -> dict[str, str]:
-    """The mirror's branch and tag called ``name``: {ref: object id}."""
+def _is_ref_name(name: str) -> bool:
+    return not (
+        not name
+        or any(s in name for s in _NOT_IN_A_REF)
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        or name.startswith(("/", "."))
+        or name.endswith(("/", ".", ".lock"))
+    )
+
+
+def _parse_version(version: str) -> tuple[str, str]:
+    """``version`` as (base, suffix): a ref name or commit id, and the ~N, ^N, ^{} after it."""
+    marks = [i for i in (version.find("^"), version.find("~")) if i >= 0]
+    cut = min(marks, default=len(version))
+    base, suffix = version[:cut], version[cut:]
+    if base == "@":  # git's short name for HEAD
+        base = "HEAD"
+    if (
+        not _is_ref_name(base)
+        or not _SUFFIX.fullmatch(suffix)
+        or (base.startswith("refs/") and not base.startswith(("refs/heads/", "refs/tags/")))
+    ):
+        raise SourceNotFound(f"Version {version!r} is not supported: {_SUPPORTED}.")
+    return base, suffix
+
+
+def _candidates(base: str) -> tuple[str, ...]:
+    """The branches and tags ``base`` may name, in the order git prefers them (git
+    rev-parse's rules, restricted to the refs a fetch keeps up to date)."""
+    if base.startswith("refs/"):
+        return (base,)
+    full = (f"refs/{base}",) if base.startswith(("heads/", "tags/")) else ()
+    return (*full, f"refs/tags/{base}", f"refs/heads/{base}")
+
+
+def _pairs(listing: str) -> list[tuple[str, str]]:
+    """git's ``<value>TAB<ref>`` lines as (value, ref) pairs."""
+    lines = (line.partition("\t") for line in listing.splitlines())
+    return [(value, ref) for value, tab, ref in lines if tab]
+
+
+def _local_refs(mirror: Path, url: str, refs: tuple[str, ...]) -> dict[str, str]:
+    """Which of ``refs`` the mirror has: {ref: object id}."""
     done = _git(
-        ["for-each-ref", "--format=%(objectname) %(refname)", *_refs(name)],
+        ["for-each-ref", "--format=%(objectname)%09%(refname)", *refs],
         url,
         cwd=mirror,
         check=False,
     )
-    return _exact(done.stdout, name)
+    return {ref: oid for oid, ref in _pairs(done.stdout) if ref in refs}
 
 
-def _exact(listing: str, name: str) -> dict[str, str]:
-    wanted = _refs(name)
-    refs = (line.split(maxsplit=1) for line in listing.splitlines())
-    return {ref: oid for oid, ref in (r for r in refs if len(r) == 2) if ref in wanted}
-
-
-def _remote_refs(mirror: Path, url: str, name: str) -> dict[str, str] | str:
-    """The remote's branch and tag called ``name`` ({ref: object id}, one ls-remote), or
-    why the remote did not answer."""
+def _ls_remote(mirror: Path, url: str, args: list[str]) -> list[tuple[str, str]] | str:
+    """``git ls-remote args`` as (value, ref) pairs, or why the remote did not answer."""
     try:
-        done = _git_remote(
-            ["ls-remote", "--", "{url}", *_refs(name)],
-            url,
-            cwd=mirror,
-            timeout=REF_CHECK_TIMEOUT_SECONDS,
-        )
+        done = _git_remote(["ls-remote", *args], url, cwd=mirror, timeout=REF_CHECK_TIMEOUT_SECONDS)
     except GitError as exc:  # timed out
         return str(exc)
     if done.returncode != 0:
         lines = redact(done.stderr or done.stdout, url).strip().splitlines()
         return lines[-1] if lines else f"git ls-remote exited with {done.returncode}"
-    return _exact(done.stdout, name)
+    return _pairs(done.stdout)
+
+
+def _remote_refs(mirror: Path, url: str, refs: tuple[str, ...]) -> dict[str, str] | str:
+    """Which of ``refs`` the remote has ({ref: object id}, one ls-remote), or why the
+    remote did not answer."""
+    listing = _ls_remote(mirror, url, ["--", "{url}", *refs])
+    if isinstance(listing, str):
+        return listing
+    return {ref: oid for oid, ref in listing if ref in refs}
+
+
+def _remote_head(mirror: Path, url: str) -> tuple[str | None, str | None] | str:
+    """The remote's default branch and its commit (one ls-remote; the branch is None when
+    the server does not say, the commit when it has none), or why it did not answer."""
+    listing = _ls_remote(mirror, url, ["--symref", "--", "{url}", "HEAD"])
+    if isinstance(listing, str):
+        return listing
+    head = [value for value, ref in listing if ref == "HEAD"]
+    branch = next((v[5:] for v in head if v.startswith("ref: ")), None)
+    if branch is not None and not (branch.startswith("refs/heads/") and _is_ref_name(branch)):
+        branch = None  # not something to point the mirror's HEAD at
+    return branch, next((v for v in head if not v.startswith("ref: ")), None)
 
 
 @dataclass(frozen=True)
@@ -311,24 +376,54 @@ def _rev_parse(mirror: Path, url: str, rev: str) -> str | None:
 
 
 def _resolve_version(mirror: Path, url: str, version: str | None, fetched: bool) -> _Resolved:
-    """The commit ``version`` names now (a tag or branch is checked against the remote; a
-    commit id already in the mirror needs no network)."""
+    """The commit ``version`` names now. Only a commit id is taken from the mirror unchecked;
+    every other version is a branch, a tag or HEAD (whatever follows it, ~N, ^N or ^{}, is
+    applied to it afterwards), checked against the remote first. ``fetched``: the mirror
+    was just cloned or fetched, so it is what the remote has now."""
     if version is None:
-        if not fetched:
-            _fetch(mirror, url)
-        head = _git(["symbolic-ref", "--quiet", "--short", "HEAD"], url, cwd=mirror, check=False)
-        commit = _rev_parse(mirror, url, "HEAD")
-        if commit is None:
-            raise SourceNotFound(f"{strip_credentials(url)} has no commits.")
-        return _Resolved(commit, head.stdout.strip() or None, CHECKED_REMOTE)
+        return _resolve_head(mirror, url, None, "", fetched)
     if version.startswith("-") or not version.strip() or any(c.isspace() for c in version):
         raise SourceNotFound(f"Invalid version {version!r}: expected a branch, tag or commit.")
+    base, suffix = _parse_version(version)
+    if _COMMIT_ID.fullmatch(base):
+        commit = _rev_parse(mirror, url, base)
+        if commit is None and not fetched:
+            _fetch(mirror, url)
+            fetched = True
+            commit = _rev_parse(mirror, url, base)
+        if commit is not None and commit.startswith(base.lower()):
+            if suffix:
+                found = _rev_parse(mirror, url, commit + suffix)
+                commit = _no_commit(version, url, f"commit {base}", suffix, found)
+            return _Resolved(commit, None, COMMIT_ID)
+        # Not a commit (git found a branch or tag named like one, or nothing): a ref.
+    if base == "HEAD":
+        return _resolve_head(mirror, url, version, suffix, fetched)
+    return _resolve_ref(mirror, url, version, base, suffix, fetched)
+
+
+def _no_commit(version: str, url: str, base: str, suffix: str, commit: str | None) -> str:
+    """``commit``, or an error saying that ``suffix`` leads nowhere from ``base``."""
+    if commit is None:
+        raise SourceNotFound(
+            f"Version {version!r} names no commit of {strip_credentials(url)}: "
+            f"{base} has no {suffix!r}."
+        )
+    return commit
+
+
+def _resolve_ref(
+    mirror: Path, url: str, version: str, base: str, suffix: str, fetched: bool
+) -> _Resolved:
+    """A branch or tag (checked against the remote with one ls-remote, fetched when it
+    moved), then ``suffix`` from its commit."""
+    candidates = _candidates(base)
     warning = None
-    local = {} if fetched else _local_refs(mirror, url, version)
+    local = {} if fetched else _local_refs(mirror, url, candidates)
     if local:
-        remote = _remote_refs(mirror, url, version)
+        remote = _remote_refs(mirror, url, candidates)
         if isinstance(remote, str):
-            if f"refs/heads/{version}" in local:
+            if any(ref.startswith("refs/heads/") for ref in local):
                 _fetch(mirror, url)  # a branch moves: without the remote, it is an error
                 fetched = True
             else:
@@ -336,22 +431,56 @@ def _resolve_version(mirror: Path, url: str, version: str | None, fetched: bool)
         elif remote != local:  # moved, created or deleted upstream
             _fetch(mirror, url)
             fetched = True
-    commit = _rev_parse(mirror, url, version)  # tags, branches, full or short commits
-    if commit is None and not fetched:
+    elif not fetched:  # not in the mirror (yet)
         _fetch(mirror, url)
         fetched = True
-        commit = _rev_parse(mirror, url, version)
-    if commit is None:
+    if fetched:
+        local = _local_refs(mirror, url, candidates)  # what the fetch brought
+    ref = next((r for r in candidates if r in local), None)
+    if ref is None:
         raise SourceNotFound(
             f"Version {version!r} is not a branch, tag or commit of {strip_credentials(url)}. "
             f"{_known_refs(mirror, url)}"
         )
-    if fetched:
-        local = _local_refs(mirror, url, version)  # what the fetch brought
-    branch = version if f"refs/heads/{version}" in local else None
+    commit = _no_commit(version, url, ref, suffix, _rev_parse(mirror, url, ref + suffix))
+    branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
+    if suffix:
+        branch = None  # not the branch's commit
     if warning is not None:
         return _Resolved(commit, branch, CACHE_OFFLINE, f"{warning} (commit {commit[:12]})")
-    return _Resolved(commit, branch, CHECKED_REMOTE if local else COMMIT_ID)
+    return _Resolved(commit, branch, CHECKED_REMOTE)
+
+
+def _resolve_head(
+    mirror: Path, url: str, version: str | None, suffix: str, fetched: bool
+) -> _Resolved:
+    """The remote's default branch (checked with one ls-remote, which also says which branch
+    it is now; fetched when it moved), then ``suffix`` from its commit."""
+    symbolic = _git(["symbolic-ref", "--quiet", "HEAD"], url, cwd=mirror, check=False)
+    head = symbolic.stdout.strip() or None
+    commit = None
+    if not fetched:
+        remote = _remote_head(mirror, url)
+        if isinstance(remote, str):
+            _fetch(mirror, url)  # the default branch moves: without the remote, an error
+        else:
+            branch, oid = remote
+            if oid is None:
+                raise SourceNotFound(f"{strip_credentials(url)} has no commits.")
+            if branch is not None and branch != head:  # a new default branch upstream
+                _git(["symbolic-ref", "HEAD", branch], url, cwd=mirror)
+                head = branch
+            commit = _rev_parse(mirror, url, "HEAD")
+            if commit != oid:
+                _fetch(mirror, url)
+                commit = None
+    if commit is None or suffix:
+        commit = _rev_parse(mirror, url, "HEAD" + suffix)
+    if commit is None and not suffix:
+        raise SourceNotFound(f"{strip_credentials(url)} has no commits.")
+    commit = _no_commit(version or "HEAD", url, "HEAD", suffix, commit)
+    name = head.removeprefix("refs/heads/") if head and head.startswith("refs/heads/") else None
+    return _Resolved(commit, None if suffix else name, CHECKED_REMOTE)
 
 
 def _offline_warning(url: str, version: str, reason: str) -> str:
