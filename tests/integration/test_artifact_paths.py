@@ -294,6 +294,12 @@ def test_server_lists_serves_and_downloads_only_what_is_inside(
             assert reply.status in (400, 404), (url, str(reply))
             assert SECRET.encode() not in reply.body and b"root:" not in reply.body
     assert os.listdir(outside) == ["secret.txt"]
+    # Deleting a link deletes the link, not the folder it points to.
+    for link in ("sub/loop", "innerdir"):
+        assert send(served, "DELETE", f"{proxy}/{rel}/{link}").status == 200
+        assert not (served.artifacts / rel / link).is_symlink()
+    assert (served.artifacts / rel / "sub" / "real.txt").read_text() == "real\n"
+    assert (served.artifacts / rel / "top.txt").is_file()
 
 
 REMOTE_CLIENT = """

@@ -479,7 +479,10 @@ class ArtifactProxy:
                 headers=DOWNLOAD_HEADERS,
             )
         if request.method == "DELETE":
-            await run_in_threadpool(_delete, target)
+            # A link is deleted itself, never what it points to (``sub/loop -> ..`` would
+            # otherwise take the run's whole folder with it).
+            named = self._chain(raw)[-2] / safe_artifact_path(raw).name
+            await run_in_threadpool(_delete, named)
             return json_response(200, {})
         await self._upload(request, target)
         return json_response(200, {})
@@ -534,7 +537,7 @@ class ArtifactProxy:
 def _delete(target: Path) -> None:
     import shutil
 
-    if target.is_dir():
-        shutil.rmtree(target)
-    elif target.exists():
+    if target.is_symlink() or target.is_file():
         target.unlink()
+    elif target.is_dir():
+        shutil.rmtree(target)

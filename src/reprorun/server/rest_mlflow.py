@@ -280,7 +280,7 @@ def path_pattern(template: str) -> re.Pattern[str]:
     regex = "".join(
         re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
     )
-    return re.compile(f"^{regex}$")
+    return re.compile(f"^{regex}\\Z")  # \Z: "runs/get\n" is not a route
 
 
 def route(method: str, path: str) -> Callable[[Handler], Handler]:

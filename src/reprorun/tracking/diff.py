@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 MAX_SUBJECTS = 20  # one-line commit subjects listed per direction
 GIT_TIMEOUT_SECONDS = 30
-_COMMIT_RE = re.compile(r"^[0-9a-f]{7,64}$")  # also keeps option-like text away from git's argv
+_COMMIT_RE = re.compile(r"[0-9a-f]{7,64}")  # also keeps option-like text away from git's argv
 # Read-only git commands, never prompting, in C locale; the caller's GIT_DIR & co. must not
 # redirect them to another repository.
 _GIT_ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY")
@@ -158,7 +158,7 @@ def diff_code(tags_a: Mapping[str, str], tags_b: Mapping[str, str]) -> dict[str,
     result["same_commit"] = commit_a == commit_b
     if commit_a == commit_b:
         return result
-    bad = [c for c in (commit_a, commit_b) if not _COMMIT_RE.match(c)]
+    bad = [c for c in (commit_a, commit_b) if not _COMMIT_RE.fullmatch(c)]
     if bad:
         result["range_unavailable"] = f"not a commit id: {bad[0]!r}"
         return result
