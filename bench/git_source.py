@@ -68,7 +68,7 @@ def start_daemon(served: Path) -> tuple[subprocess.Popen[bytes], int]:
         ["git", "ls-remote", f"git://127.0.0.1:{port}/repo.git"], capture_output=True
     ).returncode:
         if daemon.poll() is not None or time.monotonic() > deadline:
-            daemon.kill()
+            daemon.terminate()
             raise SystemExit("git daemon did not start")
         time.sleep(0.1)
     return daemon, port
@@ -129,8 +129,14 @@ def main() -> None:
                 except subprocess.CalledProcessError as exc:
                     mlflow_note = f"`mlflow run` failed here (exit {exc.returncode})"
         finally:
-            daemon.kill()  # git daemon holds no state worth a graceful stop
-            daemon.wait()
+            # SIGTERM: `git daemon` is a wrapper that passes it on to the git-daemon it
+            # started; SIGKILL would leave that one listening.
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
 
     def median_ms(seconds: list[float]) -> float:
         return statistics.median(seconds) * 1000
