@@ -23,6 +23,7 @@ from reprorun.projects.params import (
     render_command,
     resolve_parameters,
 )
+from reprorun.projects.spec import load_project
 
 BASE = Path("/nonexistent-base")  # for types that never touch the file system
 
@@ -249,10 +250,43 @@ def test_resolve_sources_and_extras():
     ]
 
 
-def test_resolve_text_is_the_canonical_form():
+def test_resolve_text_is_the_text_given_once_checked():
+    # As MLflow: the command gets what the user typed, not repr(float) of it (issue 16, 1b).
     params = {"alpha": Parameter("alpha", ParamType.FLOAT), "n": Parameter("n", ParamType.INT)}
     result = resolve_parameters(params, {"alpha": "1e-3", "n": " 7 "}, cwd=BASE, project_dir=BASE)
-    assert [(r.value, r.text) for r in result] == [(0.001, "0.001"), (7, "7")]
+    assert [(r.value, r.text) for r in result] == [(0.001, "1e-3"), (7, "7")]
+
+
+def test_float_given_as_integer_text_reaches_the_command_as_given():
+    params = {"cv_folds": Parameter("cv_folds", ParamType.FLOAT, default="3")}
+    result = resolve_parameters(params, {"cv_folds": "5"}, cwd=BASE, project_dir=BASE)
+    assert [(r.value, r.text) for r in result] == [(5.0, "5")]
+    assert render_command("python train.py {cv_folds}", result) == "python train.py 5"
+
+
+@pytest.mark.parametrize(
+    ("yaml_default", "text"),
+    [
+        ("5", "5"),
+        ("0.10", "0.1"),
+        ("1.0e-3", "0.001"),
+        ("1e-3", "1e-3"),
+        ("2.50", "2.5"),
+        ("'0.10'", "0.10"),
+    ],
+)
+def test_float_default_text_is_str_of_the_yaml_value(tmp_path, yaml_default, text):
+    # MLflow passes str() of the value YAML parsed: `default: 5` is the int 5, so "5".
+    (tmp_path / "MLproject").write_text(
+        "name: p\nentry_points:\n  main:\n    parameters:\n"
+        f"      x: {{type: float, default: {yaml_default}}}\n"
+        "    command: echo {x}\n"
+    )
+    project = load_project(tmp_path)
+    ep = project.entry_points["main"]
+    result = resolve_parameters(ep.parameters, {}, cwd=tmp_path, project_dir=tmp_path)
+    assert [r.text for r in result] == [text]
+    assert render_command(ep.command, result) == f"echo {text}"
 
 
 def test_resolve_cli_paths_relative_to_cwd_defaults_relative_to_project(tmp_path):

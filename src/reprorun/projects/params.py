@@ -112,6 +112,22 @@ def format_value(value: ParamValue) -> str:
     return str(value)
 
 
+def passed_text(ptype: ParamType, raw: str, value: ParamValue) -> str:
+    """The text the command receives and the run records for a checked value.
+
+    As in MLflow, the text the user gave (a default: its text in the MLproject), not the value
+    printed back: ``-P folds=5`` for a float parameter passes ``5``, so code doing
+    ``int(sys.argv[1])`` works, and ``1e-3`` stays ``1e-3``. Numbers lose only the surrounding
+    whitespace their check ignored; a path becomes the absolute path that was checked.
+    Two spellings of one number are therefore two commands, and two fingerprints.
+    """
+    if ptype in (ParamType.FLOAT, ParamType.INT):
+        return raw.strip()
+    if ptype is ParamType.PATH:
+        return str(value)
+    return raw
+
+
 @dataclass(frozen=True)
 class Parameter:
     """One declared parameter of an entry point."""
@@ -220,7 +236,9 @@ def resolve_parameters(
             given_text = raw if source == "cli" else f"{raw} (the default)"
             problems.append(ParamProblem(name, exc.expected, given_text))
             continue
-        resolved.append(ResolvedParam(name, value, format_value(value), source, True))
+        resolved.append(
+            ResolvedParam(name, value, passed_text(param.type, raw, value), source, True)
+        )
     for name, raw in given.items():
         if "\x00" in raw or "\x00" in name:
             problems.append(ParamProblem(name, "text without NUL characters", raw))
