@@ -151,20 +151,58 @@ def test_conda_without_conda_is_a_clear_error(home: Path, tmp_path: Path) -> Non
     result = reprorun_cli("run", str(project), "--env-manager", "conda")
     assert result.returncode == 2
     assert "needs conda, mamba or micromamba on PATH" in result.stderr
+    assert "--env-manager uv (the default)" in result.stderr
     # uv takes the pip section of the same file.
     assert reprorun_cli("run", str(project), timeout=600).returncode == 0
 
 
-def test_conda_only_packages_are_reported_for_uv(home: Path, tmp_path: Path) -> None:
-    conda = "dependencies:\n  - python=3.11\n  - cudatoolkit=11.8\n  - pip:\n    - six\n"
+def test_conda_packages_are_installed_from_pypi_by_uv(home: Path, tmp_path: Path) -> None:
+    """No conda here: uv installs the conda packages by their PyPI names, skips (and names)
+    what PyPI does not have, and the run and its lock say what was translated."""
+    conda = (
+        "name: t\nchannels: [defaults]\ndependencies:\n  - six=1.16\n  - cudatoolkit=11.8\n"
+        "  - pip\n  - pip:\n    - -r extra.txt\n"
+    )
     project = make_project(
         tmp_path / "p",
-        "conda_env: conda.yaml\nentry_points:\n  main:\n    command: 'true'\n",
-        {"conda.yaml": conda},
+        "conda_env: conda.yaml\nentry_points:\n  main:\n    command: 'python train.py'\n",
+        {
+            "conda.yaml": conda,
+            "extra.txt": "packaging==24.1\n",
+            "train.py": "import six, packaging, pkg_resources, wheel\n"
+            "print('six', six.__version__, 'packaging', packaging.__version__)\n",
+        },
     )
-    result = reprorun_cli("run", str(project))
-    assert result.returncode == 2
-    assert "conda packages cudatoolkit=11.8 cannot be installed by uv" in result.stderr
+    result = reprorun_cli("run", str(project), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "six 1.16.0 packaging 24.1" in result.stdout
+    assert "skipped conda packages PyPI does not have: cudatoolkit=11.8" in result.stderr
+    run = only_run()
+    tags = run["data"]["tags"]
+    assert tags["mlflow.project.env"] == "uv"
+    assert tags["reprorun.env.condaTranslated"] == (
+        "six=1.16 -> six==1.16.*; skipped (not on PyPI): cudatoolkit=11.8"
+    )
+    lock = Path(run["info"]["artifact_uri"][len("file://") :]) / "environment" / "requirements.lock"
+    text = lock.read_text()
+    assert "# not a conda environment: uv installed the conda packages" in text
+    assert "six==1.16.0" in text and "packaging==24.1" in text
+
+
+def test_uv_environments_have_pip_setuptools_and_wheel(home: Path, tmp_path: Path) -> None:
+    """As virtualenv and conda environments do: older packages import pkg_resources."""
+    project = make_project(
+        tmp_path / "p",
+        "python_env: python_env.yaml\nentry_points:\n  main:\n    command: 'python check.py'\n",
+        {
+            "python_env.yaml": "dependencies: [six==1.16.0]\n",
+            "check.py": "import pkg_resources, wheel, subprocess, sys\n"
+            "subprocess.run([sys.executable, '-m', 'pip', '--version'], check=True)\n",
+        },
+    )
+    result = reprorun_cli("run", str(project), timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "pip " in result.stdout
 
 
 def test_rerun_recreates_the_environment_from_the_lock(home: Path, tmp_path: Path) -> None:

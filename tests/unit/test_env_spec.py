@@ -98,3 +98,25 @@ def test_requirements_loops_are_refused(tmp_path: Path) -> None:
     (tmp_path / "b.txt").write_text("-r a.txt\n")
     with pytest.raises(SpecError, match="loop"):
         read_requirements(tmp_path / "a.txt")
+
+
+def test_a_conda_env_shaped_as_python_env_is_read_as_one(tmp_path: Path) -> None:
+    """Seen in the wild: ``conda_env: conda.yaml`` naming a python_env-shaped file."""
+    conda = tmp_path / "conda.yaml"
+    conda.write_text('python: "3.8"\nbuild_dependencies:\n  - pip\ndependencies:\n  - pandas\n')
+    spec = read_conda_env(conda)
+    assert (spec.kind, spec.python) == ("python_env", "3.8")
+    assert [r.text for r in spec.dependencies] == ["pandas"]
+    assert [r.text for r in spec.build_dependencies] == ["pip"]
+    assert spec.conda_packages == ()
+    assert "shaped as a python_env file" in spec.warnings[0]
+    # A conda file with only dependencies stays a conda file.
+    conda.write_text("dependencies:\n  - python=3.8\n  - pandas\n")
+    assert read_conda_env(conda).kind == "conda_env"
+
+
+def test_seed_packages_are_part_of_the_key(tmp_path: Path) -> None:
+    spec_file = tmp_path / "python_env.yaml"
+    spec_file.write_text('python: "3.11"\ndependencies: [six]\n')
+    spec = read_python_env(spec_file)
+    assert spec.hash("uv", ("pip", "setuptools", "wheel")) != spec.hash("uv")

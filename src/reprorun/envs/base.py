@@ -32,6 +32,8 @@ class PreparedEnv:
     docker: DockerEnv | None = None  # run the command in this container image
     client_dir: Path | None = None  # reprorun's client, for containers to mount
     release: Callable[[], None] | None = None  # call when the run no longer uses the env
+    tags: Mapping[str, str] = field(default_factory=dict)  # recorded on the run
+    warnings: tuple[str, ...] = ()  # accepted but worth telling (skipped conda packages, ...)
 
 
 class EnvManager(abc.ABC):

@@ -1,4 +1,5 @@
-"""conda environments, when conda, mamba or micromamba is on PATH.
+"""conda environments, when conda, mamba or micromamba is installed (on PATH, or named by
+``MLFLOW_CONDA_HOME`` / ``CONDA_EXE`` as MLflow reads them).
 
 Not exercised by the test suite here: no conda channel is reachable from this machine. The
 error when no conda tool is installed is tested.
@@ -6,6 +7,7 @@ error when no conda tool is installed is tested.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,13 +24,26 @@ TOOLS = ("micromamba", "mamba", "conda")
 
 
 def conda_tool() -> str:
+    """The conda tool: ``$MLFLOW_CONDA_HOME/bin/conda``, ``$CONDA_EXE``, else the first of
+    micromamba, mamba, conda on PATH."""
+    named = []
+    if os.environ.get("MLFLOW_CONDA_HOME"):
+        named.append(Path(os.environ["MLFLOW_CONDA_HOME"]) / "bin" / "conda")
+    if os.environ.get("CONDA_EXE"):
+        named.append(Path(os.environ["CONDA_EXE"]))
+    for path in named:
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
     for name in TOOLS:
         found = shutil.which(name)
         if found:
             return found
+    where = f" ({', '.join(str(p) for p in named)}: not an executable)" if named else ""
     raise UserInputError(
-        "--env-manager conda needs conda, mamba or micromamba on PATH, and none is installed. "
-        "Install one, or use --env-manager uv (it installs the pip: section of conda.yaml)."
+        "--env-manager conda needs conda, mamba or micromamba on PATH (or MLFLOW_CONDA_HOME / "
+        f"CONDA_EXE pointing at one), and none is installed{where}. Install one, or use "
+        "--env-manager uv (the default): it installs the conda packages from PyPI by their "
+        "PyPI names, and the pip: section as it is."
     )
 
 
@@ -42,6 +57,12 @@ class CondaEnvManager(EnvManager):
                 "--env-manager conda needs a conda_env (conda.yaml) in the project."
             )
         spec = read_conda_env(project.env.path)
+        if spec.kind != "conda_env":
+            raise UserInputError(
+                f"{project.env.path.name} is shaped as a python_env file (python, "
+                "build_dependencies, dependencies), not a conda environment: use --env-manager "
+                "uv or virtualenv."
+            )
         conda_file = project.env.path
 
         def build(dest: Path) -> dict[str, Any]:

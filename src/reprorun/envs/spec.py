@@ -13,7 +13,7 @@ import json
 import platform
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ class PythonEnvSpec:
     dependencies: tuple[Requirement, ...] = ()
     conda_packages: tuple[str, ...] = field(default=())  # conda.yaml entries besides pip/python
     python_line: int | None = None
+    # conda entries turned into PyPI requirements: (entry, requirement or None when skipped)
+    translated: tuple[tuple[str, str | None], ...] = ()
+    warnings: tuple[str, ...] = ()  # things accepted but worth telling the user
 
     @property
     def python_version(self) -> str:
@@ -83,8 +86,11 @@ class PythonEnvSpec:
             "platform": f"{sys.platform}-{platform.machine()}",
         }
 
-    def hash(self, manager: str) -> str:
-        blob = json.dumps({"manager": manager, **self.normalised()}, sort_keys=True)
+    def hash(self, manager: str, seed: tuple[str, ...] = ()) -> str:
+        """The cache key; ``seed``: the packages every environment of ``manager`` starts with
+        (part of the key only when there are some, so older keys stay valid)."""
+        extra = {"seed": list(seed)} if seed else {}
+        blob = json.dumps({"manager": manager, **self.normalised(), **extra}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def locate(self, name: str) -> Requirement | None:
@@ -170,10 +176,10 @@ def _string_list(doc: Any, key: str, path: Path) -> list[tuple[str, int]]:
     if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
         raise SpecError(f"'{key}' must be a list of requirement strings", path, _line(doc, key))
     start = _line(doc, key) or 1
-    return [(str(v), _find_line(path, str(v), start)) for v in value]
+    return [(str(v), find_line(path, str(v), start)) for v in value]
 
 
-def _find_line(path: Path, text: str, start: int) -> int:
+def find_line(path: Path, text: str, start: int) -> int:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -262,10 +268,31 @@ def read_requirements(path: Path, _seen: frozenset[Path] = frozenset()) -> list[
     return result
 
 
+PYTHON_ENV_KEYS = frozenset({"python", "build_dependencies", "dependencies"})
+
+
+def is_python_env_shaped(doc: Any) -> bool:
+    """A python_env.yaml's mapping (``python:`` or ``build_dependencies:``, nothing of
+    conda's), whatever the file is called."""
+    return (
+        isinstance(doc, dict)
+        and set(doc) <= PYTHON_ENV_KEYS
+        and bool({"python", "build_dependencies"} & set(doc))
+    )
+
+
 def read_conda_env(path: Path) -> PythonEnvSpec:
     """conda.yaml: the python version and the pip section; other conda packages are kept
-    apart (only the conda manager can install them)."""
+    apart (only the conda manager installs them as they are; uv and virtualenv translate
+    them, see ``conda_translate``). A file shaped as a python_env.yaml is read as one."""
     doc = _load_yaml(path)
+    if is_python_env_shaped(doc):
+        spec = read_python_env(path)
+        warning = (
+            f"conda_env {path.name} is shaped as a python_env file (python, "
+            "build_dependencies, dependencies): read as one; declare it as python_env"
+        )
+        return replace(spec, warnings=(*spec.warnings, warning))
     if not isinstance(doc, dict):
         raise SpecError("expected a mapping with dependencies", path, 1)
     deps = doc.get("dependencies") or []
@@ -281,7 +308,7 @@ def read_conda_env(path: Path) -> PythonEnvSpec:
             if not isinstance(entries, list):
                 raise SpecError("the pip section must be a list", path, _line(item, "pip"))
             for entry in entries:
-                req = Requirement(str(entry), path, _find_line(path, str(entry), start))
+                req = Requirement(str(entry), path, find_line(path, str(entry), start))
                 pip.extend(_expand(req, path.parent))
         elif isinstance(item, str):
             base = re.split(r"[=<>!~ ]", item.strip(), maxsplit=1)[0].lower()
@@ -349,7 +376,7 @@ def read_pyproject(path: Path) -> PythonEnvSpec | None:
     if not isinstance(deps, list):
         raise SpecError("[project].dependencies must be a list", path)
     start = 1
-    reqs = [Requirement(str(d), path, _find_line(path, str(d), start)) for d in deps]
+    reqs = [Requirement(str(d), path, find_line(path, str(d), start)) for d in deps]
     return PythonEnvSpec(
         source=path, kind="pyproject", python=_requires_python(path), dependencies=tuple(reqs)
     )

@@ -16,6 +16,7 @@ from typing import Any
 from reprorun.envs.base import EnvManager, PreparedEnv, Progress
 from reprorun.envs.cache import get_or_build, python_of, read_marker
 from reprorun.envs.client import inject
+from reprorun.envs.conda_translate import CONDA_TRANSLATED_TAG, describe, to_pypi
 from reprorun.envs.spec import PythonEnvSpec, Requirement, read_env_spec, read_lock
 from reprorun.envs.tools import find_python, uv_binary
 from reprorun.errors import ExecutionError, SpecError, UserInputError
@@ -67,6 +68,7 @@ def lock_python(lock: Path) -> str | None:
 
 class _VenvManager(EnvManager):
     relocatable = False
+    seed: tuple[str, ...] = ()  # installed first in every environment (part of the cache key)
 
     def _prepare(self, project: Project, progress: Progress, lock: Path | None) -> PreparedEnv:
         if project.env.kind == "docker_env":
@@ -79,14 +81,8 @@ class _VenvManager(EnvManager):
             spec = read_lock(lock, lock_python(lock))
         else:
             spec = read_env_spec(project) or PythonEnvSpec(source=None, kind="none")
-        if spec.conda_packages:
-            assert spec.source is not None
-            raise UserInputError(
-                f"{spec.source}: conda packages {', '.join(spec.conda_packages)} cannot be "
-                f"installed by {self.name} (it installs from PyPI). Move them under 'pip:' in "
-                "that file, or run with --env-manager conda."
-            )
-        key = spec.hash(self.name)
+        spec = to_pypi(spec)  # conda packages by their PyPI names
+        key = spec.hash(self.name, self.seed)
         env_dir, release = get_or_build(
             self.name, key, lambda d: self._build(d, spec, progress), relocatable=self.relocatable
         )
@@ -105,6 +101,10 @@ class _VenvManager(EnvManager):
             env_dir=env_dir,
             client_dir=client,
             release=release,
+            tags={CONDA_TRANSLATED_TAG: describe(spec.translated)[:5000]}
+            if spec.translated
+            else {},
+            warnings=spec.warnings,
         )
 
     def _build(self, dest: Path, spec: PythonEnvSpec, progress: Progress) -> dict[str, Any]:
@@ -117,6 +117,8 @@ class _VenvManager(EnvManager):
         progress(f"Creating a Python {interp.version} environment ({self.name})")
         self._create(dest, interp.path)
         python = str(python_of(dest))
+        if self.seed:
+            self._install(dest, python, tuple(Requirement(s, dest, 0) for s in self.seed), spec)
         if spec.build_dependencies:
             progress(f"Installing {len(spec.build_dependencies)} build dependencies")
             self._install(dest, python, spec.build_dependencies, spec)
@@ -125,6 +127,11 @@ class _VenvManager(EnvManager):
             self._install(dest, python, spec.dependencies, spec)
         frozen = self._freeze(python)
         header = f"# reprorun lock: python {interp.version}, {self.name}, from {spec.source}\n"
+        if spec.translated:
+            header += (
+                f"# not a conda environment: {self.name} installed the conda packages of "
+                f"{spec.source} from PyPI\n# translated: {describe(spec.translated)}\n"
+            )
         (dest / LOCK_FILE).write_text(header + frozen, encoding="utf-8")
         return {
             "python": interp.version,
@@ -194,6 +201,10 @@ class UvEnvManager(_VenvManager):
 
     name = "uv"
     relocatable = True
+    # As virtualenv and conda environments have them: code may call pip, and older packages
+    # import pkg_resources, which setuptools 81 removed (python -m venv's bundled setuptools
+    # has it). A project's own setuptools requirement is installed after, and wins.
+    seed = ("pip", "setuptools<81", "wheel")
 
     def _create(self, dest: Path, interpreter: str) -> None:
         done = _run(

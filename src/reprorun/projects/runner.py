@@ -206,6 +206,9 @@ def run(
     prepared = env_impl.prepare(the_plan.project, progress=progress, lock=env_lock)
     if progress:
         progress("")  # the environment is ready: whatever shows progress can stop
+    for warning in prepared.warnings:  # e.g. conda packages skipped: PyPI does not have them
+        if on_warning:
+            on_warning(warning)
     try:
         store = open_store(target.uri)
         identity = fingerprint(the_plan, prepared, patch=patch)
@@ -497,6 +500,7 @@ def _env_tags(prepared: PreparedEnv) -> dict[str, str]:
         tags[SystemTags.ENV_LOCK] = LOCK_ARTIFACT
     if prepared.docker is not None:
         tags[SystemTags.ENV_IMAGE] = prepared.docker.image
+    tags.update(prepared.tags)  # e.g. what a conda environment was translated to
     return tags
 
 
