@@ -7,6 +7,12 @@ In a project's code::
     reprorun.log_metric("accuracy", 0.93)
     reprorun.log_model(model, "model")
 
+In a notebook::
+
+    runs = reprorun.search_runs(filter_string="metrics.accuracy > 0.9",
+                                order_by=["metrics.accuracy DESC"])   # a pandas DataFrame
+    reprorun.projects.run("examples/iris", parameters={"max_depth": 4})
+
 Names load lazily: ``import reprorun`` costs almost nothing until a function is called.
 """
 
@@ -17,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from reprorun import projects, tracking
     from reprorun.tracking.fluent import (
         ActiveRun,
         active_run,
@@ -35,9 +42,13 @@ if TYPE_CHECKING:
         start_run,
     )
     from reprorun.tracking.models import load_model, log_model
+    from reprorun.tracking.search_api import get_run, search_runs
 
 _FLUENT = "reprorun.tracking.fluent"
 _MODELS = "reprorun.tracking.models"
+_SEARCH = "reprorun.tracking.search_api"
+# Subpackages reachable as attributes after a bare `import reprorun`, as `mlflow.projects` is.
+_SUBPACKAGES = ("projects", "tracking")
 _LAZY = {
     "ActiveRun": _FLUENT,
     "active_run": _FLUENT,
@@ -56,6 +67,8 @@ _LAZY = {
     "start_run": _FLUENT,
     "load_model": _MODELS,
     "log_model": _MODELS,
+    "get_run": _SEARCH,
+    "search_runs": _SEARCH,
 }
 
 __all__ = [
@@ -64,6 +77,7 @@ __all__ = [
     "active_run",
     "end_run",
     "get_artifact_uri",
+    "get_run",
     "load_model",
     "log_artifact",
     "log_artifacts",
@@ -74,18 +88,23 @@ __all__ = [
     "log_params",
     "log_text",
     "param",
+    "projects",
+    "search_runs",
     "set_tag",
     "set_tags",
     "start_run",
+    "tracking",
 ]
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"reprorun.{name}")  # also sets the attribute
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'reprorun' has no attribute {name!r}")
-    import importlib
-
     return getattr(importlib.import_module(module), name)
 
 

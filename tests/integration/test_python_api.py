@@ -177,3 +177,41 @@ def test_keyboard_interrupt_by_hand_records_killed(home: Path, tmp_path: Path) -
     )
     assert result.returncode != 0
     assert open_store().get_run(result.stdout.strip()).info.status is RunStatus.KILLED
+
+
+def test_subpackages_are_reachable_after_a_bare_import(tmp_path: Path) -> None:
+    # As `import mlflow; mlflow.projects.run(...)`: no `import reprorun.projects` needed, and
+    # nothing heavy is imported until the attribute is used (issue 16, part 5).
+    script = (
+        "import sys, reprorun\n"
+        "assert 'reprorun.projects' not in sys.modules and 'reprorun.tracking' not in sys.modules\n"
+        "assert callable(reprorun.projects.run) and reprorun.tracking.Run\n"
+        "assert callable(reprorun.search_runs) and callable(reprorun.get_run)\n"
+        "assert {'projects', 'tracking', 'search_runs', 'get_run'} <= set(dir(reprorun))\n"
+        "try:\n"
+        "    reprorun.nope\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "has no attribute 'nope'" in done.stdout
+
+
+def test_float_parameter_reaches_the_command_as_given(home: Path, tmp_path: Path) -> None:
+    # MLflow passes "5", not repr(5.0): code doing int(sys.argv[1]) must work (issue 16, 1b).
+    project = make_project(
+        tmp_path / "p",
+        "entry_points:\n  main:\n    parameters:\n      cv_folds: {type: float, default: 3}\n"
+        "      lr: {type: float, default: 0.10}\n"
+        '    command: \'python -c "import sys; print(int(sys.argv[1]) * 2, sys.argv[2])" '
+        "{cv_folds} {lr}'\n",
+    )
+    chunks: list[bytes] = []
+    submitted = reprorun.projects.run(
+        str(project), parameters={"cv_folds": "5"}, echo=chunks.append
+    )
+    assert b"10 0.1" in b"".join(chunks)
+    assert open_store().get_run(submitted.run_id).data.params == {"cv_folds": "5", "lr": "0.1"}

@@ -21,10 +21,25 @@ def runs() -> None:
 @click.option("--experiment-name", help="Only this experiment's runs.")
 @click.option("--experiment-id", help="Only this experiment's runs.")
 @click.option(
+    "--filter",
+    "filter_string",
+    metavar="FILTER",
+    help="Only runs matching this MLflow search filter, e.g. "
+    "\"metrics.rmse < 0.8 and params.max_depth = '3'\".",
+)
+@click.option(
+    "--order-by",
+    multiple=True,
+    metavar="CLAUSE",
+    help="Order by this clause, e.g. 'metrics.rmse ASC' (repeatable; then newest first).",
+)
+@click.option(
+    "--max-results",
     "--limit",
+    "max_results",
     default=100,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=100_000),
     help="At most this many runs.",
 )
 @tracking_uri_option
@@ -33,11 +48,17 @@ def runs() -> None:
 def list_runs(
     experiment_name: str | None,
     experiment_id: str | None,
-    limit: int,
+    filter_string: str | None,
+    order_by: tuple[str, ...],
+    max_results: int,
     tracking_uri: str | None,
     as_json: bool,
 ) -> None:
-    """List runs, newest first (all experiments unless one is named)."""
+    """List runs, newest first (all experiments unless one is named).
+
+    --filter and --order-by take the grammar of MLflow's search_runs
+    (attributes.status, metrics.x, params.y, tags.z, ...).
+    """
     from reprorun.cli.render import echo_json, fmt_duration, fmt_time, table
     from reprorun.errors import ResourceNotFound, UserInputError
     from reprorun.tracking.store import open_store
@@ -58,8 +79,12 @@ def list_runs(
     else:
         ids = [e.experiment_id for e in store.list_experiments()]
     from reprorun.backends.status import refresh
+    from reprorun.tracking.search_api import find_runs
 
-    found = [refresh(store, r) for r in store.search_runs(ids, max_results=limit)]
+    matching = find_runs(
+        store, ids, filter_string, order_by=list(order_by) or None, max_results=max_results
+    )
+    found = [refresh(store, r) for r in matching]
     if as_json:
         echo_json([r.to_dict() for r in found])
         return
