@@ -94,10 +94,12 @@ class SubmittedRun(abc.ABC):
 
     @abc.abstractmethod
     def wait(self) -> bool:
-        """Block until the run ends; True when it FINISHED."""
+        """Block until the run ends; True when it is stored FINISHED."""
 
     @abc.abstractmethod
-    def get_status(self) -> RunStatus: ...
+    def get_status(self) -> RunStatus:
+        """RUNNING (or SCHEDULED) while the job runs, even if its code has ended the run;
+        once the job has ended, the run's stored status (``ends_over``)."""
 
     @abc.abstractmethod
     def cancel(self, force: bool = False) -> None:
@@ -155,8 +157,11 @@ class Backend(abc.ABC):
 def ends_over(current: RunStatus, ending: RunStatus) -> bool:
     """Whether a job that ended ``ending`` replaces the run's ``current`` status. A run not
     ended yet takes it; a failed or killed job fails a run its code already ended FINISHED
-    (mlflow's start_run context does that); a success never overrides what the code chose,
-    and nothing overrides a run ended FAILED or KILLED (runs kill, the code)."""
+    (mlflow's start_run context does that: a failure after it is still a failure); a success
+    never overrides what the code chose, and nothing overrides a run ended FAILED or KILLED
+    (runs kill, the code's ``end_run("FAILED")`` after a failed quality gate). Every backend
+    then reports the stored status (``SubmittedRun.get_status`` once the run has ended), so
+    `reprorun run` prints and exits by what the run says."""
     if not current.is_terminal:
         return True
     return current is RunStatus.FINISHED and ending is not RunStatus.FINISHED

@@ -196,7 +196,8 @@ class LocalSubmittedRun(SubmittedRun):
         self._slot = slot
         self._grace = grace
         self._lock = threading.Lock()
-        self._final: RunStatus | None = None
+        self._ending = False  # _finish has begun (it runs once)
+        self._final: RunStatus | None = None  # the run's stored status once it has ended
         self._not_recorded: RunNotRecorded | None = None
         self._cancelled = False
         self._log = _Log(log_file, spec)  # closed by the pump thread
@@ -266,10 +267,12 @@ class LocalSubmittedRun(SubmittedRun):
         self._finish(status, returncode)
 
     def _finish(self, status: RunStatus, returncode: int | None) -> None:
+        """End the run with the command's ``status``, unless the status its code set stands
+        (``ends_over``); ``get_status`` then answers what the run says."""
         with self._lock:
-            if self._final is not None:
+            if self._ending:
                 return
-            self._final = status
+            self._ending = True
         if self._slot is not None:
             self._slot.release()  # the next queued run may start
         try:
@@ -279,13 +282,28 @@ class LocalSubmittedRun(SubmittedRun):
             try:
                 tags = {**self._pending, **self._log.tag()}
                 _end_run(self._spec.store, self.run_id, status, returncode, tags)
+                status = self._stored(status)
             except RunNotRecorded as exc:
                 self._not_recorded = exc  # for wait(), in the thread that waits
+            finally:
+                self._final = status
+
+    def _stored(self, recorded: RunStatus) -> RunStatus:
+        """The run's status as stored now that its end is recorded (``recorded`` if the
+        store cannot say)."""
+        try:
+            stored = self._spec.store.get_run(self.run_id).info.status
+        except Exception:
+            return recorded
+        return stored if stored.is_terminal else recorded
 
     def get_status(self) -> RunStatus:
+        """The stored status once the run has ended. Before, the store's, except that a run
+        its code (or ``runs end``) has ended already is RUNNING while its command goes on."""
         if self._final is not None:
             return self._final
-        return self._spec.store.get_run(self.run_id).info.status
+        status = self._spec.store.get_run(self.run_id).info.status
+        return RunStatus.RUNNING if status.is_terminal else status
 
     def cancel(self, force: bool = False) -> None:
         """SIGTERM the process group, SIGKILL it after the grace period (at once with

@@ -51,9 +51,16 @@ class SupervisedRun(SubmittedRun):
         return self._run.data.tags.get(key, "")
 
     def get_status(self) -> RunStatus:
+        """The stored status; but a run its code (or ``runs end``) has ended while its command
+        still runs is RUNNING until the command ends (its owner then records the end)."""
         self._run = self.store.get_run(self.run_id)
         status = self._run.info.status
-        if status.is_terminal or owner_is_gone(self._tag(SystemTags.SUPERVISOR)) is not True:
+        if status.is_terminal:
+            command_runs = owner_is_gone(self._tag(PROCESS_TAG)) is False
+            if command_runs and owner_is_gone(self._tag(SystemTags.SUPERVISOR)) is False:
+                return RunStatus.RUNNING
+            return status
+        if owner_is_gone(self._tag(SystemTags.SUPERVISOR)) is not True:
             return status
         pid = self._tag(SystemTags.SUPERVISOR).split(":")[1]
         self._stop_leftovers()

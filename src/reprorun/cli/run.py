@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -242,8 +243,9 @@ def progress_display() -> Iterator[Callable[[str], None]]:
 def execute(
     start: Callable[..., SubmittedRun], on_start: Callable[[str], None] | None = None
 ) -> SubmittedRun:
-    """Run synchronously with progress lines on stderr; exit 1 if the run failed or the store
-    did not record its end, 128+N when signal N stopped it (shared by `run` and `rerun`)."""
+    """Run synchronously with progress lines on stderr; exit 1 if the run failed (its stored
+    status: the code may have ended it FAILED) or the store did not record its end, 128+N when
+    signal N stopped it, 143 when it was KILLED otherwise (shared by `run` and `rerun`)."""
     from reprorun.errors import RunFailed, RunInterrupted, RunNotRecorded
 
     started = time.monotonic()
@@ -287,7 +289,12 @@ def execute(
     if isinstance(submitted, ReusedRun):
         click.echo(f"reprorun: nothing run (reprorun runs show {submitted.run_id})", err=True)
         return submitted
-    finished(submitted.run_id, submitted.get_status().value)
+    from reprorun.tracking.entities import RunStatus
+
+    status = submitted.get_status()  # the stored one: the code may have ended the run KILLED
+    finished(submitted.run_id, status.value)
+    if status is RunStatus.KILLED:
+        sys.exit(128 + signal.SIGTERM)  # as a run stopped by `reprorun runs kill`
     return submitted
 
 

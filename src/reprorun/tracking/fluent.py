@@ -1,9 +1,11 @@
 """The API for code running inside a run: ``import reprorun; reprorun.log_metric(...)``.
 
 Under ``reprorun run`` the process attaches to the run the runner created (found through
-``REPRORUN_RUN_ID``); the runner owns that run's status. Run by hand, the first call creates
-a run in the default experiment, and it ends FINISHED at exit (FAILED when the ``with``
-block raises).
+``REPRORUN_RUN_ID``); the runner ends that run when its command exits, but a FAILED or KILLED
+the code gives it (``end_run(status="FAILED")``, a ``with`` block that raises) is recorded at
+once and stands, whatever the exit code (``backends.base.ends_over``). Run by hand, the first
+call creates a run in the default experiment, and it ends FINISHED at exit (FAILED when the
+``with`` block raises).
 """
 
 from __future__ import annotations
@@ -152,16 +154,18 @@ def _end_at_exit() -> None:
 
 
 def end_run(status: RunStatus | str = RunStatus.FINISHED) -> None:
-    """Detach from the active run; a run created here gets its final status."""
+    """Detach from the active run. A run created here gets ``status``; the runner's run gets
+    it if it is FAILED or KILLED (the code's verdict, which the exit code does not undo),
+    while FINISHED is left to the runner: the command goes on, and may still fail."""
     global _active
+    final = next((s for s in RunStatus if s.is_terminal and s.value == status), None)
+    if final is None:
+        raise UserInputError(f"end_run: status must be FINISHED, FAILED or KILLED, got {status!r}.")
     with _lock:
         active, _active = _active, None
-    if active is not None and active.owned:
+    if active is not None and (active.owned or final is not RunStatus.FINISHED):
         active.store.update_run(
-            active.run_id,
-            status=RunStatus(status),
-            end_time=now_ms(),
-            only_if_status=RunStatus.RUNNING,
+            active.run_id, status=final, end_time=now_ms(), only_if_status=RunStatus.RUNNING
         )
 
 
