@@ -160,3 +160,22 @@ def test_a_run_its_code_ended_is_followed_until_its_command_ends(home: Path, pro
     assert followed.stdout.splitlines()[-2:] == ["gate said FAILED", "after the gate"]
     assert f"run {run_id} FAILED" in followed.stderr
     assert status_of(run_id) is RunStatus.FAILED
+
+
+def test_the_python_api_handle_answers_the_stored_status(home: Path, project: Path) -> None:
+    import reprorun.projects
+
+    submitted = reprorun.projects.run(
+        str(project), entry_point="api_failed_then_more", synchronous=False, echo=False
+    )
+    assert submitted.get_status() is RunStatus.RUNNING  # the code has ended it; not the command
+    assert submitted.wait() is False
+    assert submitted.get_status() is RunStatus.FAILED
+
+
+def test_end_run_refuses_a_status_that_is_not_an_end(home: Path) -> None:
+    import reprorun
+    from reprorun.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="FINISHED, FAILED or KILLED, got 'DONE'"):
+        reprorun.end_run("DONE")
