@@ -120,3 +120,28 @@ def test_seed_packages_are_part_of_the_key(tmp_path: Path) -> None:
     spec_file.write_text('python: "3.11"\ndependencies: [six]\n')
     spec = read_python_env(spec_file)
     assert spec.hash("uv", ("pip", "setuptools", "wheel")) != spec.hash("uv")
+
+
+def test_the_conda_tool_named_by_mlflow_conda_home_or_conda_exe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reprorun.envs.conda import conda_tool
+    from reprorun.errors import UserInputError
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("CONDA_EXE", raising=False)
+    monkeypatch.setenv("MLFLOW_CONDA_HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(UserInputError) as excinfo:
+        conda_tool()
+    message = str(excinfo.value)
+    assert "nowhere/bin/conda: not an executable" in message
+    assert "--env-manager uv (the default)" in message
+    tool = tmp_path / "miniconda" / "bin" / "conda"
+    tool.parent.mkdir(parents=True)
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("CONDA_EXE", str(tool))
+    assert conda_tool() == str(tool)
+    monkeypatch.delenv("CONDA_EXE")
+    monkeypatch.setenv("MLFLOW_CONDA_HOME", str(tmp_path / "miniconda"))
+    assert conda_tool() == str(tool)
