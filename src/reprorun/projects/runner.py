@@ -745,6 +745,17 @@ def command_shim() -> Path:
     """A ``reprorun`` command for the run's child: this interpreter running this reprorun,
     with the library path this process has. (R prepends its own library path, which can
     load the system's libpython into another Python and hide its packages.)"""
+    return _shim("reprorun", ())
+
+
+def mlflow_shim() -> Path:
+    """An ``mlflow`` command (``reprorun mlflow-cli``) for the MLflow R package, which shells
+    out to ``$MLFLOW_BIN`` for artifacts and ``mlflow_run()``. Kept in a folder of its own that
+    is never put on PATH: it is only ever named by ``MLFLOW_BIN``."""
+    return _shim("mlflow", ("mlflow-cli",))
+
+
+def _shim(name: str, args: tuple[str, ...]) -> Path:
     import hashlib
     import shlex
 
@@ -756,14 +767,15 @@ def command_shim() -> Path:
         if library_path
         else "unset LD_LIBRARY_PATH"
     )
+    command = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "reprorun", *args))
     text = (
         "#!/bin/sh\n"
-        "# Written by reprorun: in the commands it runs, `reprorun` is the reprorun running them.\n"
+        f"# Written by reprorun: in the commands it runs, `{name}` is the reprorun running them.\n"
         f"{restore}\n"
-        f'exec {shlex.quote(sys.executable)} -m reprorun "$@"\n'
+        f'exec {command} "$@"\n'
     )
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    shim = home() / "bin" / digest / "reprorun"
+    shim = home() / "bin" / digest / name  # each script in a folder of its own
     if not shim.exists():
         shim.parent.mkdir(parents=True, exist_ok=True)
         partial = shim.with_suffix(f".{os.getpid()}.tmp")
@@ -771,6 +783,20 @@ def command_shim() -> Path:
         partial.chmod(0o755)
         partial.replace(shim)  # atomic: concurrent runs never see half a script
     return shim
+
+
+def mlflow_bin_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``MLFLOW_BIN`` (and ``MLFLOW_PYTHON_BIN``) for the MLflow R package, naming reprorun's
+    ``mlflow`` command; nothing when ``env`` already has them or a real ``mlflow`` on its PATH
+    (a user's MLflow is never shadowed)."""
+    import shutil
+
+    if env.get("MLFLOW_BIN") or shutil.which("mlflow", path=env.get("PATH", "")):
+        return {}
+    found = {"MLFLOW_BIN": str(mlflow_shim())}
+    if not env.get("MLFLOW_PYTHON_BIN"):
+        found["MLFLOW_PYTHON_BIN"] = sys.executable
+    return found
 
 
 def _child_env(
@@ -790,6 +816,8 @@ def _child_env(
     env.update(_run_env(run_id, experiment_id, tracking_uri))
     if mlflow_uri:
         _use_mlflow_env(env, _mlflow_env(mlflow_uri, run_id, experiment_id, mlflow_token))
+        # The MLflow R package's artifacts and mlflow_run() go through reprorun's `mlflow`.
+        env.update(mlflow_bin_env(env))
     return env
 
 
