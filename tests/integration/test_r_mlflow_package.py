@@ -173,3 +173,31 @@ def test_mlflow_env_never_shadows_a_real_mlflow(tmp_path: Path, home: Path) -> N
     assert "leaving it" in on_path.stderr
     given = reprorun_cli("mlflow-env", env=dict(os.environ, MLFLOW_BIN=str(fake)))
     assert given.returncode == 0 and given.stdout == ""
+
+
+def test_mlflow_run_from_rscript_runs_the_project_through_reprorun(
+    rscript: str, project: Path, tmp_path: Path, home: Path
+) -> None:
+    no_mlflow_path()
+    code = (
+        "library(mlflow); "
+        f'id <- mlflow_run(uri = "{project}", parameters = list(alpha = 0.3)); '
+        'cat("RUN", id, "\\n")'
+    )
+    with server_process(tmp_path / "srv") as server:
+        result = subprocess.run(
+            [rscript, "-e", code],
+            env=r_env(MLFLOW_TRACKING_URI=server.url, **mlflow_env()),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stderr
+        run_id = result.stdout.split("RUN ")[1].split()[0]
+        close_stores()
+        run = open_store(server.url).get_run(run_id)
+        assert run.info.status.value == "FINISHED"
+        assert run.data.params["alpha"] == "0.3"
+        got = predict(rscript, run_id, MLFLOW_TRACKING_URI=server.url, **mlflow_env())
+    assert got == expected_predictions(rscript, 0.3)
