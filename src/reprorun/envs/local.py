@@ -1,25 +1,131 @@
-"""The ``local`` environment: the interpreter reprorun itself runs on."""
+"""The ``local`` environment: the caller's own Python, as in MLflow.
+
+The command's ``python`` is the one the caller's shell would run: the activated virtual
+environment (``VIRTUAL_ENV``), else the first ``python`` on PATH, else the conda environment
+(``CONDA_PREFIX``), else the first ``python3`` on PATH. Only when there is none is it the
+interpreter reprorun runs on (a reprorun installed with pipx or ``uv tool`` has its own, which
+holds none of the project's packages). What the run records, its Python version and installed
+distributions, is that interpreter's.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import platform
+import shutil
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from reprorun.envs.base import EnvManager, PreparedEnv, Progress
 from reprorun.projects.spec import Project
+
+# Prints what the run records about the interpreter; the same listing as
+# fingerprint.installed_distributions (names of *.dist-info / *.egg-info on sys.path).
+_PROBE = """
+import importlib.util, json, os, platform, sys
+names = []
+for entry in sys.path:
+    try:
+        with os.scandir(entry or ".") as found:
+            names += [e.name for e in found if e.name.endswith((".dist-info", ".egg-info"))]
+    except OSError:
+        pass
+print(json.dumps({
+    "executable": sys.executable,
+    "version": platform.python_version(),
+    "distributions": sorted(names),
+    "has_reprorun": importlib.util.find_spec("reprorun") is not None,
+}))
+"""
+PROBE_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class CallerPython:
+    """The interpreter a local run's ``python`` is, and the folders that make it so."""
+
+    command: str  # as found (may be a shim, such as pyenv's)
+    path_prefix: tuple[str, ...]  # put in front of PATH; empty when PATH already gives it
+
+
+def _bin_dir(prefix: str) -> Path:
+    return Path(prefix) / ("Scripts" if os.name == "nt" else "bin")
+
+
+def _python_in(bin_dir: Path) -> Path | None:
+    for name in ("python", "python3"):
+        candidate = bin_dir / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def caller_python(environ: dict[str, str] | None = None) -> CallerPython:
+    """The ``python`` of the caller's environment (see the module's docstring)."""
+    environ = dict(os.environ) if environ is None else environ
+    path = environ.get("PATH", os.defpath)
+    venv = environ.get("VIRTUAL_ENV")
+    if venv and (found := _python_in(_bin_dir(venv))) is not None:
+        return CallerPython(str(found), (str(found.parent),))
+    if on_path := shutil.which("python", path=path):
+        return CallerPython(on_path, ())
+    conda = environ.get("CONDA_PREFIX")
+    if conda and (found := _python_in(_bin_dir(conda))) is not None:
+        return CallerPython(str(found), (str(found.parent),))
+    if on_path := shutil.which("python3", path=path):
+        return CallerPython(on_path, ())
+    return CallerPython(sys.executable, (str(Path(sys.executable).parent),))
 
 
 class LocalEnvManager(EnvManager):
     name = "local"
 
     def _prepare(self, project: Project, progress: Progress, lock: Path | None) -> PreparedEnv:
-        # Put this interpreter's folder first on PATH so the command's `python` is the one
-        # reprorun (and the project's `import reprorun`) runs on, whatever shims say.
-        bin_dir = str(Path(sys.executable).parent)
+        caller = caller_python()
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([*caller.path_prefix, env.get("PATH", "")])
+        try:
+            probed = subprocess.run(
+                [caller.command, "-c", _PROBE],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=PROBE_TIMEOUT,
+                check=False,
+            )
+            info = json.loads(probed.stdout) if probed.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            info = None
+        if not isinstance(info, dict):
+            # The command may not use Python at all (Rscript, a shell script): run it anyway.
+            return PreparedEnv(
+                name=self.name,
+                path_prefix=caller.path_prefix,
+                python=caller.command,
+                warnings=(
+                    f"--env-manager local: could not ask {caller.command} for its version and "
+                    "packages; the run's fingerprint does not cover its environment",
+                ),
+            )
+        listing = "\n".join(str(d) for d in info.get("distributions") or [])
+        env_vars: dict[str, str] = {}
+        if not info.get("has_reprorun"):
+            # `import reprorun` in the command: the runner's own client, as in every
+            # environment reprorun builds (it needs only the standard library).
+            from reprorun.envs.client import client_root
+
+            env_vars["PYTHONPATH"] = os.pathsep.join(
+                p for p in (os.environ.get("PYTHONPATH"), str(client_root())) if p
+            )
         return PreparedEnv(
             name=self.name,
-            path_prefix=(bin_dir,),
-            python=sys.executable,
-            python_version=platform.python_version(),
+            path_prefix=caller.path_prefix,
+            env_vars=env_vars,
+            python=str(info.get("executable") or caller.command),
+            python_version=str(info.get("version") or platform.python_version()),
+            env_hash=hashlib.sha256(listing.encode()).hexdigest(),
         )

@@ -4,7 +4,7 @@
                   untracked, minus what git ignores), so a dirty checkout is hashed as it is
     entry point   and the resolved parameters (as passed on the command line)
     environment   the hash of the environment's lock (the exact package set); for the local
-                  interpreter, its version and the installed distributions' names
+                  environment, the caller's python's version and installed distributions' names
     data          the content of each ``path`` parameter that names a file or a folder
 
 Two runs with the same fingerprint ran the same code, with the same inputs, in the same
@@ -142,7 +142,9 @@ def env_hash(prepared: PreparedEnv) -> str:
     if prepared.lock_text:
         return hashlib.sha256(prepared.lock_text.encode()).hexdigest()
     described = [prepared.name, prepared.python_version or "", prepared.env_hash or ""]
-    if prepared.name == "local":
+    if prepared.name == "local" and not prepared.env_hash:
+        # (The local manager hashes the distributions of the caller's python into env_hash;
+        # without one, reprorun's own interpreter is what there is to describe.)
         described += installed_distributions()
     return hashlib.sha256("\n".join(described).encode()).hexdigest()
 
