@@ -125,6 +125,10 @@ def test_a_crate_model_logged_in_reprorun_run_reloads_and_predicts(
     assert {"model/MLmodel", "model/crate.bin"} <= artifact_files(run)
     mlmodel = local_dir(run.info.artifact_uri) / "model" / "MLmodel"
     assert "crate:" in mlmodel.read_text()
+    shown = reprorun_cli("runs", "show", run.info.run_id)
+    assert "model/  crate  (R function, carrier)  crate.bin" in shown.stdout
+    assert f'mlflow_load_model("runs:/{run.info.run_id}/model")' in shown.stdout
+    assert "python ?" not in shown.stdout
     # A second Rscript, by hand, loads the model through a server on the same store.
     close_stores()
     store = f"sqlite:///{home / 'store.db'}"

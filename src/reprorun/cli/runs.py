@@ -180,6 +180,12 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
                         f'    load in R with: readRDS("<download of {path}>/{spec["data"]}")'
                     )
                     continue
+                if flavor == "crate":  # mlflow_log_model(carrier::crate(...)) in R
+                    click.echo(f"  {path}/  crate  (R function, carrier)  {spec.get('model', '')}")
+                    click.echo(
+                        f'    load in R with: mlflow_load_model("runs:/{info.run_id}/{path}")'
+                    )
+                    continue
                 packages = ", ".join(f"{k}=={v}" for k, v in spec.get("packages", {}).items())
                 click.echo(
                     f"  {path}/  {flavor}  {spec.get('object_type', '')}  "
