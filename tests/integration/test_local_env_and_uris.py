@@ -9,6 +9,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -108,3 +112,132 @@ def test_local_env_fingerprint_follows_the_callers_packages(
     )
     assert again.returncode == 0, again.stderr
     assert run_id_in(inside.stderr) in again.stderr
+
+
+URI_PROJECT = """\
+name: uris
+entry_points:
+  main:
+    parameters:
+      data: path
+      where: {type: uri, default: "s3://bucket/as-is"}
+    command: python -c "import sys; print(open(sys.argv[1]).read(), sys.argv[1], sys.argv[2])" {data} {where}
+"""
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTP server on 127.0.0.1 serving a folder: (its base URL, the folder)."""
+    folder = tmp_path / "served"
+    (folder / "bucket").mkdir(parents=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def no_proxy() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    return env
+
+
+def test_path_parameter_given_a_url_is_downloaded_and_the_run_records_the_url(
+    home: Path, tmp_path: Path, served: tuple[str, Path]
+) -> None:
+    base, folder = served
+    (folder / "train.csv").write_text("a,b\n1,2")
+    project = make_project(tmp_path / "p", URI_PROJECT)
+    url = f"{base}/train.csv"
+    first = reprorun_cli(
+        "run", str(project), "--env-manager", "local", "-P", f"data={url}", env=no_proxy()
+    )
+    assert first.returncode == 0, first.stderr
+    content, local, where = first.stdout.strip().rsplit(maxsplit=2)
+    assert content == "a,b\n1,2"
+    assert Path(local).name == "train.csv" and Path(local).is_relative_to(home / "downloads")
+    assert where == "s3://bucket/as-is"  # a uri parameter is passed as it is
+    run = open_store().get_run(run_id_in(first.stderr))
+    assert run.data.params["data"] == url  # what the user gave, as MLflow logs it
+    parts = json.loads(run.data.tags["reprorun.fingerprint.parts"])
+    assert parts["params"]["data"] == "(content: see data)"
+    # The content counts, as a local path's: the same content is reused, a new one is not.
+    again = reprorun_cli(
+        "run",
+        str(project),
+        "--env-manager",
+        "local",
+        "-P",
+        f"data={url}",
+        "--reuse",
+        env=no_proxy(),
+    )
+    assert again.returncode == 0 and run.info.run_id in again.stderr, again.stderr
+    (folder / "train.csv").write_text("a,b\n3,4")
+    changed = reprorun_cli(
+        "run",
+        str(project),
+        "--env-manager",
+        "local",
+        "-P",
+        f"data={url}",
+        "--reuse",
+        env=no_proxy(),
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert run.info.run_id not in changed.stderr
+    assert "a,b\n3,4" in changed.stdout
+
+
+def test_a_url_that_cannot_be_downloaded_names_the_parameter_and_the_url(
+    home: Path, tmp_path: Path, served: tuple[str, Path]
+) -> None:
+    base, _folder = served
+    project = make_project(tmp_path / "p", URI_PROJECT)
+    url = f"{base}/missing.csv"
+    result = reprorun_cli(
+        "run", str(project), "--env-manager", "local", "-P", f"data={url}", env=no_proxy()
+    )
+    assert result.returncode != 0
+    assert "'data'" in result.stderr and url in result.stderr and "404" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert open_store().search_runs([]) == []  # bad input leaves no run behind
+
+
+def test_s3_path_is_downloaded_with_boto3(
+    home: Path, tmp_path: Path, served: tuple[str, Path]
+) -> None:
+    base, folder = served
+    (folder / "bucket" / "data.txt").write_text("from s3")
+    project = make_project(tmp_path / "p", URI_PROJECT)
+    env = no_proxy()
+    env.update(
+        MLFLOW_S3_ENDPOINT_URL=base,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    result = reprorun_cli(
+        "run", str(project), "--env-manager", "local", "-P", "data=s3://bucket/data.txt", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("from s3 ")
+
+
+def test_gs_path_without_google_cloud_storage_says_what_to_install(
+    home: Path, tmp_path: Path
+) -> None:
+    project = make_project(tmp_path / "p", URI_PROJECT)
+    result = reprorun_cli("run", str(project), "--env-manager", "local", "-P", "data=gs://b/k")
+    assert result.returncode != 0
+    assert "google-cloud-storage" in result.stderr and "gs://b/k" in result.stderr
+    assert "Traceback" not in result.stderr

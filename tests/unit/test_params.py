@@ -135,10 +135,17 @@ def test_path_file_uri_with_a_host_does_not_resolve_to_base_dir(tmp_path):
         cast(ParamType.PATH, "file://missing.csv", tmp_path)
 
 
-def test_path_rejects_remote_uri_and_suggests_uri_type(tmp_path):
+@pytest.mark.parametrize("raw", ["s3://bucket/key", "gs://b/k.csv", "https://example.com/x?y=1"])
+def test_path_keeps_a_url_it_downloads_later(tmp_path, raw):
+    assert cast(ParamType.PATH, raw, tmp_path) == raw  # the runner downloads it (issue 16)
+
+
+def test_path_rejects_a_uri_it_cannot_download_and_suggests_uri_type(tmp_path):
     with pytest.raises(CastError) as info:
-        cast(ParamType.PATH, "s3://bucket/key", tmp_path)
-    assert "uri" in info.value.expected
+        cast(ParamType.PATH, "hdfs://namenode/key", tmp_path)
+    assert "type uri" in info.value.expected
+    with pytest.raises(CastError):
+        cast(ParamType.PATH, "https:///no-host", tmp_path)
 
 
 @pytest.mark.parametrize(

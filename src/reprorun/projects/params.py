@@ -1,7 +1,9 @@
 """Parameter types, casting, validation and shell-safe rendering.
 
 Pure functions over plain data: nothing here touches the store or runs anything. The only
-I/O is the existence check of ``path`` parameters, which MLflow Projects does too.
+I/O is the existence check of ``path`` parameters, which MLflow Projects does too (a ``path``
+given an http(s)://, s3:// or gs:// URL is checked as a URL here and downloaded by the runner,
+see ``reprorun.projects.downloads``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Literal
 from urllib.parse import unquote, urlparse
 
 from reprorun.errors import ParameterError, ParamProblem, UserInputError
+from reprorun.projects.downloads import is_remote
 
 ParamValue = float | int | str
 
@@ -37,7 +40,7 @@ _EXPECTED = {
     ParamType.FLOAT: "a float",
     ParamType.INT: "an integer",
     ParamType.STRING: "a string",
-    ParamType.PATH: "an existing local file or directory",
+    ParamType.PATH: "an existing local file or directory, or an http(s)://, s3:// or gs:// URL",
     ParamType.URI: "a URI with a scheme (e.g. s3://bucket/key, file:///abs/path)",
 }
 
@@ -73,6 +76,10 @@ def cast_value(ptype: ParamType, raw: str, *, base_dir: Path) -> ParamValue:
             raise CastError(_EXPECTED[ptype])
         return raw
     if ptype is ParamType.PATH:
+        if is_remote(raw):
+            if not urlparse(raw).netloc:
+                raise CastError(f"{_EXPECTED[ptype]} (a URL names a host or a bucket)")
+            return raw  # downloaded when the run starts
         return str(_local_path(raw, base_dir))
     return raw
 
@@ -87,7 +94,7 @@ def _local_path(raw: str, base_dir: Path) -> Path:
         candidate = Path(unquote(parsed.path))
     elif parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive, not a scheme
         raise CastError(
-            "a local file or directory (remote paths are not downloaded; "
+            f"{_EXPECTED[ParamType.PATH]} ({parsed.scheme}:// is not downloaded; "
             "declare the parameter with type uri to pass it through)"
         )
     else:
@@ -182,6 +189,12 @@ class ResolvedParam:
     text: str
     source: Source
     declared: bool
+    # What the command receives when it is not ``text``: a downloaded path's local copy.
+    command_text: str | None = None
+
+    @property
+    def passed(self) -> str:
+        return self.text if self.command_text is None else self.command_text
 
 
 def parse_param_args(args: Sequence[str]) -> dict[str, str]:
@@ -309,7 +322,7 @@ def render_command(template: str, params: Sequence[ResolvedParam]) -> str:
     quoted value inserted, and the quote reopened. ``{{`` and ``}}`` are literal braces, as in
     ``str.format`` (what MLflow uses).
     """
-    values = {p.name: p.text for p in params if p.declared}
+    values = {p.name: p.passed for p in params if p.declared}
     parts: list[str] = []
     state, position = "", 0
     for match in _PLACEHOLDER_RE.finditer(template):
@@ -325,6 +338,6 @@ def render_command(template: str, params: Sequence[ResolvedParam]) -> str:
     parts.append(template[position:])
     command = "".join(parts)
     extras = [
-        f"{shlex.quote('--' + p.name)} {shlex.quote(p.text)}" for p in params if not p.declared
+        f"{shlex.quote('--' + p.name)} {shlex.quote(p.passed)}" for p in params if not p.declared
     ]
     return " ".join([command, *extras])

@@ -6,6 +6,7 @@ run only after the plan is complete, so bad input never leaves a run behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -112,6 +113,18 @@ def plan(
     return RunPlan(project, ep, resolved, command, source.provenance, source.snapshot)
 
 
+def _download_path_params(the_plan: RunPlan, progress: Callable[[str], None] | None) -> RunPlan:
+    """The plan with each ``path`` parameter given a URL downloaded (as MLflow does): the
+    command gets the local copy, the run records the URL."""
+    from reprorun.projects.downloads import download_path_params
+
+    params = download_path_params(the_plan.params, the_plan.entry_point.parameters, progress)
+    if params == the_plan.params:
+        return the_plan
+    command = render_command(the_plan.entry_point.command, params)
+    return dataclasses.replace(the_plan, params=params, command=command)
+
+
 def _param_text(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
@@ -182,6 +195,8 @@ def run(
     if env_manager is not None:
         get_env_manager(env_manager)  # an unknown name fails before anything is fetched
     the_plan = plan(uri, entry_point, parameters, version=version, archive_sha256=archive_sha256)
+    if not backend_impl.remote:  # (a remote job cannot see a copy made here: it gets the URL)
+        the_plan = _download_path_params(the_plan, progress)
     env_impl = get_env_manager(env_manager or default_env_manager(the_plan.project))
     warnings = list(the_plan.project.warnings)
     if the_plan.provenance.ref_check_warning:  # a cached tag used unchecked
