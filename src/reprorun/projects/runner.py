@@ -205,8 +205,8 @@ def run(
     if declared_env.kind and env_impl.name == "local":
         what = declared_env.path.name if declared_env.path else declared_env.kind
         warnings.append(
-            f"the project declares {declared_env.kind} ({what}); this run uses the current "
-            "interpreter and its packages (--env-manager local)"
+            f"the project declares {declared_env.kind} ({what}); this run uses your own "
+            "python (the activated environment's, or PATH's) and its packages (--env-manager local)"
         )
     target = resolve_tracking(tracking_uri)  # once: the store, the child and containers
     job_tracking_uri = target.uri
