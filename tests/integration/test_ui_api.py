@@ -156,7 +156,7 @@ def test_artifacts_are_served_from_the_run_folder_only(server: ServerProcess, st
     status, _, body = get(server, base)
     assert status == 400 and b"?path=" in body
     status, _, body = get(server, "/ui-api/runs/ffffffffffffffffffffffffffffffff/artifact?path=x")
-    assert status == 404 and b"No run" in body
+    assert status == 404 and b"Run with id=ffffffffffffffffffffffffffffffff not found" in body
 
 
 def test_models_of_a_run_with_their_description(server: ServerProcess, store: Any) -> None:

@@ -32,10 +32,12 @@ from reprorun.server.auth import Authenticator, Backoff, basic_user
 from reprorun.server.request_rules import body_type_refusal
 from reprorun.server.rest_mlflow import (
     ARTIFACTS_API,
+    MLFLOW_API_VERSION,
     ApiError,
     ArtifactUris,
     MlflowApi,
     invalid,
+    is_endpoint,
     openapi,
 )
 from reprorun.server.ui import ui_routes
@@ -124,6 +126,8 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     inline = getattr(getattr(store, "db", None), "dialect", "") == "sqlite"
 
     async def rest(request: Request) -> Response:
+        if not is_endpoint(request.url.path):  # MLflow's JSON 404, whatever the body
+            return _error(_no_endpoint(request.method, request.url.path))
         # Only a JSON body, which another site's page cannot send without the browser asking
         # this server first (no cross-site form or text/plain posts), as MLflow's server.
         why = body_type_refusal(
@@ -158,11 +162,22 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         except ApiError as exc:
             return _error(exc)
 
+    # /version answers the MLflow version whose API is served (MLflow's clients compare it);
+    # reprorun's own version is in this header of both answers.
+    own_version = {"X-Reprorun-Version": __version__}
+
     async def health(_: Request) -> Response:
-        return PlainTextResponse("OK")
+        return PlainTextResponse("OK", headers=own_version)
 
     async def version(_: Request) -> Response:
-        return PlainTextResponse(__version__)
+        return PlainTextResponse(MLFLOW_API_VERSION, headers=own_version)
+
+    async def unknown_api(request: Request) -> Response:
+        path = request.url.path
+        if path == ARTIFACTS_API or path.startswith(ARTIFACTS_API + "/"):  # a wrong method
+            message = f"{request.method} is not allowed on {path}; use GET, PUT or DELETE."
+            return _error(ApiError(405, "ENDPOINT_NOT_FOUND", message))
+        return _error(_no_endpoint(request.method, path))
 
     spec = openapi(
         "reprorun tracking server",
@@ -180,7 +195,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
             ("GET", "/ui-api/runs/{run_id}/models", "A run's logged models, with MLmodel."),
             ("GET", "/ui-api/models/{model_id}/artifact", "A logged model's file ?path=."),
             ("GET", "/health", "Liveness: 200 OK."),
-            ("GET", "/version", "The server's version."),
+            ("GET", "/version", "The MLflow version whose API is served (header: reprorun's)."),
         ],
     )
 
@@ -197,7 +212,12 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
             Route(ARTIFACTS_API + "/{path:path}", artifact, methods=["GET", "PUT", "DELETE"]),
             Route("/api/2.0/mlflow/{rest:path}", rest, methods=methods),
             Route("/ajax-api/2.0/mlflow/{rest:path}", rest, methods=methods),
+            Route("/api/3.0/mlflow/{rest:path}", rest, methods=methods),
+            Route("/ajax-api/3.0/mlflow/{rest:path}", rest, methods=methods),
             *ui_routes(store, json_response),
+            # Any other API path: MLflow's JSON 404 (clients read its error_code).
+            Route("/api/{rest:path}", unknown_api, methods=methods),
+            Route("/ajax-api/{rest:path}", unknown_api, methods=methods),
         ],
         lifespan=_closing(store),
     )
@@ -295,6 +315,10 @@ def _closing(store: Any) -> Any:
         store.close()
 
     return lifespan
+
+
+def _no_endpoint(method: str, path: str) -> ApiError:
+    return ApiError(404, "ENDPOINT_NOT_FOUND", f"No API endpoint {method} {path}.")
 
 
 def _too_large(limit: int) -> ApiError:
@@ -470,13 +494,13 @@ class ArtifactProxy:
         if request.method == "GET":
             if not target.is_file():
                 raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"No artifact {raw!r}.")
-            # Bytes to save, never a page: an uploaded .html or .svg must not run script in
-            # the origin the web UI shares with this proxy.
+            # An attachment with the file's type, never a page: an uploaded .html or .svg is
+            # plain bytes, so it cannot run script in the origin the web UI shares.
             return FileResponse(
                 target,
                 filename=target.name,
-                media_type="application/octet-stream",
-                headers=DOWNLOAD_HEADERS,
+                # As a header: a media_type of text/* would get "; charset=utf-8" appended.
+                headers={**DOWNLOAD_HEADERS, "Content-Type": download_type(target.name)},
             )
         if request.method == "DELETE":
             # A link is deleted itself, never what it points to (``sub/loop -> ..`` would
@@ -532,6 +556,38 @@ class ArtifactProxy:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+# Names MLflow's server sends as text/plain (its TEXT_EXTENSIONS; MLmodel and MLproject have
+# no extension and are matched by name).
+_TEXT_NAMES = """txt log err cfg conf cnf cf ini properties prop hocon toml yaml yml xml json
+js py py3 csv tsv md rst mlmodel mlproject"""
+TEXT_EXTENSIONS = frozenset(_TEXT_NAMES.split())
+# Types a browser would run or render as a document: sent as bytes instead.
+ACTIVE_TYPES = (
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/javascript",
+    "application/javascript",
+    "text/xml",
+    "application/xml",
+)
+
+
+def download_type(name: str) -> str:
+    """The Content-Type a downloaded artifact is sent with, guessed from its name as MLflow
+    does (``text/plain`` for text files, ``image/png``, ``application/pdf``, ...);
+    ``application/octet-stream`` when unknown or when a browser could run it."""
+    import mimetypes
+
+    extension = PurePosixPath(name).suffix.lstrip(".") or name
+    if extension.lower() in TEXT_EXTENSIONS:
+        return "text/plain"
+    guessed, _ = mimetypes.guess_type(name)
+    if guessed is None or guessed in ACTIVE_TYPES:
+        return "application/octet-stream"
+    return guessed
 
 
 def _delete(target: Path) -> None:

@@ -38,11 +38,14 @@ from reprorun.tracking.entities import (
     RunStatus,
     SystemTags,
     ViewType,
-    now_ms,
 )
 from reprorun.tracking.store.base import TrackingStore
 
 API = "/api/2.0/mlflow"
+API3 = "/api/3.0/mlflow"  # MLflow 3's newer endpoints (server-info)
+# The MLflow version whose REST API this server answers, reported by GET /version: MLflow's
+# clients turn features off for older servers (reprorun's own version is in /health).
+MLFLOW_API_VERSION = "3.17.2"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 # MLflow's log-batch limits (mlflow/utils/validation.py).
 MAX_BATCH_METRICS = 1000
@@ -124,6 +127,20 @@ class ArtifactUris:
 # --- JSON field readers ------------------------------------------------------------------------
 
 
+def _shown(value: Any) -> str:
+    """A request value as MLflow's messages show it: as JSON (``31``, ``"foo"``)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def bad_value(value: Any, name: str, expected: str) -> ApiError:
+    """MLflow's message for a parameter of the wrong type or range, which its clients match:
+    ``Invalid value 31 for parameter 'run_id' supplied``."""
+    return invalid(f"Invalid value {_shown(value)} for parameter '{name}' supplied: {expected}.")
+
+
 def _field(body: Mapping[str, Any], *names: str, required: bool = False) -> Any:
     for name in names:
         if name in body and body[name] is not None:
@@ -138,10 +155,7 @@ def _text(body: Mapping[str, Any], *names: str, required: bool = False) -> str |
     if value is None:
         return None
     if not isinstance(value, str):
-        raise invalid(
-            f"Invalid value {value!r} for parameter '{names[0]}': expected a string, "
-            f"got {type(value).__name__}."
-        )
+        raise bad_value(value, names[0], f"expected a string, got {type(value).__name__}")
     return value
 
 
@@ -159,15 +173,15 @@ def _int(body: Mapping[str, Any], name: str, *, required: bool = False) -> int |
     value = _field(body, name, required=required)
     if value is None:
         return None
-    expected = f"Invalid value {value!r} for parameter '{name}': expected a 64-bit integer."
+    expected = bad_value(value, name, "expected a 64-bit integer")
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise invalid(expected)
+        raise expected
     try:
         number = int(value)
     except ValueError:
-        raise invalid(expected) from None
+        raise expected from None
     if number not in INT64:
-        raise invalid(expected)
+        raise expected
     return number
 
 
@@ -183,13 +197,11 @@ def _double(value: Any, name: str) -> float:
     if isinstance(value, str) and value in _SPECIAL_DOUBLES:
         return _SPECIAL_DOUBLES[value]
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise invalid(f"Invalid value {value!r} for parameter '{name}': expected a number.")
+        raise bad_value(value, name, "expected a number")
     try:
         return float(value)
     except (ValueError, OverflowError):
-        raise invalid(
-            f"Invalid value {value!r} for parameter '{name}': expected a number."
-        ) from None
+        raise bad_value(value, name, "expected a number") from None
 
 
 def _json_double(value: float) -> float | str:
@@ -203,7 +215,7 @@ def _json_double(value: float) -> float | str:
 def _key_values(body: Mapping[str, Any], name: str, what: str) -> dict[str, str]:
     items = _field(body, name) or []
     if not isinstance(items, list):
-        raise invalid(f"Invalid value for '{name}': expected a list of {{key, value}} objects.")
+        raise bad_value(items, name, "expected a list of {key, value} objects")
     result: dict[str, str] = {}
     for item in items:
         if not isinstance(item, dict):
@@ -221,7 +233,9 @@ def _key_values(body: Mapping[str, Any], name: str, what: str) -> dict[str, str]
     return result
 
 
-def _metric(item: Any, default_time: int) -> Metric:
+def _metric(item: Any, where: str = "") -> Metric:
+    """A metric from its JSON object; ``where`` prefixes the names in messages
+    (``metrics[0].``). Its timestamp is required, as MLflow requires it."""
     if not isinstance(item, dict):
         raise invalid(f"Invalid metric {item!r}: expected an object with key and value.")
     # The common, well-typed case in a few checks (a log-batch carries up to 1,000 of them).
@@ -241,9 +255,12 @@ def _metric(item: Any, default_time: int) -> Metric:
         return Metric(key, float(value), timestamp, step)
     key = _need(item, "key")
     value = _double(_field(item, "value", required=True), f"value of metric {key!r}")
+    if item.get("timestamp") is None:
+        raise invalid(f"Missing value for required parameter '{where}timestamp'.")
     timestamp = _int(item, "timestamp")
     step = _int(item, "step")
-    return Metric(key, value, default_time if timestamp is None else timestamp, step or 0)
+    assert timestamp is not None
+    return Metric(key, value, timestamp, step or 0)
 
 
 def _view_type(value: Any) -> ViewType:
@@ -283,12 +300,13 @@ def path_pattern(template: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}\\Z")  # \Z: "runs/get\n" is not a route
 
 
-def route(method: str, path: str) -> Callable[[Handler], Handler]:
-    """Register a handler for ``method path``; ``{name}`` segments become path parameters."""
-    pattern = path_pattern(API + path)
+def route(method: str, path: str, prefix: str = API) -> Callable[[Handler], Handler]:
+    """Register a handler for ``method prefix+path``; ``{name}`` segments become path
+    parameters."""
+    pattern = path_pattern(prefix + path)
 
     def register(fn: Handler) -> Handler:
-        _ROUTES.append((method, API + path, pattern, fn))
+        _ROUTES.append((method, prefix + path, pattern, fn))
         return fn
 
     return register
@@ -300,6 +318,12 @@ def routes() -> list[tuple[str, str, str]]:
         (method, path, (fn.__doc__ or fn.__name__).strip().splitlines()[0])
         for method, path, _, fn in _ROUTES
     ]
+
+
+def is_endpoint(path: str) -> bool:
+    """Whether ``path`` (``/api/...`` or ``/ajax-api/...``) names an endpoint, by any method."""
+    path = path.replace("/ajax-api/", "/api/", 1)
+    return any(pattern.match(path) for _, _, pattern, _ in _ROUTES)
 
 
 def parse_request(method: str, query: Mapping[str, list[str]], body: bytes) -> Json:
@@ -453,6 +477,9 @@ def create_experiment(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Create an experiment."""
     name = _need(body, "name")
     location = _text(body, "artifact_location") or None
+    if location and "://" not in location and ":" not in location.split("/", 1)[0]:
+        # A relative folder is the server's (MLflow resolves it against its working folder).
+        location = str(Path.cwd() / location)
     tags = _key_values(body, "tags", "experiment tag")
     return {"experiment_id": api.store.create_experiment(name, location, tags)}
 
@@ -595,27 +622,27 @@ def restore_run(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
 @route("POST", "/runs/log-metric")
 def log_metric(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Log one metric value."""
-    api.store.log_metric(api.run_id(body), _metric(body, now_ms()))
+    run_id = api.run_id(body)  # checked first, as MLflow does
+    api.store.log_metric(run_id, _metric(body))
     return {}
 
 
 @route("POST", "/runs/log-parameter")
 def log_param(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Log one parameter (immutable once logged)."""
+    run_id = api.run_id(body)
     key = _need(body, "key")
-    value = _field(body, "value", required=True)
-    if not isinstance(value, str):
-        raise invalid(f"Invalid value {value!r} for parameter {key!r}: expected a string.")
-    api.store.log_param(api.run_id(body), key, value)
+    value = _need(body, "value")
+    api.store.log_param(run_id, key, value)
     return {}
 
 
 @route("POST", "/runs/set-tag")
 def set_tag(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Set a tag on a run."""
+    run_id = api.run_id(body)
     key = _need(body, "key")
     value = _text(body, "value") or ""
-    run_id = api.run_id(body)
     if key == SystemTags.RUN_NAME:
         api.store.update_run(run_id, run_name=value)
     else:
@@ -636,9 +663,8 @@ def log_batch(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     run_id = api.run_id(body)
     raw_metrics = _field(body, "metrics") or []
     if not isinstance(raw_metrics, list):
-        raise invalid("Invalid value for 'metrics': expected a list of metric objects.")
-    now = now_ms()
-    metrics = [_metric(m, now) for m in raw_metrics]
+        raise bad_value(raw_metrics, "metrics", "expected a list of metric objects")
+    metrics = [_metric(m, f"metrics[{i}].") for i, m in enumerate(raw_metrics)]
     params = _key_values(body, "params", "param")
     tags = _key_values(body, "tags", "tag")
     for what, count, limit in (
@@ -912,6 +938,15 @@ def list_logged_model_artifacts(api: MlflowApi, body: Json, path: dict[str, str]
         "root_uri": api.uris.public(model.artifact_location),
         "files": [_file_info(f.path, f.is_dir, f.file_size) for f in files],
     }
+
+
+# --- server ---------------------------------------------------------------------------------
+
+
+@route("GET", "/server-info", prefix=API3)
+def server_info(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """What the server supports (MLflow 3.18 clients ask before using workspaces)."""
+    return {"store_type": "SqlStore", "workspaces_enabled": False, "trace_archival_enabled": False}
 
 
 def openapi(title: str, version: str, extra: Sequence[tuple[str, str, str]] = ()) -> Json:

@@ -484,7 +484,7 @@ class SqlStore:
     def get_run(self, run_id: str) -> Run:
         runs = self.db.read(lambda c: self._runs(c, "WHERE run_uuid = :id", {"id": run_id}))
         if not runs:
-            raise ResourceNotFound(f"No run with id {run_id!r}.")
+            raise ResourceNotFound(f"Run with id={run_id} not found.")
         return runs[0]
 
     def resolve_run_id(self, prefix: str) -> str:
@@ -548,7 +548,7 @@ class SqlStore:
                 "UPDATE runs SET lifecycle_stage = :s WHERE run_uuid = :id",
                 {"s": stage, "id": run_id},
             ):
-                raise ResourceNotFound(f"No run with id {run_id!r}.")
+                raise ResourceNotFound(f"Run with id={run_id} not found.")
 
         self.db.write(update)
 
@@ -558,7 +558,7 @@ class SqlStore:
             if not conn.execute(
                 'DELETE FROM tags WHERE run_uuid = :id AND "key" = :k', {"id": run_id, "k": key}
             ):
-                raise ResourceNotFound(f"Run {run_id} has no tag {key!r}.")
+                raise ResourceNotFound(f"No tag with name: {key} in run with id {run_id}.")
 
         self.db.write(delete)
 
@@ -601,7 +601,7 @@ class SqlStore:
             if not changed and not conn.fetch(
                 "SELECT 1 FROM runs WHERE run_uuid = :id", {"id": run_id}
             ):
-                raise ResourceNotFound(f"No run with id {run_id!r}.")
+                raise ResourceNotFound(f"Run with id={run_id} not found.")
             if changed and run_name is not None:
                 self._write_tags(conn, run_id, {SystemTags.RUN_NAME: run_name})
             return changed > 0
@@ -750,7 +750,7 @@ class SqlStore:
             )
         )
         if not found:
-            raise ResourceNotFound(f"No logged model with id {model_id!r}.")
+            raise ResourceNotFound(f"Logged model with id={model_id} not found.")
         return found[0]
 
     def finalize_logged_model(self, model_id: str, status: LoggedModelStatus) -> LoggedModel:
@@ -786,7 +786,7 @@ class SqlStore:
                 'DELETE FROM logged_model_tags WHERE model_id = :id AND "key" = :k',
                 {"id": model_id, "k": key},
             ):
-                raise ResourceNotFound(f"Logged model {model_id} has no tag {key!r}.")
+                raise ResourceNotFound(f"No tag with key {key!r} on logged model {model_id}.")
 
         self._update_model(model_id, "last_updated_timestamp_ms = :t", {}, delete)
 
@@ -848,7 +848,7 @@ class SqlStore:
                 f"UPDATE logged_models SET {sets} WHERE model_id = :id",
                 {"id": model_id, "t": now_ms(), **(values or {})},
             ):
-                raise ResourceNotFound(f"No logged model with id {model_id!r}.")
+                raise ResourceNotFound(f"Logged model with id={model_id} not found.")
             if also is not None:
                 also(conn)
 
@@ -901,7 +901,7 @@ class SqlStore:
         """The run exists and is active: a deleted run takes no writes (as MLflow)."""
         rows = conn.fetch("SELECT lifecycle_stage FROM runs WHERE run_uuid = :id", {"id": run_id})
         if not rows:
-            raise ResourceNotFound(f"No run with id {run_id!r}.")
+            raise ResourceNotFound(f"Run with id={run_id} not found.")
         if rows[0][0] != "active":
             raise UserInputError(
                 f"The run {run_id} must be in the 'active' state. Current state is {rows[0][0]}."
@@ -1011,7 +1011,10 @@ def _check_max_results(max_results: int) -> int:
     if not isinstance(max_results, int) or isinstance(max_results, bool) or max_results < 1:
         raise UserInputError(f"max_results must be a positive integer, got {max_results!r}.")
     if max_results > MAX_RESULTS:
-        raise UserInputError(f"max_results must be at most {MAX_RESULTS}, got {max_results}.")
+        raise UserInputError(  # MLflow's wording, which its clients match
+            f"Invalid value {max_results} for parameter 'max_results' supplied: "
+            f"it must be at most {MAX_RESULTS}."
+        )
     return max_results
 
 

@@ -1,0 +1,199 @@
+"""``reprorun server`` answers as MLflow's own REST tests expect (issue 16, section 6): the
+probes newer clients make, downloads with their file's type, MLflow's error messages."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from email.message import Message
+from typing import Any
+
+import pytest
+
+from tests.integration.server_proc import ServerProcess, server_process
+
+API = "/api/2.0/mlflow"
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with server_process(tmp_path_factory.mktemp("mlflow-shapes")) as running:
+        yield running
+
+
+def call(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str = "application/json",
+) -> tuple[int, Message, bytes]:
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(server.url + path, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def call_json(server: ServerProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    status, _, raw = call(server, method, path, body)
+    return status, json.loads(raw)
+
+
+def new_run(server: ServerProcess) -> str:
+    status, body = call_json(server, "POST", f"{API}/runs/create", {"experiment_id": "0"})
+    assert status == 200, body
+    return str(body["run"]["info"]["run_id"])
+
+
+@pytest.mark.parametrize("prefix", ["/api", "/ajax-api"])
+def test_server_info_answers_what_newer_clients_probe(server: ServerProcess, prefix: str) -> None:
+    status, body = call_json(server, "GET", f"{prefix}/3.0/mlflow/server-info")
+    assert status == 200
+    assert body == {
+        "store_type": "SqlStore",
+        "workspaces_enabled": False,
+        "trace_archival_enabled": False,
+    }
+
+
+def test_version_is_the_mlflow_api_served_and_reprorun_s_own_is_a_header(
+    server: ServerProcess,
+) -> None:
+    from reprorun import __version__
+
+    status, headers, body = call(server, "GET", "/version")
+    assert (status, body) == (200, b"3.17.2")
+    assert headers["X-Reprorun-Version"] == __version__
+    _, headers, _ = call(server, "GET", "/health")
+    assert headers["X-Reprorun-Version"] == __version__
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        (f"{API}/no/such/thing", "application/json"),
+        (f"{API}/no/such/thing", "text/plain"),  # a 404, not a 415
+        ("/api/2.0/elsewhere", "text/plain"),
+        ("/ajax-api/3.0/mlflow/nothing-here", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_unknown_api_paths_answer_mlflow_s_json_404(
+    server: ServerProcess, path: str, content_type: str
+) -> None:
+    status, headers, raw = call(server, "POST", path, b"x=1", content_type)
+    assert status == 404
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(raw)["error_code"] == "ENDPOINT_NOT_FOUND"
+
+
+def test_known_paths_still_refuse_a_body_that_is_not_json(server: ServerProcess) -> None:
+    status, _, _ = call(server, "POST", f"{API}/experiments/create", b"name=x", "text/plain")
+    assert status == 415
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.txt", "text/plain"),
+        ("MLmodel", "text/plain"),
+        ("MLproject", "text/plain"),
+        ("c.png", "image/png"),
+        ("d.pdf", "application/pdf"),
+        ("b.pkl", "application/octet-stream"),
+        ("page.html", "application/octet-stream"),  # never a page of the server's origin
+        ("img.svg", "application/octet-stream"),
+    ],
+)
+def test_downloads_carry_the_file_s_type(server: ServerProcess, name: str, expected: str) -> None:
+    path = f"{ARTIFACTS}/types/{name}"
+    assert call(server, "PUT", path, b"content", "application/octet-stream")[0] == 200
+    status, headers, body = call(server, "GET", path)
+    assert (status, body) == (200, b"content")
+    assert headers["Content-Type"] == expected
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"] == "sandbox"
+    assert headers["Content-Disposition"].startswith("attachment")
+
+
+def test_a_metric_without_timestamp_is_refused(server: ServerProcess) -> None:
+    run_id = new_run(server)
+    status, body = call_json(
+        server, "POST", f"{API}/runs/log-metric", {"run_id": run_id, "key": "m", "value": 1}
+    )
+    assert status == 400
+    assert "Missing value for required parameter 'timestamp'" in body["message"]
+    status, body = call_json(
+        server,
+        "POST",
+        f"{API}/runs/log-batch",
+        {"run_id": run_id, "metrics": [{"key": "mae", "value": 2.5}]},
+    )
+    assert status == 400
+    assert "Missing value for required parameter 'metrics[0].timestamp'" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "fields", "expected"),
+    [
+        ("log-metric", {"run_id": 31, "timestamp": 1}, "Invalid value 31 for parameter 'run_id'"),
+        ("log-metric", {"key": 31, "timestamp": 1}, "Invalid value 31 for parameter 'key'"),
+        (
+            "log-metric",
+            {"step": "foo", "timestamp": 1},
+            "Invalid value \"foo\" for parameter 'step'",
+        ),
+        ("log-parameter", {"run_id": 31, "value": 41}, "Invalid value 31 for parameter 'run_id'"),
+        ("set-tag", {"value": 41}, "Invalid value 41 for parameter 'value'"),
+        ("log-batch", {"tags": "5"}, "Invalid value \"5\" for parameter 'tags'"),
+        ("log-batch", {"metrics": "foo"}, "Invalid value \"foo\" for parameter 'metrics'"),
+    ],
+)
+def test_invalid_values_are_named_in_mlflow_s_words(
+    server: ServerProcess, endpoint: str, fields: dict[str, Any], expected: str
+) -> None:
+    body: dict[str, Any] = {"run_id": new_run(server), "key": "k", "value": 1.0, **fields}
+    status, answer = call_json(server, "POST", f"{API}/runs/{endpoint}", body)
+    assert status == 400
+    assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert answer["message"].startswith(expected + " supplied"), answer
+
+
+def test_missing_runs_and_tags_are_named_in_mlflow_s_words(server: ServerProcess) -> None:
+    status, body = call_json(
+        server, "POST", f"{API}/runs/delete-tag", {"run_id": "fake_run_id", "key": "t"}
+    )
+    assert (status, body["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+    assert body["message"].startswith("Run with id=fake_run_id not found")
+    run_id = new_run(server)
+    status, body = call_json(
+        server, "POST", f"{API}/runs/delete-tag", {"run_id": run_id, "key": "fakeTag"}
+    )
+    assert status == 404
+    assert body["message"].startswith("No tag with name: fakeTag")
+    status, body = call_json(
+        server, "POST", f"{API}/runs/search", {"experiment_ids": ["0"], "max_results": 123456789}
+    )
+    assert status == 400
+    assert "Invalid value 123456789 for parameter 'max_results' supplied" in body["message"]
+
+
+def test_a_relative_artifact_location_is_made_absolute(server: ServerProcess) -> None:
+    status, body = call_json(
+        server,
+        "POST",
+        f"{API}/experiments/create",
+        {"name": "relative", "artifact_location": "my_location"},
+    )
+    assert status == 200, body
+    _, got = call_json(
+        server, "GET", f"{API}/experiments/get?experiment_id={body['experiment_id']}"
+    )
+    assert got["experiment"]["artifact_location"] == str(server.workdir / "my_location")
