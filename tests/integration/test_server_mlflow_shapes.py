@@ -197,3 +197,19 @@ def test_a_relative_artifact_location_is_made_absolute(server: ServerProcess) ->
         server, "GET", f"{API}/experiments/get?experiment_id={body['experiment_id']}"
     )
     assert got["experiment"]["artifact_location"] == str(server.workdir / "my_location")
+
+
+def test_runs_show_their_latest_metrics_with_timestamp_and_step(server: ServerProcess) -> None:
+    run_id = new_run(server)
+    metrics = [
+        {"key": "loss", "value": 1.0, "timestamp": 100, "step": 0},
+        {"key": "loss", "value": 0.5, "timestamp": 200, "step": 3},
+    ]
+    body = {"run_id": run_id, "metrics": metrics}
+    assert call_json(server, "POST", f"{API}/runs/log-batch", body)[0] == 200
+    expected = [{"key": "loss", "value": 0.5, "timestamp": 200, "step": 3}]
+    _, got = call_json(server, "GET", f"{API}/runs/get?run_id={run_id}")
+    assert got["run"]["data"]["metrics"] == expected
+    search = {"experiment_ids": ["0"], "filter": f"attributes.run_id = '{run_id}'"}
+    _, found = call_json(server, "POST", f"{API}/runs/search", search)
+    assert [r["data"]["metrics"] for r in found["runs"]] == [expected]

@@ -415,15 +415,27 @@ class MlflowApi:
             result["end_time"] = info.end_time
         return result
 
-    def run(self, run: Run) -> Json:
+    def metric_points(self, runs: Sequence[Run]) -> dict[str, dict[str, tuple[int, int]]]:
+        """(timestamp, step) of the runs' latest metrics, when the store keeps them."""
+        points = getattr(self.store, "latest_metric_points", None)
+        return points([r.info.run_id for r in runs]) if points else {}
+
+    def run(self, run: Run, points: Mapping[str, tuple[int, int]] | None = None) -> Json:
+        """A run as MLflow renders it; ``points``: its latest metrics' (timestamp, step)."""
         data = run.data
+        metrics = []
+        for key, value in data.metrics.items():
+            metric: Json = {"key": key, "value": _json_double(value)}
+            if points and key in points:
+                metric["timestamp"], metric["step"] = points[key]
+            metrics.append(metric)
         # Inputs and outputs are kept in two tags; MLflow shows them as their own fields.
         inputs = _json_tag(data.tags, INPUTS_TAG, dict)
         outputs = _json_tag(data.tags, OUTPUTS_TAG, list)
         return {
             "info": self.run_info(run),
             "data": {
-                "metrics": [{"key": k, "value": _json_double(v)} for k, v in data.metrics.items()],
+                "metrics": metrics,
                 "params": [{"key": k, "value": v} for k, v in data.params.items()],
                 "tags": [
                     {"key": k, "value": v}
@@ -582,7 +594,8 @@ def get_run(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     from reprorun.backends.status import refresh
 
     # A local run whose supervisor died is closed here too: nothing reads as RUNNING forever.
-    return {"run": api.run(refresh(api.store, api.store.get_run(api.run_id(body)), engines=False))}
+    run = refresh(api.store, api.store.get_run(api.run_id(body)), engines=False)
+    return {"run": api.run(run, api.metric_points([run]).get(run.info.run_id))}
 
 
 @route("POST", "/runs/update")
@@ -774,7 +787,8 @@ def _search_runs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     from reprorun.backends.status import refresh
 
     runs = [refresh(api.store, r, engines=False) for r in page]
-    return _paged("runs", [api.run(r) for r in runs], page.token)
+    points = api.metric_points(runs)
+    return _paged("runs", [api.run(r, points.get(r.info.run_id)) for r in runs], page.token)
 
 
 route("POST", "/runs/search")(_search_runs)

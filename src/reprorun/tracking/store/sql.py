@@ -641,6 +641,26 @@ class SqlStore:
                 data[rid].metrics[key] = math.nan if is_nan else float(value)
         return data
 
+    def latest_metric_points(self, run_ids: Sequence[str]) -> dict[str, dict[str, tuple[int, int]]]:
+        """(timestamp, step) of each run's latest value per metric key (MLflow's REST answers
+        show them beside the value)."""
+        points: dict[str, dict[str, tuple[int, int]]] = {rid: {} for rid in run_ids}
+
+        def read(conn: Connection) -> None:
+            for start in range(0, len(run_ids), 500):
+                chunk = run_ids[start : start + 500]
+                names = {f"r{i}": rid for i, rid in enumerate(chunk)}
+                in_list = ", ".join(":" + k for k in names)
+                for rid, key, timestamp, step in conn.fetch(
+                    'SELECT run_uuid, "key", "timestamp", step FROM latest_metrics '
+                    f"WHERE run_uuid IN ({in_list})",
+                    names,
+                ):
+                    points[rid][key] = (int(timestamp), int(step))
+
+        self.db.read(read)
+        return points
+
     # --- logging --------------------------------------------------------------------------
 
     def log_batch(
