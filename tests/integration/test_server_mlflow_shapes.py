@@ -213,3 +213,48 @@ def test_runs_show_their_latest_metrics_with_timestamp_and_step(server: ServerPr
     search = {"experiment_ids": ["0"], "filter": f"attributes.run_id = '{run_id}'"}
     _, found = call_json(server, "POST", f"{API}/runs/search", search)
     assert [r["data"]["metrics"] for r in found["runs"]] == [expected]
+
+
+def test_bulk_metric_histories_for_charts(server: ServerProcess) -> None:
+    runs = sorted([new_run(server), new_run(server)])
+    for offset, run_id in enumerate(runs):
+        metrics = [
+            {"key": "acc", "value": step + offset, "timestamp": 1000 - step, "step": step}
+            for step in range(10)
+        ]
+        body = {"run_id": run_id, "metrics": metrics}
+        assert call_json(server, "POST", f"{API}/runs/log-batch", body)[0] == 200
+    query = f"run_id={runs[1]}&run_id={runs[0]}&metric_key=acc&max_results=2"
+    status, got = call_json(server, "GET", f"/ajax-api/2.0/mlflow/metrics/get-history-bulk?{query}")
+    assert status == 200
+    # By run id, each run's history by timestamp, at most max_results points per run.
+    assert [(m["run_id"], m["step"]) for m in got["metrics"]] == [
+        (runs[0], 9),
+        (runs[0], 8),
+        (runs[1], 9),
+        (runs[1], 8),
+    ]
+    assert got["metrics"][0] == {
+        "key": "acc",
+        "value": 9.0,
+        "timestamp": 991,
+        "step": 9,
+        "run_id": runs[0],
+    }
+    interval = f"{API}/metrics/get-history-bulk-interval?run_ids={runs[0]}&metric_key=acc"
+    _, sampled = call_json(server, "GET", interval + "&max_results=5")
+    assert [m["step"] for m in sampled["metrics"]] == [0, 2, 4, 6, 8, 9]  # and the last
+    _, window = call_json(server, "GET", interval + "&max_results=5&start_step=0&end_step=4")
+    assert [m["step"] for m in window["metrics"]] == [0, 1, 2, 3, 4]
+    for query, message in [
+        ("metric_key=acc", "Missing value for required parameter 'run_ids'."),
+        (f"run_ids={runs[0]}&metric_key=acc&start_step=1", "both must be specified"),
+        (f"run_ids={runs[0]}&metric_key=acc&start_step=2&end_step=1", "end_step must be"),
+        (f"run_ids={runs[0]}&metric_key=acc&max_results=0", "between 1 and 2500"),
+    ]:
+        status, error = call_json(server, "GET", f"{API}/metrics/get-history-bulk-interval?{query}")
+        assert (status, error["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+        assert message in error["message"]
+    status, error = call_json(server, "GET", f"{API}/metrics/get-history-bulk?metric_key=acc")
+    assert status == 400
+    assert "must specify at least one run_id" in error["message"]
