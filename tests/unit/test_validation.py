@@ -173,7 +173,11 @@ def _query_value(value: Any) -> str:
         ("/runs/log-parameter", {"key": "../../etc/x", "value": "1"}, "key"),
         ("/runs/set-tag", {"key": "a//b", "value": "1"}, "key"),
         ("/runs/log-batch", {"params": [{"key": "/etc", "value": "1"}]}, "key"),
-        ("/runs/log-batch", {"metrics": [{"key": "m", "value": 1, "step": 2**70}]}, "step"),
+        (
+            "/runs/log-batch",
+            {"metrics": [{"key": "m", "value": 1, "timestamp": 1, "step": 2**70}]},
+            "step",
+        ),
         ("/runs/log-batch", {"metrics": {"key": "m"}}, "metrics"),
         ("/runs/log-batch", {"params": "p"}, "params"),
         ("/runs/log-model", {"model_json": "[" * 100_000 + "]" * 100_000}, "model_json"),
