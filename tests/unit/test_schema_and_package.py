@@ -28,7 +28,9 @@ def test_sqlite_ddl_is_generated_from_the_sqlalchemy_schema() -> None:
 
 def test_all_lists_exactly_the_public_names() -> None:
     # Every lazily exported name is in __all__ and nothing else is (httpx's check).
-    assert sorted(reprorun.__all__) == sorted([*reprorun._LAZY, "__version__"])
+    assert sorted(reprorun.__all__) == sorted(
+        [*reprorun._LAZY, *reprorun._SUBPACKAGES, "__version__"]
+    )
     assert dir(reprorun) == sorted(reprorun.__all__)
     for name in reprorun.__all__:
         assert getattr(reprorun, name) is not None
