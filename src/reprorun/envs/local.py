@@ -10,6 +10,7 @@ distributions, is that interpreter's.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reprorun.envs.base import EnvManager, PreparedEnv, Progress
 from reprorun.projects.spec import Project
@@ -39,6 +41,7 @@ print(json.dumps({
     "version": platform.python_version(),
     "distributions": sorted(names),
     "has_reprorun": importlib.util.find_spec("reprorun") is not None,
+    "folders": [os.path.abspath(p) for p in sys.path if p],  # not "" (the folder it runs in)
 }))
 """
 PROBE_TIMEOUT = 60
@@ -88,19 +91,8 @@ class LocalEnvManager(EnvManager):
         caller = caller_python()
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([*caller.path_prefix, env.get("PATH", "")])
-        try:
-            probed = subprocess.run(
-                [caller.command, "-c", _PROBE],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=PROBE_TIMEOUT,
-                check=False,
-            )
-            info = json.loads(probed.stdout) if probed.returncode == 0 else None
-        except (OSError, subprocess.TimeoutExpired, ValueError):
-            info = None
-        if not isinstance(info, dict):
+        info = _probe(caller.command, env)
+        if info is None:
             # The command may not use Python at all (Rscript, a shell script): run it anyway.
             return PreparedEnv(
                 name=self.name,
@@ -129,3 +121,64 @@ class LocalEnvManager(EnvManager):
             python_version=str(info.get("version") or platform.python_version()),
             env_hash=hashlib.sha256(listing.encode()).hexdigest(),
         )
+
+
+def _probe(command: str, env: dict[str, str]) -> dict[str, Any] | None:
+    """What ``_PROBE`` prints for ``command``, or None if it cannot be asked.
+
+    Asking costs an interpreter start (and a pyenv shim's ~50 ms): the answer is kept under
+    ``<home>/cache/local-python`` for the same command, PATH, activated environment and
+    folder, and reused while nothing it depends on changed: the modification times of the
+    interpreter, of every folder on its ``sys.path`` (installing or removing a package
+    changes its folder's) and of the files that decide which Python a pyenv shim runs."""
+    from reprorun.config import home
+
+    cwd = str(Path.cwd())
+    parts = [command, cwd, *(env.get(k, "") for k in _CHOICE_VARS)]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+    cached = home() / "cache" / "local-python" / f"{key}.json"
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        kept = json.loads(cached.read_text(encoding="utf-8"))
+        if kept["stamps"] == _stamps(kept["info"], cwd, env):
+            return dict(kept["info"])
+    try:
+        probed = subprocess.run(
+            [command, "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
+        info = json.loads(probed.stdout) if probed.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    with contextlib.suppress(OSError):  # a cache that cannot be written costs a probe
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"info": info, "stamps": _stamps(info, cwd, env)}))
+        partial.replace(cached)
+    return info
+
+
+# The variables that choose which interpreter ``python`` is (with PATH and the folder).
+_CHOICE_VARS = ("PATH", "VIRTUAL_ENV", "CONDA_PREFIX", "PYENV_VERSION", "PYTHONPATH", "PYTHONHOME")
+
+
+def _stamps(info: dict[str, Any], cwd: str, env: dict[str, str]) -> list[list[Any]]:
+    """[path, modification time in ns or None] for what the probe's answer depends on."""
+    paths = [str(info["executable"]), *info["folders"]]
+    folder = Path(cwd)
+    for parent in (folder, *folder.parents):  # pyenv's local version files
+        paths.append(str(parent / ".python-version"))
+    pyenv_root = env.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
+    paths.append(str(Path(pyenv_root) / "version"))
+    stamps: list[list[Any]] = []
+    for path in paths:
+        try:
+            stamps.append([path, Path(path).stat().st_mtime_ns])
+        except OSError:
+            stamps.append([path, None])
+    return stamps
