@@ -4,8 +4,9 @@ The command's ``python`` is the one the caller's shell would run: the activated 
 environment (``VIRTUAL_ENV``), else the first ``python`` on PATH, else the conda environment
 (``CONDA_PREFIX``), else the first ``python3`` on PATH. Only when there is none is it the
 interpreter reprorun runs on (a reprorun installed with pipx or ``uv tool`` has its own, which
-holds none of the project's packages). What the run records, its Python version and installed
-distributions, is that interpreter's.
+holds none of the project's packages). The folder of the interpreter it resolves to (through
+a pyenv shim, say) comes first on the command's PATH. What the run records, its Python version
+and installed distributions, is that interpreter's.
 """
 
 from __future__ import annotations
@@ -113,11 +114,14 @@ class LocalEnvManager(EnvManager):
             env_vars["PYTHONPATH"] = os.pathsep.join(
                 p for p in (os.environ.get("PYTHONPATH"), str(client_root())) if p
             )
+        executable = str(info.get("executable") or caller.command)
         return PreparedEnv(
             name=self.name,
-            path_prefix=caller.path_prefix,
+            # The interpreter found (not a shim, which could pick another in the command's
+            # folder) comes first, as on a cluster node whose PATH is not the caller's.
+            path_prefix=(str(Path(executable).parent),),
             env_vars=env_vars,
-            python=str(info.get("executable") or caller.command),
+            python=executable,
             python_version=str(info.get("version") or platform.python_version()),
             env_hash=hashlib.sha256(listing.encode()).hexdigest(),
         )
