@@ -33,6 +33,8 @@ entry_points:
     command: 'reprorun runs end "$REPRORUN_RUN_ID" --status FINISHED && exit 3'
   mlflow_failed:
     command: '"$MLFLOW_CLIENT_PYTHON" mlflow_gate.py'
+  step_crashes:
+    command: '"$REPRORUN_TEST_PYTHON" crash.py || echo "retried without it"'
 """
 
 GATE = """\
@@ -52,6 +54,12 @@ except RuntimeError as exc:
     print("caught:", exc)
 """
 
+CRASH = """\
+import reprorun
+reprorun.log_metric("accuracy", 0.5)
+raise RuntimeError("a step that crashes; the command goes on")
+"""
+
 MLFLOW_GATE = """\
 import mlflow
 mlflow.start_run()
@@ -67,7 +75,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return make_project(
         tmp_path / "gates",
         MLPROJECT,
-        {"gate.py": GATE, "block.py": BLOCK, "mlflow_gate.py": MLFLOW_GATE},
+        {"gate.py": GATE, "block.py": BLOCK, "crash.py": CRASH, "mlflow_gate.py": MLFLOW_GATE},
     )
 
 
@@ -179,3 +187,16 @@ def test_end_run_refuses_a_status_that_is_not_an_end(home: Path) -> None:
 
     with pytest.raises(UserInputError, match="FINISHED, FAILED or KILLED, got 'DONE'"):
         reprorun.end_run("DONE")
+
+
+def test_a_crashing_step_of_a_command_that_succeeds_leaves_the_verdict_to_the_command(
+    project: Path, home: Path
+) -> None:
+    """Only end_run and a `with` block are the code's verdict: a process that crashes inside
+    a command that goes on and exits 0 does not fail the run (as MLflow's atexit hook)."""
+    result = reprorun_cli("run", str(project), "-e", "step_crashes", "--env-manager", "local")
+    assert result.returncode == 0, result.stderr
+    assert "retried without it" in result.stdout
+    run = open_store().get_run(run_id_in(result.stderr))
+    assert run.info.status is RunStatus.FINISHED
+    assert run.data.metrics["accuracy"] == 0.5

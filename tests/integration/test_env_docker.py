@@ -336,3 +336,39 @@ def test_pythonpath_set_by_docker_env_keeps_the_reprorun_client(home: Path, tmp_
     run = only_run()
     assert run["info"]["status"] == "FINISHED"
     assert run["data"]["metrics"] == {"x": 42.0}
+
+
+def test_a_path_parameter_given_a_url_is_read_in_the_container(home: Path, tmp_path: Path) -> None:
+    """The file is downloaded on the host; the container reads it at the path it is given."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "rows.csv").write_text("a,b\n1,2\n")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    mlproject = (
+        "name: url-in-docker\n"
+        f"docker_env:\n  image: {IMAGE}\n"
+        "entry_points:\n  main:\n    parameters:\n      data: path\n"
+        '    command: "cat {data} && touch {data}.written || echo read-only"\n'
+    )
+    project = make_project(tmp_path / "project", mlproject)
+    url = f"http://127.0.0.1:{server.server_address[1]}/rows.csv"
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    try:
+        result = reprorun_cli("run", str(project), "-P", f"data={url}", env=env, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "a,b\n1,2\n" in result.stdout
+    assert "read-only" in result.stdout  # the container cannot change the downloads cache

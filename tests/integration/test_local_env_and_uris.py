@@ -213,6 +213,26 @@ def test_a_url_that_cannot_be_downloaded_names_the_parameter_and_the_url(
     assert open_store().search_runs([]) == []  # bad input leaves no run behind
 
 
+def test_a_url_whose_name_leads_out_of_the_downloads_folder_stays_in_it(
+    home: Path, tmp_path: Path, served: tuple[str, Path]
+) -> None:
+    """An encoded '/' in the URL's last segment must not become part of the file's path."""
+    base, folder = served
+    (folder / "escape.txt").write_text("payload")
+    project = make_project(tmp_path / "p", URI_PROJECT)
+    for url in (f"{base}/a/b/..%2F..%2F..%2Fescape.txt", f"{base}/%2Fescape.txt"):
+        result = reprorun_cli(
+            "run", str(project), "--env-manager", "local", "-P", f"data={url}", env=no_proxy()
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("payload ")
+        local = Path(result.stdout.split()[1])
+        assert local.is_relative_to(home / "downloads") and local.name == "escape.txt"
+    written = [p for p in tmp_path.parent.rglob("escape.txt") if "downloads" not in p.parts]
+    assert written == [folder / "escape.txt"]
+    assert not Path("/escape.txt").exists()
+
+
 def test_s3_path_is_downloaded_with_boto3(
     home: Path, tmp_path: Path, served: tuple[str, Path]
 ) -> None:
@@ -225,7 +245,10 @@ def test_s3_path_is_downloaded_with_boto3(
         AWS_ACCESS_KEY_ID="test",
         AWS_SECRET_ACCESS_KEY="test",
         AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE="/dev/null",  # nothing of the developer's own AWS set-up
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
     )
+    env.pop("AWS_PROFILE", None)
     result = reprorun_cli(
         "run", str(project), "--env-manager", "local", "-P", "data=s3://bucket/data.txt", env=env
     )
@@ -237,7 +260,19 @@ def test_gs_path_without_google_cloud_storage_says_what_to_install(
     home: Path, tmp_path: Path
 ) -> None:
     project = make_project(tmp_path / "p", URI_PROJECT)
-    result = reprorun_cli("run", str(project), "--env-manager", "local", "-P", "data=gs://b/k")
+    # google-cloud-storage made unimportable, whether this machine has it or not.
+    shadow = tmp_path / "shadow" / "google" / "cloud" / "storage"
+    shadow.mkdir(parents=True)
+    (shadow.parent.parent / "__init__.py").write_text("")
+    (shadow.parent / "__init__.py").write_text("")
+    (shadow / "__init__.py").write_text("raise ImportError('not installed (test)')\n")
+    pythonpath = os.pathsep.join(
+        p for p in (str(tmp_path / "shadow"), os.environ.get("PYTHONPATH")) if p
+    )
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    result = reprorun_cli(
+        "run", str(project), "--env-manager", "local", "-P", "data=gs://b/k", env=env
+    )
     assert result.returncode != 0
     assert "google-cloud-storage" in result.stderr and "gs://b/k" in result.stderr
     assert "Traceback" not in result.stderr

@@ -87,9 +87,11 @@ def docker_argv(
     env: Mapping[str, str],
     mounts: list[Path],
     client_dir: Path,
+    read_only: tuple[Path, ...] = (),
 ) -> list[str]:
     """``docker run`` for the command: host network (servers bind 127.0.0.1), the working
-    folder and ``mounts`` at their own paths, reprorun's client on PYTHONPATH."""
+    folder and ``mounts`` at their own paths (``read_only`` ones too, read-only), reprorun's
+    client on PYTHONPATH."""
     argv = [
         "docker",
         "run",
@@ -102,6 +104,8 @@ def docker_argv(
     ]
     for folder in dict.fromkeys([cwd, *mounts]):
         argv += ["-v", f"{folder}:{folder}"]
+    for folder in read_only:
+        argv += ["-v", f"{folder}:{folder}:ro"]
     argv += ["-v", f"{client_dir}:{CLIENT_MOUNT}:ro", "-w", str(cwd)]
     for volume in docker.volumes:
         argv += ["-v", volume]

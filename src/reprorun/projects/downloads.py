@@ -13,12 +13,13 @@ import dataclasses
 import hashlib
 import importlib
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 REMOTE_SCHEMES = ("http", "https", "s3", "gs")
 TIMEOUT = 60  # seconds without a byte before a download is given up
 CHUNK = 1024 * 1024
+MAX_NAME = 200  # characters of a downloaded file's name kept
 
 
 def is_remote(raw: str) -> bool:
@@ -72,6 +74,8 @@ def download(name: str, url: str) -> Path:
     partial.mkdir(parents=True, exist_ok=True)
     try:
         target = partial / _file_name(url)
+        if target.parent != partial:  # _file_name's promise, checked where it matters
+            raise UserInputError(f"Parameter {name!r} (path): unusable file name in {url}")
         with target.open("wb") as out:
             _fetch(name, url, out)
         digest = hashlib.sha256()
@@ -88,9 +92,12 @@ def download(name: str, url: str) -> Path:
 
 
 def _file_name(url: str) -> str:
-    """The URL's last path segment (the command may look at the extension)."""
-    last = unquote(urlparse(url).path.rstrip("/").rpartition("/")[2])
-    return last if last not in ("", ".", "..") and "\x00" not in last else "download"
+    """The URL's last path segment (the command may look at the extension), decoded first and
+    then reduced to a plain file name: an encoded ``/`` (``..%2F..%2F.bashrc``, ``%2Fetc``)
+    must not lead the file out of its folder."""
+    last = PurePosixPath(unquote(urlparse(url).path)).name
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", last)[:MAX_NAME].lstrip(".")
+    return safe or "download"
 
 
 def _fetch(name: str, url: str, out: BinaryIO) -> None:

@@ -538,6 +538,10 @@ def _container(
     if sqlite_path and sqlite_path != ":memory:":
         mounts.append(Path(sqlite_path).parent)
     assert prepared.client_dir is not None
+    from reprorun.projects.downloads import downloads_root
+
+    # Files downloaded for path parameters are read where the command was told they are.
+    downloads = downloads_root()
     argv = docker_argv(
         prepared.docker,
         run_id=run_id,
@@ -546,6 +550,7 @@ def _container(
         env=env,
         mounts=mounts,
         client_dir=prepared.client_dir,
+        read_only=(downloads,) if downloads.is_dir() else (),
     )
     return {"argv": argv, "stop_argv": stop_argv(run_id)}
 

@@ -146,6 +146,13 @@ _previous_excepthook = sys.excepthook
 
 # Python tells atexit hooks nothing about sys.exit(n); `with reprorun.start_run():` sees it.
 def _end_at_exit() -> None:
+    global _active
+    with _lock:
+        if _active is not None and not _active.owned:
+            # The runner's run: a process that ends (or crashes) is one step of the command,
+            # whose exit code decides; only end_run and a `with` block give the code's verdict.
+            _active = None
+            return
     if _uncaught:
         interrupted = issubclass(_uncaught[0], KeyboardInterrupt)
         end_run(RunStatus.KILLED if interrupted else RunStatus.FAILED)
