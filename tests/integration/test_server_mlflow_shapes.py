@@ -123,6 +123,32 @@ def test_downloads_carry_the_file_s_type(server: ServerProcess, name: str, expec
     assert headers["Content-Disposition"].startswith("attachment")
 
 
+def test_get_artifact_serves_a_run_s_file_with_its_type_and_nothing_outside(
+    server: ServerProcess,
+) -> None:
+    """MLflow's GET /get-artifact?run_id=&path=, with the proxy's download rules."""
+    from urllib.parse import quote
+
+    run_id = new_run(server)
+    status, body = call_json(server, "GET", f"{API}/runs/get?run_id={run_id}")
+    folder = body["run"]["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")
+    for name in ("a.txt", "page.html"):
+        assert call(server, "PUT", f"{ARTIFACTS}/{folder}/{name}", b"x", "text/plain")[0] == 200
+    status, headers, data = call(server, "GET", f"/get-artifact?run_id={run_id}&path=a.txt")
+    assert (status, data, headers["Content-Type"]) == (200, b"x", "text/plain")
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    status, headers, _ = call(server, "GET", f"/get-artifact?run_id={run_id}&path=page.html")
+    assert (status, headers["Content-Type"]) == (200, "application/octet-stream")
+    for path in ("../../../store.db", "/etc/passwd", quote("..%2Fx", safe="")):
+        status, _, raw = call(server, "GET", f"/get-artifact?run_id={run_id}&path={path}")
+        assert status == 400, (path, raw)
+        assert json.loads(raw)["error_code"] == "INVALID_PARAMETER_VALUE"
+    status, _, raw = call(server, "GET", "/get-artifact?run_id=0123456789abcdef&path=a.txt")
+    assert status == 404 and json.loads(raw)["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    status, _, raw = call(server, "GET", "/get-artifact?path=a.txt")
+    assert status == 400 and "run_id" in json.loads(raw)["message"]
+
+
 def test_a_metric_without_timestamp_is_refused(server: ServerProcess) -> None:
     run_id = new_run(server)
     status, body = call_json(

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -36,6 +37,7 @@ from reprorun.server.rest_mlflow import (
     ApiError,
     ArtifactUris,
     MlflowApi,
+    error_for,
     invalid,
     is_endpoint,
     openapi,
@@ -46,6 +48,7 @@ CONFIG_ENV = "REPRORUN_SERVER_CONFIG"  # how --workers processes receive the con
 # Files served for download: not sniffed, not rendered, and sandboxed if a browser tries.
 DOWNLOAD_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 MiB = 1024 * 1024
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9!#$&+.^_`|~-]+")  # a file name HTTP needs no quotes for
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,25 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         except ApiError as exc:
             return _error(exc)
 
+    async def get_artifact(request: Request) -> Response:
+        """MLflow's ``GET /get-artifact?run_id=&path=``: one file of a run's artifacts, as a
+        download with its type (the same rules as the proxy's downloads)."""
+        from reprorun.server.ui import artifact_file
+
+        query = request.query_params
+        try:
+            run_id = query.get("run_id") or query.get("run_uuid")
+            if not run_id:
+                raise invalid("Missing value for required parameter 'run_id'.")
+            run = await run_in_threadpool(store.get_run, run_id)
+            target = artifact_file(run.info.artifact_uri, query.get("path", ""))
+        except Exception as exc:
+            return _error(exc if isinstance(exc, ApiError) else error_for(exc))
+        headers = {**DOWNLOAD_HEADERS, "Content-Type": download_type(target.name)}
+        if _TOKEN_NAME.fullmatch(target.name):  # as MLflow (werkzeug) writes a plain name
+            headers["Content-Disposition"] = f"attachment; filename={target.name}"
+        return FileResponse(target, filename=target.name, headers=headers)
+
     # /version answers the MLflow version whose API is served (MLflow's clients compare it);
     # reprorun's own version is in this header of both answers.
     own_version = {"X-Reprorun-Version": __version__}
@@ -194,6 +216,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
             ("GET", "/ui-api/runs/{run_id}/artifact", "A run's artifact file ?path=."),
             ("GET", "/ui-api/runs/{run_id}/models", "A run's logged models, with MLmodel."),
             ("GET", "/ui-api/models/{model_id}/artifact", "A logged model's file ?path=."),
+            ("GET", "/get-artifact", "A run's artifact file ?run_id=&path= (MLflow's)."),
             ("GET", "/health", "Liveness: 200 OK."),
             ("GET", "/version", "The MLflow version whose API is served (header: reprorun's)."),
         ],
@@ -206,6 +229,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/health", health),
+            Route("/get-artifact", get_artifact, methods=["GET"]),
             Route("/version", version),
             Route("/openapi.json", openapi_json),
             Route(ARTIFACTS_API, artifact, methods=["GET"]),

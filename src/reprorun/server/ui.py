@@ -58,7 +58,7 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
         path = run.data.tags.get("reprorun.log", "logs/run.log")
         status = run.info.status.value
         try:
-            target = _artifact_file(run.info.artifact_uri, path)
+            target = artifact_file(run.info.artifact_uri, path)
         except ApiError:  # no log (yet): the run did not start, or logs elsewhere
             return {"text": "", "offset": 0, "size": 0, "status": status, "exists": False}
         with open(target, "rb") as f:
@@ -179,7 +179,7 @@ def _complete_utf8(data: bytes) -> int:
 def _mlmodel(artifact_uri: str, path: str) -> str | None:
     """The text of a model's MLmodel file (its flavors, signature, sizes), if it has one."""
     try:
-        text = _artifact_file(artifact_uri, path).read_text(encoding="utf-8", errors="replace")
+        text = artifact_file(artifact_uri, path).read_text(encoding="utf-8", errors="replace")
     except (ApiError, OSError):
         return None
     return text[:PREVIEW_BYTES]
@@ -205,7 +205,7 @@ def _int_param(request: Request, name: str, default: int) -> int:
         raise invalid(f"Invalid {name} {raw!r}: expected an integer.") from None
 
 
-def _artifact_file(artifact_uri: str, raw_path: str) -> Path:
+def artifact_file(artifact_uri: str, raw_path: str) -> Path:
     """The file ``raw_path`` names under an artifact folder; refused if it is not one or
     would leave the folder (``..``, absolute paths, symbolic links pointing out)."""
     from reprorun.server.app import resolve_under
@@ -227,7 +227,7 @@ def _artifact_file(artifact_uri: str, raw_path: str) -> Path:
 def _file_response(request: Request, artifact_uri: str) -> Response:
     from reprorun.server.app import DOWNLOAD_HEADERS
 
-    target = _artifact_file(artifact_uri, request.query_params.get("path", ""))
+    target = artifact_file(artifact_uri, request.query_params.get("path", ""))
     # ?preview=1: the file's first bytes, as text, for the page to show.
     if request.query_params.get("preview"):
         with open(target, "rb") as f:
