@@ -16,10 +16,14 @@ import pytest
 ENGINES = Path(os.environ.get("ENGINES", "/work/shared/engines"))
 
 
-def _script(name: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def _script(
+    name: str, timeout: float, path_first: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run an engines script, without the tests' REPRORUN_*/MLFLOW_* variables (the engine
-    would pass them on to every job it runs)."""
+    would pass them on to every job it runs); ``path_first`` goes first on its PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRORUN_", "MLFLOW_"))}
+    if path_first:
+        env["PATH"] = os.pathsep.join([path_first, env.get("PATH", os.defpath)])
     return subprocess.run(
         ["bash", str(ENGINES / name)], capture_output=True, text=True, timeout=timeout, env=env
     )
@@ -30,17 +34,20 @@ def _script(name: str, timeout: float) -> subprocess.CompletedProcess[str]:
 # Read at import: the autouse clean_environ fixture hides REPRORUN_* variables during tests.
 RAY_ADDRESS = os.environ.get("REPRORUN_TEST_RAY_ADDRESS", "").strip() or None
 RAY_DEFAULT_ADDRESS = "http://127.0.0.1:28265"  # what ray-up.sh starts
+# The Python ray-up.sh installs Ray into: first on the head's PATH, it is the `python` of every
+# job, as on a real cluster, where reprorun is not installed (the tests ship its client).
+RAY_VENV = os.environ.get("RAY_VENV", "/tmp/ray-ci-venv")
 
 
 @pytest.fixture(scope="session")
 def ray_address() -> Iterator[str]:
     """The Jobs API address of a Ray head: REPRORUN_TEST_RAY_ADDRESS (CI started it), else
-    one started by ray-up.sh and stopped at the end of the session, unless it was already up
-    (then someone else owns it)."""
+    one started by ray-up.sh (from Ray's own venv, which has no reprorun) and stopped at the
+    end of the session, unless it was already up (then someone else owns it)."""
     if RAY_ADDRESS:
         yield RAY_ADDRESS
         return
-    up = _script("ray-up.sh", timeout=600)
+    up = _script("ray-up.sh", timeout=600, path_first=f"{RAY_VENV}/bin")
     if up.returncode != 0:
         pytest.fail(f"{ENGINES / 'ray-up.sh'} failed:\n{up.stdout}\n{up.stderr}")
     try:

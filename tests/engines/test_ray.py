@@ -44,6 +44,16 @@ PRINT = (
     "threads=$OMP_NUM_THREADS\"; exit ${EXIT_WITH:-0}'\n"
 )
 SLEEP = "entry_points:\n  main:\n    command: 'echo started; sleep 60'\n"
+# No environment declared: the job runs the node's own `python`, which has no reprorun.
+LOGS_A_METRIC = "entry_points:\n  main:\n    command: 'python train.py'\n"
+TRAIN = """\
+import sys
+import reprorun
+
+print("python=" + sys.executable)
+print("client=" + reprorun.__file__)
+reprorun.log_metric("loss", 0.25)
+"""
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -255,6 +265,8 @@ def test_package_is_stable_skips_git_and_keeps_modes(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "run.sh").write_text("echo hi\n")
     (tmp_path / "a" / "run.sh").chmod(0o755)
+    (tmp_path / "a" / "__pycache__").mkdir()  # Python's caches are not shipped
+    (tmp_path / "a" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
     first, second = io.BytesIO(), io.BytesIO()
     zip_tree(tmp_path, first)
     (tmp_path / "a" / "run.sh").touch()  # a new mtime: same package
@@ -530,3 +542,40 @@ def test_lock_builds_the_environment_on_the_worker(
     log = stored_log(submitted.run_id)
     assert "six 1.16.0" in log
     assert "runtime_resources/pip/" in log
+
+
+def test_the_clusters_python_has_no_reprorun(ray_address: str) -> None:
+    """The head runs from Ray's own venv, as a real cluster's Python, without reprorun: what
+    the next test imports can only be the client each job ships."""
+    api = JobsApi(ray_address)
+    sid = api.call("POST", "/api/jobs/", {"entrypoint": "python -c 'import reprorun'"})[
+        "submission_id"
+    ]
+    path = f"/api/jobs/{sid}"
+    wait_until(
+        lambda: json.loads(api.request("GET", path)[1])["status"] in ("SUCCEEDED", "FAILED"),
+        60,
+        "the job to end",
+    )
+    logs = json.loads(api.request("GET", f"{path}/logs")[1])["logs"]
+    assert "No module named 'reprorun'" in logs, (
+        "the Ray head's python has reprorun: start it with its own venv first on PATH "
+        f"(PATH=/tmp/ray-ci-venv/bin:$PATH ray-up.sh, as .ci/run does). Its log: {logs}"
+    )
+
+
+def test_a_project_without_an_environment_logs_with_the_shipped_client(
+    home: Path, tmp_path: Path, ray_address: str
+) -> None:
+    project = make_project(tmp_path / "p", LOGS_A_METRIC, {"train.py": TRAIN})
+    with bounded(ray_address, 60):
+        submitted = reprorun.projects.run(
+            str(project), backend="ray", backend_config={"address": ray_address}, echo=False
+        )
+    log = stored_log(submitted.run_id)
+    assert submitted.get_status() is RunStatus.FINISHED, log
+    run = open_store().get_run(submitted.run_id)
+    assert run.data.metrics["loss"] == 0.25  # logged by the job into this very run
+    # The client Ray unpacked from the job's py_modules, not this machine's reprorun.
+    assert "/runtime_resources/py_modules_files/" in log, log
+    assert str(Path(reprorun.__file__).parent) not in log

@@ -310,3 +310,40 @@ def test_a_file_store_is_explained_and_a_server_uri_reaches_the_job(
     assert not any("works only when" in w for w in warnings)
     log = stored_log(submitted.run_id)
     assert "uri=http://tracking.example:5000 mlflow=http://tracking.example:5000" in log
+
+
+def test_a_node_python_without_reprorun_imports_the_shipped_client(
+    slurm_cluster: str, home: Path, tmp_path: Path
+) -> None:
+    """A project with no declared environment on a node whose Python has no reprorun (here a
+    venv without it, put first on PATH by a setup line, as `module load python` would)."""
+    venv = tmp_path / "node-python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    lacks = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import reprorun"], capture_output=True, timeout=60
+    )
+    assert b"No module named 'reprorun'" in lacks.stderr
+    path = make_project(
+        tmp_path / "p",
+        "entry_points:\n  main:\n    command: python train.py\n",
+        {
+            "train.py": "import sys\nimport reprorun\n\nprint('python=' + sys.executable)\n"
+            "print('client=' + reprorun.__file__)\nreprorun.log_metric('loss', 0.25)\n"
+        },
+    )
+    submitted = reprorun.projects.run(
+        str(path),
+        backend="slurm",
+        backend_config={
+            "partition": slurm_cluster,
+            "time": "5",
+            "setup": [f"export PATH={venv}/bin:$PATH"],
+        },
+        echo=False,
+    )
+    log = stored_log(submitted.run_id)
+    assert submitted.get_status() is RunStatus.FINISHED, log
+    assert stored(submitted.run_id).data.metrics["loss"] == 0.25
+    assert f"python={venv}/bin/python" in log
+    job_folder = home / "slurm" / submitted.run_id
+    assert f"client={job_folder / 'client' / 'reprorun' / '__init__.py'}" in log, log

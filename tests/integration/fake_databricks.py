@@ -15,8 +15,9 @@ refuses DBFS writes over 1 MB (MAX_BLOCK_SIZE_EXCEEDED) and malformed submission
 INVALID_PARAMETER_VALUE), keeps DBFS files in memory, and answers errors as
 ``{"error_code", "message"}``. A test drives a run's state (``set_state``, ``set_output``),
 or with ``execute=True`` the fake runs the submitted spark_python_task itself: it writes its
-DBFS files to a folder standing for the /dbfs mount and runs the launcher with this Python,
-as a cluster's driver would, following the process for the run's state and output.
+DBFS files to a folder standing for the /dbfs mount and runs the launcher with a Python that
+has no reprorun (a venv of this Python, as a cluster's driver has its own), following the
+process for the run's state and output.
 
     with FakeWorkspace() as ws:
         ws.url, ws.token, ws.submitted[0], ws.dbfs["/path"], ws.set_state(run_id, "RUNNING")
@@ -115,6 +116,7 @@ class FakeWorkspace:
         import shutil
 
         shutil.rmtree(self._mount, ignore_errors=True)
+        shutil.rmtree(f"{self._mount}-python", ignore_errors=True)
 
     # --- what a test drives and reads ---------------------------------------------------------
 
@@ -337,6 +339,19 @@ class FakeWorkspace:
 
     # --- a driver of our own (execute=True) -------------------------------------------------
 
+    def _driver_python(self) -> Path:
+        """The driver's Python: a venv of this one without reprorun (made once), so the job
+        imports only the client it ships."""
+        python = self._mount.parent / f"{self._mount.name}-python" / "bin" / "python"
+        with self._lock:
+            if not python.exists():
+                subprocess.run(
+                    [sys.executable, "-m", "venv", "--without-pip", str(python.parent.parent)],
+                    check=True,
+                    timeout=120,
+                )
+        return python
+
     def _execute(self, run: FakeRun) -> None:
         task = run.body["tasks"][0]["spark_python_task"]
         with self._lock:
@@ -345,6 +360,7 @@ class FakeWorkspace:
                 local.parent.mkdir(parents=True, exist_ok=True)
                 local.write_bytes(data)
         launcher = self._mount / task["python_file"][len("dbfs:/") :]
+        python = self._driver_python()
         params = [p.replace("=/dbfs/", f"={self._mount}/", 1) for p in task.get("parameters", [])]
         # A driver's environment: none of this test process's variables.
         env = {
@@ -359,7 +375,7 @@ class FakeWorkspace:
                 run.state = {"life_cycle_state": "RUNNING", "state_message": ""}
                 run.output = {"logs": ""}
                 process = subprocess.Popen(
-                    [sys.executable, str(launcher), *params],
+                    [str(python), str(launcher), *params],
                     stdout=subprocess.PIPE,
                     stderr=err,
                     env=env,

@@ -503,6 +503,7 @@ import os, sys
 import reprorun
 
 print("client:", reprorun.__file__)
+print("python:", sys.executable)
 print("top:", open("../top.txt").read().strip())
 print("data:", os.environ.get("DATA"), "home:", os.environ.get("REPRORUN_HOME"))
 with reprorun.start_run():
@@ -544,6 +545,7 @@ def test_the_job_runs_in_the_shipped_tree_and_logs_into_the_tracking_server(
         assert b"[reprorun] the command exited with code 0" in submitted.logs()
     out = b"".join(chunks).decode()
     assert "client: " in out and "/client/reprorun/__init__.py" in out  # the shipped client
+    assert "-python/bin/python" in out  # the driver's own Python, which has no reprorun
     assert "top: from the top of the tree" in out  # the whole tree, run from its subdirectory
     assert "data: dbfs:/data home: None" in out  # the run's variables, not this process's
 

@@ -129,6 +129,24 @@ def test_script_exports_only_the_jobs_variables_and_keeps_the_exit_code(tmp_path
     assert (tmp_path / "exit_code").read_text() == "77 3\n"
 
 
+def test_the_shipped_client_comes_first_on_pythonpath_after_the_setup(tmp_path: Path) -> None:
+    """A setup line that loads a Python (and sets PYTHONPATH) still leaves reprorun's client
+    importable: it goes first, before what the node and the setup gave."""
+    script = render(
+        SlurmBackendConfig(setup=['export PYTHONPATH="/from/setup${PYTHONPATH:+:$PYTHONPATH}"']),
+        folder=tmp_path,
+        workdir=tmp_path,
+        command='echo "$PYTHONPATH"',
+        env={"PYTHONPATH": "/from/the/run"},
+        pythonpath=[str(tmp_path / "client")],
+    )
+    (tmp_path / "job.sh").write_text(script)
+    done = subprocess.run(
+        ["bash", str(tmp_path / "job.sh")], capture_output=True, text=True, timeout=30
+    )
+    assert done.stdout == f"{tmp_path / 'client'}:/from/setup:/from/the/run\n"
+
+
 def test_a_failing_setup_step_ends_the_job_before_the_command(tmp_path: Path) -> None:
     script = render(
         SlurmBackendConfig(setup=["false"]), folder=tmp_path, workdir=tmp_path, command="echo ran"

@@ -7,6 +7,9 @@ match the cluster's, while the REST API is the stable interface Ray's own SDK us
 A submission ships the project's tree as the job's ``working_dir`` (a zip uploaded to the
 cluster, as Ray's SDK does), asks Ray to build the run's environment on the worker from the
 lock (``runtime_env.pip``), and names the job ``reprorun-<run id>``, so anyone can find it.
+reprorun's in-run client (standard library only) goes with every job as a ``py_modules``
+package, first on the job's PYTHONPATH: ``import reprorun`` works whatever Python the
+cluster's nodes have.
 """
 
 from __future__ import annotations
@@ -142,9 +145,14 @@ class RayBackend(Backend):
             )
 
     def _submit(self, spec: LaunchSpec) -> SubmittedRun:
+        from reprorun.envs.client import client_root
+
         requirements = lock_requirements(spec.lock_text)
         runtime_env: dict[str, Any] = {
             "working_dir": self.api.upload_tree(spec.root),
+            # `import reprorun` in the job: the runner's own client (a folder holding the
+            # package, uploaded once per version), which Ray puts first on PYTHONPATH.
+            "py_modules": [self.api.upload_tree(client_root(), "reprorun's in-run client")],
             # The run's own variables win: they say which run the code logs into.
             "env_vars": {**self.config.env_vars, **spec.job_env},
         }
@@ -380,9 +388,10 @@ class JobsApi:
             f"Ray at {self.address} refused {what}: HTTP {status}: {said.rstrip('.')}.{hint}"
         )
 
-    def upload_tree(self, root: Path) -> str:
-        """Ship ``root`` (without .git) as a content-addressed package; returns its URI for
-        ``runtime_env.working_dir``. A package the cluster already has is not sent again."""
+    def upload_tree(self, root: Path, what: str = "the project's files") -> str:
+        """Ship ``root`` (without .git and Python's caches) as a content-addressed package;
+        returns its URI for ``runtime_env.working_dir`` or ``py_modules``. A package the
+        cluster already has is not sent again."""
         with tempfile.TemporaryFile(prefix="reprorun-ray-") as package:
             zip_tree(root, package)
             size = package.tell()
@@ -406,16 +415,17 @@ class JobsApi:
                     timeout=_UPLOAD_TIMEOUT,
                 )
             if status >= 400:
-                raise self.error(status, data, f"the project's files ({root}, {size} bytes zipped)")
+                raise self.error(status, data, f"{what} ({root}, {size} bytes zipped)")
         return f"gcs://{name}"
 
 
 def zip_tree(root: Path, out: IO[bytes]) -> None:
-    """Zip ``root``'s files (not .git) into ``out``, in a stable order with fixed dates and
-    the files' modes (Ray restores them: scripts stay executable)."""
+    """Zip ``root``'s files (not .git, nor Python's caches, which the job's Python makes
+    anew) into ``out``, in a stable order with fixed dates and the files' modes (Ray restores
+    them: scripts stay executable)."""
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if d != ".git")
+            dirs[:] = sorted(d for d in dirs if d not in (".git", "__pycache__"))
             here = Path(folder)
             rel = here.relative_to(root)
             if not dirs and not files and rel.parts:

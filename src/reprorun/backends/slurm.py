@@ -4,7 +4,10 @@ follow, ``scancel`` stops, and the job's output file is the run's log.
 The cluster shares this machine's file system (as Slurm clusters share home and project
 folders): the job runs a copy of the project from a per-run folder (``jobs_dir/<run id>``),
 uses the environment reprorun built here (its folders go first on PATH), and can log into
-the run's store directly. The rendered script stays in that folder, next to the job's log.
+the run's store directly. The rendered script stays in that folder, next to the job's log, and
+so does a copy of reprorun's in-run client (standard library only), first on the job's
+PYTHONPATH: ``import reprorun`` works with whatever Python the node gives the command (a
+``module load python`` in ``setup``, a node's own interpreter), as on the other backends.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ SCRIPT_NAME = "job.sh"
 LOG_NAME = "job.log"
 EXIT_CODE_NAME = "exit_code"  # "<job id> <exit code>", written by the script as it ends
 SOURCE_NAME = "src"
+CLIENT_NAME = "client"  # the copy of reprorun's in-run client the job imports
 COMMAND_TIMEOUT = 120.0  # seconds; Slurm's own commands retry an unreachable slurmctld ~10 s
 
 # Slurm's job states (squeue %T, scontrol JobState, sacct State) in reprorun's terms.
@@ -189,12 +193,14 @@ def render_script(
     workdir: Path,
     env: Mapping[str, str],
     path: Sequence[str] = (),
+    pythonpath: Sequence[str] = (),
 ) -> str:
     """The sbatch script of one run: pure, so what a config gives can be read and tested.
 
     ``folder`` is the run's folder (log, exit code, chdir), ``workdir`` where ``command``
     runs, ``env`` every variable the job gets besides the node's login environment (sbatch
-    --export=NONE: nothing of this process leaks in), ``path`` folders put first on PATH.
+    --export=NONE: nothing of this process leaks in), ``path`` folders put first on PATH,
+    ``pythonpath`` first on PYTHONPATH (after the setup lines, which may load a Python).
     """
     q = shlex.quote
     options = [
@@ -229,6 +235,8 @@ def render_script(
     if config.modules:
         lines.append("module load " + " ".join(q(m) for m in config.modules))
     lines += config.setup
+    if pythonpath:
+        lines.append(f'export PYTHONPATH={q(":".join(pythonpath))}"${{PYTHONPATH:+:$PYTHONPATH}}"')
     lines += [
         f"cd {q(str(workdir))}",
         "set +e",
@@ -328,6 +336,7 @@ class SlurmBackend(Backend):
         return Path(self.config.jobs_dir)
 
     def _submit(self, spec: LaunchSpec) -> SubmittedRun:
+        from reprorun.envs.client import client_root
         from reprorun.projects.runner import command_shim
 
         folder = self.jobs_dir / spec.run_id
@@ -339,6 +348,11 @@ class SlurmBackend(Backend):
             source = folder / SOURCE_NAME
             # The job runs what was submitted, even if the project changes while it waits.
             shutil.copytree(spec.root, source, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            # In the folder the nodes share: the node's Python may have no reprorun.
+            client = folder / CLIENT_NAME
+            shutil.copytree(
+                client_root(), client, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
         except OSError as exc:
             raise ExecutionError(
                 f"Could not prepare the Slurm job's folder {folder}: {exc}. Set jobs_dir in "
@@ -353,6 +367,7 @@ class SlurmBackend(Backend):
             env={**self.config.env_vars, **spec.job_env},
             # `reprorun log ...` in the command is this reprorun, then the built environment.
             path=[str(command_shim().parent), *spec.path_prefix],
+            pythonpath=[str(client)],
         )
         script_path = folder / SCRIPT_NAME
         script_path.write_text(script, encoding="utf-8")
