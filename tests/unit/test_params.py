@@ -312,6 +312,20 @@ def test_resolve_cli_paths_relative_to_cwd_defaults_relative_to_project(tmp_path
     ]
 
 
+def test_a_path_given_as_a_uri_or_absolute_is_recorded_as_given_and_passed_local(tmp_path):
+    # As MLflow (its _create_run logs the value given): code that looks for an earlier run by
+    # its params (MLflow's multistep example) finds it with the text it passed.
+    (tmp_path / "d").mkdir()
+    params = {n: Parameter(n, ParamType.PATH) for n in ("uri", "absolute", "relative")}
+    given = {"uri": f"file://{tmp_path}/d", "absolute": f"{tmp_path}/d/../d", "relative": "d"}
+    result = resolve_parameters(params, given, cwd=tmp_path, project_dir=tmp_path)
+    assert [(r.text, r.passed) for r in result] == [
+        (f"file://{tmp_path}/d", str(tmp_path / "d")),
+        (f"{tmp_path}/d/../d", str(tmp_path / "d")),
+        (str(tmp_path / "d"), str(tmp_path / "d")),  # relative: recorded made absolute
+    ]
+
+
 def test_resolve_cli_path_not_found_relative_to_cwd(tmp_path):
     (tmp_path / "data.csv").write_text("")  # exists in project_dir, not in cwd
     cwd = tmp_path / "elsewhere"

@@ -16,6 +16,12 @@ import reprorun
 from reprorun.envs.cache import envs_root
 
 PTH_NAME = "_reprorun_client.pth"
+# Run at the interpreter's start (a .pth line that begins with "import"): inside a reprorun run,
+# mlflow.run() goes to reprorun (see reprorun.clients.mlflow_projects).
+PTH_HOOK = (
+    'import os; os.environ.get("REPRORUN_RUN_ID") and '
+    '__import__("reprorun.clients.mlflow_projects").clients.mlflow_projects.install()'
+)
 
 
 def _package_dir() -> Path:
@@ -55,7 +61,7 @@ def inject(env_dir: Path) -> Path:
     """Make ``import reprorun`` work in the environment; returns the client folder."""
     root = client_root()
     pth = site_packages(env_dir) / PTH_NAME
-    line = f"{root}\n"
+    line = f"{root}\n{PTH_HOOK}\n"
     if not pth.is_file() or pth.read_text() != line:
         pth.write_text(line)
     return root

@@ -112,6 +112,12 @@ def _normalise(path: Path) -> str:
     return os.path.normpath(str(path))
 
 
+def _names_one_place(raw: str) -> bool:
+    """Whether a path parameter's text means the same wherever it is read: a URI or an
+    absolute path (a relative path is recorded made absolute: it depends on the folder)."""
+    return bool(urlparse(raw).scheme) or raw.startswith("/")
+
+
 def format_value(value: ParamValue) -> str:
     """The text of a cast value: what the command receives and what the run records."""
     if isinstance(value, float):
@@ -125,7 +131,8 @@ def passed_text(ptype: ParamType, raw: str, value: ParamValue) -> str:
     As in MLflow, the text the user gave (a default: its text in the MLproject), not the value
     printed back: ``-P folds=5`` for a float parameter passes ``5``, so code doing
     ``int(sys.argv[1])`` works, and ``1e-3`` stays ``1e-3``. Numbers lose only the surrounding
-    whitespace their check ignored; a path becomes the absolute path that was checked.
+    whitespace their check ignored; a path becomes the absolute path that was checked (the run
+    records a ``file://`` URI or an absolute path as given; see ``resolve_parameters``).
     Two spellings of one number are therefore two commands, and two fingerprints.
     """
     if ptype in (ParamType.FLOAT, ParamType.INT):
@@ -249,9 +256,13 @@ def resolve_parameters(
             given_text = raw if source == "cli" else f"{raw} (the default)"
             problems.append(ParamProblem(name, exc.expected, given_text))
             continue
-        resolved.append(
-            ResolvedParam(name, value, passed_text(param.type, raw, value), source, True)
-        )
+        text = passed_text(param.type, raw, value)
+        if param.type is ParamType.PATH and text != raw and _names_one_place(raw):
+            # As MLflow: the run records the location as given (file:///data, /data/../x),
+            # the command receives the checked local path.
+            resolved.append(ResolvedParam(name, value, raw, source, True, command_text=text))
+        else:
+            resolved.append(ResolvedParam(name, value, text, source, True))
     for name, raw in given.items():
         if "\x00" in raw or "\x00" in name:
             problems.append(ParamProblem(name, "text without NUL characters", raw))

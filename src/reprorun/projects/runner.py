@@ -831,7 +831,10 @@ def _child_env(
     env = dict(os.environ)
     env.update(extra)
     # `reprorun log ...` in the command is this very reprorun, whatever the environment holds.
-    path_prefix = (str(command_shim().parent), *path_prefix)
+    shim = command_shim()
+    path_prefix = (str(shim.parent), *path_prefix)
+    # mlflow.run() in the command starts its steps with this reprorun (clients.mlflow_projects).
+    env["REPRORUN_COMMAND"] = str(shim)
     env["PATH"] = os.pathsep.join([*path_prefix, env.get("PATH", "")])
     env.update(_run_env(run_id, experiment_id, tracking_uri))
     if mlflow_uri:

@@ -4,8 +4,9 @@ legitimately make and read, never the administration of the store.
 Allowed (anything else MLflow's REST API offers is refused with 403 PERMISSION_DENIED):
 
 - writes (log metric/param/batch/model/inputs/outputs, set/delete tag, update status or name)
-  to the run itself and to the runs created through this endpoint (``mlflow.start_run(
-  nested=True)``, ``MlflowClient().create_run``);
+  to the run itself, to the runs created through this endpoint (``mlflow.start_run(
+  nested=True)``, ``MlflowClient().create_run``) and to the steps its code started with
+  ``mlflow.run()`` (runs of its experiment tagged ``mlflow.parentRunId`` = one of those);
 - creating runs in the run's experiment;
 - creating logged models in the run's experiment from those runs, and finalizing them, setting
   their tags and logging their params (``mlflow.<flavor>.log_model``);
@@ -26,6 +27,7 @@ from typing import Any
 from reprorun.server.rest_mlflow import path_pattern, routes
 
 API = "/api/2.0/mlflow"
+PARENT_TAG = "mlflow.parentRunId"
 Request = Mapping[str, Any]
 
 
@@ -149,7 +151,23 @@ class RunScope:
         with self._lock:
             if isinstance(run_id, str) and run_id in self._runs:
                 return None
+        if isinstance(run_id, str) and self._is_step(run_id):
+            with self._lock:
+                self._runs.add(run_id)
+            return None
         return f"run {run_id!r} is neither this run nor one its code created"
+
+    def _is_step(self, run_id: str) -> bool:
+        """Whether ``run_id`` is a step this run's code started with ``mlflow.run()`` (run by
+        reprorun as a run of this experiment tagged as a child of a run this endpoint owns)."""
+        try:
+            run = self.store.get_run(run_id)
+        except Exception:
+            return False
+        parent = run.data.tags.get(PARENT_TAG)
+        with self._lock:
+            owned = parent in self._runs
+        return owned and str(run.info.experiment_id) == self.experiment_id
 
     def _readable_run(self, request: Request) -> str | None:
         run_id = _field(request, "run_id", "run_uuid")
