@@ -34,7 +34,14 @@ from reprorun.tracking.store.sql import SqlStore
 from tests import pg
 
 BACKENDS = ("sqlite3", "sqlite+pysqlite", "postgresql")
-V2_TABLES = ("logged_models", "logged_model_tags", "logged_model_params", "alembic_version")
+# Tables added after 0.1: logged models (2), the metrics attached to them (4), alembic's.
+V2_TABLES = (
+    "logged_models",
+    "logged_model_tags",
+    "logged_model_params",
+    "logged_model_metrics",
+    "alembic_version",
+)
 
 # reprorun 0.1's schema_sqlite.sql (its header comment and trailing spaces left out).
 V1_SQLITE_DDL = """\
@@ -126,7 +133,7 @@ ROOT = "file:///stores/artifacts"
 
 
 def v1_metadata() -> MetaData:
-    """reprorun 0.1's tables: today's schema without what versions 2 and 3 added."""
+    """reprorun 0.1's tables: today's schema without what versions 2 to 4 added."""
     from sqlalchemy import Index
 
     v1 = MetaData()
@@ -324,7 +331,12 @@ def test_a_v1_store_is_migrated_to_v2(backend: Backend, migrated: tuple[SqlStore
         (f"{schema.SCHEMA_VERSION:04d}",)
     ]
     tables = set(backend.shape())
-    assert {"logged_models", "logged_model_tags", "logged_model_params"} <= tables
+    assert {
+        "logged_models",
+        "logged_model_tags",
+        "logged_model_params",
+        "logged_model_metrics",
+    } <= tables
 
 
 def test_the_run_survives_the_migration(migrated: tuple[SqlStore, str]) -> None:
@@ -369,6 +381,12 @@ def test_the_migrated_store_takes_new_writes(migrated: tuple[SqlStore, str]) -> 
     )
     found = store.search_logged_models([exp_id], filter_string="status = 'READY'")
     assert [m.model_id for m in found] == [model.model_id]
+    # Version 4: a metric logged with the model's id is attached to it.
+    store.log_metric(RUN_ID, Metric("auc", 0.8, 1300, 0, model.model_id, "val", "d1"))
+    (point,) = store.get_logged_model(model.model_id).metrics
+    assert (point.key, point.value, point.run_id, point.dataset_name) == ("auc", 0.8, RUN_ID, "val")
+    on_val = store.search_logged_models([exp_id], datasets=[{"dataset_name": "val"}])
+    assert [m.model_id for m in on_val] == [model.model_id]
 
 
 def test_a_migrated_store_reopens_without_migrating_again(

@@ -32,6 +32,7 @@ from reprorun import _json as fastjson
 from reprorun.server.auth import Authenticator, Backoff, basic_user
 from reprorun.server.request_rules import body_type_refusal
 from reprorun.server.rest_mlflow import (
+    API,
     ARTIFACTS_API,
     MLFLOW_API_VERSION,
     ApiError,
@@ -49,6 +50,9 @@ CONFIG_ENV = "REPRORUN_SERVER_CONFIG"  # how --workers processes receive the con
 DOWNLOAD_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 MiB = 1024 * 1024
 _TOKEN_NAME = re.compile(r"[A-Za-z0-9!#$&+.^_`|~-]+")  # a file name HTTP needs no quotes for
+UPLOAD_ARTIFACT = "/upload-artifact"  # MLflow's web UI's upload, under API and ajax-api
+LOGGED_MODEL_FILES = "/logged-models/{model_id}/artifacts/files"
+MAX_UPLOAD_ARTIFACT_BYTES = 10 * MiB  # MLflow's limit for upload-artifact
 
 
 @dataclass(frozen=True)
@@ -153,13 +157,7 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
 
     async def artifact(request: Request) -> Response:
         if not config.serve_artifacts:
-            return _error(
-                ApiError(
-                    503,
-                    "ENDPOINT_NOT_FOUND",
-                    "This server does not serve artifacts (started with --no-serve-artifacts).",
-                )
-            )
+            return _error(_not_serving())
         try:
             return await artifacts.handle(request)
         except ApiError as exc:
@@ -178,11 +176,52 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
             run = await run_in_threadpool(store.get_run, run_id)
             target = artifact_file(run.info.artifact_uri, query.get("path", ""))
         except Exception as exc:
-            return _error(exc if isinstance(exc, ApiError) else error_for(exc))
-        headers = {**DOWNLOAD_HEADERS, "Content-Type": download_type(target.name)}
-        if _TOKEN_NAME.fullmatch(target.name):  # as MLflow (werkzeug) writes a plain name
-            headers["Content-Disposition"] = f"attachment; filename={target.name}"
-        return FileResponse(target, filename=target.name, headers=headers)
+            return _error(error_for(exc))
+        return _download(target)
+
+    async def logged_model_file(request: Request) -> Response:
+        """MLflow's ``GET logged-models/{id}/artifacts/files?artifact_file_path=``: one file of
+        a logged model, with the same rules as a run's downloads."""
+        from reprorun.server.ui import artifact_file
+
+        try:
+            raw = request.query_params.get("artifact_file_path", "")
+            if not raw:
+                raise invalid("Missing value for required parameter 'artifact_file_path'.")
+            model_id = request.path_params["model_id"]
+            model = await run_in_threadpool(store.get_logged_model, model_id)
+            target = artifact_file(model.artifact_location, raw)
+        except Exception as exc:
+            return _error(error_for(exc))
+        return _download(target)
+
+    async def upload_artifact(request: Request) -> Response:
+        """MLflow's ``POST upload-artifact?run_uuid=&path=`` (its web UI's): the body becomes
+        one file of the run's artifacts, at most 10 MB, checked in MLflow's order. Only runs
+        whose artifacts are under this server's artifact root take files (with or without
+        --no-serve-artifacts, as MLflow), through the same path rules as the artifact proxy."""
+        query = request.query_params
+        try:
+            run_id = query.get("run_uuid") or query.get("run_id")
+            if not run_id:
+                raise invalid("Request must specify run_uuid.")
+            raw = query.get("path")
+            if not raw:
+                raise invalid("Request must specify path.")
+            safe_artifact_path(raw, what="path")
+            try:
+                data = await _read_body(request, MAX_UPLOAD_ARTIFACT_BYTES)
+            except _BodyTooLarge:
+                raise invalid("Artifact size is too large. Max size is 10MB.") from None
+            if not data:
+                raise invalid("Request must specify data.")
+            run = await run_in_threadpool(store.get_run, run_id)
+            await run_in_threadpool(
+                _write_run_file, uris.root_dir.resolve(), run.info.artifact_uri, raw, data
+            )
+        except Exception as exc:
+            return _error(error_for(exc))
+        return json_response(200, {})
 
     # /version answers the MLflow version whose API is served (MLflow's clients compare it);
     # reprorun's own version is in this header of both answers.
@@ -217,6 +256,8 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
             ("GET", "/ui-api/runs/{run_id}/models", "A run's logged models, with MLmodel."),
             ("GET", "/ui-api/models/{model_id}/artifact", "A logged model's file ?path=."),
             ("GET", "/get-artifact", "A run's artifact file ?run_id=&path= (MLflow's)."),
+            ("POST", API + UPLOAD_ARTIFACT, "Write a run's file ?run_uuid=&path= (MLflow's)."),
+            ("GET", API + LOGGED_MODEL_FILES, "A logged model's file ?artifact_file_path=."),
             ("GET", "/health", "Liveness: 200 OK."),
             ("GET", "/version", "The MLflow version whose API is served (header: reprorun's)."),
         ],
@@ -234,6 +275,14 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
             Route("/openapi.json", openapi_json),
             Route(ARTIFACTS_API, artifact, methods=["GET"]),
             Route(ARTIFACTS_API + "/{path:path}", artifact, methods=["GET", "PUT", "DELETE"]),
+            *[
+                Route(prefix + UPLOAD_ARTIFACT, upload_artifact, methods=["POST"])
+                for prefix in ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+            ],
+            *[
+                Route(prefix + LOGGED_MODEL_FILES, logged_model_file, methods=["GET"])
+                for prefix in ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+            ],
             Route("/api/2.0/mlflow/{rest:path}", rest, methods=methods),
             Route("/ajax-api/2.0/mlflow/{rest:path}", rest, methods=methods),
             Route("/api/3.0/mlflow/{rest:path}", rest, methods=methods),
@@ -439,9 +488,68 @@ def _retry_later(status: int, what: str, seconds: float) -> Response:
     return response
 
 
-def safe_artifact_path(raw: str) -> PurePosixPath:
+def _not_serving() -> ApiError:
+    return ApiError(
+        503,
+        "ENDPOINT_NOT_FOUND",
+        "This server does not serve artifacts (started with --no-serve-artifacts).",
+    )
+
+
+def _download(target: Path) -> Response:
+    """A file as a download with its type (see ``download_type``), never a page."""
+    headers = {**DOWNLOAD_HEADERS, "Content-Type": download_type(target.name)}
+    if _TOKEN_NAME.fullmatch(target.name):  # as MLflow (werkzeug) writes a plain name
+        headers["Content-Disposition"] = f"attachment; filename={target.name}"
+    return FileResponse(target, filename=target.name, headers=headers)
+
+
+def _write_run_file(root: Path, artifact_uri: str, raw: str, data: bytes) -> None:
+    """Write ``data`` as the file ``raw`` of the run whose artifacts are at ``artifact_uri``,
+    which must be under the server's resolved artifact ``root``; the path must stay in the
+    run's artifact folder (no '..', no link pointing out)."""
+    from reprorun.tracking.artifacts import local_dir
+
+    try:
+        run_dir = local_dir(artifact_uri).resolve()
+    except Exception as exc:
+        raise invalid(f"Cannot write to the run's artifacts at {artifact_uri}: {exc}") from None
+    if not run_dir.is_relative_to(root):
+        raise invalid(
+            f"Cannot write to the run's artifacts at {artifact_uri}: this server only writes "
+            "under its own artifact root. Log the file with the client instead."
+        )
+    target = resolve_under(run_dir, raw, "the run's artifact folder", what="path")
+    if target == run_dir:
+        raise invalid(f"Invalid path {raw!r}: name a file under the run's artifact folder.")
+    _check_writable(run_dir, target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_writable(root: Path, target: Path) -> None:
+    """``target`` can become a file under ``root``: it is no folder and none of its parents
+    is a file; the missing parents are created."""
+    if target.is_dir():
+        raise invalid(f"Cannot upload to {target.name!r}: it is a folder.")
+    for parent in target.parents:
+        if parent == root:
+            break
+        if parent.exists() and not parent.is_dir():
+            raise invalid(f"Cannot upload under {parent.name!r}: it is a file.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+
+def safe_artifact_path(raw: str, what: str = "artifact path") -> PurePosixPath:
     """An artifact path from a URL, refused if it could leave the artifact root: '..'
-    components, absolute paths, backslashes, NUL, and their percent-encoded forms."""
+    components, absolute paths, backslashes, NUL, and their percent-encoded forms. ``what``
+    names it in messages."""
     text = raw
     for _ in range(3):  # undo double/triple encoding before checking
         decoded = unquote(text)
@@ -449,24 +557,26 @@ def safe_artifact_path(raw: str) -> PurePosixPath:
             break
         text = decoded
     if "\x00" in text or "\\" in text:
-        raise invalid(f"Invalid artifact path {raw!r}: it contains a NUL or a backslash.")
+        raise invalid(f"Invalid {what} {raw!r}: it contains a NUL or a backslash.")
     path = PurePosixPath(text)
     if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
         raise invalid(
-            f"Invalid artifact path {raw!r}: it must be relative to the artifact root and "
+            f"Invalid {what} {raw!r}: it must be relative to the artifact root and "
             "must not contain '..'."
         )
     return path
 
 
-def resolve_under(root: Path, raw: str, where: str = "the artifact root") -> Path:
+def resolve_under(
+    root: Path, raw: str, where: str = "the artifact root", what: str = "artifact path"
+) -> Path:
     """The path ``raw`` names under the resolved folder ``root``; refused if it is unsafe (see
     safe_artifact_path) or a step of it leads outside (a symbolic link pointing out)."""
     from reprorun.tracking.artifacts import real_chain
 
-    chain = real_chain(root, safe_artifact_path(raw))
+    chain = real_chain(root, safe_artifact_path(raw, what))
     if chain is None:
-        raise invalid(f"Invalid artifact path {raw!r}: it leaves {where}.")
+        raise invalid(f"Invalid {what} {raw!r}: it leaves {where}.")
     return chain[-1]
 
 
@@ -558,14 +668,7 @@ class ArtifactProxy:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             raise _too_large(self.max_bytes)
-        if target.is_dir():
-            raise invalid(f"Cannot upload to {target.name!r}: it is a folder.")
-        for parent in target.parents:
-            if parent == self.root:
-                break
-            if parent.exists() and not parent.is_dir():
-                raise invalid(f"Cannot upload under {parent.name!r}: it is a file.")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.root, target)
         # Write beside the target and rename: a failed upload never leaves a partial file.
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         size = 0

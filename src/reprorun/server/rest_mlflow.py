@@ -15,7 +15,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -235,9 +235,22 @@ def _key_values(body: Mapping[str, Any], name: str, what: str) -> dict[str, str]
 
 def _metric(item: Any, where: str = "") -> Metric:
     """A metric from its JSON object; ``where`` prefixes the names in messages
-    (``metrics[0].``). Its timestamp is required, as MLflow requires it."""
+    (``metrics[0].``). Its timestamp is required, as MLflow requires it. A ``model_id``
+    (with ``dataset_name``/``dataset_digest``) attaches it to that logged model too."""
     if not isinstance(item, dict):
         raise invalid(f"Invalid metric {item!r}: expected an object with key and value.")
+    point = _metric_point(item, where)
+    if "model_id" in item or "dataset_name" in item or "dataset_digest" in item:
+        return replace(
+            point,
+            model_id=_text(item, "model_id") or None,
+            dataset_name=_text(item, "dataset_name") or None,
+            dataset_digest=_text(item, "dataset_digest") or None,
+        )
+    return point
+
+
+def _metric_point(item: Json, where: str) -> Metric:
     # The common, well-typed case in a few checks (a log-batch carries up to 1,000 of them).
     key = item.get("key")
     value = item.get("value")
@@ -471,9 +484,27 @@ class MlflowApi:
         ):
             if value:
                 info[key] = value
+        metrics = []
+        for m in model.metrics:
+            point: Json = {
+                "key": m.key,
+                "value": _json_double(m.value),
+                "timestamp": m.timestamp,
+                "step": m.step,
+                "model_id": model.model_id,
+                "run_id": m.run_id,
+            }
+            if m.dataset_name:
+                point["dataset_name"] = m.dataset_name
+            if m.dataset_digest:
+                point["dataset_digest"] = m.dataset_digest
+            metrics.append(point)
         return {
             "info": info,
-            "data": {"params": [{"key": k, "value": v} for k, v in model.params.items()]},
+            "data": {
+                "params": [{"key": k, "value": v} for k, v in model.params.items()],
+                "metrics": metrics,
+            },
         }
 
     def run_id(self, body: Json) -> str:
@@ -728,6 +759,55 @@ def log_inputs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     return {}
 
 
+MAX_DATASET_EXPERIMENTS = 20  # MLflow's limit of experiment ids in one search-datasets
+MAX_DATASET_SUMMARIES = 1000  # and of the summaries it answers
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+
+
+@route("POST", "/experiments/search-datasets")
+def search_datasets(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
+    """The datasets the experiments' runs logged as inputs: name, digest and context."""
+    experiment_ids = _string_list(body, "experiment_ids")
+    if not experiment_ids:
+        raise invalid("SearchDatasets request must specify at least one experiment_id.")
+    if len(experiment_ids) > MAX_DATASET_EXPERIMENTS:
+        raise invalid(
+            f"SearchDatasets request cannot specify more than {MAX_DATASET_EXPERIMENTS} "
+            f"experiment_ids. Received {len(experiment_ids)} experiment_ids."
+        )
+    read = getattr(api.store, "run_tag_values", None)
+    if read is None:
+        raise ApiError(501, "NOT_IMPLEMENTED", "This store cannot search datasets.")
+    summaries: dict[tuple[str, str, str, str], Json] = {}
+    for experiment_id, value in read(experiment_ids, INPUTS_TAG):
+        datasets = _json_tag({INPUTS_TAG: value}, INPUTS_TAG, dict).get("datasets")
+        for item in datasets if isinstance(datasets, list) else []:
+            dataset = item.get("dataset") if isinstance(item, dict) else None
+            if not isinstance(dataset, dict):
+                continue
+            tags = item.get("tags")
+            context = next(
+                (
+                    t.get("value")
+                    for t in (tags if isinstance(tags, list) else [])
+                    if isinstance(t, dict) and t.get("key") == DATASET_CONTEXT_TAG
+                ),
+                None,
+            )
+            summary: Json = {
+                "experiment_id": experiment_id,
+                "name": str(dataset.get("name", "")),
+                "digest": str(dataset.get("digest", "")),
+            }
+            if context:
+                summary["context"] = str(context)
+            key = (experiment_id, summary["name"], summary["digest"], str(context or ""))
+            summaries.setdefault(key, summary)
+            if len(summaries) >= MAX_DATASET_SUMMARIES:
+                return {"dataset_summaries": list(summaries.values())}
+    return {"dataset_summaries": list(summaries.values())}
+
+
 @route("POST", "/runs/outputs")
 def log_outputs(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     """Record the logged models a run produced."""
@@ -980,12 +1060,22 @@ def search_logged_models(api: MlflowApi, body: Json, _: dict[str, str]) -> Json:
     order_by = body.get("order_by") or []
     if not isinstance(order_by, list) or not all(isinstance(o, dict) for o in order_by):
         raise invalid("Invalid value for 'order_by': expected a list of {field_name, ascending}.")
+    datasets = body.get("datasets") or []
+    if not isinstance(datasets, list) or not all(
+        isinstance(d, dict)
+        and all(isinstance(d.get(k, ""), str) for k in ("dataset_name", "dataset_digest"))
+        for d in datasets
+    ):
+        raise invalid(
+            "Invalid value for 'datasets': expected a list of {dataset_name, dataset_digest}."
+        )
     page = api.store.search_logged_models(
         _string_list(body, "experiment_ids"),
         filter_string=_text(body, "filter"),
         max_results=_int_or(body, "max_results", 100),
         order_by=order_by,
         page_token=_text(body, "page_token"),
+        datasets=datasets,
     )
     return _paged("models", [api.logged_model(m) for m in page], page.token)
 

@@ -72,10 +72,16 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Metric:
+    """One metric point; ``model_id`` (with the dataset it was measured on) also attaches it
+    to that logged model, as MLflow 3 does."""
+
     key: str
     value: float
     timestamp: int
     step: int = 0
+    model_id: str | None = None
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,21 @@ class LoggedModel:
     lifecycle_stage: str = "active"
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    metrics: list[ModelMetric] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelMetric:
+    """A metric point attached to a logged model: logged by run ``run_id`` with the model's
+    id, on the dataset ``dataset_name``/``dataset_digest`` when given."""
+
+    key: str
+    value: float
+    timestamp: int
+    step: int
+    run_id: str
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
 
 
 class SystemTags:

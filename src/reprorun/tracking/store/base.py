@@ -125,6 +125,7 @@ class TrackingStore(Protocol):
         max_results: int = ...,
         order_by: Sequence[Mapping[str, Any]] | None = ...,
         page_token: str | None = ...,
+        datasets: Sequence[Mapping[str, Any]] | None = ...,
     ) -> Page[LoggedModel]: ...
 
 

@@ -13,6 +13,7 @@ from reprorun.tracking.entities import (
     LoggedModel,
     LoggedModelStatus,
     Metric,
+    ModelMetric,
     Page,
     Run,
     RunData,
@@ -359,8 +360,11 @@ class RestStore:
         max_results: int = 100,
         order_by: Sequence[Mapping[str, Any]] | None = None,
         page_token: str | None = None,
+        datasets: Sequence[Mapping[str, Any]] | None = None,
     ) -> Page[LoggedModel]:
-        body = {"experiment_ids": list(experiment_ids), "max_results": max_results}
+        body: dict[str, Any] = {"experiment_ids": list(experiment_ids), "max_results": max_results}
+        if datasets:
+            body["datasets"] = [dict(d) for d in datasets]
         orders = [dict(o) for o in order_by or ()]
         found = self._search("/logged-models/search", body, filter_string, orders, page_token)
         return Page(
@@ -389,13 +393,15 @@ def _double(value: Any) -> float:
 
 def _metric_json(m: Metric) -> dict[str, Any]:
     value: float | str = m.value
-    if math.isfinite(m.value):
-        return {"key": m.key, "value": value, "timestamp": m.timestamp, "step": m.step}
     if math.isnan(m.value):
         value = "NaN"
     elif math.isinf(m.value):
         value = "Infinity" if m.value > 0 else "-Infinity"
-    return {"key": m.key, "value": value, "timestamp": m.timestamp, "step": m.step}
+    found = {"key": m.key, "value": value, "timestamp": m.timestamp, "step": m.step}
+    for name in ("model_id", "dataset_name", "dataset_digest"):
+        if getattr(m, name):
+            found[name] = getattr(m, name)
+    return found
 
 
 def _metric(m: Mapping[str, Any]) -> Metric:
@@ -462,4 +468,16 @@ def _logged_model(m: Mapping[str, Any]) -> LoggedModel:
         status_message=info.get("status_message"),
         tags=_pairs(info.get("tags")),
         params=_pairs(m.get("data", {}).get("params")),
+        metrics=[
+            ModelMetric(
+                key=p["key"],
+                value=_double(p.get("value", 0)),
+                timestamp=int(p.get("timestamp", 0)),
+                step=int(p.get("step", 0)),
+                run_id=p.get("run_id", ""),
+                dataset_name=p.get("dataset_name"),
+                dataset_digest=p.get("dataset_digest"),
+            )
+            for p in m.get("data", {}).get("metrics") or []
+        ],
     )

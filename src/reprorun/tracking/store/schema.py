@@ -2,7 +2,8 @@
 
 ``schema_sqlite.sql`` beside this file is generated from it (run this module to print it);
 ``tests/unit/test_schema_and_package.py`` fails when the two drift apart. Version 1 is the
-first schema, 2 adds MLflow 3's logged models, 3 indexes metric points by step and time.
+first schema, 2 adds MLflow 3's logged models, 3 indexes metric points by step and time, 4
+adds the metrics attached to logged models.
 Every change bumps ``SCHEMA_VERSION`` (here and in ``sql.py``) and adds an alembic revision
 under ``migrations/versions`` named by the version (``0003``); ``migrations.upgrade`` brings an
 older store up to date. A store written by a newer
@@ -27,7 +28,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -153,6 +154,25 @@ logged_model_params = Table(
     Column("key", String(250), nullable=False),
     Column("value", String(8000), nullable=False),
     PrimaryKeyConstraint("model_id", "key"),
+)
+
+# Metric points logged with a model_id (MLflow 3): attached to that model, with the dataset
+# they were measured on. A point is kept once per (model, key, time, step, run), as in MLflow.
+logged_model_metrics = Table(
+    "logged_model_metrics",
+    metadata,
+    Column("model_id", String(64), ForeignKey("logged_models.model_id"), nullable=False),
+    Column("metric_name", String(250), nullable=False),
+    Column("metric_timestamp_ms", BigInteger, nullable=False),
+    Column("metric_step", BigInteger, nullable=False),
+    Column("metric_value", Float(precision=53), nullable=False),
+    Column("is_nan", Boolean, nullable=False, server_default="0"),
+    Column("experiment_id", Integer, nullable=False),
+    Column("run_id", String(32), nullable=False),
+    Column("dataset_name", String(500)),
+    Column("dataset_digest", String(36)),
+    PrimaryKeyConstraint("model_id", "metric_name", "metric_timestamp_ms", "metric_step", "run_id"),
+    Index("ix_logged_model_metrics_dataset", "dataset_name", "dataset_digest"),
 )
 
 # alembic's own bookkeeping, created with the schema so a new store is already at head.

@@ -1,6 +1,6 @@
 -- Generated from reprorun/tracking/store/schema.py by
 --   python -m reprorun.tracking.store.schema > schema_sqlite.sql
--- schema version 3; do not edit by hand.
+-- schema version 4; do not edit by hand.
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
@@ -73,6 +73,23 @@ CREATE TABLE latest_metrics (
 	PRIMARY KEY (run_uuid, "key"), 
 	FOREIGN KEY(run_uuid) REFERENCES runs (run_uuid)
 );
+
+CREATE TABLE logged_model_metrics (
+	model_id VARCHAR(64) NOT NULL, 
+	metric_name VARCHAR(250) NOT NULL, 
+	metric_timestamp_ms BIGINT NOT NULL, 
+	metric_step BIGINT NOT NULL, 
+	metric_value FLOAT NOT NULL, 
+	is_nan BOOLEAN DEFAULT '0' NOT NULL, 
+	experiment_id INTEGER NOT NULL, 
+	run_id VARCHAR(32) NOT NULL, 
+	dataset_name VARCHAR(500), 
+	dataset_digest VARCHAR(36), 
+	PRIMARY KEY (model_id, metric_name, metric_timestamp_ms, metric_step, run_id), 
+	FOREIGN KEY(model_id) REFERENCES logged_models (model_id)
+);
+
+CREATE INDEX ix_logged_model_metrics_dataset ON logged_model_metrics (dataset_name, dataset_digest);
 
 CREATE TABLE logged_model_params (
 	model_id VARCHAR(64) NOT NULL, 

@@ -26,6 +26,7 @@ from reprorun.tracking.entities import (
     LoggedModel,
     LoggedModelStatus,
     Metric,
+    ModelMetric,
     Page,
     Run,
     RunData,
@@ -38,7 +39,7 @@ from reprorun.tracking.entities import (
 from reprorun.tracking.store.base import get_or_create_experiment, run_id_prefix
 from reprorun.tracking.store.database import Connection, Database, Row, SqliteDatabase
 
-SCHEMA_VERSION = 3  # keep equal to schema.SCHEMA_VERSION (a test checks)
+SCHEMA_VERSION = 4  # keep equal to schema.SCHEMA_VERSION (a test checks)
 MAX_RESULTS = 50_000  # the largest page a search returns (MLflow's limit)
 DEFAULT_EXPERIMENT_ID = "0"
 DEFAULT_EXPERIMENT_NAME = "Default"
@@ -422,6 +423,26 @@ class SqlStore:
 
         return self.db.read(read)
 
+    def run_tag_values(
+        self, experiment_ids: Sequence[str], key: str, limit: int = 10_000
+    ) -> list[tuple[str, str]]:
+        """(experiment id, value) of the tag ``key`` on the experiments' runs, deleted ones
+        too (what a run recorded stays part of its experiment's history, as in MLflow)."""
+        ids = {f"e{i}": _exp_int(e) for i, e in enumerate(experiment_ids)}
+        if not ids:
+            return []
+        rows = self.db.read(
+            lambda c: c.fetch(
+                "SELECT r.experiment_id, t.value FROM tags t "
+                "JOIN runs r ON r.run_uuid = t.run_uuid "
+                f"WHERE r.experiment_id IN ({', '.join(':' + k for k in ids)}) "
+                'AND t."key" = :key '
+                f"ORDER BY r.start_time, r.run_uuid LIMIT {int(limit)}",
+                {**ids, "key": key},
+            )
+        )
+        return [(str(r[0]), r[1] or "") for r in rows]
+
     # --- runs -----------------------------------------------------------------------------
 
     def create_run(
@@ -678,12 +699,14 @@ class SqlStore:
         _check_items(tags, MAX_TAG_VALUE, "tag")
         for m in metrics:
             validation.check_metric(m.key, m.value, m.timestamp, m.step)
+            _check_model_metric(m)
 
         def write(conn: Connection) -> None:
             self._require_run(conn, run_id)
             self._write_params(conn, run_id, params)
             self._write_tags(conn, run_id, tags)
             self._write_metrics(conn, run_id, metrics)
+            self._write_model_metrics(conn, run_id, metrics)
 
         self.db.write(write)
 
@@ -725,6 +748,13 @@ class SqlStore:
         model_id = "m-" + uuid.uuid4().hex
         validation.check_logged_model_name(name)
         name = name or _generated_name(model_id[2:])
+        if source_run_id is not None and (
+            not isinstance(source_run_id, str) or len(source_run_id) > 32
+        ):
+            raise UserInputError(
+                f"Invalid source_run_id {source_run_id!r}: expected a run id of at most 32 "
+                "characters."
+            )
         _check_items(dict(tags or {}), MAX_TAG_VALUE, "model tag", _check_length)
         _check_items(dict(params or {}), MAX_PARAM_VALUE, "model parameter", _check_length)
 
@@ -736,7 +766,11 @@ class SqlStore:
             if not rows:
                 raise ResourceNotFound(f"No experiment with id {experiment_id!r}.")
             if source_run_id:
-                self._require_run(conn, source_run_id)
+                # As MLflow, a run this store does not know is taken as given (the model may
+                # come from elsewhere); one it knows must be active.
+                known = conn.fetch("SELECT 1 FROM runs WHERE run_uuid = :id", {"id": source_run_id})
+                if known:
+                    self._require_run(conn, source_run_id)
             # MLflow 3's layout: a runs:/<run>/<name> URI finds the files through the
             # model's source run, so they are not copied into the run's own artifacts.
             location = _join(rows[0][0], "models", model_id, "artifacts")
@@ -818,9 +852,12 @@ class SqlStore:
         max_results: int = 100,
         order_by: Sequence[Mapping[str, Any]] | None = None,
         page_token: str | None = None,
+        datasets: Sequence[Mapping[str, Any]] | None = None,
     ) -> Page[LoggedModel]:
         """Active logged models of the experiments, newest first. Filters on ``name``,
-        ``status``, ``source_run_id``, ``model_type`` and ``tags.*`` with = / != / LIKE."""
+        ``status``, ``source_run_id``, ``model_type`` and ``tags.*`` with = / != / LIKE;
+        ``datasets`` (``{dataset_name, dataset_digest?}``, any of them) keeps the models with
+        a metric measured on one of those datasets, as MLflow."""
         from reprorun.tracking import search
 
         limit = _check_max_results(max_results)
@@ -839,6 +876,23 @@ class SqlStore:
                 )
             else:
                 conditions.append(sql.compare(f"m.{c.key}", c.op, c.value))
+        if datasets:
+            either = []
+            for d in datasets:
+                name = d.get("dataset_name")
+                if not isinstance(name, str) or not name:
+                    raise UserInputError(
+                        "`dataset_name` in the `datasets` clause must be specified."
+                    )
+                test = f"x.dataset_name = {sql.bind(name)}"
+                digest = d.get("dataset_digest")
+                if digest:
+                    test += f" AND x.dataset_digest = {sql.bind(str(digest))}"
+                either.append(f"({test})")
+            conditions.append(
+                "EXISTS (SELECT 1 FROM logged_model_metrics x WHERE x.model_id = m.model_id "
+                f"AND ({' OR '.join(either)}))"
+            )
         terms = []
         for o in order_by or ():
             field_name = str(o.get("field_name", ""))
@@ -898,6 +952,24 @@ class SqlStore:
                         f'SELECT "key", value FROM {table} WHERE model_id = :id', {"id": row[0]}
                     )
                 }
+            metrics = [
+                ModelMetric(
+                    key=r[0],
+                    value=math.nan if r[2] else float(r[1]),
+                    timestamp=int(r[3]),
+                    step=int(r[4]),
+                    run_id=r[5],
+                    dataset_name=r[6],
+                    dataset_digest=r[7],
+                )
+                for r in conn.fetch(
+                    "SELECT metric_name, metric_value, is_nan, metric_timestamp_ms, metric_step, "
+                    "run_id, dataset_name, dataset_digest FROM logged_model_metrics "
+                    "WHERE model_id = :id ORDER BY metric_name, metric_timestamp_ms, metric_step, "
+                    "run_id",
+                    {"id": row[0]},
+                )
+            ]
             models.append(
                 LoggedModel(
                     model_id=row[0],
@@ -913,6 +985,7 @@ class SqlStore:
                     status_message=row[10],
                     tags=items["logged_model_tags"],
                     params=items["logged_model_params"],
+                    metrics=metrics,
                 )
             )
         return models
@@ -952,6 +1025,54 @@ class SqlStore:
             'INSERT INTO tags (run_uuid, "key", value) VALUES (:id, :k, :v) '
             'ON CONFLICT (run_uuid, "key") DO UPDATE SET value = excluded.value',
             [{"id": run_id, "k": k, "v": v} for k, v in tags.items()],
+        )
+
+    def _write_model_metrics(
+        self, conn: Connection, run_id: str, metrics: Sequence[Metric]
+    ) -> None:
+        """Attach the points logged with a ``model_id`` to that logged model (MLflow 3); a
+        point already attached (same model, key, time, step and run) is kept as it was."""
+        points = [m for m in metrics if m.model_id]
+        if not points:
+            return
+        model_ids = sorted({str(m.model_id) for m in points})
+        names = {f"m{i}": model_id for i, model_id in enumerate(model_ids)}
+        found = {
+            r[0]
+            for r in conn.fetch(
+                f"SELECT model_id FROM logged_models WHERE model_id IN "
+                f"({', '.join(':' + n for n in names)})",
+                names,
+            )
+        }
+        for model_id in model_ids:
+            if model_id not in found:
+                raise ResourceNotFound(f"Logged model with id={model_id} not found.")
+        experiment = conn.fetch(
+            "SELECT experiment_id FROM runs WHERE run_uuid = :id", {"id": run_id}
+        )[0][0]
+        rows = {
+            (m.model_id, m.key, m.timestamp, m.step): {
+                "model": m.model_id,
+                "k": m.key,
+                "t": m.timestamp,
+                "s": m.step,
+                "v": 0.0 if m.value != m.value else m.value,
+                "nan": m.value != m.value,
+                "exp": experiment,
+                "run": run_id,
+                "dn": m.dataset_name or None,
+                "dd": m.dataset_digest or None,
+            }
+            for m in points
+        }
+        conn.executemany(
+            "INSERT INTO logged_model_metrics (model_id, metric_name, metric_timestamp_ms, "
+            "metric_step, metric_value, is_nan, experiment_id, run_id, dataset_name, "
+            "dataset_digest) VALUES (:model, :k, :t, :s, :v, :nan, :exp, :run, :dn, :dd) "
+            "ON CONFLICT (model_id, metric_name, metric_timestamp_ms, metric_step, run_id) "
+            "DO NOTHING",
+            list(rows.values()),
         )
 
     def _write_metrics(self, conn: Connection, run_id: str, metrics: Iterable[Metric]) -> None:
@@ -1076,6 +1197,20 @@ def _exp_int(experiment_id: str) -> int:
         raise ResourceNotFound(
             f"No experiment with id {experiment_id!r} (ids are integers)."
         ) from None
+
+
+def _check_model_metric(m: Metric) -> None:
+    """The model and dataset a metric point names, if any, fit their columns."""
+    for what, value, limit in (
+        ("model_id", m.model_id, 64),
+        ("dataset_name", m.dataset_name, 500),
+        ("dataset_digest", m.dataset_digest, 36),
+    ):
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise UserInputError(
+                f"Invalid {what} {value!r} of metric {m.key!r}: expected a string of at most "
+                f"{limit} characters."
+            )
 
 
 def _check_length(key: str, kind: str) -> None:
