@@ -37,6 +37,7 @@ from reprorun.errors import ExecutionError, RunFailed, UserInputError
 from reprorun.tracking.entities import RunStatus, SystemTags
 from reprorun.tracking.store import open_store
 from tests.conftest import make_project, reprorun_cli
+from tests.integration.server_proc import ServerProcess, server_process
 from tests.unit.test_kubernetes_backend import MLFLOW_TEMPLATE, FakeDocker, write_kubeconfig
 
 BASE_IMAGE = "local/python:bookworm"
@@ -656,6 +657,7 @@ print("args=" + " ".join(sys.argv[1:]))
 print("run=" + os.environ["REPRORUN_RUN_ID"])
 print("client=" + os.path.dirname(os.path.dirname(reprorun.__file__)))
 print("data=" + open("data.txt").read().strip())
+reprorun.log_metric("loss", 0.25)  # into the tracking server, through the shipped client
 """
 
 
@@ -700,11 +702,19 @@ def kubelet(text: str) -> str:
     return text.replace("$$", "$")
 
 
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real tracking server the job's container reaches (it shares this host's network)."""
+    with server_process(tmp_path / "server") as started:
+        yield started
+
+
 def test_real_docker_build_makes_an_image_that_runs_the_job(
-    tmp_path: Path, cluster: FakeCluster, real_docker: str, setup: Path
+    tmp_path: Path, cluster: FakeCluster, real_docker: str, setup: Path, server: ServerProcess
 ) -> None:
     options = json.loads(setup.read_text())
     options["push"] = False  # no registry here: the pod would run this engine's image
+    options["tracking_uri"] = server.url  # the container shares this host's network
     setup.write_text(json.dumps(options))
     demo = project(tmp_path / "demo")
     (demo / "train.py").write_text(TRAIN_IN_IMAGE)
@@ -715,17 +725,24 @@ def test_real_docker_build_makes_an_image_that_runs_the_job(
         parameters={"alpha": 0.25},
         backend="kubernetes",
         backend_config=setup,
+        tracking_uri=server.url,
         synchronous=False,
         echo=False,
     )
     submit_seconds = time.monotonic() - started
     tag = f"{REPOSITORY}:{submitted.run_id}"
+    store = open_store(server.url)
     try:
         (posted,) = cluster.posted()
         (container,) = posted["spec"]["template"]["spec"]["containers"]
         assert container["image"] == tag
         image_id = run_docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
-        assert run_tags(submitted.run_id)["mlflow.docker.image.id"] == image_id
+        assert store.get_run(submitted.run_id).data.tags["mlflow.docker.image.id"] == image_id
+        # The image's Python has no reprorun of its own: only the client shipped in it.
+        bare = run_docker(
+            "run", "--rm", "-e", "PYTHONPATH=", tag, "python3", "-c", "import reprorun"
+        )
+        assert "No module named 'reprorun'" in bare.stderr
         # What the pod does with that container: command, folder, variables, nothing else
         # (Kubernetes turns the manifest's "$$" into "$" in command and env values).
         argv = ["run", "--rm", "--network", "host", "-w", container["workingDir"]]
@@ -743,6 +760,7 @@ def test_real_docker_build_makes_an_image_that_runs_the_job(
             "data=shipped with the project",
         ]
         assert submitted.wait() is True
+        assert store.get_run(submitted.run_id).data.metrics["loss"] == 0.25
     finally:
         run_docker("rmi", "--force", tag)
     assert submit_seconds < 600
