@@ -129,6 +129,12 @@ def test_a_crate_model_logged_in_reprorun_run_reloads_and_predicts(
     assert "model/  crate  (R function, carrier)  crate.bin" in shown.stdout
     assert f'mlflow_load_model("runs:/{run.info.run_id}/model")' in shown.stdout
     assert "python ?" not in shown.stdout
+    # reprorun.load_model says what it is and how to load it, instead of "no model".
+    from reprorun.errors import UserInputError
+    from reprorun.tracking.models import load_model
+
+    with pytest.raises(UserInputError, match=r"flavors: crate\): load it with mlflow_load_model"):
+        load_model(f"runs:/{run.info.run_id}/model")
     # A second Rscript, by hand, loads the model through a server on the same store.
     close_stores()
     store = f"sqlite:///{home / 'store.db'}"

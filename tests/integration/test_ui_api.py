@@ -166,6 +166,11 @@ def test_models_of_a_run_with_their_description(server: ServerProcess, store: An
     model_folder = server.artifacts / model.artifact_location.removeprefix("mlflow-artifacts:/")
     model_folder.mkdir(parents=True, exist_ok=True)
     (model_folder / "MLmodel").write_text("flavors:\n  sklearn: {}\n")
+    # An R crate model (mlflow_log_model(carrier::crate(...))): no model_type of its own.
+    crate = store.create_logged_model("0", name="crate", source_run_id=run.info.run_id)
+    crate_folder = server.artifacts / crate.artifact_location.removeprefix("mlflow-artifacts:/")
+    crate_folder.mkdir(parents=True, exist_ok=True)
+    (crate_folder / "MLmodel").write_text("flavors:\n  crate:\n    model: crate.bin\n")
     # MLflow 2 (and reprorun.log_model): files among the run's artifacts, listed in a tag.
     (run_folder(server, run) / "old").mkdir(parents=True)
     (run_folder(server, run) / "old" / "MLmodel").write_text("flavors:\n  python_function: {}\n")
@@ -178,6 +183,11 @@ def test_models_of_a_run_with_their_description(server: ServerProcess, store: An
     assert by_name["tree"]["uri"] == f"runs:/{run.info.run_id}/tree"
     assert "sklearn" in by_name["tree"]["description"]
     assert by_name["old"]["model_type"] == "python_function"
+    assert by_name["old"]["load"] == f'reprorun.load_model("runs:/{run.info.run_id}/old")'
+    assert by_name["crate"]["model_type"] == "crate"  # from its MLmodel: an R model
+    assert by_name["crate"]["load"].startswith(
+        f'mlflow_load_model("runs:/{run.info.run_id}/crate") in R'
+    )
     assert "python_function" in by_name["old"]["description"]
 
 

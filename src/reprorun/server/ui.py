@@ -94,6 +94,8 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
 
     def models(request: Request) -> Any:
         """The run's logged models (MLflow 3), each with its MLmodel description."""
+        from reprorun.tracking.models import load_hint, mlmodel_flavors
+
         run_id = request.path_params["run_id"]
         run = store.get_run(run_id)
         found = store.search_logged_models(
@@ -101,32 +103,41 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
             filter_string=f"source_run_id = '{run.info.run_id}'",
             max_results=100,
         )
-        result = [
-            {
-                "model_id": model.model_id,
-                "name": model.name,
-                "status": model.status.value,
-                "model_type": model.model_type,
-                "artifact_location": model.artifact_location,
-                "uri": f"runs:/{run.info.run_id}/{model.name}",
-                "description": _mlmodel(model.artifact_location, "MLmodel"),
-            }
-            for model in found
-        ]
+        result: list[dict[str, Any]] = []
+        for model in found:
+            uri = f"runs:/{run.info.run_id}/{model.name}"
+            description = _mlmodel(model.artifact_location, "MLmodel")
+            flavors = mlmodel_flavors(description)
+            result.append(
+                {
+                    "model_id": model.model_id,
+                    "name": model.name,
+                    "status": model.status.value,
+                    "model_type": model.model_type or ", ".join(sorted(flavors)),
+                    "artifact_location": model.artifact_location,
+                    "uri": uri,
+                    "load": load_hint(uri, flavors),
+                    "description": description,
+                }
+            )
         # Models logged the MLflow 2 way (reprorun.log_model too) live among the run's
         # artifacts, listed in the mlflow.log-model.history tag.
         for entry in _model_history(run.data.tags.get("mlflow.log-model.history")):
             path = str(entry.get("artifact_path") or "")
             if not path or any(m["name"] == path for m in result):
                 continue
+            listed = entry.get("flavors")
+            flavors = listed if isinstance(listed, dict) else {}
+            uri = f"runs:/{run.info.run_id}/{path}"
             result.append(
                 {
                     "model_id": str(entry.get("model_uuid") or ""),
                     "name": path,
                     "status": "READY",
-                    "model_type": ", ".join(sorted(entry.get("flavors") or {})),
+                    "model_type": ", ".join(sorted(flavors)),
                     "artifact_location": f"{run.info.artifact_uri.rstrip('/')}/{path}",
-                    "uri": f"runs:/{run.info.run_id}/{path}",
+                    "uri": uri,
+                    "load": load_hint(uri, flavors),
                     "description": _mlmodel(run.info.artifact_uri, f"{path}/MLmodel"),
                 }
             )

@@ -13,6 +13,7 @@ import platform
 import sys
 import tempfile
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -140,6 +141,28 @@ def _logged_model_of(store: Any, run: Any, name: str) -> Any:
     return found[0] if found else None
 
 
+def load_hint(uri: str, flavors: Mapping[str, Any]) -> str:
+    """How to load a model with these MLmodel ``flavors``, in the language that saved it."""
+    if "crate" in flavors:  # mlflow_log_model(carrier::crate(...)) in R
+        return f'mlflow_load_model("{uri}") in R (an R function made with carrier::crate)'
+    for spec in flavors.values():
+        if isinstance(spec, Mapping) and "r_version" in spec:  # the R client's saveRDS
+            return f'readRDS("<download of {uri}>/{spec.get("data", "")}") in R'
+    return f'reprorun.load_model("{uri}")'
+
+
+def mlmodel_flavors(text: str | None) -> dict[str, Any]:
+    """The ``flavors`` of an MLmodel file's text ({} when it has none or is not YAML)."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(text or "")
+    except yaml.YAMLError:
+        return {}
+    flavors = loaded.get("flavors") if isinstance(loaded, dict) else None
+    return flavors if isinstance(flavors, dict) else {}
+
+
 def load_model(model_uri: str, tracking_uri: str | None = None) -> Any:
     """Load a model logged with ``log_model`` (e.g. ``runs:/<run_id>/model``).
 
@@ -148,6 +171,13 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> Any:
     folder = model_dir(model_uri, tracking_uri)
     target = folder / MODEL_FILE if folder.is_dir() else folder
     if not target.is_file():
+        descriptor = folder / "MLmodel"
+        flavors = mlmodel_flavors(descriptor.read_text()) if descriptor.is_file() else {}
+        if flavors and not any(f in flavors for f in (FLAVOR, "python_function", "sklearn")):
+            raise UserInputError(
+                f"{model_uri} is not a Python model (its MLmodel flavors: "
+                f"{', '.join(sorted(flavors))}): load it with {load_hint(model_uri, flavors)}."
+            )
         raise UserInputError(f"No model at {model_uri} (looked for {target}).")
     with open(target, "rb") as fh:
         return pickle.load(fh)  # noqa: S301 - a model the user logged; documented above

@@ -720,7 +720,7 @@ async function showModels(card, runId) {
     const { models } = await api(`/ui-api/runs/${encodeURIComponent(runId)}/models`);
     const body = models.length ? models.map((m) => h("div", { class: "model", "data-model-id": m.model_id },
       h("h3", {}, m.name, " ", h("span", { class: "badge" }, m.status)),
-      kvTable([["Model id", m.model_id ? h("span", { class: "mono" }, m.model_id) : ""], ["Load with", h("code", {}, m.uri)],
+      kvTable([["Model id", m.model_id ? h("span", { class: "mono" }, m.model_id) : ""], ["Load with", h("code", {}, m.load || m.uri)],
         ["Type", m.model_type || ""], ["Artifact location", h("span", { class: "mono" }, m.artifact_location)]].filter(([, v]) => v !== ""), "", ""),
       m.description ? [h("div", { class: "muted" }, "MLmodel"), h("pre", { class: "preview model-description" }, m.description)] : h("p", { class: "muted" }, "No MLmodel file.")))
       : [h("p", { class: "muted" }, "No logged models (MLflow 3's log_model records them here; older models are among the artifacts).")];
