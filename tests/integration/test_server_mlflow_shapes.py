@@ -3,6 +3,7 @@ probes newer clients make, downloads with their file's type, MLflow's error mess
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -284,3 +285,255 @@ def test_bulk_metric_histories_for_charts(server: ServerProcess) -> None:
     status, error = call_json(server, "GET", f"{API}/metrics/get-history-bulk?metric_key=acc")
     assert status == 400
     assert "must specify at least one run_id" in error["message"]
+
+
+# --- logged models: metrics, datasets, files; run inputs; the UI's upload --------------------
+
+
+def new_experiment(server: ServerProcess, name: str, **fields: Any) -> str:
+    status, body = call_json(server, "POST", f"{API}/experiments/create", {"name": name, **fields})
+    assert status == 200, body
+    return str(body["experiment_id"])
+
+
+def new_model(server: ServerProcess, experiment_id: str, **fields: Any) -> str:
+    status, body = call_json(
+        server, "POST", f"{API}/logged-models", {"experiment_id": experiment_id, **fields}
+    )
+    assert status == 200, body
+    return str(body["model"]["info"]["model_id"])
+
+
+def run_in(server: ServerProcess, experiment_id: str) -> str:
+    status, body = call_json(server, "POST", f"{API}/runs/create", {"experiment_id": experiment_id})
+    assert status == 200, body
+    return str(body["run"]["info"]["run_id"])
+
+
+def test_a_metric_logged_with_a_model_id_is_attached_to_that_model(server: ServerProcess) -> None:
+    exp = new_experiment(server, "model-metrics")
+    run_id = run_in(server, exp)
+    model_id = new_model(server, exp)
+    point = {
+        "run_id": run_id,
+        "key": "auc",
+        "value": 0.5,
+        "timestamp": 123,
+        "step": 1,
+        "model_id": model_id,
+        "dataset_name": "val",
+        "dataset_digest": "d1",
+    }
+    assert call_json(server, "POST", f"{API}/runs/log-metric", point)[0] == 200
+    assert call_json(server, "POST", f"{API}/runs/log-metric", point)[0] == 200  # kept once
+    batch = {"run_id": run_id, "metrics": [{**point, "key": "loss", "dataset_name": "train"}]}
+    assert call_json(server, "POST", f"{API}/runs/log-batch", batch)[0] == 200
+    status, body = call_json(server, "GET", f"{API}/logged-models/{model_id}")
+    assert status == 200
+    common = {"value": 0.5, "timestamp": 123, "step": 1, "model_id": model_id, "run_id": run_id}
+    assert body["model"]["data"]["metrics"] == [
+        {"key": "auc", **common, "dataset_name": "val", "dataset_digest": "d1"},
+        {"key": "loss", **common, "dataset_name": "train", "dataset_digest": "d1"},
+    ]
+    # The run has them too, as any metric.
+    status, body = call_json(server, "GET", f"{API}/runs/get?run_id={run_id}")
+    assert {m["key"] for m in body["run"]["data"]["metrics"]} == {"auc", "loss"}
+
+    # A model that does not exist: nothing is written, the run included (all or nothing).
+    missing = {**point, "key": "lost", "model_id": "m-" + "0" * 32}
+    status, body = call_json(server, "POST", f"{API}/runs/log-metric", missing)
+    assert (status, body["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+    assert "m-" + "0" * 32 in body["message"]
+    status, body = call_json(server, "GET", f"{API}/runs/get?run_id={run_id}")
+    assert "lost" not in {m["key"] for m in body["run"]["data"]["metrics"]}
+    too_long = {**point, "key": "long", "dataset_digest": "x" * 37}
+    status, body = call_json(server, "POST", f"{API}/runs/log-metric", too_long)
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+    assert "dataset_digest" in body["message"]
+
+
+def test_logged_models_are_searched_by_the_datasets_their_metrics_were_measured_on(
+    server: ServerProcess,
+) -> None:
+    exp = new_experiment(server, "model-datasets")
+    run_id = run_in(server, exp)
+    on_val, on_test, none = (new_model(server, exp, name=n) for n in ("val", "test", "none"))
+    for model_id, dataset, digest in ((on_val, "val", "d1"), (on_test, "test", "d2")):
+        metric = {
+            "run_id": run_id,
+            "key": "auc",
+            "value": 1,
+            "timestamp": 1,
+            "model_id": model_id,
+            "dataset_name": dataset,
+            "dataset_digest": digest,
+        }
+        assert call_json(server, "POST", f"{API}/runs/log-metric", metric)[0] == 200
+
+    def search(datasets: Any) -> tuple[int, Any]:
+        body = {"experiment_ids": [exp], "datasets": datasets}
+        return call_json(server, "POST", f"{API}/logged-models/search", body)
+
+    def names(datasets: Any) -> set[str]:
+        status, body = search(datasets)
+        assert status == 200, body
+        return {m["info"]["name"] for m in body.get("models", [])}
+
+    assert names([]) == {"val", "test", "none"}
+    assert names([{"dataset_name": "val"}]) == {"val"}
+    assert names([{"dataset_name": "val", "dataset_digest": "d1"}]) == {"val"}
+    assert names([{"dataset_name": "val", "dataset_digest": "d2"}]) == set()
+    assert names([{"dataset_name": "val"}, {"dataset_name": "test"}]) == {"val", "test"}
+    status, body = search([{"dataset_digest": "d1"}])
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+    assert "dataset_name" in body["message"]
+    status, body = search("val")
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+    assert none  # created, never measured
+
+
+def test_a_logged_model_may_name_a_source_run_from_elsewhere(server: ServerProcess) -> None:
+    """As MLflow: a source run the store does not know is recorded as given."""
+    exp = new_experiment(server, "model-source")
+    model_id = new_model(server, exp, source_run_id="123")
+    status, body = call_json(server, "GET", f"{API}/logged-models/{model_id}")
+    assert body["model"]["info"]["source_run_id"] == "123"
+    status, body = call_json(
+        server, "POST", f"{API}/logged-models", {"experiment_id": exp, "source_run_id": "r" * 33}
+    )
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+    deleted = run_in(server, exp)
+    assert call_json(server, "POST", f"{API}/runs/delete", {"run_id": deleted})[0] == 200
+    status, body = call_json(
+        server, "POST", f"{API}/logged-models", {"experiment_id": exp, "source_run_id": deleted}
+    )
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+
+
+def test_search_datasets_summarises_the_inputs_runs_logged(server: ServerProcess) -> None:
+    exp = new_experiment(server, "datasets")
+    other = new_experiment(server, "datasets-other")
+
+    def log_inputs(run_id: str, name: str, context: str | None) -> None:
+        tags = [{"key": "mlflow.data.context", "value": context}] if context else []
+        dataset = {"name": name, "digest": f"{name}-d", "source_type": "local", "source": "x"}
+        body = {"run_id": run_id, "datasets": [{"dataset": dataset, "tags": tags}]}
+        assert call_json(server, "POST", f"{API}/runs/log-inputs", body)[0] == 200
+
+    first, second = run_in(server, exp), run_in(server, exp)
+    log_inputs(first, "train", "training")
+    log_inputs(second, "train", "training")  # the same summary: shown once
+    log_inputs(second, "raw", None)
+    log_inputs(run_in(server, other), "elsewhere", "eval")
+    path = "/ajax-api/2.0/mlflow/experiments/search-datasets"
+    status, body = call_json(server, "POST", path, {"experiment_ids": [exp]})
+    assert status == 200, body
+    assert body["dataset_summaries"] == [
+        {"experiment_id": exp, "name": "train", "digest": "train-d", "context": "training"},
+        {"experiment_id": exp, "name": "raw", "digest": "raw-d"},
+    ]
+    status, body = call_json(server, "POST", path, {"experiment_ids": [exp, other]})
+    assert len(body["dataset_summaries"]) == 3
+    for ids, message in (
+        ([], "must specify at least one experiment_id"),
+        ([str(i) for i in range(21)], "cannot specify more than 20 experiment_ids"),
+    ):
+        status, body = call_json(server, "POST", path, {"experiment_ids": ids})
+        assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+        assert message in body["message"]
+
+
+UPLOAD = "/ajax-api/2.0/mlflow/upload-artifact"
+
+
+def upload(server: ServerProcess, query: str, data: bytes | None) -> tuple[int, Any]:
+    status, _, raw = call(server, "POST", f"{UPLOAD}?{query}", data, "application/octet-stream")
+    return status, json.loads(raw)
+
+
+def test_upload_artifact_writes_one_file_of_the_run_and_nothing_outside(
+    server: ServerProcess, tmp_path: Any
+) -> None:
+    from urllib.parse import quote
+
+    run_id = new_run(server)
+    assert upload(server, f"run_uuid={run_id}&path=sub/dir/f.txt", b"hello") == (200, {})
+    status, _, data = call(server, "GET", f"/get-artifact?run_id={run_id}&path=sub/dir/f.txt")
+    assert (status, data) == (200, b"hello")
+    assert upload(server, f"run_uuid={run_id}&path=sub/dir/f.txt", b"again")[0] == 200
+    assert call(server, "GET", f"/get-artifact?run_id={run_id}&path=sub/dir/f.txt")[2] == b"again"
+
+    for query, message in (
+        ("", "Request must specify run_uuid."),
+        (f"run_uuid={run_id}", "Request must specify path."),
+        (f"run_uuid={run_id}&path=", "Request must specify path."),
+        (f"run_uuid={run_id}&path=x.txt", "Request must specify data."),
+    ):
+        status, body = upload(server, query, None)
+        assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), query
+        assert body["message"] == message
+    hostile = ("../x.txt", "a/../../x.txt", "/tmp/x.txt", quote("..%2Fx.txt", safe=""))
+    for path in (*hostile, quote("a\\..\\x", safe=""), "a%00b", "sub"):
+        status, body = upload(server, f"run_uuid={run_id}&path={quote(path, safe='%')}", b"x")
+        assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), path
+    assert "Invalid path" in upload(server, f"run_uuid={run_id}&path=../x.txt", b"x")[1]["message"]
+    status, body = upload(server, f"run_uuid={run_id}&path=sub/dir/f.txt/under", b"x")
+    assert status == 400 and "is a file" in body["message"]
+    assert not list(server.workdir.rglob("x.txt"))
+
+    # More than 10 MB declared: refused before the body is read (as MLflow).
+    connection = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=30)
+    connection.putrequest("POST", f"{UPLOAD}?run_uuid={run_id}&path=big.bin")
+    connection.putheader("Content-Length", str(10 * 2**20 + 1))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 400 and "Max size is 10MB" in json.loads(response.read())["message"]
+    connection.close()
+    status, body = upload(server, "run_uuid=0123456789abcdef0123456789abcdef&path=a", b"x")
+    assert (status, body["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+
+    # A run whose artifacts are outside the server's artifact root gets no file from it.
+    outside = tmp_path / "outside"
+    exp = new_experiment(server, "upload-outside", artifact_location=str(outside))
+    status, body = upload(server, f"run_uuid={run_in(server, exp)}&path=a.txt", b"x")
+    assert status == 400 and "artifact root" in body["message"]
+    assert not outside.exists()
+
+
+def test_upload_artifact_follows_no_link_out_of_the_run_s_folder(server: ServerProcess) -> None:
+    run_id = new_run(server)
+    assert upload(server, f"run_uuid={run_id}&path=keep.txt", b"x")[0] == 200
+    (kept,) = server.workdir.rglob(f"{run_id}/artifacts/keep.txt")
+    target = server.workdir / "escaped"
+    target.mkdir()
+    (kept.parent / "link").symlink_to(target)
+    status, body = upload(server, f"run_uuid={run_id}&path=link/f.txt", b"x")
+    assert status == 400 and "leaves the run's artifact folder" in body["message"]
+    assert not list(target.iterdir())
+
+
+def test_a_logged_model_s_file_is_served_with_the_download_rules(server: ServerProcess) -> None:
+    exp = new_experiment(server, "model-files")
+    model_id = new_model(server, exp)
+    _, body = call_json(server, "GET", f"{API}/logged-models/{model_id}")
+    folder = body["model"]["info"]["artifact_uri"].removeprefix("mlflow-artifacts:/")
+    assert (
+        call(server, "PUT", f"{ARTIFACTS}/{folder}/MLmodel", b"model_id: x", "text/plain")[0] == 200
+    )
+    for prefix in ("/api", "/ajax-api"):
+        path = f"{prefix}/2.0/mlflow/logged-models/{model_id}/artifacts/files"
+        status, headers, data = call(server, "GET", f"{path}?artifact_file_path=MLmodel")
+        assert (status, data, headers["Content-Type"]) == (200, b"model_id: x", "text/plain")
+        assert headers["X-Content-Type-Options"] == "nosniff"
+    path = f"{API}/logged-models/{model_id}/artifacts/files"
+    for query, status_code in (
+        ("artifact_file_path=../../../../store.db", 400),
+        ("artifact_file_path=%2Fetc%2Fpasswd", 400),
+        ("", 400),
+        ("artifact_file_path=nothing", 404),
+    ):
+        status, _, raw = call(server, "GET", f"{path}?{query}")
+        assert status == status_code, (query, raw)
+    unknown = f"{API}/logged-models/m-{'0' * 32}/artifacts/files?artifact_file_path=MLmodel"
+    status, _, raw = call(server, "GET", unknown)
+    assert (status, json.loads(raw)["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")

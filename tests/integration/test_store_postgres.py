@@ -549,8 +549,9 @@ def test_logged_models(any_store: SqlStore) -> None:
 
     with pytest.raises(ResourceNotFound):
         any_store.create_logged_model("99", name="x")
-    with pytest.raises(ResourceNotFound):
-        any_store.create_logged_model(exp, name="x", source_run_id="f" * 32)
+    # A source run the store does not know is taken as given, as MLflow does (issue 16).
+    elsewhere = any_store.create_logged_model(exp, name="x", source_run_id="f" * 32)
+    assert elsewhere.source_run_id == "f" * 32
     with pytest.raises(ResourceNotFound):
         any_store.finalize_logged_model("m-" + "0" * 32, LoggedModelStatus.READY)
 
