@@ -78,6 +78,7 @@ def test_the_postgresql_store_is_on_postgresql(store: SqlStore) -> None:
         "experiment_tags",
         "experiments",
         "latest_metrics",
+        "logged_model_metrics",
         "logged_model_params",
         "logged_model_tags",
         "logged_models",

@@ -383,6 +383,7 @@ def test_the_migrated_store_takes_new_writes(migrated: tuple[SqlStore, str]) -> 
     assert [m.model_id for m in found] == [model.model_id]
     # Version 4: a metric logged with the model's id is attached to it.
     store.log_metric(RUN_ID, Metric("auc", 0.8, 1300, 0, model.model_id, "val", "d1"))
+    store.log_metric(RUN_ID, Metric("auc", 0.8, 1300, 0, model.model_id, "val", "d1"))  # kept once
     (point,) = store.get_logged_model(model.model_id).metrics
     assert (point.key, point.value, point.run_id, point.dataset_name) == ("auc", 0.8, RUN_ID, "val")
     on_val = store.search_logged_models([exp_id], datasets=[{"dataset_name": "val"}])
