@@ -538,6 +538,39 @@ def models(client: MlflowClient, given: Json, work: Path) -> Json:
         client.finalize_logged_model(manual.model_id, "READY")
     )
     report["manual_got"] = logged_model_dict(client.get_logged_model(manual.model_id))
+    # A metric logged with the model's id (and its dataset) is attached to the model.
+    client.log_metric(
+        run_id,
+        "auc",
+        0.9,
+        timestamp=1234,
+        step=2,
+        model_id=manual.model_id,
+        dataset_name="val",
+        dataset_digest="d1",
+    )
+    report["manual_metrics"] = [
+        {
+            "key": m.key,
+            "value": m.value,
+            "timestamp": m.timestamp,
+            "step": m.step,
+            "run_id": m.run_id,
+            "model_id": m.model_id,
+            "dataset_name": m.dataset_name,
+            "dataset_digest": m.dataset_digest,
+        }
+        for m in client.get_logged_model(manual.model_id).metrics
+    ]
+    report["search_by_dataset"] = {
+        name: sorted(
+            m.model_id
+            for m in client.search_logged_models(
+                [exp_id], datasets=[{"dataset_name": name, "dataset_digest": "d1"}]
+            )
+        )
+        for name in ("val", "other")
+    }
     client.delete_logged_model(manual.model_id)
     report["manual_get_deleted"] = error_code(lambda: client.get_logged_model(manual.model_id))
     report["search_after_delete"] = sorted(

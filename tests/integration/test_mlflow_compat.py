@@ -658,5 +658,19 @@ def test_models_logged_model_api(models: Json) -> None:
         assert model["params"] == manual["params"]
         assert model["last_updated_timestamp"] >= created["creation_timestamp"]
     assert got["manual_get_deleted"] == "RESOURCE_DOES_NOT_EXIST"
+    # A metric logged with the model's id is attached to the model; search finds it by dataset.
+    assert got["manual_metrics"] == [
+        {
+            "key": "auc",
+            "value": 0.9,
+            "timestamp": 1234,
+            "step": 2,
+            "run_id": got["run_id"],
+            "model_id": created["model_id"],
+            "dataset_name": "val",
+            "dataset_digest": "d1",
+        }
+    ]
+    assert got["search_by_dataset"] == {"val": [created["model_id"]], "other": []}
     assert got["search_after_delete"] == sorted(info["model_id"] for info in got["infos"])
     assert got["get_missing"] == "RESOURCE_DOES_NOT_EXIST"
