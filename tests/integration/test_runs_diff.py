@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reprorun.tracking.artifacts import local_dir
-from reprorun.tracking.diff import diff_runs, parse_lock
+from reprorun.projects.diff import diff_runs, parse_lock
 from reprorun.tracking.entities import Metric, SystemTags, now_ms
 from reprorun.tracking.store import open_store
 from tests.conftest import make_project, reprorun_cli

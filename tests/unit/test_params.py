@@ -11,13 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reprorun.errors import ParameterError, ParamProblem, UserInputError
+from reprorun.params import CastError, ParamType, cast_value, format_value
 from reprorun.projects.params import (
-    CastError,
     Parameter,
-    ParamType,
     ResolvedParam,
-    cast_value,
-    format_value,
     parse_param_args,
     placeholders,
     render_command,

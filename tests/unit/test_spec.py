@@ -11,9 +11,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reprorun.envs.declared import DockerEnv
 from reprorun.errors import EntryPointNotFound, SpecError, UserInputError
-from reprorun.projects.params import ParamType, render_command, resolve_parameters
-from reprorun.projects.spec import DockerEnv, load_project
+from reprorun.params import ParamType
+from reprorun.projects.params import render_command, resolve_parameters
+from reprorun.projects.spec import load_project
 
 
 def write(directory: Path, text: str, name: str = "MLproject") -> Path:

@@ -26,7 +26,7 @@ def diff_runs_command(run_a: str, run_b: str, tracking_uri: str | None, as_json:
     Run ids may be shortened to any unique prefix of at least 4 characters.
     """
     from reprorun.cli.render import echo_json
-    from reprorun.tracking.diff import diff_runs
+    from reprorun.projects.diff import diff_runs
     from reprorun.tracking.store import open_store
 
     report = diff_runs(open_store(tracking_uri), run_a, run_b)

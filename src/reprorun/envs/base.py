@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reprorun.envs.declared import DockerEnv, ProjectFiles
 from reprorun.errors import UnknownNameError
-from reprorun.projects.spec import DockerEnv, Project
 
 Progress = Callable[[str], None]
 
@@ -40,14 +40,16 @@ class EnvManager(abc.ABC):
     name: str
 
     def prepare(
-        self, project: Project, *, progress: Progress | None = None, lock: Path | None = None
+        self, project: ProjectFiles, *, progress: Progress | None = None, lock: Path | None = None
     ) -> PreparedEnv:
         """Build or reuse the environment for ``project``; ``lock`` re-creates the exact
         package set of an earlier run instead of resolving the project's spec."""
         return self._prepare(project, progress or (lambda _msg: None), lock)
 
     @abc.abstractmethod
-    def _prepare(self, project: Project, progress: Progress, lock: Path | None) -> PreparedEnv: ...
+    def _prepare(
+        self, project: ProjectFiles, progress: Progress, lock: Path | None
+    ) -> PreparedEnv: ...
 
 
 def _local() -> EnvManager:
@@ -90,7 +92,7 @@ ENV_MANAGERS: dict[str, Callable[[], EnvManager]] = {
 }
 
 
-def default_env_manager(project: Project) -> str:
+def default_env_manager(project: ProjectFiles) -> str:
     """uv when the project declares a Python environment, docker for docker_env, else local."""
     if project.env.kind == "docker_env":
         return "docker"

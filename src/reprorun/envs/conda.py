@@ -16,9 +16,9 @@ from typing import Any
 from reprorun.envs.base import EnvManager, PreparedEnv, Progress
 from reprorun.envs.cache import get_or_build, python_of, read_marker
 from reprorun.envs.client import inject
+from reprorun.envs.declared import ProjectFiles
 from reprorun.envs.spec import read_conda_env
 from reprorun.errors import ExecutionError, UserInputError
-from reprorun.projects.spec import Project
 
 TOOLS = ("micromamba", "mamba", "conda")
 
@@ -50,7 +50,7 @@ def conda_tool() -> str:
 class CondaEnvManager(EnvManager):
     name = "conda"
 
-    def _prepare(self, project: Project, progress: Progress, lock: Path | None) -> PreparedEnv:
+    def _prepare(self, project: ProjectFiles, progress: Progress, lock: Path | None) -> PreparedEnv:
         tool = conda_tool()
         if project.env.kind != "conda_env" or project.env.path is None:
             raise UserInputError(

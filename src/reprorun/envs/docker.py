@@ -15,8 +15,8 @@ from pathlib import Path
 
 from reprorun.envs.base import EnvManager, PreparedEnv, Progress
 from reprorun.envs.client import client_root
+from reprorun.envs.declared import DockerEnv, ProjectFiles
 from reprorun.errors import ExecutionError, UserInputError
-from reprorun.projects.spec import DockerEnv, Project
 
 CLIENT_MOUNT = "/opt/reprorun-client"
 
@@ -36,7 +36,7 @@ def _docker(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess
 class DockerEnvManager(EnvManager):
     name = "docker"
 
-    def _prepare(self, project: Project, progress: Progress, lock: Path | None) -> PreparedEnv:
+    def _prepare(self, project: ProjectFiles, progress: Progress, lock: Path | None) -> PreparedEnv:
         docker = project.env.docker
         if docker is None:
             raise UserInputError(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reprorun.envs.base import EnvManager, PreparedEnv, Progress
-from reprorun.projects.spec import Project
+from reprorun.envs.declared import ProjectFiles
 
 # Prints what the run records about the interpreter; the same listing as
 # fingerprint.installed_distributions (names of *.dist-info / *.egg-info on sys.path).
@@ -88,7 +88,7 @@ def caller_python(environ: dict[str, str] | None = None) -> CallerPython:
 class LocalEnvManager(EnvManager):
     name = "local"
 
-    def _prepare(self, project: Project, progress: Progress, lock: Path | None) -> PreparedEnv:
+    def _prepare(self, project: ProjectFiles, progress: Progress, lock: Path | None) -> PreparedEnv:
         caller = caller_python()
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([*caller.path_prefix, env.get("PATH", "")])

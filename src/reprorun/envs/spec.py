@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from reprorun._yaml import line_of as _line
+from reprorun._yaml import load_yaml
+from reprorun.envs.declared import ProjectFiles
 from reprorun.errors import SpecError, UserInputError
-from reprorun.projects.spec import Project, load_yaml
-from reprorun.projects.spec import line_of as _line
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def _fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def declared_env_file(project: Project) -> tuple[str, Path] | None:
+def declared_env_file(project: ProjectFiles) -> tuple[str, Path] | None:
     """(kind, file) of what declares the project's Python environment, in order of precedence,
     without reading the packages (choosing the manager must not run ``uv export``)."""
     env = project.env
@@ -133,7 +134,7 @@ def declared_env_file(project: Project) -> tuple[str, Path] | None:
     return None
 
 
-def read_env_spec(project: Project) -> PythonEnvSpec | None:
+def read_env_spec(project: ProjectFiles) -> PythonEnvSpec | None:
     """The Python environment the project declares, or None when it declares none."""
     declared = declared_env_file(project)
     if declared is None:

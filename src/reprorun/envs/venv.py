@@ -17,10 +17,10 @@ from reprorun.envs.base import EnvManager, PreparedEnv, Progress
 from reprorun.envs.cache import get_or_build, python_of, read_marker
 from reprorun.envs.client import inject
 from reprorun.envs.conda_translate import CONDA_TRANSLATED_TAG, describe, to_pypi
+from reprorun.envs.declared import ProjectFiles
 from reprorun.envs.spec import PythonEnvSpec, Requirement, read_env_spec, read_lock
 from reprorun.envs.tools import find_python, uv_binary
 from reprorun.errors import ExecutionError, SpecError, UserInputError
-from reprorun.projects.spec import Project
 
 LOCK_FILE = "requirements.lock"
 _LOCK_HEADER = re.compile(r"^# reprorun lock: python ([0-9.]+)", re.MULTILINE)
@@ -70,7 +70,7 @@ class _VenvManager(EnvManager):
     relocatable = False
     seed: tuple[str, ...] = ()  # installed first in every environment (part of the cache key)
 
-    def _prepare(self, project: Project, progress: Progress, lock: Path | None) -> PreparedEnv:
+    def _prepare(self, project: ProjectFiles, progress: Progress, lock: Path | None) -> PreparedEnv:
         if project.env.kind == "docker_env":
             raise UserInputError(
                 f"The project declares docker_env: its command runs in the image "

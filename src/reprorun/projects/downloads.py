@@ -24,19 +24,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 from reprorun.errors import UserInputError
+from reprorun.params import is_remote
 
 if TYPE_CHECKING:
     from reprorun.projects.params import Parameter, ResolvedParam
 
-REMOTE_SCHEMES = ("http", "https", "s3", "gs")
 TIMEOUT = 60  # seconds without a byte before a download is given up
 CHUNK = 1024 * 1024
 MAX_NAME = 200  # characters of a downloaded file's name kept
-
-
-def is_remote(raw: str) -> bool:
-    """A URL a ``path`` parameter downloads."""
-    return urlparse(raw).scheme.lower() in REMOTE_SCHEMES
 
 
 def downloads_root() -> Path:
@@ -52,7 +47,7 @@ def download_path_params(
 ) -> list[ResolvedParam]:
     """``params`` with each ``path`` parameter given a URL downloaded: its value and the text
     the command receives become the local copy; the text the run records stays the URL."""
-    from reprorun.projects.params import ParamType
+    from reprorun.params import ParamType
 
     found = []
     for p in params:

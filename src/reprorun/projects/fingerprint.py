@@ -60,7 +60,7 @@ def fingerprint(
 ) -> Fingerprint:
     """The fingerprint of ``the_plan`` run in ``prepared``; ``patch``: uncommitted changes
     the run applies to its working copy (a rerun of a dirty run), hashed with the tree."""
-    from reprorun.projects.params import ParamType
+    from reprorun.params import ParamType
 
     own = cache is None
     cache = cache or HashCache.default()

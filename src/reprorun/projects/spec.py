@@ -14,19 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from reprorun._yaml import LineDict, line_of, load_yaml
+from reprorun.envs.declared import DockerEnv, EnvSpec
 from reprorun.errors import EntryPointNotFound, SpecError
-from reprorun.projects.params import (
-    FORMAT_SPEC_RE,
-    CastError,
-    Parameter,
-    ParamType,
-    ParamValue,
-    cast_value,
-    placeholders,
-    unbalanced_brace,
-)
+from reprorun.params import CastError, ParamType, ParamValue, cast_value
+from reprorun.projects.params import FORMAT_SPEC_RE, Parameter, placeholders, unbalanced_brace
 
 MLPROJECT_FILE_NAME = "mlproject"
 ENV_KEYS = ("python_env", "conda_env", "docker_env")
@@ -46,23 +38,6 @@ _ENTRY_POINT_KEYS = {"parameters", "command"}
 
 
 @dataclass(frozen=True)
-class DockerEnv:
-    image: str
-    volumes: tuple[str, ...] = ()
-    # (name, value); value None means "copy from the host"
-    environment: tuple[tuple[str, str | None], ...] = ()
-
-
-@dataclass(frozen=True)
-class EnvSpec:
-    """Which environment the project declares; built by the environments layer."""
-
-    kind: str | None = None  # "python_env" | "conda_env" | "docker_env" | None
-    path: Path | None = None  # the python_env / conda file, absolute
-    docker: DockerEnv | None = None
-
-
-@dataclass(frozen=True)
 class EntryPoint:
     name: str
     command: str
@@ -75,7 +50,7 @@ class Project:
     directory: Path
     name: str | None = None
     entry_points: Mapping[str, EntryPoint] = field(default_factory=dict)
-    env: EnvSpec = EnvSpec()
+    env: EnvSpec = field(default_factory=EnvSpec)
     spec_path: Path | None = None  # None: a directory without an MLproject
     warnings: tuple[str, ...] = ()  # what was accepted but ignored (MLflow ignores it too)
 
@@ -114,53 +89,6 @@ def find_mlproject(directory: Path) -> Path | None:
     return None
 
 
-# --- YAML with line numbers -------------------------------------------------------------
-
-
-class _LineDict(dict[Any, Any]):
-    """A mapping that remembers the line of itself and of each key (1-based)."""
-
-    line: int
-    key_lines: dict[Any, int]
-
-
-class _LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """SafeLoader (the C one when available) whose mappings remember their lines."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
-    loader.flatten_mapping(node)
-    result = _LineDict()
-    result.line = node.start_mark.line + 1
-    result.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:
-            raise SpecError(
-                "mapping keys must be plain values", line=key_node.start_mark.line + 1
-            ) from None
-        if key in result:
-            raise SpecError(
-                f"duplicate key {key!r} (first at line {result.key_lines[key]})",
-                line=key_node.start_mark.line + 1,
-            )
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.key_lines[key] = key_node.start_mark.line + 1
-    return result
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def line_of(mapping: Any, key: Any) -> int | None:
-    """The line of ``key`` in a mapping from ``load_yaml`` (else the mapping's own line)."""
-    if isinstance(mapping, _LineDict):
-        return mapping.key_lines.get(key, mapping.line)
-    return None
-
-
 # --- loading --------------------------------------------------------------------------------
 
 
@@ -175,23 +103,6 @@ def load_project(directory: Path | str) -> Project:
     except UnicodeDecodeError as exc:
         raise SpecError(f"not valid UTF-8 text ({exc.reason})", spec_path) from exc
     return parse_project(text, directory=directory, spec_path=spec_path)
-
-
-def load_yaml(text: str, path: Path) -> Any:
-    """YAML whose mappings remember their lines (see ``line_of``); syntax errors and duplicate
-    keys become a SpecError naming ``path`` and the line. Shared by every spec file reprorun
-    reads (MLproject, python_env.yaml, conda.yaml)."""
-    try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or str(exc)
-        raise SpecError(f"YAML syntax error: {problem}", path, line) from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(f"YAML error: {exc}", path) from exc
-    except SpecError as exc:
-        raise SpecError(exc.message, path, exc.line) from exc
 
 
 def parse_project(text: str, *, directory: Path, spec_path: Path) -> Project:
@@ -365,7 +276,7 @@ class _Ctx:
         here = f"{where}, parameter {name!r}"
         # MLflow allows the short form `alpha: float` (a type and no default).
         if isinstance(spec, str) or spec is None:
-            short = _LineDict({"type": spec} if spec is not None else {})
+            short = LineDict({"type": spec} if spec is not None else {})
             short.line, short.key_lines = line or 1, {"type": line or 1}
             spec = short
         if not isinstance(spec, dict):

@@ -325,7 +325,7 @@ def _check_values(
 ) -> None:
     """Every distinct value of every declared parameter, checked as `reprorun run` would;
     one error lists every bad value. Undeclared parameters pass through, as in a run."""
-    from reprorun.projects.params import CastError
+    from reprorun.params import CastError
 
     problems: list[ParamProblem] = []
     seen: set[tuple[str, str]] = set()
@@ -985,7 +985,7 @@ def _commit_files(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
                 break
         else:
             return []
-    from reprorun.tracking.diff import GitUnavailable, changed_files, find_repository
+    from reprorun.projects.diff import GitUnavailable, changed_files, find_repository
 
     try:
         repo = find_repository([directory], [a, b])

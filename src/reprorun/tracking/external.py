@@ -153,7 +153,7 @@ def resolve_param(
 
 
 def check_type(name: str, value: str, type_name: str) -> None:
-    from reprorun.projects.params import CastError, ParamType, cast_value
+    from reprorun.params import CastError, ParamType, cast_value
 
     if type_name == "bool":
         if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):

@@ -251,7 +251,7 @@ def _from_argv(name: str, argv: list[str]) -> str | None:
 
 
 def _cast(name: str, raw: str, caster: Any) -> Any:
-    from reprorun.projects.params import CastError, ParamType, cast_value
+    from reprorun.params import CastError, ParamType, cast_value
 
     if caster is bool:
         lowered = raw.strip().lower()
