@@ -190,7 +190,8 @@ def victim(home: Path) -> dict[str, str]:
     store = open_store()
     exp_id = store.create_experiment("victim-experiment")
     run = store.create_run(exp_id, run_name="victim")
-    return {"run_id": run.info.run_id, "experiment_id": exp_id}
+    model = store.create_logged_model(exp_id, name="victim-model")
+    return {"run_id": run.info.run_id, "experiment_id": exp_id, "model_id": model.model_id}
 
 
 def assert_untouched(victim: dict[str, str]) -> None:
@@ -200,6 +201,7 @@ def assert_untouched(victim: dict[str, str]) -> None:
     run = store.get_run(victim["run_id"])
     assert run.info.status == RunStatus.RUNNING
     assert run.data.metrics == {} and "injected" not in run.data.tags
+    assert store.get_logged_model(victim["model_id"]).metrics == []
     names = {e.name for e in store.search_experiments()}
     assert {"Default", "victim-experiment"} <= names
     assert not names & {"renamed", "attacker"}, names
@@ -339,6 +341,8 @@ def test_the_token_opens_the_run_not_the_store(
     with held_run(project, tmp_path) as run:
         exp = run.experiment_id
         other = victim["run_id"]
+        point = {"run_id": run.run_id, "key": "m", "value": 1.0, "timestamp": 1}
+        batch = {"run_id": run.run_id}
         refused = [
             ("GET", "experiments/search", None),
             ("POST", "experiments/search", {"max_results": 10}),
@@ -361,6 +365,13 @@ def test_the_token_opens_the_run_not_the_store(
             ("POST", "runs/search", {"experiment_ids": [exp, victim["experiment_id"]]}),
             ("POST", "runs/create", {"experiment_id": victim["experiment_id"]}),
             ("POST", "logged-models", {"experiment_id": victim["experiment_id"]}),
+            # A metric of its own run attached to another experiment's logged model.
+            ("POST", "runs/log-metric", {**point, "model_id": victim["model_id"]}),
+            (
+                "POST",
+                "runs/log-batch",
+                {**batch, "metrics": [{**point, "model_id": victim["model_id"]}]},
+            ),
             ("POST", "logged-models", {"experiment_id": exp, "source_run_id": other}),
         ]
         for method, endpoint, body in refused:

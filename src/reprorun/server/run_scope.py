@@ -10,6 +10,7 @@ Allowed (anything else MLflow's REST API offers is refused with 403 PERMISSION_D
 - creating runs in the run's experiment;
 - creating logged models in the run's experiment from those runs, and finalizing them, setting
   their tags and logging their params (``mlflow.<flavor>.log_model``);
+- metrics attached to logged models (``model_id``) of the run's experiment only;
 - reads of the run's experiment: the experiment itself (by id, or by its name), its runs, their
   metric histories and artifact listings, its logged models.
 
@@ -98,6 +99,8 @@ class RunScope:
             "outputs",
         ):
             allowed[("POST", f"/runs/{name}")] = run_write
+        for name in ("log-metric", "log-batch"):
+            allowed[("POST", f"/runs/{name}")] = lambda r, _: self._writes_metrics(r)
         self._allowed = [
             (method, path_pattern(API + path), check) for (method, path), check in allowed.items()
         ]
@@ -156,6 +159,17 @@ class RunScope:
                 self._runs.add(run_id)
             return None
         return f"run {run_id!r} is neither this run nor one its code created"
+
+    def _writes_metrics(self, request: Request) -> str | None:
+        """Metrics to a run it may write to; those naming a logged model (``model_id``) are
+        attached to it, so that model must be of this run's experiment."""
+        why = self._own_run(request)
+        metrics = request.get("metrics")
+        for point in metrics if isinstance(metrics, list) else [request]:
+            model_id = point.get("model_id") if isinstance(point, dict) else None
+            if why is None and isinstance(model_id, str) and model_id:
+                why = self._readable_model(model_id)
+        return why
 
     def _is_step(self, run_id: str) -> bool:
         """Whether ``run_id`` is a step this run's code started with ``mlflow.run()`` (run by
