@@ -185,3 +185,52 @@ def test_runs_list_bad_filter_is_a_usage_error(tracking: str) -> None:
     done = reprorun_cli("runs", "list", "--tracking-uri", tracking, "--order-by", "rmse upward")
     assert done.returncode == 2
     assert "order_by" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_search_runs_by_dataset_inputs_through_a_server(tmp_path: Path, home: Path) -> None:
+    """Datasets a run logged through runs/log-inputs filter the search of the REST store."""
+    with server_process(tmp_path / "server") as server:
+        store = open_store(server.url)
+        exp = store.get_or_create_experiment("datasets")
+        ids = {name: store.create_run(exp, run_name=name).info.run_id for name in "abc"}
+        for name, dataset, context in (("a", "iris", "training"), ("b", "wine", "evaluation")):
+            body = {
+                "run_id": ids[name],
+                "datasets": [
+                    {
+                        "dataset": {
+                            "name": dataset,
+                            "digest": f"{dataset}-1",
+                            "source_type": "local",
+                            "source": "{}",
+                        },
+                        "tags": [{"key": "mlflow.data.context", "value": context}],
+                    }
+                ],
+            }
+            conn = server.connection()
+            conn.request(
+                "POST",
+                "/api/2.0/mlflow/runs/log-inputs",
+                json.dumps(body),
+                {"Content-Type": "application/json"},
+            )
+            assert conn.getresponse().status == 200
+            conn.close()
+
+        def names(filter_string: str) -> list[str]:
+            found = store.search_runs([exp], filter_string, order_by=["attributes.run_name"])
+            return [r.info.run_name for r in found]
+
+        assert names("datasets.name = 'iris'") == ["a"]
+        assert names("datasets.digest IN ('iris-1', 'wine-1')") == ["a", "b"]
+        assert names("datasets.context = 'evaluation'") == ["b"]
+        found = reprorun.search_runs(
+            experiment_names=["datasets"],
+            filter_string="datasets.name LIKE '%i%' AND datasets.context != 'training'",
+            output_format="list",
+            tracking_uri=server.url,
+        )
+        assert [r.info.run_name for r in found] == ["b"]
+        with pytest.raises(UserInputError, match="unknown dataset key 'size'"):
+            names("datasets.size = '1'")

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from reprorun.errors import SearchError, UserInputError
 from reprorun.tracking.search import (
     ATTRIBUTE,
+    DATASET,
     METRIC,
     NULL_OPS,
     NUMERIC_OPS,
@@ -33,11 +34,13 @@ from reprorun.tracking.search import (
     SqlBuilder,
     _like_to_glob,
     compile_runs_filter,
+    dataset_refs,
     decode_page_token,
     encode_page_token,
     parse_experiment_filter,
     parse_filter,
     parse_order_by,
+    runs_matching_datasets,
 )
 
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -339,6 +342,90 @@ def test_numeric_attributes_follow_the_argument() -> None:
         parse_filter("attributes.start_time > 5", frozenset({"creation_time"}))
 
 
+# --- datasets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alias", ["dataset", "datasets", "DATASETS"])
+@pytest.mark.parametrize("key", ["name", "digest", "context"])
+def test_dataset_fields_take_string_and_set_comparisons(alias: str, key: str) -> None:
+    assert parse_filter(f"{alias}.{key} = 'iris' AND {alias}.`{key}` NOT IN ('a', 'b')") == [
+        Clause(DATASET, key, "=", "iris"),
+        Clause(DATASET, key, "NOT IN", ("a", "b")),
+    ]
+    for op in ("!=", "LIKE", "ILIKE"):
+        assert parse_filter(f"{alias}.{key} {op} 'i%'") == [Clause(DATASET, key, op, "i%")]
+
+
+def inputs(*datasets: tuple[str, str, str | None]) -> str:
+    """An inputs tag as the server records runs/log-inputs: (name, digest, context) each."""
+    return json.dumps(
+        {
+            "datasets": [
+                {
+                    "dataset": {"name": name, "digest": digest, "source_type": "local"},
+                    "tags": []
+                    if context is None
+                    else [{"key": "mlflow.data.context", "value": context}],
+                }
+                for name, digest, context in datasets
+            ]
+        }
+    )
+
+
+RUN_INPUTS = [
+    ("train", inputs(("iris", "d1", "training"), ("wine", "d2", "validation"))),
+    ("eval", inputs(("Iris_v2", "d3", "evaluation"))),
+    ("bare", inputs(("iris", "d1", None))),
+    ("none", None),
+    ("broken", "{not json"),
+    ("odd", json.dumps({"datasets": [1, {"dataset": "x"}, {"dataset": {"name": 5}}]})),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("datasets.name = 'iris'", ["train", "bare"]),
+        ("datasets.digest IN ('d2', 'd3')", ["train", "eval"]),
+        ("datasets.context = 'training'", ["train"]),
+        # As MLflow's join: a clause holds when one of the run's datasets satisfies it, and a
+        # dataset without a context tag satisfies no context comparison.
+        ("datasets.name != 'iris'", ["train", "eval"]),
+        ("datasets.context NOT IN ('training')", ["train", "eval"]),
+        ("datasets.name = 'iris' AND datasets.context = 'validation'", ["train"]),
+        ("datasets.name LIKE 'iris%'", ["train", "bare"]),
+        ("datasets.name LIKE 'I%'", ["eval"]),
+        ("datasets.name ILIKE 'i%'", ["train", "eval", "bare"]),
+        ("datasets.name LIKE 'Iris.v2'", []),
+        ("datasets.name LIKE 'Iris_v_'", ["eval"]),
+        ("datasets.digest = 'd1' AND params.x = 'y'", ["train", "bare"]),
+    ],
+)
+def test_runs_matching_datasets(text: str, expected: list[str]) -> None:
+    assert runs_matching_datasets(parse_filter(text), RUN_INPUTS) == expected
+
+
+def test_dataset_refs_ignore_what_is_not_a_dataset() -> None:
+    assert dataset_refs("{not json") == dataset_refs("[1]") == dataset_refs(None) == []
+    [ref] = dataset_refs(RUN_INPUTS[-1][1])
+    assert (ref.name, ref.digest, ref.context) == (None, None, None)
+
+
+@pytest.mark.parametrize("dataset_runs", [[], ["r1"], ["r2", "r1", "r1"]])
+def test_compiled_dataset_clauses_keep_the_matching_runs(dataset_runs: list[str]) -> None:
+    sql = SqlBuilder("sqlite")
+    clauses = parse_filter("datasets.name = 'iris' AND datasets.context = 'training'")
+    [condition] = compile_runs_filter(clauses, sql, dataset_runs=dataset_runs)
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE runs (run_uuid TEXT)")
+    db.executemany("INSERT INTO runs VALUES (?)", [("r1",), ("r2",), ("r3",)])
+    found = db.execute(f"SELECT run_uuid FROM runs r WHERE {condition}", sql.params).fetchall()
+    assert sorted(r[0] for r in found) == sorted(set(dataset_runs))
+    with pytest.raises(ValueError, match="need the runs"):
+        compile_runs_filter(clauses, SqlBuilder("sqlite"))
+
+
 # --- bad filters --------------------------------------------------------------------------------
 
 
@@ -349,7 +436,10 @@ def test_numeric_attributes_follow_the_argument() -> None:
         ("metrics.acc > AND params.a = 'b'", 14, "expected a number or a quoted string"),
         ("params.model = rf", 15, "quote string values"),
         ("foo.acc > 1", 0, "unknown entity 'foo'"),
-        ("dataset.name = 'x'", 0, "unknown entity 'dataset'"),
+        ("dataset.size = 'x'", 0, "unknown dataset key 'size'"),
+        ("datasets.name = 1", 0, "datasets.name is compared with a quoted string"),
+        ("datasets.digest > 'a'", 0, "> cannot compare datasets.digest"),
+        ("datasets.context IS NULL", 0, "IS NULL cannot compare datasets.context"),
         ("acc > 1", 0, "unknown entity 'acc'"),
         ("metrics > 1", 7, "expected '.'"),
         ("metrics. > 1", 9, "expected a key"),
@@ -532,6 +622,7 @@ def test_order_by_several_and_none() -> None:
         ("attributes.lifecycle_stage", 0, "cannot order by attribute 'lifecycle_stage'"),
         ("bogus DESC", 0, "cannot order by attribute 'bogus'"),
         ("foo.acc", 0, "unknown entity 'foo'"),
+        ("datasets.name", 0, "cannot order by a dataset"),
         ("metrics.", 8, "but the text ended"),
         ("metrics.acc;", 11, "unexpected character ';'"),
     ],

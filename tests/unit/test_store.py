@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +19,8 @@ from reprorun.errors import (
     StoreVersionError,
     UserInputError,
 )
-from reprorun.tracking.entities import Metric, RunStatus
+from reprorun.tracking.entities import Metric, RunStatus, ViewType
+from reprorun.tracking.search import INPUTS_TAG
 from reprorun.tracking.store.database import SqlAlchemyDatabase, SqliteDatabase
 from reprorun.tracking.store.sql import SqlStore
 
@@ -223,3 +226,65 @@ def test_runs_order_by_duration(store: SqlStore) -> None:
     ]
     assert names("attributes.duration") == ["fast", "mid", "slow", "running"]
     assert names("attributes.duration DESC") == ["slow", "mid", "fast", "running"]
+
+
+def log_datasets(store: SqlStore, run_id: str, *datasets: tuple[str, str, str]) -> None:
+    """Record dataset inputs (name, digest, context) as the server records runs/log-inputs."""
+    store.set_tag(
+        run_id,
+        INPUTS_TAG,
+        json.dumps(
+            {
+                "datasets": [
+                    {
+                        "dataset": {"name": name, "digest": digest, "source_type": "local"},
+                        "tags": [{"key": "mlflow.data.context", "value": context}],
+                    }
+                    for name, digest, context in datasets
+                ]
+            }
+        ),
+    )
+
+
+def test_search_runs_by_dataset_inputs(store: SqlStore) -> None:
+    exp = store.create_experiment("datasets")
+    other = store.create_experiment("elsewhere")
+    ids = {}
+    for name, start, experiment in (
+        ("train", 1, exp),
+        ("eval", 2, exp),
+        ("plain", 3, exp),
+        ("broken", 4, exp),
+        ("gone", 5, exp),
+        ("other", 6, other),
+    ):
+        ids[name] = store.create_run(experiment, run_name=name, start_time=start).info.run_id
+    log_datasets(store, ids["train"], ("iris", "d1", "training"), ("wine", "d2", "validation"))
+    log_datasets(store, ids["eval"], ("iris", "d1", "evaluation"))
+    log_datasets(store, ids["gone"], ("iris", "d1", "training"))
+    log_datasets(store, ids["other"], ("iris", "d1", "training"))
+    store.set_tag(ids["broken"], INPUTS_TAG, "{not json")
+    store.log_param(ids["eval"], "depth", "3")
+    store.delete_run(ids["gone"])
+
+    def names(filter_string: str, **kwargs: Any) -> list[str]:
+        return [r.info.run_name for r in store.search_runs([exp], filter_string, **kwargs)]
+
+    assert names("datasets.name = 'iris'") == ["eval", "train"]
+    assert names("datasets.digest IN ('d2')") == ["train"]
+    assert names("datasets.context = 'training'") == ["train"]
+    assert names("dataset.name LIKE 'w%' AND datasets.context != 'evaluation'") == ["train"]
+    assert names("datasets.name = 'iris' AND params.depth = '3'") == ["eval"]
+    assert names("datasets.name ILIKE 'IRIS'", order_by=["attributes.start_time ASC"]) == [
+        "train",
+        "eval",
+    ]
+    assert names("datasets.name = 'nothing'") == []
+    assert names("datasets.context = 'training'", run_view_type=ViewType.ALL) == ["gone", "train"]
+    first = store.search_runs([exp], "datasets.digest = 'd1'", max_results=1)
+    assert [r.info.run_name for r in first] == ["eval"]
+    rest = store.search_runs([exp], "datasets.digest = 'd1'", max_results=1, page_token=first.token)
+    assert [r.info.run_name for r in rest] == ["train"] and rest.token is None
+    with pytest.raises(UserInputError, match="unknown dataset key 'size'"):
+        names("datasets.size = '1'")

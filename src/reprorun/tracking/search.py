@@ -4,14 +4,20 @@ compile both to SQL, and encode page tokens.
     filter   := clause ("AND" clause)*
     clause   := ident op value | ident ("IS NULL" | "IS NOT NULL")
     ident    := entity "." key           entity: metric(s) param(s)/parameter(s) tag(s)
-                                                 attribute(s)/attr/run; key plain, "quoted"
-                                                 or `backticked`
+                                                 attribute(s)/attr/run dataset(s); key plain,
+                                                 "quoted" or `backticked`
     op       := = != > >= < <= LIKE ILIKE IN NOT IN
     value    := number | 'string' | "string" | "(" string ("," string)* ")"
 
 Parsing knows nothing of SQL; ``compile_runs_filter`` and friends turn the parsed clauses into a
 WHERE fragment with named placeholders only (values never enter the SQL text). Every error is a
 ``SearchError`` that quotes the filter and points at the offending position.
+
+``datasets.name``, ``datasets.digest`` and ``datasets.context`` (the ``mlflow.data.context`` tag
+of the input) test a run's dataset inputs, which the store keeps as JSON in the run tag
+``INPUTS_TAG``; a clause holds when one of the run's datasets satisfies it (as MLflow's join). The
+store reads those tags and matches them here, in Python (``runs_matching_datasets``): a JSON tag
+any client may have set to anything cannot break the query, on SQLite or PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -20,13 +26,13 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from reprorun.errors import SearchError
 
-METRIC, PARAM, TAG, ATTRIBUTE = "metric", "param", "tag", "attribute"
+METRIC, PARAM, TAG, ATTRIBUTE, DATASET = "metric", "param", "tag", "attribute", "dataset"
 _ENTITIES = {
     "metric": METRIC,
     "metrics": METRIC,
@@ -40,7 +46,10 @@ _ENTITIES = {
     "attributes": ATTRIBUTE,
     "attr": ATTRIBUTE,
     "run": ATTRIBUTE,
+    "dataset": DATASET,
+    "datasets": DATASET,
 }
+DATASET_KEYS = ("name", "digest", "context")
 
 NUMERIC_OPS = frozenset({"=", "!=", ">", ">=", "<", "<="})
 STRING_OPS = frozenset({"=", "!=", "LIKE", "ILIKE"})
@@ -52,7 +61,7 @@ SET_OPS = frozenset({"IN", "NOT IN"})
 class Clause:
     """One comparison: ``entity.key op value``."""
 
-    entity: str  # METRIC, PARAM, TAG or ATTRIBUTE
+    entity: str  # METRIC, PARAM, TAG, ATTRIBUTE or DATASET
     key: str
     op: str  # upper case, one space between words: "NOT IN", "IS NULL"
     value: float | str | tuple[str, ...] | None
@@ -159,7 +168,8 @@ class _Parser:
             return ATTRIBUTE, entity_text, token.pos
         if entity is None:
             raise self.fail(
-                f"unknown entity {entity_text!r}; use metrics., params., tags. or attributes.",
+                f"unknown entity {entity_text!r}; use metrics., params., tags., attributes. "
+                "or datasets.",
                 token.pos,
             )
         # The word regex stops at dots; a plain key may itself contain dots (metrics.a.b).
@@ -301,6 +311,16 @@ def _check_clause(clause: Clause, parser: _Parser, pos: int, numeric: frozenset[
         allowed = NUMERIC_OPS
         if clause.op in allowed and not isinstance(clause.value, float):
             raise parser.fail(f"{where} is compared with a number, got {clause.value!r}", pos)
+    elif clause.entity == DATASET:
+        if clause.key not in DATASET_KEYS:
+            raise parser.fail(
+                f"unknown dataset key {clause.key!r}; use datasets.name, datasets.digest or "
+                "datasets.context",
+                pos,
+            )
+        allowed = STRING_OPS | SET_OPS
+        if clause.op in STRING_OPS and not isinstance(clause.value, str):
+            raise parser.fail(f"{where} is compared with a quoted string", pos)
     elif clause.entity in (PARAM, TAG):
         allowed = STRING_OPS | NULL_OPS
         if clause.op in STRING_OPS and not isinstance(clause.value, str):
@@ -341,6 +361,10 @@ def parse_order_by(items: Sequence[str] | None, allowed_attributes: set[str]) ->
             entity, key = ATTRIBUTE, token.text
         else:
             entity, key, _ = parser.identifier()
+            if entity == DATASET:
+                raise parser.fail(
+                    "cannot order by a dataset; order by metrics., params., tags. or attributes.", 0
+                )
         ascending = True
         if parser.keyword("ASC", "DESC"):
             ascending = parser.next("ASC or DESC").text.upper() == "ASC"
@@ -395,6 +419,13 @@ class SqlBuilder:
             return f"{column} {op} ({names})"
         return f"{column} {op} {self.bind(value)}"
 
+    def member_of(self, column: str, values: Sequence[str]) -> str:
+        """``column`` is one of ``values``, bound as one JSON list however many they are."""
+        items = self.bind(json.dumps(list(values)))
+        if self.dialect == "sqlite":
+            return f"{column} IN (SELECT value FROM json_each({items}))"
+        return f"{column} IN (SELECT json_array_elements_text(CAST({items} AS json)))"
+
 
 def _like_to_glob(pattern: str) -> str:
     out = []
@@ -403,10 +434,22 @@ def _like_to_glob(pattern: str) -> str:
     return "".join(out)
 
 
-def compile_runs_filter(clauses: Sequence[Clause], sql: SqlBuilder, run: str = "r") -> list[str]:
-    """WHERE conditions over the runs table aliased ``run``."""
+def compile_runs_filter(
+    clauses: Sequence[Clause],
+    sql: SqlBuilder,
+    run: str = "r",
+    dataset_runs: Sequence[str] | None = None,
+) -> list[str]:
+    """WHERE conditions over the runs table aliased ``run``. ``datasets.*`` clauses keep the
+    runs ``dataset_runs`` names (what ``runs_matching_datasets`` found); they need it."""
     conditions: list[str] = []
+    if any(c.entity == DATASET for c in clauses):
+        if dataset_runs is None:
+            raise ValueError("datasets.* clauses need the runs whose inputs match them")
+        conditions.append(sql.member_of(f"{run}.run_uuid", dataset_runs))
     for c in clauses:
+        if c.entity == DATASET:
+            continue
         if c.entity == ATTRIBUTE:
             key = c.key.lower()
             column = _RUN_STRING_ATTRIBUTES.get(key) or _RUN_NUMERIC_ATTRIBUTES.get(key)
@@ -507,6 +550,86 @@ def parse_experiment_filter(text: str | None) -> list[Clause]:
         else c
         for c in clauses
     ]
+
+
+# --- dataset inputs ---------------------------------------------------------------------------
+
+INPUTS_TAG = "reprorun.inputs"  # JSON {"datasets": [...], "models": [...]} as MLflow sent them
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """What a filter can test of one dataset input: its name, digest and context (or None)."""
+
+    name: str | None
+    digest: str | None
+    context: str | None
+
+
+def dataset_refs(inputs_tag: str | None) -> list[DatasetRef]:
+    """The dataset inputs an ``INPUTS_TAG`` value records; none if it holds anything else (any
+    client can set any tag: a bad value must not break a search)."""
+    try:
+        inputs = json.loads(inputs_tag or "null")
+    except ValueError:
+        return []
+    datasets = inputs.get("datasets") if isinstance(inputs, dict) else None
+    refs: list[DatasetRef] = []
+    for item in datasets if isinstance(datasets, list) else []:
+        dataset = item.get("dataset") if isinstance(item, dict) else None
+        if not isinstance(dataset, dict):
+            continue
+        tags = item.get("tags")
+        context = next(
+            (
+                t.get("value")
+                for t in (tags if isinstance(tags, list) else [])
+                if isinstance(t, dict) and t.get("key") == DATASET_CONTEXT_TAG
+            ),
+            None,
+        )
+        refs.append(
+            DatasetRef(_text(dataset.get("name")), _text(dataset.get("digest")), _text(context))
+        )
+    return refs
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def runs_matching_datasets(
+    clauses: Sequence[Clause], inputs: Iterable[tuple[str, str | None]]
+) -> list[str]:
+    """The ids among ``inputs`` ((run id, ``INPUTS_TAG`` value) pairs) whose dataset inputs
+    satisfy every ``datasets.*`` clause, each clause by one of the run's datasets (as MLflow)."""
+    tests = [c for c in clauses if c.entity == DATASET]
+    found = []
+    for run_id, tag in inputs:
+        refs = dataset_refs(tag)
+        if all(any(_holds(c, getattr(ref, c.key)) for ref in refs) for c in tests):
+            found.append(run_id)
+    return found
+
+
+def _holds(clause: Clause, actual: str | None) -> bool:
+    """``actual op value`` as the SQL store compares strings; a missing value never holds."""
+    value = clause.value
+    if actual is None:
+        return False
+    if clause.op in SET_OPS:
+        assert isinstance(value, tuple)
+        return (actual in value) == (clause.op == "IN")
+    assert isinstance(value, str)
+    if clause.op == "=":
+        return actual == value
+    if clause.op == "!=":
+        return actual != value
+    if clause.op == "ILIKE":
+        actual, value = actual.lower(), value.lower()
+    pattern = "".join({"%": ".*", "_": "."}.get(ch) or re.escape(ch) for ch in value)
+    return re.fullmatch(pattern, actual, re.DOTALL) is not None
 
 
 # --- page tokens --------------------------------------------------------------------------------

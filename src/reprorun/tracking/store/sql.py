@@ -548,14 +548,28 @@ class SqlStore:
         exps = ", ".join(sql.bind(_exp_int(e)) for e in experiment_ids)
         stages = ", ".join(sql.bind(s) for s in run_view_type.stages)
         conditions = [f"r.experiment_id IN ({exps})", f"r.lifecycle_stage IN ({stages})"]
-        conditions += search.compile_runs_filter(clauses, sql)
+        scope = dict(sql.params)  # the experiments and stages only, bound before the rest
         terms = search.compile_runs_order(order, sql)
         columns = ", ".join("r." + c.strip() for c in _RUN_COLUMNS.split(","))
-        statement = f"SELECT {columns} FROM runs r {' '.join(sql.joins)} " + _page_clause(
-            conditions, terms, limit, offset
-        )
-        found = self.db.read(lambda c: self._runs_from(c, c.fetch(statement, sql.params)))
-        return _page(found, limit, offset)
+
+        def read(conn: Connection) -> list[Run]:
+            dataset_runs = None
+            if any(c.entity == search.DATASET for c in clauses):
+                inputs = conn.fetch(
+                    "SELECT r.run_uuid, t.value FROM runs r JOIN tags t ON t.run_uuid = "
+                    f'r.run_uuid AND t."key" = :inputs_tag WHERE {" AND ".join(conditions)}',
+                    {**scope, "inputs_tag": search.INPUTS_TAG},
+                )
+                dataset_runs = search.runs_matching_datasets(
+                    clauses, [(r[0], r[1]) for r in inputs]
+                )
+            where = conditions + search.compile_runs_filter(clauses, sql, dataset_runs=dataset_runs)
+            statement = f"SELECT {columns} FROM runs r {' '.join(sql.joins)} " + _page_clause(
+                where, terms, limit, offset
+            )
+            return self._runs_from(conn, conn.fetch(statement, sql.params))
+
+        return _page(self.db.read(read), limit, offset)
 
     def delete_run(self, run_id: str) -> None:
         self._set_run_stage(run_id, "deleted")
