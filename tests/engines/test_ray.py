@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import reprorun.projects
-from reprorun.backends.base import CONFIG_TAG, FAILURE_TAG, JOB_ID_TAG, JOB_URL_TAG, get_backend
+from reprorun.backends.base import CONFIG_TAG, FAILURE_TAG, JOB_ID_TAG, JOB_URL_TAG
 from reprorun.backends.ray import (
     JobsApi,
     entrypoint,
@@ -31,6 +31,7 @@ from reprorun.backends.ray import (
     lock_requirements,
     zip_tree,
 )
+from reprorun.backends.registry import get_backend
 from reprorun.backends.status import attach
 from reprorun.errors import ExecutionError, RunFailed, UserInputError
 from reprorun.tracking.artifacts import local_dir

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 import reprorun.projects
-from reprorun.backends.base import CONFIG_TAG, FAILURE_TAG, JOB_ID_TAG, SubmittedRun, get_backend
+from reprorun.backends.base import CONFIG_TAG, FAILURE_TAG, JOB_ID_TAG, SubmittedRun
+from reprorun.backends.registry import get_backend
 from reprorun.errors import ExecutionError, RunFailed, UserInputError
 from reprorun.tracking.artifacts import local_dir
 from reprorun.tracking.entities import Run, RunStatus, SystemTags

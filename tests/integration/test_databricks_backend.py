@@ -23,8 +23,8 @@ from reprorun.backends.base import (
     JOB_ID_TAG,
     JOB_URL_TAG,
     LaunchSpec,
-    get_backend,
 )
+from reprorun.backends.registry import get_backend
 from reprorun.backends.status import attach
 from reprorun.errors import ExecutionError, RunFailed, UserInputError
 from reprorun.tracking.entities import RunStatus, SystemTags

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reprorun.envs import cache
-from reprorun.envs.base import get_env_manager
+from reprorun.envs.registry import get_env_manager
 from reprorun.errors import UserInputError
 from reprorun.projects.spec import load_project
 from tests.conftest import make_project, reprorun_cli

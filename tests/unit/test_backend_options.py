@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reprorun.backends.base import get_backend, parse_options
+from reprorun.backends.base import parse_options
+from reprorun.backends.registry import get_backend
 from reprorun.errors import UnknownNameError, UserInputError
 
 

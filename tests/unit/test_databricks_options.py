@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from reprorun.backends.base import get_backend
 from reprorun.backends.databricks import (
     DatabricksBackend,
     credentials,
@@ -21,6 +20,7 @@ from reprorun.backends.databricks import (
     lock_libraries,
     pack_tree,
 )
+from reprorun.backends.registry import get_backend
 from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import RunStatus
 

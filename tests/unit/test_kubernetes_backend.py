@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from reprorun.backends import kubernetes as kb
-from reprorun.backends.base import get_backend
+from reprorun.backends.registry import get_backend
 from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import RunStatus
 from tests.conftest import REPO_ROOT

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from reprorun.backends.base import get_backend
 from reprorun.backends.job import JobState
+from reprorun.backends.registry import get_backend
 from reprorun.backends.slurm import (
     SlurmBackend,
     SlurmBackendConfig,

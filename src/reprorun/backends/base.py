@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from reprorun.errors import UnknownNameError, UserInputError
+from reprorun.errors import UserInputError
 from reprorun.tracking.entities import Run, RunStatus
 from reprorun.tracking.store.base import TrackingStore
 
@@ -59,6 +59,7 @@ class LaunchSpec:
     lock_text: str | None = None  # the environment's exact package set
     python_version: str | None = None
     docker_image: str | None = None  # docker_env projects: the image to run in
+    project_name: str | None = None  # the MLproject's name (names a Kubernetes job)
     # The local backend's queue: wait while this many local runs (asking the same) run.
     max_parallel: int | None = None
     interrupted: Callable[[], None] | None = None  # raises if the submitter was told to stop
@@ -75,6 +76,58 @@ class LaunchSpec:
         """Where the command runs, relative to the shipped tree ("" for its top)."""
         rel = self.cwd.relative_to(self.root).as_posix()
         return "" if rel == "." else rel
+
+    # Not in the JSON: the live objects of the process that runs the command, and whether
+    # that process waits for it; ``from_json`` takes them from that process.
+    _LIVE = ("store", "echo", "on_finish", "interrupted", "tied_to_caller")
+    _PATHS = ("cwd", "artifact_dir", "source_root")
+
+    def to_json(self) -> str:
+        """The spec for another process (a detached run's supervisor), as JSON."""
+        import json
+        from dataclasses import fields
+
+        data: dict[str, Any] = {}
+        for spec_field in fields(self):
+            value = getattr(self, spec_field.name)
+            if spec_field.name in self._LIVE:
+                continue
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            data[spec_field.name] = value
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(
+        cls,
+        text: str,
+        *,
+        store: TrackingStore,
+        echo: Echo | None = None,
+        on_finish: Callable[[], None] | None = None,
+        interrupted: Callable[[], None] | None = None,
+        tied_to_caller: bool = False,
+    ) -> LaunchSpec:
+        """The spec ``to_json`` wrote, with this process's store and callbacks."""
+        import json
+
+        data = json.loads(text)
+        for name in cls._PATHS:
+            if data.get(name) is not None:
+                data[name] = Path(data[name])
+        data["path_prefix"] = tuple(data.get("path_prefix", ()))
+        return cls(
+            **data,
+            store=store,
+            echo=echo,
+            on_finish=on_finish,
+            interrupted=interrupted,
+            tied_to_caller=tied_to_caller,
+        )
 
 
 class SubmittedRun(abc.ABC):
@@ -285,48 +338,6 @@ class LocalBackendConfig:
                 "Local backend option stop_grace_seconds must be a number >= 0, "
                 f"got {self.stop_grace_seconds!r}."
             )
-
-
-# --- the registry --------------------------------------------------------------------------
-
-
-def _local(config: Mapping[str, Any], source: str) -> Backend:
-    from reprorun.backends.local import LocalBackend
-
-    return LocalBackend(parse_options("local", LocalBackendConfig, config, source))
-
-
-def _lazy(module: str) -> Callable[[Mapping[str, Any], str], Backend]:
-    """A backend in its own module (``create(config, source)``), imported only when used."""
-
-    def factory(config: Mapping[str, Any], source: str) -> Backend:
-        import importlib
-
-        backend: Backend = importlib.import_module(module).create(config, source)
-        return backend
-
-    return factory
-
-
-BACKENDS: dict[str, Callable[[Mapping[str, Any], str], Backend]] = {
-    "local": _local,
-    "ray": _lazy("reprorun.backends.ray"),
-    "slurm": _lazy("reprorun.backends.slurm"),
-    "kubernetes": _lazy("reprorun.backends.kubernetes"),
-    "databricks": _lazy("reprorun.backends.databricks"),
-}
-
-
-def get_backend(
-    name: str | None, config: Mapping[str, Any] | None = None, source: str = ""
-) -> Backend:
-    """The backend called ``name``, configured and validated before any work starts
-    (``source`` names the config file in error messages)."""
-    key = (name or "local").lower()
-    factory = BACKENDS.get(key)
-    if factory is None:
-        raise UnknownNameError("backend", name or "", sorted(BACKENDS))
-    return factory(config or {}, source)
 
 
 def tracking_options(tracking_uri: str | None, env_vars: Mapping[str, str]) -> None:

@@ -544,9 +544,9 @@ def _walk(root: Path, skip: Callable[[str], bool]) -> Iterator[Path]:
 def pack_client(out: IO[bytes]) -> None:
     """reprorun's package as ``client/reprorun`` (its in-run client needs only the standard
     library). Only sources: caches differ between machines and would change the name."""
-    import reprorun
+    from reprorun.envs.client import package_dir
 
-    package = Path(reprorun.__file__).parent
+    package = package_dir()
 
     def skip(name: str) -> bool:
         return name == "__pycache__" or name.endswith(".pyc")

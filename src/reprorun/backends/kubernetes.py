@@ -38,7 +38,7 @@ from reprorun.backends.base import (
     tracking_options,
 )
 from reprorun.backends.job import JobState, RemoteJob
-from reprorun.errors import ExecutionError, ReprorunError, UserInputError
+from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import Run, RunStatus
 from reprorun.tracking.store.base import TrackingStore
 
@@ -462,7 +462,7 @@ class KubernetesBackend(Backend):
             )
         template = self.config.kube_job_template
         assert template is not None  # create() loaded it
-        project = _project_name(spec.cwd)
+        project = spec.project_name or spec.cwd.name
         name = job_name(project, spec.run_id)
         namespace = str((template.get("metadata") or {}).get("namespace") or "")
         namespace = namespace or self.cluster.namespace
@@ -514,16 +514,6 @@ class KubernetesBackend(Backend):
         return KubernetesJob(
             run.info.run_id, job_id, store, run.info.artifact_uri, self.cluster, _server_uri(store)
         )
-
-
-def _project_name(workdir: Path) -> str:
-    from reprorun.projects.spec import load_project
-
-    try:
-        name = load_project(workdir).name
-    except (ReprorunError, OSError):
-        name = None
-    return name or workdir.name
 
 
 def _keep_manifest(artifact_dir: Path, manifest: Mapping[str, Any]) -> None:

@@ -16,7 +16,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from reprorun._utils import die_with_parent, process_identity
 from reprorun.backends import journal
@@ -27,6 +29,7 @@ from reprorun.backends.base import (
     LaunchSpec,
     LocalBackendConfig,
     SubmittedRun,
+    parse_options,
 )
 from reprorun.backends.queue import Slot
 from reprorun.backends.supervised import PROCESS_TAG, SupervisedRun, read_from
@@ -36,6 +39,11 @@ from reprorun.tracking.store.base import TrackingStore
 
 # After the main process exits, how long leftover processes may keep the log pipe open.
 _DRAIN_SECONDS = 5.0
+
+
+def create(config: Mapping[str, Any], source: str) -> Backend:
+    """The local backend with its options (the ``reprorun.backends`` entry point)."""
+    return LocalBackend(parse_options("local", LocalBackendConfig, config, source))
 
 
 class LocalBackend(Backend):

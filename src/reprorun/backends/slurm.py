@@ -337,7 +337,7 @@ class SlurmBackend(Backend):
 
     def _submit(self, spec: LaunchSpec) -> SubmittedRun:
         from reprorun.envs.client import client_root
-        from reprorun.projects.runner import command_shim
+        from reprorun.envs.commands import command_shim
 
         folder = self.jobs_dir / spec.run_id
         try:

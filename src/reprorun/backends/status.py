@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from reprorun._utils import owner_is_gone
-from reprorun.backends.base import CONFIG_TAG, JOB_ID_TAG, SubmittedRun, get_backend
+from reprorun.backends.base import CONFIG_TAG, JOB_ID_TAG, SubmittedRun
+from reprorun.backends.registry import get_backend
 from reprorun.tracking.entities import Run, SystemTags
 from reprorun.tracking.store.base import TrackingStore
 

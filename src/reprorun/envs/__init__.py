@@ -1,5 +1,6 @@
 """Environment managers: prepare the environment a run's command executes in."""
 
-from reprorun.envs.base import ENV_MANAGERS, EnvManager, PreparedEnv, get_env_manager
+from reprorun.envs.base import EnvManager, PreparedEnv
+from reprorun.envs.registry import env_manager_names, get_env_manager
 
-__all__ = ["ENV_MANAGERS", "EnvManager", "PreparedEnv", "get_env_manager"]
+__all__ = ["EnvManager", "PreparedEnv", "env_manager_names", "get_env_manager"]

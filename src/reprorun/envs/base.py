@@ -1,4 +1,4 @@
-"""The environment-manager interface and its registry.
+"""The environment-manager interface (the registry is ``envs.registry``).
 
 ``prepare`` builds (or reuses from the cache) what the command runs in and reports exactly
 what it holds (the lock). Managers: local (this interpreter), uv, virtualenv, conda, docker.
@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reprorun.envs.declared import DockerEnv, ProjectFiles
-from reprorun.errors import UnknownNameError
 
 Progress = Callable[[str], None]
 
@@ -52,46 +51,6 @@ class EnvManager(abc.ABC):
     ) -> PreparedEnv: ...
 
 
-def _local() -> EnvManager:
-    from reprorun.envs.local import LocalEnvManager
-
-    return LocalEnvManager()
-
-
-def _uv() -> EnvManager:
-    from reprorun.envs.venv import UvEnvManager
-
-    return UvEnvManager()
-
-
-def _virtualenv() -> EnvManager:
-    from reprorun.envs.venv import VirtualenvEnvManager
-
-    return VirtualenvEnvManager()
-
-
-def _conda() -> EnvManager:
-    from reprorun.envs.conda import CondaEnvManager
-
-    return CondaEnvManager()
-
-
-def _docker() -> EnvManager:
-    from reprorun.envs.docker import DockerEnvManager
-
-    return DockerEnvManager()
-
-
-# name -> factory; factories import their module only when chosen.
-ENV_MANAGERS: dict[str, Callable[[], EnvManager]] = {
-    "local": _local,
-    "uv": _uv,
-    "virtualenv": _virtualenv,
-    "conda": _conda,
-    "docker": _docker,
-}
-
-
 def default_env_manager(project: ProjectFiles) -> str:
     """uv when the project declares a Python environment, docker for docker_env, else local."""
     if project.env.kind == "docker_env":
@@ -99,11 +58,3 @@ def default_env_manager(project: ProjectFiles) -> str:
     from reprorun.envs.spec import declared_env_file
 
     return "uv" if declared_env_file(project) is not None else "local"
-
-
-def get_env_manager(name: str | None) -> EnvManager:
-    key = (name or "local").lower()
-    factory = ENV_MANAGERS.get(key)
-    if factory is None:
-        raise UnknownNameError("env manager", name or "", sorted(ENV_MANAGERS))
-    return factory()

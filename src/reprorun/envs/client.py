@@ -12,7 +12,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-import reprorun
+from reprorun._version import __version__
 from reprorun.envs.cache import envs_root
 
 PTH_NAME = "_reprorun_client.pth"
@@ -24,18 +24,19 @@ PTH_HOOK = (
 )
 
 
-def _package_dir() -> Path:
-    return Path(reprorun.__file__).parent
+def package_dir() -> Path:
+    """The ``reprorun`` package's folder (found without importing the package's root)."""
+    return Path(__file__).parent.parent
 
 
 def client_root() -> Path:
     """A folder holding a copy of the ``reprorun`` package, made once per code version."""
-    package = _package_dir()
+    package = package_dir()
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         stat = path.stat()
         digest.update(f"{path.relative_to(package)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    root = envs_root() / "client" / f"{reprorun.__version__}-{digest.hexdigest()[:12]}"
+    root = envs_root() / "client" / f"{__version__}-{digest.hexdigest()[:12]}"
     if not (root / "reprorun" / "__init__.py").is_file():
         from reprorun.sources.cache import publish
 
