@@ -22,7 +22,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 Json = dict[str, Any]
@@ -348,6 +348,15 @@ def search(client: MlflowClient, given: Json, work: Path) -> Json:
             params=[Param(k, v) for k, v in spec["params"].items()],
             tags=[RunTag(k, v) for k, v in spec["tags"].items()],
         )
+        if spec["datasets"]:
+            inputs = [
+                DatasetInput(
+                    Dataset(name, digest, "local", json.dumps({"uri": f"/data/{name}"})),
+                    [InputTag("mlflow.data.context", context)],
+                )
+                for name, digest, context in spec["datasets"]
+            ]
+            client.log_inputs(run.info.run_id, datasets=inputs)
         client.set_terminated(run.info.run_id, status=spec["status"])
 
     def names(filter_string: str, order_by: list[str], experiments: list[str]) -> list[str]:

@@ -104,6 +104,13 @@ _RUN_TABLE = [
     ("r6", 1, 4, 0.8, 7.0, "a", "g1", "FINISHED"),
     ("r7", 1, 3, 0.6, 8.0, "b", "g2", "FINISHED"),
 ]
+# The dataset inputs (name, digest, context) some runs log with client.log_inputs.
+_RUN_DATASETS = {
+    "r0": [("iris", "d1", "training")],
+    "r1": [("iris", "d1", "evaluation"), ("wine", "d2", "training")],
+    "r2": [("wine", "d2", "training")],
+    "r6": [("iris", "d1", "training")],
+}
 # (filter, order_by, experiments searched, the run names expected in that order)
 SEARCH_QUERIES: list[tuple[str, list[str], list[int], list[str]]] = [
     ("metrics.score > 0.5", ["metrics.score DESC"], [0], ["r1", "r3"]),
@@ -135,6 +142,16 @@ SEARCH_QUERIES: list[tuple[str, list[str], list[int], list[str]]] = [
     ("metrics.score = 0.5", [], [0, 1], ["r2"]),
     ("metrics.loss <= 3 and metrics.loss > 1", ["metrics.loss"], [0], ["r0", "r2"]),
     ("", ["attributes.start_time DESC"], [1], ["r6", "r7"]),
+    ("datasets.name = 'iris'", ["attributes.run_name"], [0, 1], ["r0", "r1", "r6"]),
+    ("datasets.digest IN ('d2')", ["attributes.run_name"], [0], ["r1", "r2"]),
+    ("datasets.context = 'training'", ["attributes.run_name"], [0], ["r0", "r1", "r2"]),
+    (
+        "datasets.name = 'iris' and datasets.context = 'evaluation'",
+        ["attributes.run_name"],
+        [0, 1],
+        ["r1"],
+    ),
+    ("dataset.name LIKE 'w%' and metrics.score > 0.6", [], [0], ["r1"]),
 ]
 SEARCH: Json = {
     "experiments": ["compat-search-1", "compat-search-2"],
@@ -147,6 +164,7 @@ SEARCH: Json = {
             "params": {"kind": kind},
             "tags": {"group": group, **({"has space": "yes"} if name == "r7" else {})},
             "status": status,
+            "datasets": _RUN_DATASETS.get(name, []),
         }
         for name, exp, offset, score, loss, kind, group, status in _RUN_TABLE
     ],
