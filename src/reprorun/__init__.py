@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from reprorun._version import __version__
-
 if TYPE_CHECKING:
     from reprorun import projects, tracking
+    from reprorun._version import __version__
     from reprorun.tracking.fluent import (
         ActiveRun,
         active_run,
@@ -100,6 +99,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     import importlib
 
+    if name == "__version__":  # in a leaf module, which the layers below read too
+        return importlib.import_module("reprorun._version").__version__
     if name in _SUBPACKAGES:
         return importlib.import_module(f"reprorun.{name}")  # also sets the attribute
     module = _LAZY.get(name)
