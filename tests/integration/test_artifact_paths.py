@@ -18,9 +18,12 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from reprorun.errors import UserInputError
-from reprorun.server.app import resolve_under
-from reprorun.server.rest_mlflow import API, ApiError, ArtifactUris, MlflowApi
+from reprorun.server.files import resolve_under
 from reprorun.tracking import artifacts, fluent
+from reprorun.tracking.mlflow_api.api import MlflowApi
+from reprorun.tracking.mlflow_api.context import ArtifactUris
+from reprorun.tracking.mlflow_api.errors import ApiError
+from reprorun.tracking.mlflow_api.routing import API
 from reprorun.tracking.store.database import SqliteDatabase
 from reprorun.tracking.store.sql import SqlStore
 from tests.conftest import reprorun_cli

@@ -474,7 +474,7 @@ def test_malformed_requests_get_a_4xx_and_no_traceback(project: Path, tmp_path: 
 def test_a_stalled_body_is_dropped_after_the_timeout(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reprorun.server import sidecar
+    from reprorun.tracking.endpoint import sidecar
     from reprorun.tracking.store import open_store
 
     monkeypatch.setattr(sidecar, "TIMEOUT", 1.0)

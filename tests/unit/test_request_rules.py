@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reprorun.server.request_rules import body_type_refusal, content_length
+from reprorun.tracking.endpoint.request_rules import body_type_refusal, content_length
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "+5", "1_0", "1e3", " ", "", "１", "0x10"])

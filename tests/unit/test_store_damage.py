@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from reprorun.errors import StoreFileError
-from reprorun.server.rest_mlflow import ArtifactUris, MlflowApi
 from reprorun.tracking.entities import Metric
+from reprorun.tracking.mlflow_api.api import MlflowApi
+from reprorun.tracking.mlflow_api.context import ArtifactUris
 from reprorun.tracking.store import SqlStore, close_stores, open_store
 from tests.conftest import reprorun_cli, tmpfs
 from tests.unit.test_migrations import make_v1_sqlite

@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 
 from reprorun import _json
 from reprorun.errors import UserInputError
-from reprorun.server.rest_mlflow import API, ArtifactUris, MlflowApi, routes
 from reprorun.tracking.entities import Metric
+from reprorun.tracking.mlflow_api.api import MlflowApi
+from reprorun.tracking.mlflow_api.context import ArtifactUris
+from reprorun.tracking.mlflow_api.routes import routes
+from reprorun.tracking.mlflow_api.routing import API
 from reprorun.tracking.store.database import SqliteDatabase
 from reprorun.tracking.store.sql import SqlStore
 from reprorun.tracking.validation import check_key

@@ -2,13 +2,14 @@
 the web UI (``ui.py``), ``/health`` and ``/openapi.json``, behind optional authentication and
 body-size limits.
 
-The REST logic lives in ``rest_mlflow.py``; this module only adapts HTTP to it and streams
+The REST logic lives in ``tracking/mlflow_api``; this module only adapts HTTP to it and streams
 artifacts to and from disk in chunks (never a whole file in memory).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -30,24 +31,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from reprorun import __version__
 from reprorun import _json as fastjson
 from reprorun.server.auth import Authenticator, Backoff, basic_user
-from reprorun.server.request_rules import body_type_refusal
-from reprorun.server.rest_mlflow import (
-    API,
-    ARTIFACTS_API,
-    MLFLOW_API_VERSION,
-    ApiError,
-    ArtifactUris,
-    MlflowApi,
-    error_for,
-    invalid,
-    is_endpoint,
-    openapi,
+from reprorun.server.files import (
+    DOWNLOAD_HEADERS,
+    artifact_file,
+    download_type,
+    resolve_under,
+    safe_artifact_path,
 )
 from reprorun.server.ui import ui_routes
+from reprorun.tracking.endpoint.request_rules import body_type_refusal
+from reprorun.tracking.mlflow_api.api import MlflowApi
+from reprorun.tracking.mlflow_api.context import ArtifactUris
+from reprorun.tracking.mlflow_api.errors import ApiError, error_for, invalid
+from reprorun.tracking.mlflow_api.routes import is_endpoint, openapi
+from reprorun.tracking.mlflow_api.routing import API, ARTIFACTS_API, MLFLOW_API_VERSION
 
 CONFIG_ENV = "REPRORUN_SERVER_CONFIG"  # how --workers processes receive the configuration
-# Files served for download: not sniffed, not rendered, and sandboxed if a browser tries.
-DOWNLOAD_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 MiB = 1024 * 1024
 _TOKEN_NAME = re.compile(r"[A-Za-z0-9!#$&+.^_`|~-]+")  # a file name HTTP needs no quotes for
 UPLOAD_ARTIFACT = "/upload-artifact"  # MLflow's web UI's upload, under API and ajax-api
@@ -105,7 +104,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def json_response(status: int, body: dict[str, Any]) -> Response:
-    # Non-finite doubles are already "NaN"/"Infinity" strings (rest_mlflow renders them).
+    # Non-finite doubles are already "NaN"/"Infinity" strings (mlflow_api renders them).
     return Response(
         fastjson.dumps(body),
         status_code=status,
@@ -119,6 +118,7 @@ def _error(error: ApiError) -> Response:
 
 def create_app(config: ServerConfig | None = None) -> Starlette:
     """The server's ASGI app over the store ``config`` names (the embedded default if none)."""
+    from reprorun.backends.status import refresh
     from reprorun.tracking.store import open_store
 
     config = config or ServerConfig.from_env()
@@ -127,7 +127,8 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         artifact_root = Path(config.artifacts_destination).expanduser().resolve().as_uri()
     store = open_store(config.backend_store_uri, artifact_root=artifact_root)
     uris = ArtifactUris(store.artifact_root, proxied=config.serve_artifacts)
-    api = MlflowApi(store, uris)
+    # Reads close the local runs whose supervisor died: nothing reads as RUNNING forever.
+    api = MlflowApi(store, uris, functools.partial(refresh, store, engines=False))
     # SQLite answers in microseconds under one lock: calling it on the event loop is faster
     # than a thread hop. Other databases wait on the network: keep the loop free for them.
     inline = getattr(getattr(store, "db", None), "dialect", "") == "sqlite"
@@ -166,8 +167,6 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     async def get_artifact(request: Request) -> Response:
         """MLflow's ``GET /get-artifact?run_id=&path=``: one file of a run's artifacts, as a
         download with its type (the same rules as the proxy's downloads)."""
-        from reprorun.server.ui import artifact_file
-
         query = request.query_params
         try:
             run_id = query.get("run_id") or query.get("run_uuid")
@@ -182,8 +181,6 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     async def logged_model_file(request: Request) -> Response:
         """MLflow's ``GET logged-models/{id}/artifacts/files?artifact_file_path=``: one file of
         a logged model, with the same rules as a run's downloads."""
-        from reprorun.server.ui import artifact_file
-
         try:
             raw = request.query_params.get("artifact_file_path", "")
             if not raw:
@@ -546,40 +543,6 @@ def _check_writable(root: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
 
 
-def safe_artifact_path(raw: str, what: str = "artifact path") -> PurePosixPath:
-    """An artifact path from a URL, refused if it could leave the artifact root: '..'
-    components, absolute paths, backslashes, NUL, and their percent-encoded forms. ``what``
-    names it in messages."""
-    text = raw
-    for _ in range(3):  # undo double/triple encoding before checking
-        decoded = unquote(text)
-        if decoded == text:
-            break
-        text = decoded
-    if "\x00" in text or "\\" in text:
-        raise invalid(f"Invalid {what} {raw!r}: it contains a NUL or a backslash.")
-    path = PurePosixPath(text)
-    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-        raise invalid(
-            f"Invalid {what} {raw!r}: it must be relative to the artifact root and "
-            "must not contain '..'."
-        )
-    return path
-
-
-def resolve_under(
-    root: Path, raw: str, where: str = "the artifact root", what: str = "artifact path"
-) -> Path:
-    """The path ``raw`` names under the resolved folder ``root``; refused if it is unsafe (see
-    safe_artifact_path) or a step of it leads outside (a symbolic link pointing out)."""
-    from reprorun.tracking.artifacts import real_chain
-
-    chain = real_chain(root, safe_artifact_path(raw, what))
-    if chain is None:
-        raise invalid(f"Invalid {what} {raw!r}: it leaves {where}.")
-    return chain[-1]
-
-
 class ArtifactProxy:
     """MLflow's ``mlflow-artifacts`` endpoints over a local folder."""
 
@@ -683,38 +646,6 @@ class ArtifactProxy:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-
-
-# Names MLflow's server sends as text/plain (its TEXT_EXTENSIONS; MLmodel and MLproject have
-# no extension and are matched by name).
-_TEXT_NAMES = """txt log err cfg conf cnf cf ini properties prop hocon toml yaml yml xml json
-js py py3 csv tsv md rst mlmodel mlproject"""
-TEXT_EXTENSIONS = frozenset(_TEXT_NAMES.split())
-# Types a browser would run or render as a document: sent as bytes instead.
-ACTIVE_TYPES = (
-    "text/html",
-    "application/xhtml+xml",
-    "image/svg+xml",
-    "text/javascript",
-    "application/javascript",
-    "text/xml",
-    "application/xml",
-)
-
-
-def download_type(name: str) -> str:
-    """The Content-Type a downloaded artifact is sent with, guessed from its name as MLflow
-    does (``text/plain`` for text files, ``image/png``, ``application/pdf``, ...);
-    ``application/octet-stream`` when unknown or when a browser could run it."""
-    import mimetypes
-
-    extension = PurePosixPath(name).suffix.lstrip(".") or name
-    if extension.lower() in TEXT_EXTENSIONS:
-        return "text/plain"
-    guessed, _ = mimetypes.guess_type(name)
-    if guessed is None or guessed in ACTIVE_TYPES:
-        return "application/octet-stream"
-    return guessed
 
 
 def _delete(target: Path) -> None:

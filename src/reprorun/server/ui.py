@@ -19,7 +19,8 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from reprorun.server.rest_mlflow import ApiError, error_for, invalid
+from reprorun.server.files import DOWNLOAD_HEADERS, artifact_file
+from reprorun.tracking.mlflow_api.errors import ApiError, error_for, invalid
 
 STATIC = Path(__file__).parent / "ui" / "static"
 LOG_CHUNK = 256 * 1024  # the most log text one request returns
@@ -216,28 +217,7 @@ def _int_param(request: Request, name: str, default: int) -> int:
         raise invalid(f"Invalid {name} {raw!r}: expected an integer.") from None
 
 
-def artifact_file(artifact_uri: str, raw_path: str) -> Path:
-    """The file ``raw_path`` names under an artifact folder; refused if it is not one or
-    would leave the folder (``..``, absolute paths, symbolic links pointing out)."""
-    from reprorun.server.app import resolve_under
-    from reprorun.tracking.artifacts import local_dir
-
-    if not raw_path:
-        raise invalid("Name the artifact with ?path=.")
-    try:
-        root = local_dir(artifact_uri).resolve()
-    except Exception as exc:
-        raise invalid(str(exc)) from None
-    target = resolve_under(root, raw_path, "the run's artifact folder")
-    if not target.is_file():
-        kind = "a folder" if target.is_dir() else "not there"
-        raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Artifact {raw_path!r} is {kind}.")
-    return target
-
-
 def _file_response(request: Request, artifact_uri: str) -> Response:
-    from reprorun.server.app import DOWNLOAD_HEADERS
-
     target = artifact_file(artifact_uri, request.query_params.get("path", ""))
     # ?preview=1: the file's first bytes, as text, for the page to show.
     if request.query_params.get("preview"):

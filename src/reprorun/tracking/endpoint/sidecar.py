@@ -11,7 +11,7 @@ so can a web page open in the user's browser, so a request is answered only when
   command only, as ``MLFLOW_TRACKING_TOKEN`` (MLflow's Python and R clients send it);
 - its body, on POST/PUT (and PATCH/DELETE with a body), is declared JSON, with a valid
   ``Content-Length`` of at most ``MAX_BODY`` bytes, sent within ``TIMEOUT`` seconds;
-- it stays within what the run's code may do (``run_scope.py``): its run, the runs and logged
+- it stays within what the run's code may do (``scope.py``): its run, the runs and logged
   models it creates in its experiment, reads of that experiment; never store administration.
 
 ``/health`` answers 200 without the token (it reveals nothing); the Host and Origin rules apply.
@@ -31,7 +31,10 @@ import secrets
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reprorun.tracking.mlflow_api.context import Refresh
 
 MAX_BODY = 16 * 1024 * 1024
 MAX_DRAIN = 1024 * 1024  # a refused request's body is read (and dropped) up to this size
@@ -67,9 +70,10 @@ def token_env(token: str) -> dict[str, str]:
 
 class Sidecar:
     """An MLflow endpoint for run ``run_id`` of ``store`` on 127.0.0.1, in a daemon thread,
-    until ``close()``. ``url`` and ``token`` are what the run's command gets."""
+    until ``close()``. ``url`` and ``token`` are what the run's command gets. ``refresh``
+    brings a run read through it up to date (the runner passes backends' stale-run check)."""
 
-    def __init__(self, store: Any, run_id: str):
+    def __init__(self, store: Any, run_id: str, refresh: Refresh | None = None):
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.bind(("127.0.0.1", 0))
         self._socket.listen(128)
@@ -80,12 +84,12 @@ class Sidecar:
         self._closed = False
         self._server: Any = None
         self._thread = threading.Thread(
-            target=self._serve, args=(store, run_id), name="mlflow-endpoint", daemon=True
+            target=self._serve, args=(store, run_id, refresh), name="mlflow-endpoint", daemon=True
         )
         self._thread.start()
 
-    def _serve(self, store: Any, run_id: str) -> None:
-        server = _http_server(self._socket, self._address, store, run_id, self.token)
+    def _serve(self, store: Any, run_id: str, refresh: Refresh | None) -> None:
+        server = _http_server(self._socket, self._address, store, run_id, self.token, refresh)
         with self._lock:
             if self._closed:
                 return
@@ -120,20 +124,29 @@ class _Refused(Exception):
 
 
 def _http_server(
-    sock: socket.socket, address: tuple[str, int], store: Any, run_id: str, token: str
+    sock: socket.socket,
+    address: tuple[str, int],
+    store: Any,
+    run_id: str,
+    token: str,
+    refresh: Refresh | None,
 ) -> Any:
     """A ThreadingHTTPServer on the already-bound ``sock`` answering MLflow's REST API for
-    the run ``run_id``, to requests bearing ``token``."""
+    the run ``run_id``, to requests bearing ``token``; the runs it reads pass through
+    ``refresh``."""
     import hmac
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import parse_qs, urlsplit
 
     from reprorun import _json
-    from reprorun.server.request_rules import body_type_refusal, content_length
-    from reprorun.server.rest_mlflow import ApiError, ArtifactUris, MlflowApi, parse_request
-    from reprorun.server.run_scope import RunScope, known_route
+    from reprorun.tracking.endpoint.request_rules import body_type_refusal, content_length
+    from reprorun.tracking.endpoint.scope import RunScope, known_route
+    from reprorun.tracking.mlflow_api.api import MlflowApi
+    from reprorun.tracking.mlflow_api.context import ArtifactUris
+    from reprorun.tracking.mlflow_api.errors import ApiError
+    from reprorun.tracking.mlflow_api.parsing import parse_request
 
-    api = MlflowApi(store, ArtifactUris("", proxied=False))
+    api = MlflowApi(store, ArtifactUris("", proxied=False), refresh)
     scope = RunScope(store, run_id)
     port = address[1]
     hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}

@@ -25,7 +25,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from reprorun.server.rest_mlflow import path_pattern, routes
+from reprorun.tracking.mlflow_api.routes import routes
+from reprorun.tracking.mlflow_api.routing import path_pattern
 
 API = "/api/2.0/mlflow"
 PARENT_TAG = "mlflow.parentRunId"

@@ -1,5 +1,5 @@
 """Rules a request to the REST API must meet before anything reads it, shared by
-``reprorun server`` / ``reprorun ui`` (``app.py``) and the per-run endpoint (``sidecar.py``).
+``reprorun server`` / ``reprorun ui`` (``server/app.py``) and the per-run endpoint (``sidecar.py``).
 
 Standard library only: the per-run endpoint starts with every run.
 

@@ -1,0 +1,59 @@
+"""The datasets an experiment's runs logged as inputs."""
+
+from __future__ import annotations
+
+from reprorun.tracking.mlflow_api.context import INPUTS_TAG, ApiContext
+from reprorun.tracking.mlflow_api.errors import ApiError, Json, invalid
+from reprorun.tracking.mlflow_api.parsing import (
+    _json_tag,
+    _string_list,
+)
+from reprorun.tracking.mlflow_api.routing import route
+
+MAX_DATASET_EXPERIMENTS = 20  # MLflow's limit of experiment ids in one search-datasets
+MAX_DATASET_SUMMARIES = 1000  # and of the summaries it answers
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+
+
+@route("POST", "/experiments/search-datasets")
+def search_datasets(api: ApiContext, body: Json, _: dict[str, str]) -> Json:
+    """The datasets the experiments' runs logged as inputs: name, digest and context."""
+    experiment_ids = _string_list(body, "experiment_ids")
+    if not experiment_ids:
+        raise invalid("SearchDatasets request must specify at least one experiment_id.")
+    if len(experiment_ids) > MAX_DATASET_EXPERIMENTS:
+        raise invalid(
+            f"SearchDatasets request cannot specify more than {MAX_DATASET_EXPERIMENTS} "
+            f"experiment_ids. Received {len(experiment_ids)} experiment_ids."
+        )
+    read = getattr(api.store, "run_tag_values", None)
+    if read is None:
+        raise ApiError(501, "NOT_IMPLEMENTED", "This store cannot search datasets.")
+    summaries: dict[tuple[str, str, str, str], Json] = {}
+    for experiment_id, value in read(experiment_ids, INPUTS_TAG):
+        datasets = _json_tag({INPUTS_TAG: value}, INPUTS_TAG, dict).get("datasets")
+        for item in datasets if isinstance(datasets, list) else []:
+            dataset = item.get("dataset") if isinstance(item, dict) else None
+            if not isinstance(dataset, dict):
+                continue
+            tags = item.get("tags")
+            context = next(
+                (
+                    t.get("value")
+                    for t in (tags if isinstance(tags, list) else [])
+                    if isinstance(t, dict) and t.get("key") == DATASET_CONTEXT_TAG
+                ),
+                None,
+            )
+            summary: Json = {
+                "experiment_id": experiment_id,
+                "name": str(dataset.get("name", "")),
+                "digest": str(dataset.get("digest", "")),
+            }
+            if context:
+                summary["context"] = str(context)
+            key = (experiment_id, summary["name"], summary["digest"], str(context or ""))
+            summaries.setdefault(key, summary)
+            if len(summaries) >= MAX_DATASET_SUMMARIES:
+                return {"dataset_summaries": list(summaries.values())}
+    return {"dataset_summaries": list(summaries.values())}
