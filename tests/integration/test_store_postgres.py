@@ -32,7 +32,8 @@ from reprorun.errors import (
 from reprorun.tracking.entities import LoggedModelStatus, Metric, Page, RunStatus, ViewType
 from reprorun.tracking.store import close_stores, open_store
 from reprorun.tracking.store.database import SqlAlchemyDatabase, SqliteDatabase
-from reprorun.tracking.store.sql import SCHEMA_VERSION, SqlStore
+from reprorun.tracking.store.sql import SqlStore
+from reprorun.tracking.store.version import SCHEMA_VERSION
 from tests.unit import test_store as contract
 
 BACKENDS = ("sqlite3", "sqlite+pysqlite", "postgresql")

@@ -31,6 +31,7 @@ from reprorun.tracking.entities import LoggedModelStatus, Metric, RunStatus
 from reprorun.tracking.store import schema
 from reprorun.tracking.store.database import SqlAlchemyDatabase, SqliteDatabase
 from reprorun.tracking.store.sql import SqlStore
+from reprorun.tracking.store.version import SCHEMA_VERSION
 from tests import pg
 
 BACKENDS = ("sqlite3", "sqlite+pysqlite", "postgresql")
@@ -127,7 +128,7 @@ CREATE TABLE tags (
 """
 
 OPENERS = 4
-NEWER = schema.SCHEMA_VERSION + 1
+NEWER = SCHEMA_VERSION + 1
 RUN_ID = "0123456789abcdef0123456789abcdef"
 ROOT = "file:///stores/artifacts"
 
@@ -326,10 +327,8 @@ def migrated(backend: Backend) -> Iterator[tuple[SqlStore, str]]:
 
 
 def test_a_v1_store_is_migrated_to_v2(backend: Backend, migrated: tuple[SqlStore, str]) -> None:
-    assert backend.query("SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
-    assert backend.query("SELECT version_num FROM alembic_version") == [
-        (f"{schema.SCHEMA_VERSION:04d}",)
-    ]
+    assert backend.query("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert backend.query("SELECT version_num FROM alembic_version") == [(f"{SCHEMA_VERSION:04d}",)]
     tables = set(backend.shape())
     assert {
         "logged_models",
@@ -400,10 +399,8 @@ def test_a_migrated_store_reopens_without_migrating_again(
         assert again.get_run(RUN_ID).data.params == {"alpha": "0.5"}
     finally:
         again.close()
-    assert backend.query("SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
-    assert backend.query("SELECT version_num FROM alembic_version") == [
-        (f"{schema.SCHEMA_VERSION:04d}",)
-    ]
+    assert backend.query("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert backend.query("SELECT version_num FROM alembic_version") == [(f"{SCHEMA_VERSION:04d}",)]
 
 
 def test_the_migrated_schema_is_the_new_schema(
@@ -512,10 +509,8 @@ def test_concurrent_openers_of_a_v1_store_all_succeed(backend: Backend) -> None:
             p.wait()
     failed = [out for out, code in results if code != 0]
     assert not failed, f"{len(failed)} of {OPENERS} openers failed; the first said:\n{failed[0]}"
-    assert backend.query("SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
-    assert backend.query("SELECT version_num FROM alembic_version") == [
-        (f"{schema.SCHEMA_VERSION:04d}",)
-    ]
+    assert backend.query("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert backend.query("SELECT version_num FROM alembic_version") == [(f"{SCHEMA_VERSION:04d}",)]
     store = backend.open()
     try:
         assert store.get_run(RUN_ID).data.params == {"alpha": "0.5"}
@@ -538,7 +533,5 @@ def test_a_store_from_a_newer_reprorun_is_refused_untouched(backend: Backend) ->
     with pytest.raises(StoreVersionError, match=rf"newer reprorun \(schema version {NEWER};"):
         backend.open()
     assert backend.query("SELECT version FROM schema_version") == [(NEWER,)]
-    assert backend.query("SELECT version_num FROM alembic_version") == [
-        (f"{schema.SCHEMA_VERSION:04d}",)
-    ]
+    assert backend.query("SELECT version_num FROM alembic_version") == [(f"{SCHEMA_VERSION:04d}",)]
     assert backend.shape() == before

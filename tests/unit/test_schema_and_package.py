@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import reprorun
 from reprorun.cli import cli
-from reprorun.tracking.store import schema, sql
+from reprorun.tracking.store import schema
 
 
 def test_sqlite_ddl_is_generated_from_the_sqlalchemy_schema() -> None:
@@ -23,7 +23,6 @@ def test_sqlite_ddl_is_generated_from_the_sqlalchemy_schema() -> None:
         "schema_sqlite.sql is stale: python -m reprorun.tracking.store.schema > "
         "src/reprorun/tracking/store/schema_sqlite.sql"
     )
-    assert sql.SCHEMA_VERSION == schema.SCHEMA_VERSION
 
 
 def test_all_lists_exactly_the_public_names() -> None:

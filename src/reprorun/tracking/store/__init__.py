@@ -11,11 +11,8 @@ from pathlib import Path
 from reprorun.config import resolve_tracking
 from reprorun.errors import StoreFileError, TrackingError
 from reprorun.tracking.store.base import TrackingStore
-from reprorun.tracking.store.sql import (
-    DEFAULT_EXPERIMENT_ID,
-    DEFAULT_EXPERIMENT_NAME,
-    SqlStore,
-)
+from reprorun.tracking.store.sql import SqlStore
+from reprorun.tracking.store.sql.common import DEFAULT_EXPERIMENT_ID, DEFAULT_EXPERIMENT_NAME
 
 __all__ = [
     "DEFAULT_EXPERIMENT_ID",

@@ -4,10 +4,10 @@
 ``tests/unit/test_schema_and_package.py`` fails when the two drift apart. Version 1 is the
 first schema, 2 adds MLflow 3's logged models, 3 indexes metric points by step and time, 4
 adds the metrics attached to logged models.
-Every change bumps ``SCHEMA_VERSION`` (here and in ``sql.py``) and adds an alembic revision
-under ``migrations/versions`` named by the version (``0003``); ``migrations.upgrade`` brings an
-older store up to date. A store written by a newer
-version is refused rather than misread.
+Every change bumps ``SCHEMA_VERSION`` (defined once, in ``version.py``) and adds an
+alembic revision under ``migrations/versions`` named by the version (``0003``);
+``migrations.upgrade`` brings an older store up to date. A store written by a newer version is
+refused rather than misread.
 
 Importing this module imports SQLAlchemy: only the SQLAlchemy path and the tests do.
 """
@@ -28,7 +28,7 @@ from sqlalchemy import (
     Table,
 )
 
-SCHEMA_VERSION = 4
+from reprorun.tracking.store.version import SCHEMA_VERSION
 
 metadata = MetaData()
 
@@ -104,7 +104,7 @@ metrics = Table(
     Column("is_nan", Boolean, nullable=False, server_default="0"),
     Column("step", BigInteger, nullable=False),
     Column("timestamp", BigInteger, nullable=False),
-    # Finds one point exactly: a point already stored is not stored again (see sql.py).
+    # Finds one point exactly: a point already stored is not stored again (see sql/runs.py).
     Index("ix_metrics_run_key_step_time", "run_uuid", "key", "step", "timestamp"),
 )
 
