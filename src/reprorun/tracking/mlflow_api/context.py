@@ -11,9 +11,9 @@ from pathlib import Path
 from reprorun.tracking.entities import Experiment, LoggedModel, Run
 from reprorun.tracking.mlflow_api.errors import Json
 from reprorun.tracking.mlflow_api.parsing import _json_double, _json_tag, _need
+from reprorun.tracking.search import INPUTS_TAG
 from reprorun.tracking.store.base import TrackingStore
 
-INPUTS_TAG = "reprorun.inputs"  # JSON {"datasets": [...], "models": [...]} as MLflow sent them
 OUTPUTS_TAG = "reprorun.outputs"  # JSON [{"model_id", "step"}]
 # A run as it is now: whoever builds the API may close runs whose process died (the server
 # passes backends.status.refresh); the tracking layer cannot ask a backend itself.

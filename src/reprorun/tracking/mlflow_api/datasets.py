@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from reprorun.tracking.mlflow_api.context import INPUTS_TAG, ApiContext
+from reprorun.tracking.mlflow_api.context import ApiContext
 from reprorun.tracking.mlflow_api.errors import ApiError, Json, invalid
 from reprorun.tracking.mlflow_api.parsing import (
     _json_tag,
     _string_list,
 )
 from reprorun.tracking.mlflow_api.routing import route
+from reprorun.tracking.search import DATASET_CONTEXT_TAG, INPUTS_TAG
 
 MAX_DATASET_EXPERIMENTS = 20  # MLflow's limit of experiment ids in one search-datasets
 MAX_DATASET_SUMMARIES = 1000  # and of the summaries it answers
-DATASET_CONTEXT_TAG = "mlflow.data.context"
 
 
 @route("POST", "/experiments/search-datasets")

@@ -7,7 +7,7 @@ from typing import Any
 
 from reprorun import _json
 from reprorun.tracking.entities import RunStatus, SystemTags
-from reprorun.tracking.mlflow_api.context import INPUTS_TAG, OUTPUTS_TAG, ApiContext
+from reprorun.tracking.mlflow_api.context import OUTPUTS_TAG, ApiContext
 from reprorun.tracking.mlflow_api.errors import Json, bad_value, invalid
 from reprorun.tracking.mlflow_api.parsing import (
     _check_depth,
@@ -24,6 +24,7 @@ from reprorun.tracking.mlflow_api.parsing import (
     _view_type,
 )
 from reprorun.tracking.mlflow_api.routing import route
+from reprorun.tracking.search import INPUTS_TAG
 
 # MLflow's log-batch limits (mlflow/utils/validation.py).
 MAX_BATCH_METRICS = 1000
