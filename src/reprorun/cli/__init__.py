@@ -1,71 +1,15 @@
 """The ``reprorun`` command: parse options, call one library function, render the result.
 
 Heavy modules (the store, YAML, rich) are imported inside the commands that need them, so
-``reprorun --help`` and ``reprorun run`` start fast. Library errors become messages here:
-input the user can fix exits with status 2, other errors with 1.
+``reprorun --help`` and ``reprorun run`` start fast. Library errors become messages at the
+edge (``_common.handle_errors``): input the user can fix exits with status 2, other errors
+with 1. The group and the shared options live in ``_common``; each command module registers
+its commands on the group when imported, as this package does below.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-import click
-
-from reprorun import __version__
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class InputError(click.ClickException):
-    """Bad input: exit status 2 like click's usage errors, without the usage noise."""
-
-    exit_code = 2
-
-
-def handle_errors(fn: F) -> F:
-    """Turn reprorun's errors into click errors at the edge (the only place that prints)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from reprorun.errors import ReprorunError, ResourceNotFound, UserInputError
-
-        try:
-            return fn(*args, **kwargs)
-        except (UserInputError, ResourceNotFound) as exc:
-            raise InputError(str(exc)) from exc
-        except ReprorunError as exc:
-            raise click.ClickException(str(exc)) from exc
-        except KeyboardInterrupt:
-            # Ctrl-C before a run exists (e.g. while an environment builds): nothing recorded.
-            click.echo("reprorun: interrupted; no run was recorded", err=True)
-            raise SystemExit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-tracking_uri_option = click.option(
-    "--tracking-uri",
-    envvar="REPRORUN_TRACKING_URI",
-    help="Store to record in: a SQLAlchemy URL or a SQLite file path "
-    "[env: REPRORUN_TRACKING_URI; default: ~/.reprorun/store.db].",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="reprorun")
-def cli() -> None:
-    """Run MLproject projects reproducibly and track every run."""
-
-
-def main() -> None:
-    cli(prog_name="reprorun")
-
-
-# The commands register themselves on `cli` when their modules are imported.
-from reprorun.cli import (  # noqa: E402
+from reprorun.cli import (  # the command modules, for their commands
     diff,
     env,
     experiments,
@@ -78,6 +22,12 @@ from reprorun.cli import (  # noqa: E402
     sweep,
     work,
 )
+from reprorun.cli._common import cli
+
+
+def main() -> None:
+    cli(prog_name="reprorun")
+
 
 __all__ = [
     "cli",

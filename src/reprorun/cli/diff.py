@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from reprorun.cli import handle_errors, json_option, tracking_uri_option
+from reprorun.cli._common import handle_errors, json_option, tracking_uri_option
 from reprorun.cli.runs import runs
 
 MAX_FILES_SHOWN = 50  # the text report lists at most this many changed files (JSON has all)

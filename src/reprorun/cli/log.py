@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from reprorun.cli import cli, handle_errors
+from reprorun.cli._common import cli, handle_errors
 
 run_id_option = click.option(
     "--run-id",

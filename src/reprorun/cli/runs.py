@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from reprorun.cli import cli, handle_errors, json_option, tracking_uri_option
+from reprorun.cli._common import cli, handle_errors, json_option, tracking_uri_option
 
 
 @cli.group("runs")

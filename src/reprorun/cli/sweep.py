@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reprorun.cli import cli, handle_errors, json_option, tracking_uri_option
+from reprorun.cli._common import cli, handle_errors, json_option, tracking_uri_option
 
 if TYPE_CHECKING:
     from reprorun.projects.sweep import SweepEvent

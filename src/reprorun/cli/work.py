@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from reprorun.cli import cli, handle_errors, tracking_uri_option
+from reprorun.cli._common import cli, handle_errors, tracking_uri_option
 
 
 @cli.group("work")
