@@ -112,7 +112,7 @@ def test_a_launch_failure_on_a_refusing_store_keeps_its_error_and_its_end(
 ) -> None:
     """The launch error is what the caller sees; the FAILED end waits in the journal."""
     from reprorun.backends.base import FAILURE_TAG
-    from reprorun.projects.runner import end_unlaunched
+    from reprorun.projects.lifecycle import end_unlaunched
 
     monkeypatch.setenv(journal.RETRY_ENV, "0.2")
     store = open_store()

@@ -58,7 +58,7 @@ def test_help_and_user_import_stay_light() -> None:
 
 def test_the_run_path_does_not_import_sqlalchemy() -> None:
     loaded = _modules_after(
-        "import reprorun.projects.runner, reprorun.tracking.store as s, reprorun.backends.local\n"
+        "import reprorun.projects.launch, reprorun.tracking.store as s, reprorun.backends.local\n"
         "import reprorun.tracking.fluent"
     )
     assert "sqlalchemy" not in loaded and "rich" not in loaded

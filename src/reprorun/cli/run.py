@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reprorun.cli import cli, handle_errors, json_option, tracking_uri_option
+from reprorun.cli._common import cli, handle_errors, json_option, tracking_uri_option
 
 if TYPE_CHECKING:
     from reprorun.backends.base import SubmittedRun
@@ -120,35 +120,34 @@ def run_command(
         return
     if as_json:
         raise click.UsageError("--json goes with --dry-run or --help-params.")
-    from reprorun.projects.runner import run
+    from reprorun.projects.launch import run_request
+    from reprorun.projects.request import RunRequest
 
-    extra_tags = _parse_tags(tags)
+    request = RunRequest(
+        uri,
+        entry_point,
+        given,
+        version=version,
+        experiment_id=experiment_id,
+        experiment_name=experiment_name,
+        env_manager=env_manager,
+        backend=backend,
+        backend_config=backend_config,
+        reuse=reuse,
+        tags=_parse_tags(tags),
+        run_name=run_name,
+        tracking_uri=tracking_uri,
+        synchronous=not detach,
+        detach=detach and backend == "local",
+        max_parallel=max_parallel,
+    )
 
     def reusing(found: Any) -> None:
         click.echo(f"reprorun: reusing {found.explain()}", err=True)
         _write_run_id(run_id_file, found.run_id)
 
     def start(**callbacks: Any) -> SubmittedRun:
-        return run(
-            uri,
-            entry_point,
-            given,
-            experiment_id=experiment_id,
-            experiment_name=experiment_name,
-            env_manager=env_manager,
-            backend=backend,
-            backend_config=backend_config,
-            synchronous=not detach,
-            run_name=run_name,
-            tracking_uri=tracking_uri,
-            version=version,
-            reuse=reuse,
-            on_reuse=reusing,
-            extra_tags=extra_tags,
-            detach=detach and backend == "local",
-            max_parallel=max_parallel,
-            **callbacks,
-        )
+        return run_request(request, on_reuse=reusing, **callbacks)
 
     if detach:
         _detach(start, run_id_file)
@@ -166,7 +165,7 @@ def _detach(start: Callable[..., SubmittedRun], run_id_file: str | None) -> None
         )
     _write_run_id(run_id_file, submitted.run_id)
     click.echo(submitted.run_id)
-    from reprorun.projects.runner import ReusedRun
+    from reprorun.projects.lifecycle import ReusedRun
 
     if isinstance(submitted, ReusedRun):
         return  # nothing was submitted; `reusing ...` said which run and why
@@ -284,7 +283,7 @@ def execute(
             err=True,
         )
         sys.exit(1)
-    from reprorun.projects.runner import ReusedRun
+    from reprorun.projects.lifecycle import ReusedRun
 
     if isinstance(submitted, ReusedRun):
         click.echo(f"reprorun: nothing run (reprorun runs show {submitted.run_id})", err=True)
@@ -309,10 +308,12 @@ def _show_plan(
     tracking_uri: str | None = None,
 ) -> None:
     from reprorun.cli.render import echo_json, key_values
-    from reprorun.envs.base import default_env_manager, get_env_manager
-    from reprorun.projects.runner import plan
+    from reprorun.envs.base import default_env_manager
+    from reprorun.envs.registry import get_env_manager
+    from reprorun.projects.plan import plan
+    from reprorun.projects.request import RunRequest
 
-    the_plan = plan(uri, entry_point, given, version=version)
+    the_plan = plan(RunRequest(uri, entry_point, given, version=version))
     env_impl = get_env_manager(env_manager or default_env_manager(the_plan.project))
     manager = env_impl.name
     for warning in the_plan.project.warnings:
@@ -348,8 +349,7 @@ def _show_plan(
 def _would_reuse(the_plan: Any, env_impl: Any, tracking_uri: str | None) -> Any:
     """The reuse verdict of a dry run: the environment is built or found as a run would,
     since its lock is part of the fingerprint."""
-    from reprorun.projects.fingerprint import fingerprint
-    from reprorun.projects.runner import check_reuse
+    from reprorun.projects.fingerprint import check_reuse, fingerprint
     from reprorun.tracking.store import open_store
 
     with progress_display() as progress:

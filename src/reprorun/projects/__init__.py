@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from reprorun.projects.runner import RunPlan, plan, run
+    from reprorun.projects.launch import run
+    from reprorun.projects.plan import RunPlan, plan
     from reprorun.projects.spec import EntryPoint, Project, load_project
 
 __all__ = ["EntryPoint", "Project", "RunPlan", "load_project", "plan", "run"]
 
 _LAZY = {
-    "run": "reprorun.projects.runner",
-    "plan": "reprorun.projects.runner",
-    "RunPlan": "reprorun.projects.runner",
+    "run": "reprorun.projects.launch",
+    "plan": "reprorun.projects.plan",
+    "RunPlan": "reprorun.projects.plan",
     "load_project": "reprorun.projects.spec",
     "Project": "reprorun.projects.spec",
     "EntryPoint": "reprorun.projects.spec",

@@ -13,6 +13,7 @@ with it (parent-death signal) and the next reader of the run closes it FAILED
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -20,37 +21,31 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from reprorun.backends.base import LaunchSpec, SubmittedRun
 from reprorun.backends.supervised import SupervisedRun
-from reprorun.config import TrackingTarget, home
+from reprorun.config import home
 from reprorun.errors import ExecutionError, RunNotRecorded
+from reprorun.projects.lifecycle import (
+    Finish,
+    Stopper,
+    end_unlaunched,
+    mlflow_env,
+    use_mlflow_env,
+)
 
 READY = b"ready\n"
 START_TIMEOUT_SECONDS = 60.0
 
 
-def launch(
-    spec: LaunchSpec, finish: Any, target: TrackingTarget, grace: float, sidecar: bool
-) -> SubmittedRun:
+def launch_detached(spec: LaunchSpec, finish: Finish, grace: float, sidecar: bool) -> SubmittedRun:
     """Start the supervisor of ``spec``'s run and return once it has taken the run over. If
     anything interrupts the hand-over (Ctrl-C, a supervisor that does not answer), the
     supervisor is stopped too: no command runs for a run this process gave up."""
     folder = home() / "supervisors"
     spec_file = folder / f"{spec.run_id}.json"
     data = {
-        "run_id": spec.run_id,
-        "command": spec.command,
-        "cwd": str(spec.cwd),
-        "env": dict(spec.env),
-        "artifact_dir": str(spec.artifact_dir),
-        "argv": spec.argv,
-        "stop_argv": spec.stop_argv,
-        "tracking_uri": target.uri,
-        "experiment_id": spec.experiment_id,
-        "artifact_uri": spec.artifact_uri,
-        "max_parallel": spec.max_parallel,
+        "spec": spec.to_json(),
         "stop_grace_seconds": grace,
         "staged": [str(p) for p in finish.staged] if finish.staged else None,
         "env_dir": str(finish.env_dir) if finish.env_dir else None,
@@ -135,22 +130,16 @@ def supervise(spec_file: Path) -> int:
     from reprorun.backends.supervised import STOPS_ON_SIGTERM_TAG
     from reprorun.config import resolve_tracking
     from reprorun.envs.cache import hold
-    from reprorun.projects.runner import (
-        _Finish,
-        _mlflow_env,
-        _Stopper,
-        _use_mlflow_env,
-        end_unlaunched,
-    )
     from reprorun.tracking.entities import SystemTags
     from reprorun.tracking.store import open_store
 
     data = json.loads(spec_file.read_text())
     spec_file.unlink(missing_ok=True)
-    run_id = data["run_id"]
-    stopper = _Stopper()  # from the start: a SIGTERM while starting ends the run KILLED
+    stopper = Stopper()  # from the start: a SIGTERM while starting ends the run KILLED
     with stopper.installed():
-        target = resolve_tracking(data["tracking_uri"])
+        submitted_spec = json.loads(data["spec"])
+        run_id = submitted_spec["run_id"]
+        target = resolve_tracking(submitted_spec["tracking_uri"])
         store = open_store(target.uri)
         release = hold(Path(data["env_dir"])) if data["env_dir"] else None
         store.set_tags(
@@ -160,7 +149,7 @@ def supervise(spec_file: Path) -> int:
                 STOPS_ON_SIGTERM_TAG: "true",
             },
         )
-        finish = _Finish(store, run_id, release)
+        finish = Finish(store, run_id, release)
         if data["staged"]:
             folder, artifact_uri, tracking_uri = data["staged"]
             finish.upload(Path(folder), artifact_uri, tracking_uri)
@@ -173,33 +162,22 @@ def supervise(spec_file: Path) -> int:
             finish.staged = None
             finish()
             return 0  # ended while we started (its submitter was stopped): nothing to run
-        env = dict(data["env"])
         try:
-            if data["sidecar"]:
-                mlflow_uri = finish.mlflow_endpoint(target, in_container=False)
-                if mlflow_uri:
-                    mlflow = _mlflow_env(
-                        mlflow_uri, run_id, data["experiment_id"], finish.mlflow_token
-                    )
-                    _use_mlflow_env(env, mlflow)
-            backend = LocalBackend(LocalBackendConfig(data["stop_grace_seconds"]))
-            spec = LaunchSpec(
-                run_id=run_id,
-                command=data["command"],
-                cwd=Path(data["cwd"]),
-                env=env,
+            spec = LaunchSpec.from_json(
+                data["spec"],
                 store=store,
-                artifact_dir=Path(data["artifact_dir"]),
-                argv=data["argv"],
-                stop_argv=data["stop_argv"],
                 on_finish=finish,
-                experiment_id=data["experiment_id"],
-                artifact_uri=data["artifact_uri"],
-                tracking_uri=target.uri,
-                max_parallel=data["max_parallel"],
                 interrupted=lambda: stopper.check(run_id),
                 tied_to_caller=True,
             )
+            if data["sidecar"]:
+                mlflow_uri = finish.mlflow_endpoint(target, in_container=False)
+                if mlflow_uri:
+                    env = dict(spec.env)
+                    mlflow = mlflow_env(mlflow_uri, run_id, spec.experiment_id, finish.mlflow_token)
+                    use_mlflow_env(env, mlflow)
+                    spec = dataclasses.replace(spec, env=env)
+            backend = LocalBackend(LocalBackendConfig(data["stop_grace_seconds"]))
             stopper.check(run_id)
             submitted = backend.submit(spec)
         except BaseException as exc:

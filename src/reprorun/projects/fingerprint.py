@@ -9,7 +9,8 @@
 
 Two runs with the same fingerprint ran the same code, with the same inputs, in the same
 environment. File hashes are cached by path, size, modification time and inode (as DVC does),
-so fingerprinting an unchanged tree costs one ``stat`` per file.
+so fingerprinting an unchanged tree costs one ``stat`` per file. Reuse lives here too:
+``check_reuse`` finds the FINISHED run with the same fingerprint, else the closest one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reprorun.envs.base import PreparedEnv
-    from reprorun.projects.runner import RunPlan
+    from reprorun.projects.plan import RunPlan
+    from reprorun.tracking.store.base import TrackingStore
 
 VERSION = 1
 TAG = "reprorun.fingerprint"
@@ -136,6 +138,67 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
         if da.get(name) != db.get(name):
             found.append(f"data of parameter {name}")
     return found
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """Whether a run would be reused: the FINISHED run with the same fingerprint, else the
+    closest earlier run of the project and what differs from it."""
+
+    fingerprint: Fingerprint
+    run_id: str | None = None
+    closest: str | None = None
+    differences: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint.digest,
+            "would_reuse": self.run_id is not None,
+            "run_id": self.run_id,
+            "closest_run_id": self.closest,
+            "differences": list(self.differences),
+        }
+
+    def explain(self) -> str:
+        if self.run_id is not None:
+            return (
+                f"run {self.run_id} FINISHED with the same fingerprint "
+                f"{self.fingerprint.digest[:12]} (same source tree, entry point, parameters, "
+                "environment and data)"
+            )
+        if self.closest is None:
+            return "no earlier run of this project has a fingerprint"
+        return f"closest earlier run {self.closest} differs in: " + "; ".join(self.differences)
+
+
+def check_reuse(store: TrackingStore, the_plan: RunPlan, identity: Fingerprint) -> Reuse:
+    """The newest FINISHED run with ``identity``'s fingerprint, else the closest earlier run
+    of the same project (fewest differing parts) among its newest 500."""
+    from reprorun.tracking.entities import SystemTags
+
+    experiments = [e.experiment_id for e in store.list_experiments()]
+    same = store.search_runs(
+        experiments,
+        f"tags.`{TAG}` = '{identity.digest}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    if same:
+        return Reuse(identity, run_id=same[0].info.run_id)
+    source = the_plan.provenance.source_name.replace("'", "''")
+    candidates = store.search_runs(
+        experiments, f"tags.`{SystemTags.SOURCE_NAME}` = '{source}'", max_results=500
+    )
+    best: tuple[int, str, list[str]] | None = None
+    for run in candidates:
+        parts = run.data.tags.get(PARTS_TAG)
+        if not parts:
+            continue
+        found = differences(json.loads(parts), identity.parts)
+        if best is None or len(found) < best[0]:
+            best = (len(found), run.info.run_id, found)
+    if best is None:
+        return Reuse(identity)
+    return Reuse(identity, closest=best[1], differences=tuple(best[2]))
 
 
 def env_hash(prepared: PreparedEnv) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from reprorun.errors import SourceNotFound
+from reprorun.projects.request import RunRequest
 from reprorun.tracking.entities import Run, SystemTags
 
 
@@ -28,6 +29,33 @@ class RerunSpec:
     archive_sha256: str | None
     source_tags: dict[str, str]  # the original's source tags that a rerun keeps
     warnings: tuple[str, ...]
+
+    def request(
+        self,
+        *,
+        experiment_name: str | None = None,
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+        synchronous: bool = True,
+    ) -> RunRequest:
+        """The rerun's request: in the original's experiment unless ``experiment_name``
+        names another, tagged with the original's id."""
+        return RunRequest(
+            self.uri,
+            self.entry_point,
+            self.parameters,
+            version=self.version,
+            experiment_id=None if experiment_name else self.original.info.experiment_id,
+            experiment_name=experiment_name,
+            env_manager=self.env_manager,
+            tags={SystemTags.RERUN_OF: self.original.info.run_id, **self.source_tags},
+            run_name=run_name,
+            tracking_uri=tracking_uri,
+            synchronous=synchronous,
+            patch=self.patch,
+            env_lock=self.env_lock,
+            archive_sha256=self.archive_sha256,
+        )
 
 
 def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpec:
@@ -123,7 +151,7 @@ def rerun(
     progress: Callable[[str], None] | None = None,
 ) -> Any:
     """Run ``run_id`` again; the new run carries ``reprorun.rerunOf``."""
-    from reprorun.projects.runner import run as run_project
+    from reprorun.projects.launch import run_request
     from reprorun.tracking.store import open_store
 
     store = open_store(tracking_uri)
@@ -132,25 +160,14 @@ def rerun(
     for warning in spec.warnings:
         if on_warning:
             on_warning(warning)
-    return run_project(
-        spec.uri,
-        spec.entry_point,
-        spec.parameters,
-        experiment_id=None if experiment_name else original.info.experiment_id,
+    request = spec.request(
         experiment_name=experiment_name,
-        env_manager=spec.env_manager,
-        synchronous=synchronous,
         run_name=run_name,
         tracking_uri=tracking_uri,
-        echo=echo,
-        on_submit=on_submit,
-        on_warning=on_warning,
-        version=spec.version,
-        extra_tags={SystemTags.RERUN_OF: original.info.run_id, **spec.source_tags},
-        patch=spec.patch,
-        env_lock=spec.env_lock,
-        progress=progress,
-        archive_sha256=spec.archive_sha256,
+        synchronous=synchronous,
+    )
+    return run_request(
+        request, echo=echo, on_submit=on_submit, on_warning=on_warning, progress=progress
     )
 
 

@@ -200,10 +200,10 @@ def create_sweep(
     manager) raises before anything is recorded. With ``dry_run`` nothing is recorded at all:
     the returned Sweep has an empty id and parent run.
     """
-    from reprorun.backends.base import get_backend
-    from reprorun.envs.base import get_env_manager
+    from reprorun.backends.registry import get_backend
+    from reprorun.envs.registry import get_env_manager
     from reprorun.projects.params import resolve_parameters
-    from reprorun.projects.runner import _load_backend_config
+    from reprorun.projects.request import load_backend_config
     from reprorun.projects.spec import load_project
     from reprorun.projects.sweep_grammar import expand as expand_points
     from reprorun.projects.sweep_grammar import parse_sweep_arg
@@ -220,7 +220,7 @@ def create_sweep(
     points = expand_points(parsed, random_count=random_count, seed=seed)
     if backend_config is not None:
         backend_config = str((cwd / backend_config).resolve())
-    get_backend(backend, *_load_backend_config(backend_config))
+    get_backend(backend, *load_backend_config(backend_config))
     if env_manager is not None:
         get_env_manager(env_manager)
 
@@ -241,9 +241,9 @@ def create_sweep(
 
     target = resolve_tracking(tracking_uri)
     store = open_store(target.uri)
-    from reprorun.projects.runner import _default_experiment_name
+    from reprorun.projects.request import default_experiment_name
 
-    experiment_id = store.get_or_create_experiment(experiment_name or _default_experiment_name())
+    experiment_id = store.get_or_create_experiment(experiment_name or default_experiment_name())
     sweep_id = _new_id()
     folder = sweep_dir(sweep_id)
     folder.mkdir(parents=True, exist_ok=True)

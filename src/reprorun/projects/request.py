@@ -1,0 +1,85 @@
+"""What to run: a ``RunRequest``, the one input of the run pipeline.
+
+The CLI, the Python API (``reprorun.projects.run``), rerun and the sweep each build one; the
+pipeline plans it (``projects.plan``) and launches the plan (``projects.launch``). A request
+holds only data: what to run, where, and how it is recorded. What the caller wants to hear
+while the run goes (its output, warnings, progress) is passed to the execution, not stored here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from reprorun.errors import UserInputError
+
+DEFAULT_ENTRY_POINT = "main"
+BackendConfig = Mapping[str, Any] | str | Path | None
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A run to make, as given (parameters are raw: the plan casts and checks them)."""
+
+    uri: str  # a directory, a git URL or an archive
+    entry_point: str = DEFAULT_ENTRY_POINT
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    version: str | None = None  # a branch, tag or commit of a git source
+    experiment_id: str | None = None
+    experiment_name: str | None = None
+    env_manager: str | None = None  # None: the project's own kind
+    backend: str = "local"
+    backend_config: BackendConfig = None  # a mapping of options, or a JSON/YAML file
+    reuse: bool = False  # return a FINISHED run with the same fingerprint instead
+    tags: Mapping[str, str] = field(default_factory=dict)
+    run_name: str | None = None
+    tracking_uri: str | None = None
+    synchronous: bool = True  # wait for the run to end
+    detach: bool = False  # local backend: a supervisor process of its own owns the command
+    max_parallel: int | None = None  # local backend: wait while that many such runs run
+    patch: Path | None = None  # a git diff applied to the run's working copy (rerun)
+    env_lock: Path | None = None  # build the environment from this lock (rerun)
+    archive_sha256: str | None = None  # the archive source must have this digest
+
+    def __post_init__(self) -> None:
+        # A copy nobody else holds: the request stays what it was when it was made.
+        object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters or {})))
+        object.__setattr__(self, "tags", MappingProxyType(dict(self.tags or {})))
+
+    def check(self) -> None:
+        """Refuse what is wrong with the request itself, before anything is looked up."""
+        if self.experiment_id is not None and self.experiment_name is not None:
+            raise UserInputError("Give either an experiment id or an experiment name, not both.")
+
+
+def load_backend_config(config: BackendConfig) -> tuple[Mapping[str, Any], str]:
+    """The backend's options and where they came from (for error messages)."""
+    if config is None:
+        return {}, ""
+    if isinstance(config, Mapping):
+        return config, ""
+    path = Path(config)
+    if not path.is_file():
+        raise UserInputError(f"Backend config {path}: no such file.")
+    import yaml  # JSON is YAML too
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"Backend config {path} is not valid JSON/YAML: {exc}") from exc
+    if data is None:
+        return {}, str(path)
+    if not isinstance(data, dict):
+        raise UserInputError(f"Backend config {path} must hold a mapping of options.")
+    return data, str(path)
+
+
+def default_experiment_name() -> str:
+    """The experiment of a request that names none."""
+    from reprorun.tracking.store import DEFAULT_EXPERIMENT_NAME
+
+    return os.environ.get("REPRORUN_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT_NAME
