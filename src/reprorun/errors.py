@@ -6,9 +6,13 @@
     │   ├── ParameterError        one or more bad -P values: carries every problem
     │   ├── EntryPointNotFound    names the entry points that exist
     │   ├── SourceNotFound        a project URI that does not resolve
+    │   │   └── GitError          a git command failed: git's words, credentials removed
     │   ├── UnknownNameError      a registry miss (backend, env manager): lists valid names
     │   ├── InvalidTrackingUri    a tracking URI reprorun cannot use
-    │   └── SearchError           a search filter, order_by or page token that does not parse
+    │   ├── SearchError           a search filter, order_by or page token that does not parse
+    │   ├── SweepSyntaxError      a sweep expression that does not parse or expand: points at where
+    │   ├── SweepError            a sweep that cannot do what was asked (unknown id, driven, moved)
+    │   └── EnvBuildError         an environment spec that cannot be installed
     ├── TrackingError             the store refused or lost something
     │   ├── ResourceNotFound      unknown run or experiment id
     │   ├── ResourceAlreadyExists an experiment name that is taken
@@ -18,7 +22,8 @@
     │   ├── ServerUnavailable     a tracking server that cannot be reached or answered 5xx
     │   └── RunNotRecorded        the store refused the end of a run: kept in a journal
     ├── ExecutionError            the run could not be launched or supervised
-    │   └── RunFailed             a synchronous run ended FAILED (as MLflow raises)
+    │   ├── RunFailed             a synchronous run ended FAILED (as MLflow raises)
+    │   └── WorkspaceError        Databricks answered an error: HTTP status and error code
     └── RunInterrupted            Ctrl-C / SIGTERM stopped a run; it is recorded as KILLED
 
 Library code raises these; only the CLI turns them into messages and exit codes.
@@ -94,6 +99,10 @@ class SourceNotFound(UserInputError):
     """A project URI that does not name an existing project."""
 
 
+class GitError(SourceNotFound):
+    """A git command failed; the message carries git's own words, credentials removed."""
+
+
 class UnknownNameError(UserInputError):
     """A name looked up in a registry (backend, env manager) that is not there."""
 
@@ -110,6 +119,37 @@ class InvalidTrackingUri(UserInputError):
 
 class SearchError(UserInputError):
     """A search filter, order_by clause or page token that does not parse; points at where."""
+
+
+class SweepSyntaxError(UserInputError):
+    """A sweep that does not parse or cannot expand; points at where when there is a where."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str | None = None,
+        text: str | None = None,
+        pos: int | None = None,
+        hint: str | None = None,
+    ):
+        self.name, self.text, self.pos = name, text, pos
+        line = (
+            f"Sweep of parameter {name!r}: {message}" if name is not None else f"Sweep: {message}"
+        )
+        if text is not None and pos is not None:
+            line += f" at position {pos} in '{text}'"
+            # The caret sits under the quoted expression that ends the line above.
+            line += "\n" + " " * (len(line) - len(text) - 1 + min(pos, len(text))) + "^"
+        super().__init__(f"{line}\n{hint}" if hint else line)
+
+
+class SweepError(UserInputError):
+    """A sweep that cannot do what was asked (unknown id, already driven, code moved...)."""
+
+
+class EnvBuildError(UserInputError):
+    """The spec cannot be installed (unknown package, impossible version, bad syntax)."""
 
 
 class TrackingError(ReprorunError):
@@ -209,6 +249,15 @@ class RunFailed(ExecutionError):
         super().__init__(f"Run {run_id} failed (reprorun runs show {run_id} has its log).")
 
 
+class WorkspaceError(ExecutionError):
+    """The workspace answered a call with an error (HTTP status and Databricks' error code)."""
+
+    def __init__(self, message: str, status: int, error_code: str):
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+
+
 class RunInterrupted(ReprorunError):
     """The user stopped a synchronous run with a signal; the run is recorded as KILLED."""
 
@@ -220,7 +269,9 @@ class RunInterrupted(ReprorunError):
 
 __all__ = [
     "EntryPointNotFound",
+    "EnvBuildError",
     "ExecutionError",
+    "GitError",
     "InvalidTrackingUri",
     "ParamConflict",
     "ParamProblem",
@@ -237,7 +288,10 @@ __all__ = [
     "SpecError",
     "StoreFileError",
     "StoreVersionError",
+    "SweepError",
+    "SweepSyntaxError",
     "TrackingError",
     "UnknownNameError",
     "UserInputError",
+    "WorkspaceError",
 ]

@@ -10,13 +10,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from reprorun.errors import UserInputError
+from reprorun.errors import SweepSyntaxError, UserInputError
 from reprorun.projects.sweep_grammar import (
     FUNCTIONS,
     LIMIT,
     Discrete,
     Distribution,
-    SweepSyntaxError,
     Values,
     expand,
     parse_sweep_arg,

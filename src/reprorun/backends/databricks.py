@@ -50,7 +50,7 @@ from reprorun.backends.base import (
     tracking_options,
 )
 from reprorun.backends.job import JobState, RemoteJob
-from reprorun.errors import ExecutionError, UserInputError
+from reprorun.errors import ExecutionError, UserInputError, WorkspaceError
 from reprorun.tracking.entities import Run, RunStatus
 from reprorun.tracking.store.base import TrackingStore
 
@@ -342,15 +342,6 @@ def workspace_url(host: str, source: str) -> str:
 
 
 # --- the REST API --------------------------------------------------------------------------
-
-
-class WorkspaceError(ExecutionError):
-    """The workspace answered a call with an error (HTTP status and Databricks' error code)."""
-
-    def __init__(self, message: str, status: int, error_code: str):
-        super().__init__(message)
-        self.status = status
-        self.error_code = error_code
 
 
 class WorkspaceApi:

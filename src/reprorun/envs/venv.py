@@ -20,7 +20,7 @@ from reprorun.envs.conda_translate import CONDA_TRANSLATED_TAG, describe, to_pyp
 from reprorun.envs.declared import ProjectFiles
 from reprorun.envs.spec import PythonEnvSpec, Requirement, read_env_spec, read_lock
 from reprorun.envs.tools import find_python, uv_binary
-from reprorun.errors import ExecutionError, SpecError, UserInputError
+from reprorun.errors import EnvBuildError, ExecutionError, SpecError, UserInputError
 
 LOCK_FILE = "requirements.lock"
 _LOCK_HEADER = re.compile(r"^# reprorun lock: python ([0-9.]+)", re.MULTILINE)
@@ -54,10 +54,6 @@ _NETWORK_HINTS = (
     "temporary failure in name resolution",
     "network is unreachable",
 )
-
-
-class EnvBuildError(UserInputError):
-    """The spec cannot be installed (unknown package, impossible version, bad syntax)."""
 
 
 def lock_python(lock: Path) -> str | None:

@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprorun.errors import ParameterError, ParamProblem, ResourceNotFound, UserInputError
+from reprorun.errors import (
+    ParameterError,
+    ParamProblem,
+    ResourceNotFound,
+    SweepError,
+    UserInputError,
+)
 
 FORMAT = 1
 STATUSES = ("pending", "running", "finished", "failed", "killed", "cancelled")
@@ -43,10 +49,6 @@ TAG_ORPHANED = "reprorun.sweep.orphaned"
 PARENT_TAG = "mlflow.parentRunId"
 POLL_SECONDS = 0.2
 STOP_GRACE_SECONDS = 20.0  # the child gives its command 10 s after SIGTERM, then kills it
-
-
-class SweepError(UserInputError):
-    """A sweep that cannot do what was asked (unknown id, already driven, code moved...)."""
 
 
 @dataclass(frozen=True)

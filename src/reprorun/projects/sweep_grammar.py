@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from reprorun.errors import UserInputError
+from reprorun.errors import SweepSyntaxError
 
 LIMIT = 100_000  # points of a sweep; also values of one range()/linspace(), built in memory
 
@@ -40,29 +40,6 @@ _ARITY = {
     "randint": (2, 2),
 }
 FUNCTIONS = tuple(sorted([*_ARITY, "choice"]))
-
-
-class SweepSyntaxError(UserInputError):
-    """A sweep that does not parse or cannot expand; points at where when there is a where."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        name: str | None = None,
-        text: str | None = None,
-        pos: int | None = None,
-        hint: str | None = None,
-    ):
-        self.name, self.text, self.pos = name, text, pos
-        line = (
-            f"Sweep of parameter {name!r}: {message}" if name is not None else f"Sweep: {message}"
-        )
-        if text is not None and pos is not None:
-            line += f" at position {pos} in '{text}'"
-            # The caret sits under the quoted expression that ends the line above.
-            line += "\n" + " " * (len(line) - len(text) - 1 + min(pos, len(text))) + "^"
-        super().__init__(f"{line}\n{hint}" if hint else line)
 
 
 @dataclass(frozen=True)

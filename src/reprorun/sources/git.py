@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse, urlunparse
 
 from reprorun._utils import die_with_parent
-from reprorun.errors import SourceNotFound
+from reprorun.errors import GitError, SourceNotFound
 from reprorun.sources.base import Provenance, ResolvedSource, redact, strip_credentials
 from reprorun.sources.cache import (
     key_for,
@@ -67,10 +67,6 @@ _GROUP_GUARD = 'trap "kill -KILL 0" TERM; "$@" & wait $!'
 
 
 _NO_GIT = "git is not installed (reprorun needs the git command for git URLs)."
-
-
-class GitError(SourceNotFound):
-    """A git command failed; the message carries git's own words, credentials removed."""
 
 
 @dataclass(frozen=True)
