@@ -211,3 +211,46 @@ def test_mlflow_run_from_rscript_runs_the_project_through_reprorun(
         assert run.data.params["alpha"] == "0.3"
         got = predict(rscript, run_id, MLFLOW_TRACKING_URI=server.url, **mlflow_env())
     assert got == expected_predictions(rscript, 0.3)
+
+
+PIPELINE_MLPROJECT = """
+name: pipeline-r
+entry_points:
+  train:
+    parameters:
+      alpha: {type: float, default: 0.5}
+    command: "Rscript -e \\"mlflow::mlflow_source('train.R')\\" --args --alpha {alpha}"
+  main:
+    command: "Rscript pipeline.R"
+"""
+# A workshop-style pipeline: the main step starts the training step with mlflow_run().
+PIPELINE_R = """
+library(mlflow)
+id <- mlflow_run(uri = ".", entry_point = "train", parameters = list(alpha = 0.7))
+cat("STEP", id, "\\n")
+"""
+
+
+def test_mlflow_run_inside_reprorun_run_runs_the_step_nested_in_the_same_store(
+    rscript: str, tmp_path: Path, home: Path
+) -> None:
+    no_mlflow_path()
+    folder = tmp_path / "pipeline-r"
+    folder.mkdir()
+    (folder / "MLproject").write_text(PIPELINE_MLPROJECT)
+    (folder / "train.R").write_text(TRAIN_R)
+    (folder / "pipeline.R").write_text(PIPELINE_R)
+    result = reprorun_cli("run", str(folder), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    step_id = result.stdout.split("STEP ")[1].split()[0]
+    close_stores()
+    store = open_store(None)
+    step = store.get_run(step_id)
+    runs = store.search_runs([step.info.experiment_id])
+    main = next(r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "main")
+    assert main.info.status.value == "FINISHED"
+    assert step.info.status.value == "FINISHED"
+    assert step.data.params["alpha"] == "0.7"
+    assert step.data.tags["mlflow.parentRunId"] == main.info.run_id
+    assert step.data.tags["mlflow.project.entryPoint"] == "train"
+    assert "rmse" in step.data.metrics

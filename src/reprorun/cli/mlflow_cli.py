@@ -19,7 +19,7 @@ import sys
 
 import click
 
-from reprorun.cli import cli, handle_errors
+from reprorun.cli._common import cli, handle_errors
 
 
 def _tracking_uri() -> str | None:
@@ -202,6 +202,9 @@ def run_command(
             argv += [name, value]
     for param in params:
         argv += ["-P", param]
+    parent = os.environ.get("MLFLOW_RUN_ID") or os.environ.get("REPRORUN_RUN_ID")
+    if parent and os.environ.get("REPRORUN_RUN_ID"):  # inside `reprorun run`: a nested step
+        argv += ["--tag", f"mlflow.parentRunId={parent}"]
     tracking_uri = _tracking_uri()
     if tracking_uri:
         argv += ["--tracking-uri", tracking_uri]
@@ -228,7 +231,7 @@ def mlflow_env() -> None:
     """
     import shlex
 
-    from reprorun.projects.runner import mlflow_bin_env
+    from reprorun.envs.commands import mlflow_bin_env
 
     found = mlflow_bin_env(os.environ)
     if not found:
