@@ -58,7 +58,7 @@ def make_project(root: Path, files: int, data_mb: int) -> Path:
 def timed_fingerprint(project: Path) -> float:
     from reprorun.envs.registry import get_env_manager
     from reprorun.projects.fingerprint import fingerprint
-    from reprorun.projects.plan import plan
+    from reprorun.projects.planning import plan_uri as plan
 
     the_plan = plan(str(project), "main", {})
     prepared = get_env_manager("local").prepare(the_plan.project)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+import reprorun.projects
 from reprorun.backends.base import LaunchSpec
 from reprorun.errors import UserInputError
-from reprorun.projects.plan import plan
+from reprorun.projects.planning import plan
 from reprorun.projects.request import RunRequest
 from reprorun.tracking.store import open_store
 
@@ -32,13 +33,13 @@ def test_a_request_naming_two_experiments_is_refused(tmp_path: Path) -> None:
         RunRequest(str(tmp_path), experiment_id="1", experiment_name="x").check()
 
 
-def test_plan_takes_a_request_or_the_historical_arguments(tmp_path: Path) -> None:
+def test_the_python_apis_plan_is_the_pipelines_plan_of_a_request(tmp_path: Path) -> None:
     (tmp_path / "MLproject").write_text(
         "name: p\nentry_points:\n  main:\n    parameters:\n      n: {type: int, default: 1}\n"
         "    command: echo {n}\n"
     )
     by_request = plan(RunRequest(str(tmp_path), "main", {"n": 3}), cwd=tmp_path)
-    by_arguments = plan(str(tmp_path), "main", {"n": 3}, cwd=tmp_path)
+    by_arguments = reprorun.projects.plan(str(tmp_path), "main", {"n": 3}, cwd=tmp_path)
     assert by_request.command == by_arguments.command == "echo 3"
     assert by_request.to_dict() == by_arguments.to_dict()
 
@@ -78,3 +79,13 @@ def test_a_launch_spec_survives_json(tmp_path: Path) -> None:
     assert finished == ["done"]
     bare = LaunchSpec("r2", "true", tmp_path, {}, store, tmp_path)
     assert LaunchSpec.from_json(bare.to_json(), store=store) == bare
+
+
+def test_the_public_names_stay_functions_once_the_pipeline_is_loaded() -> None:
+    # A submodule named like a public name would replace it on the package once imported.
+    import reprorun.projects.launch
+    import reprorun.projects.planning
+
+    assert callable(reprorun.projects.plan) and callable(reprorun.projects.run)
+    assert reprorun.projects.plan is reprorun.projects.planning.plan_uri
+    assert reprorun.projects.run.__module__ == "reprorun.projects.launch"

@@ -310,7 +310,7 @@ def _show_plan(
     from reprorun.cli.render import echo_json, key_values
     from reprorun.envs.base import default_env_manager
     from reprorun.envs.registry import get_env_manager
-    from reprorun.projects.plan import plan
+    from reprorun.projects.planning import plan
     from reprorun.projects.request import RunRequest
 
     the_plan = plan(RunRequest(uri, entry_point, given, version=version))

@@ -6,15 +6,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reprorun.projects.launch import run
-    from reprorun.projects.plan import RunPlan, plan
+    from reprorun.projects.planning import RunPlan
+    from reprorun.projects.planning import plan_uri as plan
     from reprorun.projects.spec import EntryPoint, Project, load_project
 
 __all__ = ["EntryPoint", "Project", "RunPlan", "load_project", "plan", "run"]
 
 _LAZY = {
     "run": "reprorun.projects.launch",
-    "plan": "reprorun.projects.plan",
-    "RunPlan": "reprorun.projects.plan",
+    "plan": "reprorun.projects.planning:plan_uri",  # the pipeline's plan takes a RunRequest
+    "RunPlan": "reprorun.projects.planning",
     "load_project": "reprorun.projects.spec",
     "Project": "reprorun.projects.spec",
     "EntryPoint": "reprorun.projects.spec",
@@ -28,4 +29,5 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'reprorun.projects' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    module, _, attribute = module.partition(":")
+    return getattr(importlib.import_module(module), attribute or name)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reprorun.envs.base import PreparedEnv
-    from reprorun.projects.plan import RunPlan
+    from reprorun.projects.planning import RunPlan
     from reprorun.tracking.store.base import TrackingStore
 
 VERSION = 1

@@ -43,7 +43,7 @@ from reprorun.projects.lifecycle import (
     end_unlaunched,
     run_job_env,
 )
-from reprorun.projects.plan import (
+from reprorun.projects.planning import (
     RunPlan,
     download_path_params,
     plan,

@@ -1,7 +1,7 @@
 """What to run: a ``RunRequest``, the one input of the run pipeline.
 
-The CLI, the Python API (``reprorun.projects.run``), rerun and the sweep each build one; the
-pipeline plans it (``projects.plan``) and launches the plan (``projects.launch``). A request
+The CLI, the Python API (``reprorun.projects.run``) and rerun each build one; the pipeline
+plans it (``projects.planning.plan``) and launches the plan (``projects.launch``). A request
 holds only data: what to run, where, and how it is recorded. What the caller wants to hear
 while the run goes (its output, warnings, progress) is passed to the execution, not stored here.
 """

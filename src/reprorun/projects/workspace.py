@@ -11,7 +11,7 @@ from typing import Any
 from reprorun.config import TrackingTarget
 from reprorun.envs.base import PreparedEnv
 from reprorun.errors import ExecutionError
-from reprorun.projects.plan import RunPlan
+from reprorun.projects.planning import RunPlan
 from reprorun.sources import Provenance
 from reprorun.tracking.artifacts import local_dir
 from reprorun.tracking.entities import SystemTags

@@ -62,29 +62,11 @@ class RunPlan:
         }
 
 
-def plan(
-    request: RunRequest | str,
-    entry_point: str = DEFAULT_ENTRY_POINT,
-    parameters: Mapping[str, Any] | None = None,
-    *,
-    version: str | None = None,
-    cwd: Path | None = None,
-    archive_sha256: str | None = None,
-) -> RunPlan:
-    """Resolve and validate everything about a run without running or recording anything
-    (a git or archive source is fetched into the source cache, which is not a side effect on
-    anything of the user's).
-
-    ``request`` is a RunRequest, or (``reprorun.projects.plan``'s historical form) a URI with
-    the entry point, parameters, version and archive digest given beside it."""
-    if isinstance(request, str):
-        request = RunRequest(
-            request,
-            entry_point,
-            parameters or {},
-            version=version,
-            archive_sha256=archive_sha256,
-        )
+def plan(request: RunRequest, *, cwd: Path | None = None) -> RunPlan:
+    """Resolve and validate everything about ``request`` without running or recording
+    anything (a git or archive source is fetched into the source cache, which is not a side
+    effect on anything of the user's). Relative paths are read from ``cwd`` (default: the
+    current directory)."""
     cwd = cwd or Path.cwd()
     source = resolve_source(
         request.uri, version=request.version, cwd=cwd, archive_sha256=request.archive_sha256
@@ -97,6 +79,24 @@ def plan(
     )
     command = render_command(ep.command, resolved)
     return RunPlan(project, ep, resolved, command, source.provenance, source.snapshot)
+
+
+def plan_uri(
+    uri: str,
+    entry_point: str = DEFAULT_ENTRY_POINT,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    version: str | None = None,
+    cwd: Path | None = None,
+    archive_sha256: str | None = None,
+) -> RunPlan:
+    """Resolve and validate everything about a run without running or recording anything
+    (a git or archive source is fetched into the source cache, which is not a side effect on
+    anything of the user's): ``reprorun.projects.plan``, the Python API's form of ``plan``."""
+    request = RunRequest(
+        uri, entry_point, parameters or {}, version=version, archive_sha256=archive_sha256
+    )
+    return plan(request, cwd=cwd)
 
 
 def download_path_params(the_plan: RunPlan, progress: Callable[[str], None] | None) -> RunPlan:
