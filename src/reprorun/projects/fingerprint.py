@@ -175,19 +175,19 @@ def check_reuse(store: TrackingStore, the_plan: RunPlan, identity: Fingerprint) 
     """The newest FINISHED run with ``identity``'s fingerprint, else the closest earlier run
     of the same project (fewest differing parts) among its newest 500."""
     from reprorun.tracking.entities import SystemTags
+    from reprorun.tracking.search import ATTRIBUTE, Clause, format_filter
+    from reprorun.tracking.search import TAG as TAGS
 
     experiments = [e.experiment_id for e in store.list_experiments()]
-    same = store.search_runs(
-        experiments,
-        f"tags.`{TAG}` = '{identity.digest}' and attributes.status = 'FINISHED'",
-        max_results=1,
-    )
+    same_fingerprint = [
+        Clause(TAGS, TAG, "=", identity.digest),
+        Clause(ATTRIBUTE, "status", "=", "FINISHED"),
+    ]
+    same = store.search_runs(experiments, format_filter(same_fingerprint), max_results=1)
     if same:
         return Reuse(identity, run_id=same[0].info.run_id)
-    source = the_plan.provenance.source_name.replace("'", "''")
-    candidates = store.search_runs(
-        experiments, f"tags.`{SystemTags.SOURCE_NAME}` = '{source}'", max_results=500
-    )
+    same_source = [Clause(TAGS, SystemTags.SOURCE_NAME, "=", the_plan.provenance.source_name)]
+    candidates = store.search_runs(experiments, format_filter(same_source), max_results=500)
     best: tuple[int, str, list[str]] | None = None
     for run in candidates:
         parts = run.data.tags.get(PARTS_TAG)

@@ -711,10 +711,14 @@ class _Driver:
 
     def _run_by_tags(self, index: int) -> str | None:
         """The newest run of point ``index`` of this sweep that no earlier attempt used."""
+        from reprorun.tracking.search import TAG, Clause, format_filter
+
+        of_point = [
+            Clause(TAG, TAG_ID, "=", self.sweep_id),
+            Clause(TAG, TAG_POINT, "=", str(index)),
+        ]
         found = self.store.search_runs(
-            [self.spec["experiment_id"]],
-            f"tags.`{TAG_ID}` = '{self.sweep_id}' and tags.`{TAG_POINT}` = '{index}'",
-            max_results=10,
+            [self.spec["experiment_id"]], format_filter(of_point), max_results=10
         )
         earlier = set(_point(self.state, index).get("attempts") or [])
         return next((r.info.run_id for r in found if r.info.run_id not in earlier), None)

@@ -264,6 +264,43 @@ def parse_filter(
     return _parse_filter(text, numeric, frozenset())
 
 
+_PREFIXES = {
+    METRIC: "metrics",
+    PARAM: "params",
+    TAG: "tags",
+    ATTRIBUTE: "attributes",
+    DATASET: "datasets",
+}
+_PLAIN_KEY = re.compile(r"[A-Za-z_]\w*")
+
+
+def format_filter(clauses: Iterable[Clause]) -> str:
+    """The filter string of ``clauses``, the inverse of ``parse_filter``: every key and value
+    is quoted, so any tag name or value (quotes included) reads back as it was. For a program
+    that searches runs, instead of writing filter strings by hand."""
+
+    def quoted(text: str, quote: str) -> str:
+        return quote + text.replace(quote, quote * 2) + quote
+
+    parts = []
+    for clause in clauses:
+        key = clause.key
+        if not _PLAIN_KEY.fullmatch(key):
+            key = f"`{key}`" if "`" not in key else quoted(key, '"')
+        ident = f"{_PREFIXES[clause.entity]}.{key}"
+        value = clause.value
+        if clause.op in NULL_OPS:
+            parts.append(f"{ident} {clause.op}")
+        elif isinstance(value, tuple):
+            items = ", ".join(quoted(item, "'") for item in value)
+            parts.append(f"{ident} {clause.op} ({items})")
+        elif isinstance(value, str):
+            parts.append(f"{ident} {clause.op} " + quoted(value, "'"))
+        else:
+            parts.append(f"{ident} {clause.op} {value!r}")
+    return " and ".join(parts)
+
+
 def _parse_filter(text: str | None, numeric: frozenset[str], bare: frozenset[str]) -> list[Clause]:
     if text is None or not text.strip():
         return []
