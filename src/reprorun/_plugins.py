@@ -28,8 +28,8 @@ BUILTIN: Mapping[str, Mapping[str, str]] = {
         "local": "reprorun.backends.local:create",
         "ray": "reprorun.backends.ray:create",
         "slurm": "reprorun.backends.slurm:create",
-        "kubernetes": "reprorun.backends.kubernetes:create",
-        "databricks": "reprorun.backends.databricks:create",
+        "kubernetes": "reprorun.backends.kubernetes.backend:create",
+        "databricks": "reprorun.backends.databricks.backend:create",
     },
     ENV_MANAGERS_GROUP: {
         "local": "reprorun.envs.local:LocalEnvManager",

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 import reprorun.projects
-from reprorun.backends import databricks
 from reprorun.backends.base import (
     CONFIG_TAG,
     FAILURE_TAG,
@@ -24,6 +23,8 @@ from reprorun.backends.base import (
     JOB_URL_TAG,
     LaunchSpec,
 )
+from reprorun.backends.databricks.job import DatabricksJob
+from reprorun.backends.databricks.payload import LAUNCHER
 from reprorun.backends.registry import get_backend
 from reprorun.backends.status import attach
 from reprorun.errors import ExecutionError, RunFailed, UserInputError
@@ -54,7 +55,7 @@ def no_databricks_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     home = tmp_path / "user-home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setattr(databricks.DatabricksJob, "poll_seconds", 0.05)
+    monkeypatch.setattr(DatabricksJob, "poll_seconds", 0.05)
     return home
 
 
@@ -136,7 +137,7 @@ def test_submission_ships_the_snapshot_and_submits_the_spec(
     assert "libraries" not in task  # --env-manager local: the cluster's own packages
     launcher = task["spark_python_task"]["python_file"]
     assert launcher.startswith("dbfs:/reprorun/launcher/") and launcher.endswith(".py")
-    assert workspace.dbfs[launcher[len("dbfs:") :]] == databricks.LAUNCHER.encode()
+    assert workspace.dbfs[launcher[len("dbfs:") :]] == LAUNCHER.read_bytes()
 
     args = launcher_args(body)
     assert args["--command"] == "python train.py --alpha 0.1"

@@ -32,7 +32,7 @@ import yaml
 
 import reprorun.projects
 from reprorun.backends.base import CONFIG_TAG, FAILURE_TAG, JOB_ID_TAG
-from reprorun.backends.kubernetes import KubernetesJob
+from reprorun.backends.kubernetes.job import KubernetesJob
 from reprorun.errors import ExecutionError, RunFailed, UserInputError
 from reprorun.tracking.entities import RunStatus, SystemTags
 from reprorun.tracking.store import open_store

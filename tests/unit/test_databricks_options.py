@@ -12,14 +12,10 @@ from typing import Any
 
 import pytest
 
-from reprorun.backends.databricks import (
-    DatabricksBackend,
-    credentials,
-    exit_code_of,
-    job_state,
-    lock_libraries,
-    pack_tree,
-)
+from reprorun.backends.databricks.backend import DatabricksBackend
+from reprorun.backends.databricks.credentials import credentials
+from reprorun.backends.databricks.job import exit_code_of, job_state
+from reprorun.backends.databricks.payload import lock_libraries, pack_tree
 from reprorun.backends.registry import get_backend
 from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import RunStatus

@@ -21,8 +21,23 @@ import kubernetes.client as k8s
 import pytest
 import yaml
 
-from reprorun.backends import kubernetes as kb
+from reprorun.backends.job import JobState
+from reprorun.backends.kubernetes.backend import KubernetesBackend
+from reprorun.backends.kubernetes.job import job_state
+from reprorun.backends.kubernetes.manifest import dns_label, job_manifest, job_name
+from reprorun.backends.kubernetes.options import KubernetesBackendConfig
 from reprorun.backends.registry import get_backend
+from reprorun.envs.image import (
+    Image,
+    build_argv,
+    build_image,
+    dockerfile,
+    image_tag,
+    inspect_argv,
+    push_argv,
+    repo_digest,
+    write_build_context,
+)
 from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import RunStatus
 from tests.conftest import REPO_ROOT
@@ -190,7 +205,7 @@ def config(template: Path | str, **more: Any) -> dict[str, Any]:
 
 def test_manifest_from_mlflows_example_template() -> None:
     template = yaml.safe_load(MLFLOW_TEMPLATE)
-    manifest = kb.job_manifest(
+    manifest = job_manifest(
         template,
         name="my-project-" + RUN_ID,
         container="my-project",
@@ -250,7 +265,7 @@ def test_manifest_keeps_template_variables_and_other_containers() -> None:
         {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}},
     ]
     pod["containers"].append({"name": "sidecar", "image": "proxy:1"})
-    manifest = kb.job_manifest(
+    manifest = job_manifest(
         template,
         name="n",
         container="c",
@@ -272,13 +287,13 @@ def test_manifest_keeps_template_variables_and_other_containers() -> None:
 
 
 def test_names_are_dns_labels_of_at_most_63_characters() -> None:
-    assert kb.job_name("My_Project.v2", RUN_ID) == "my-project-v2-" + RUN_ID
-    long = kb.job_name("a-very-long-project-name-" * 5, RUN_ID)
+    assert job_name("My_Project.v2", RUN_ID) == "my-project-v2-" + RUN_ID
+    long = job_name("a-very-long-project-name-" * 5, RUN_ID)
     assert len(long) <= 63 and long.endswith("-" + RUN_ID)
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", long)
-    assert kb.job_name("___", RUN_ID) == "reprorun-" + RUN_ID
-    assert kb.dns_label("Iris Classifier!") == "iris-classifier"
-    assert kb.image_tag("registry:5000/team/proj", RUN_ID) == f"registry:5000/team/proj:{RUN_ID}"
+    assert job_name("___", RUN_ID) == "reprorun-" + RUN_ID
+    assert dns_label("Iris Classifier!") == "iris-classifier"
+    assert image_tag("registry:5000/team/proj", RUN_ID) == f"registry:5000/team/proj:{RUN_ID}"
 
 
 # --- options ---------------------------------------------------------------------------------
@@ -286,7 +301,7 @@ def test_names_are_dns_labels_of_at_most_63_characters() -> None:
 
 def test_valid_config_gives_the_backend(tmp_path: Path, kubeconfig: Path) -> None:
     backend = get_backend("kubernetes", config(template_file(tmp_path)))
-    assert isinstance(backend, kb.KubernetesBackend)
+    assert isinstance(backend, KubernetesBackend)
     assert backend.remote and backend.shares_filesystem is False
     assert backend.cluster.host == "http://127.0.0.1:9"
     assert backend.cluster.namespace == "from-context"
@@ -535,7 +550,7 @@ def test_kube_mlflow_tracking_uri_as_in_mlflow(
 
 
 def test_dockerfile_puts_project_and_client_where_mlflow_does() -> None:
-    assert kb.dockerfile("python:3.11-slim").splitlines()[1:] == [
+    assert dockerfile("python:3.11-slim").splitlines()[1:] == [
         "FROM python:3.11-slim",
         "COPY reprorun-client/ /opt/reprorun-client/",
         "COPY project/ /mlflow/projects/code/",
@@ -556,7 +571,7 @@ def test_build_context_ships_the_tree_without_git(tmp_path: Path) -> None:
     (client / "reprorun" / "__pycache__").mkdir(parents=True)
     (client / "reprorun" / "__init__.py").write_text("")
     (client / "reprorun" / "__pycache__" / "x.pyc").write_text("")
-    ctx = kb.write_build_context(tmp_path / "ctx", root, "base:1", client)
+    ctx = write_build_context(tmp_path / "ctx", root, "base:1", client)
     files = sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*") if not p.is_dir())
     assert files == [
         "Dockerfile",
@@ -566,19 +581,19 @@ def test_build_context_ships_the_tree_without_git(tmp_path: Path) -> None:
         "reprorun-client/reprorun/__init__.py",
     ]
     assert (ctx / "project" / "link").is_symlink()
-    assert (ctx / "Dockerfile").read_text() == kb.dockerfile("base:1")
+    assert (ctx / "Dockerfile").read_text() == dockerfile("base:1")
 
 
 def test_docker_commands() -> None:
-    assert kb.build_argv(Path("/tmp/ctx"), "r/p:1") == [
+    assert build_argv(Path("/tmp/ctx"), "r/p:1") == [
         "docker",
         "build",
         "--tag",
         "r/p:1",
         "/tmp/ctx",
     ]
-    assert kb.push_argv("r/p:1") == ["docker", "push", "r/p:1"]
-    assert kb.inspect_argv("r/p:1", "{{.Id}}") == [
+    assert push_argv("r/p:1") == ["docker", "push", "r/p:1"]
+    assert inspect_argv("r/p:1", "{{.Id}}") == [
         "docker",
         "image",
         "inspect",
@@ -590,24 +605,23 @@ def test_docker_commands() -> None:
 
 def test_repo_digest() -> None:
     assert (
-        kb.repo_digest(["r.example/t/p@sha256:1", "other/p@sha256:2"], "r.example/t/p")
-        == "sha256:1"
+        repo_digest(["r.example/t/p@sha256:1", "other/p@sha256:2"], "r.example/t/p") == "sha256:1"
     )
-    assert kb.repo_digest(["user/p@sha256:3"], "docker.io/user/p") == "sha256:3"
-    assert kb.repo_digest(["p@sha256:4", "x/y@sha256:5"], "docker.io/library/p") == "sha256:4"
-    assert kb.repo_digest(["some/where@sha256:6"], "else/where") == "sha256:6"
-    assert kb.repo_digest(["a/b@sha256:7", "c/d@sha256:8"], "e/f") is None
-    assert kb.repo_digest([], "e/f") is None
+    assert repo_digest(["user/p@sha256:3"], "docker.io/user/p") == "sha256:3"
+    assert repo_digest(["p@sha256:4", "x/y@sha256:5"], "docker.io/library/p") == "sha256:4"
+    assert repo_digest(["some/where@sha256:6"], "else/where") == "sha256:6"
+    assert repo_digest(["a/b@sha256:7", "c/d@sha256:8"], "e/f") is None
+    assert repo_digest([], "e/f") is None
 
 
 def test_build_and_push_pin_the_image_by_digest(tmp_path: Path, docker: FakeDocker) -> None:
     root = tmp_path / "project"
     root.mkdir()
     (root / "train.py").write_text("print(1)\n")
-    image = kb.build_image(root, "base:1", "registry.example.com/team/proj", RUN_ID, push=True)
+    image = build_image(root, "base:1", "registry.example.com/team/proj", RUN_ID, push=True)
     tag = f"registry.example.com/team/proj:{RUN_ID}"
     digest = docker.digest("pushed " + tag)
-    assert image == kb.Image(tag, f"{tag}@{digest}", digest)
+    assert image == Image(tag, f"{tag}@{digest}", digest)
     calls = docker.calls()
     assert [c["argv"][:3] for c in calls] == [
         ["build", "--tag", tag],
@@ -615,16 +629,16 @@ def test_build_and_push_pin_the_image_by_digest(tmp_path: Path, docker: FakeDock
         ["image", "inspect", "--format"],
     ]
     assert calls[2]["argv"][3:] == ["{{json .RepoDigests}}", tag]
-    assert calls[0]["dockerfile"] == kb.dockerfile("base:1")
+    assert calls[0]["dockerfile"] == dockerfile("base:1")
     assert "project/train.py" in calls[0]["files"]
     assert "reprorun-client/reprorun/__init__.py" in calls[0]["files"]
     assert not Path(calls[0]["argv"][-1]).exists()  # the build context is removed
 
 
 def test_without_push_the_local_image_is_used(tmp_path: Path, docker: FakeDocker) -> None:
-    image = kb.build_image(tmp_path, "base:1", "proj", RUN_ID, push=False)
+    image = build_image(tmp_path, "base:1", "proj", RUN_ID, push=False)
     tag = f"proj:{RUN_ID}"
-    assert image == kb.Image(tag, tag, docker.digest("id " + tag))
+    assert image == Image(tag, tag, docker.digest("id " + tag))
     assert [a[0] for a in docker.argvs()] == ["build", "image"]
 
 
@@ -633,7 +647,7 @@ def test_push_failure_says_what_to_do(
 ) -> None:
     monkeypatch.setenv("FAKE_DOCKER_FAIL", "push")
     with pytest.raises(ExecutionError) as err:
-        kb.build_image(tmp_path, "base:1", "proj", RUN_ID, push=True)
+        build_image(tmp_path, "base:1", "proj", RUN_ID, push=True)
     message = str(err.value)
     assert (
         f"Could not push the job's image proj:{RUN_ID}: `docker push proj:{RUN_ID}` exited"
@@ -650,10 +664,10 @@ def test_build_failure_and_missing_docker(
     with pytest.raises(
         ExecutionError, match=r"Could not build the job's image proj:\w+ from base:1"
     ):
-        kb.build_image(tmp_path, "base:1", "proj", RUN_ID, push=True)
+        build_image(tmp_path, "base:1", "proj", RUN_ID, push=True)
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     with pytest.raises(ExecutionError, match="docker command, which is not installed"):
-        kb.build_image(tmp_path, "base:1", "proj", RUN_ID, push=True)
+        build_image(tmp_path, "base:1", "proj", RUN_ID, push=True)
 
 
 # --- the status ------------------------------------------------------------------------------
@@ -716,25 +730,25 @@ def pod(
 
 
 def test_status_pending_pods_are_scheduled() -> None:
-    assert kb.job_state(job({"active": 1, "ready": 0}), [pod("Pending")]) == kb.JobState(
+    assert job_state(job({"active": 1, "ready": 0}), [pod("Pending")]) == JobState(
         RunStatus.SCHEDULED
     )
-    assert kb.job_state(job({}), []).status is RunStatus.SCHEDULED  # no pod yet
+    assert job_state(job({}), []).status is RunStatus.SCHEDULED  # no pod yet
     suspended = job({"conditions": [condition("Suspended", "JobSuspended")]})
-    assert kb.job_state(suspended, []).status is RunStatus.SCHEDULED
+    assert job_state(suspended, []).status is RunStatus.SCHEDULED
 
 
 def test_status_running() -> None:
-    assert kb.job_state(job({"active": 1, "ready": 1}), []).status is RunStatus.RUNNING
+    assert job_state(job({"active": 1, "ready": 1}), []).status is RunStatus.RUNNING
     # clusters without the ready count: a running pod tells
-    assert kb.job_state(job({"active": 1}), [pod("Running")]).status is RunStatus.RUNNING
+    assert job_state(job({"active": 1}), [pod("Running")]).status is RunStatus.RUNNING
 
 
 def test_status_finished_with_exit_code() -> None:
     done = job(
         {"succeeded": 1, "conditions": [condition("SuccessCriteriaMet"), condition("Complete")]}
     )
-    assert kb.job_state(done, [pod("Succeeded", exit_code=0, reason="Completed")]) == kb.JobState(
+    assert job_state(done, [pod("Succeeded", exit_code=0, reason="Completed")]) == JobState(
         RunStatus.FINISHED, None, 0
     )
 
@@ -751,8 +765,8 @@ def test_status_failed_with_reasons() -> None:
             ],
         }
     )
-    state = kb.job_state(failed, [pod("Failed", exit_code=137, reason="OOMKilled")])
-    assert state == kb.JobState(
+    state = job_state(failed, [pod("Failed", exit_code=137, reason="OOMKilled")])
+    assert state == JobState(
         RunStatus.FAILED,
         "Kubernetes job ns/p-1 failed: BackoffLimitExceeded (Job has reached the specified "
         "backoff limit); pod p-1-abcde: exit code 137 (OOMKilled)",
@@ -762,7 +776,7 @@ def test_status_failed_with_reasons() -> None:
         {"conditions": [condition("Failed", "DeadlineExceeded", "Job was active longer")]}
     )
     evicted = pod("Failed", pod_reason="DeadlineExceeded", message="Pod was active too long")
-    state = kb.job_state(deadline, [evicted])
+    state = job_state(deadline, [evicted])
     assert state.status is RunStatus.FAILED and state.exit_code is None
     assert "failed: DeadlineExceeded (Job was active longer)" in (state.reason or "")
     assert "pod p-1-abcde: DeadlineExceeded (Pod was active too long)" in (state.reason or "")
@@ -772,15 +786,15 @@ def test_status_conditions_that_are_not_true_do_not_count() -> None:
     not_yet = job(
         {"active": 1, "ready": 1, "conditions": [k8s.V1JobCondition(type="Failed", status="False")]}
     )
-    assert kb.job_state(not_yet, []).status is RunStatus.RUNNING
+    assert job_state(not_yet, []).status is RunStatus.RUNNING
 
 
 def test_status_job_being_deleted_is_killed() -> None:
-    state = kb.job_state(job({"active": 1}, deleting=True), [pod("Running")])
-    assert state == kb.JobState(RunStatus.KILLED, "Kubernetes job ns/p-1 is being deleted")
+    state = job_state(job({"active": 1}, deleting=True), [pod("Running")])
+    assert state == JobState(RunStatus.KILLED, "Kubernetes job ns/p-1 is being deleted")
     # a job that ended keeps its status while the TTL controller deletes it
     done = job({"conditions": [condition("Complete")]}, deleting=True)
-    assert kb.job_state(done, []).status is RunStatus.FINISHED
+    assert job_state(done, []).status is RunStatus.FINISHED
 
 
 # --- the documentation ---------------------------------------------------------------------
@@ -792,7 +806,7 @@ def test_docs_list_every_option_and_the_examples_work(
     import dataclasses
 
     text = (DOCS / "kubernetes.md").read_text()
-    for f in dataclasses.fields(kb.KubernetesBackendConfig):
+    for f in dataclasses.fields(KubernetesBackendConfig):
         assert f"| `{f.metadata.get('key', f.name)}` |" in text, f.name
     write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")
     kube = yaml.safe_load((tmp_path / "kubeconfig").read_text())
@@ -812,7 +826,7 @@ def test_dollar_signs_reach_bash_unexpanded_by_kubernetes() -> None:
     """Kubernetes expands $(VAR) and $$ in a container's command and env values: the
     manifest writes each $ as $$, so bash gets the command as the run rendered it."""
     template = yaml.safe_load(MLFLOW_TEMPLATE)
-    manifest = kb.job_manifest(
+    manifest = job_manifest(
         template,
         name="p-" + RUN_ID,
         container="p",

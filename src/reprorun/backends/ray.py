@@ -1,8 +1,8 @@
 """Run a project as a job of a Ray cluster, through the Jobs REST API of its dashboard.
 
-The client is the standard library speaking Ray's documented REST API (``/api/jobs/``,
-``/api/packages/``), not the ``ray`` package: that package is ~100 MB, and its version must
-match the cluster's, while the REST API is the stable interface Ray's own SDK uses.
+The client is reprorun's own (tracking/http.py) speaking Ray's documented REST API
+(``/api/jobs/``, ``/api/packages/``), not the ``ray`` package: that package is ~100 MB, and its
+version must match the cluster's, while the REST API is the stable interface Ray's own SDK uses.
 
 A submission ships the project's tree as the job's ``working_dir`` (a zip uploaded to the
 cluster, as Ray's SDK does), asks Ray to build the run's environment on the worker from the
@@ -15,7 +15,6 @@ cluster's nodes have.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import math
 import os
@@ -23,14 +22,12 @@ import re
 import shlex
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote, urlparse
+from urllib.parse import parse_qsl, quote, urlparse
 
 from reprorun.backends.base import (
     JOB_ID_TAG,
@@ -41,8 +38,10 @@ from reprorun.backends.base import (
     tracking_options,
 )
 from reprorun.backends.job import JobState, RemoteJob
+from reprorun.envs.lock import read_lock_lines
 from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import Run, RunStatus
+from reprorun.tracking.http import HttpClient, Retries
 from reprorun.tracking.store.base import TrackingStore
 
 JOB_PREFIX = "reprorun-"
@@ -226,7 +225,7 @@ class RayJob(RemoteJob):
         self.job_url = f"{api.address}/#/jobs/{quote(job_id)}"  # the dashboard's job page
 
     def _path(self, suffix: str = "") -> str:
-        return f"/api/jobs/{quote(self.job_id, safe='')}{suffix}"
+        return f"/api/jobs/{self.job_id}{suffix}"  # the client quotes it
 
     def _state(self) -> JobState:
         status, data = self.api.request("GET", self._path())
@@ -291,30 +290,14 @@ def entrypoint(command: str, subdirectory: str) -> str:
 def lock_requirements(lock_text: str | None) -> list[str]:
     """The lock's requirement lines for ``runtime_env.pip``; refuses packages installed from
     this machine's files, which no worker can install."""
-    if not lock_text:
-        return []
-    lines = []
-    for raw in lock_text.splitlines():
-        line = raw.split(" #", 1)[0].strip()
-        for flag in ("-e ", "--editable "):  # an editable git checkout installs as a package
-            if line.startswith(flag) and "://" in line:
-                line = line[len(flag) :].strip()
-        if line and not line.startswith("#"):
-            lines.append(line)
-    local = [
-        line
-        for line in lines
-        if line.startswith(("-e", "--editable", "file:", "/", "."))
-        or "@ file:" in line
-        or "@file:" in line
-    ]
-    if local:
+    lock = read_lock_lines(lock_text)
+    if lock.local:
         raise ExecutionError(
             "The environment's lock installs packages from this machine's files, which the "
-            f"Ray workers cannot install: {'; '.join(local)}. Publish them to an index the "
+            f"Ray workers cannot install: {'; '.join(lock.local)}. Publish them to an index the "
             "cluster reaches (or a git URL), pin that in the project's environment, and rerun."
         )
-    return lines
+    return lock.pip
 
 
 class JobsApi:
@@ -322,7 +305,16 @@ class JobsApi:
 
     def __init__(self, address: str):
         self.address = address
-        self.headers = {"User-Agent": "reprorun", **_auth_header()}
+        auth = _auth_header()
+        # Not retried: Ray's answers are judged by the caller, a dead address fails at once.
+        options: dict[str, Any] = {
+            "auth": auth,
+            "retries": Retries(delays=()),
+            "unreachable": self._unreachable,
+            "keep_alive": False,
+        }
+        self._http = HttpClient(address, timeout=_TIMEOUT, **options)
+        self._uploads = HttpClient(address, timeout=_UPLOAD_TIMEOUT, **options)
 
     def request(
         self,
@@ -330,31 +322,28 @@ class JobsApi:
         path: str,
         body: bytes | IO[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: float = _TIMEOUT,
+        *,
+        upload: bool = False,
     ) -> tuple[int, bytes]:
         """One call: (HTTP status, body). An address that does not answer raises
-        ExecutionError; HTTP errors are returned for the caller to judge."""
-        req = urllib.request.Request(  # noqa: S310 - jobs_address allows http(s) only
-            self.address + path,
-            data=body,
-            method=method,
-            headers={**self.headers, **(headers or {})},
+        ExecutionError; HTTP errors are returned for the caller to judge. ``upload``: a
+        large body, given more time."""
+        path, _, query = path.partition("?")
+        client = self._uploads if upload else self._http
+        response = client.request(
+            method, path, query=dict(parse_qsl(query)), body=body, headers=headers
         )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
-                return int(response.status), bytes(response.read())
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return int(exc.code), bytes(exc.read())
-        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-            # HTTPException: something that is not an HTTP server answered (a GCS port)
-            reason = getattr(exc, "reason", None) or repr(exc)
-            raise ExecutionError(
-                f"Could not reach the Ray Jobs API at {self.address} ({method} {path}: "
-                f"{reason}). Check that the cluster is up (`ray status` on its head node) and "
-                f"that {self.address} opens the Ray dashboard (the dashboard's port, 8265 by "
-                "default, not the GCS port 6379 or the ray:// client port 10001)."
-            ) from None
+        return int(response.status), bytes(response.data)  # type: ignore[attr-defined]
+
+    def _unreachable(self, what: str, exc: Exception) -> ExecutionError:
+        # HTTPException: something that is not an HTTP server answered (a GCS port)
+        reason = str(exc) if isinstance(exc, OSError) and str(exc) else repr(exc)
+        return ExecutionError(
+            f"Could not reach the Ray Jobs API at {self.address} ({what}: "
+            f"{reason}). Check that the cluster is up (`ray status` on its head node) and "
+            f"that {self.address} opens the Ray dashboard (the dashboard's port, 8265 by "
+            "default, not the GCS port 6379 or the ray:// client port 10001)."
+        )
 
     def call(self, method: str, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         data = json.dumps(payload).encode("utf-8")
@@ -412,7 +401,7 @@ class JobsApi:
                         "Content-Type": "application/octet-stream",
                         "Content-Length": str(size),
                     },
-                    timeout=_UPLOAD_TIMEOUT,
+                    upload=True,
                 )
             if status >= 400:
                 raise self.error(status, data, f"{what} ({root}, {size} bytes zipped)")

@@ -1,5 +1,7 @@
-"""A small HTTP client for MLflow's REST protocol: keep-alive connections per thread, retries
-with back-off on connection failures and 429/5xx, MLflow's credentials from the environment.
+"""A small HTTP client: keep-alive connections per thread, retries with back-off on connection
+failures and 429/5xx, MLflow's credentials from the environment. MLflow's REST protocol uses it
+as it is; the Ray and Databricks backends give their own credentials, retries and message for a
+server that cannot be reached.
 
 The standard library's ``http.client`` is used on purpose: it imports in a few milliseconds and
 costs less per call than the general-purpose clients, which matters for ``log_metric`` in a loop.
@@ -13,8 +15,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
 from urllib.parse import quote, urlencode, urlparse
 
 from reprorun import _json
@@ -28,12 +31,40 @@ from reprorun.errors import (
 
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 4.0)  # about 8 s in all, as MLflow's default back-off
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_MAX_RETRY_AFTER = 30.0  # seconds: the longest Retry-After honoured
+
+
+@dataclass(frozen=True)
+class Retries:
+    """When a request is sent again: after each of ``delays`` (seconds), on 429/5xx answers,
+    and, with ``unreachable``, when the server cannot be reached. With ``retry_after`` a
+    Retry-After header (at most 30 s) replaces the next delay."""
+
+    delays: tuple[float, ...] = RETRY_DELAYS
+    unreachable: bool = True
+    retry_after: bool = False
+
+
+# Raised when the server cannot be reached: ``(what, cause) -> error`` ("GET /path").
+Unreachable = Callable[[str, Exception], Exception]
 
 
 class HttpClient:
-    """Calls one server (``base_url``); safe to share between threads."""
+    """Calls one server (``base_url``); safe to share between threads. ``auth``: the
+    authorization headers to send (default: MLflow's credentials from the environment);
+    without ``keep_alive`` each request has its own connection (for occasional calls from
+    objects that come and go, which would otherwise leave connections open)."""
 
-    def __init__(self, base_url: str, *, timeout: float = 120.0):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 120.0,
+        auth: Mapping[str, str] | None = None,
+        retries: Retries = Retries(),
+        unreachable: Unreachable | None = None,
+        keep_alive: bool = True,
+    ):
         parsed = urlparse(base_url)
         self.base_url = base_url.rstrip("/")
         self.scheme = parsed.scheme
@@ -41,7 +72,13 @@ class HttpClient:
         self.port = parsed.port
         self.prefix = parsed.path.rstrip("/")
         self.timeout = timeout
-        self.headers = {"User-Agent": "reprorun", **_auth_header(parsed.username, parsed.password)}
+        if auth is None:
+            auth = _auth_header(parsed.username, parsed.password)
+        self.headers = {"User-Agent": "reprorun", **auth}
+        if not keep_alive:
+            self.headers["Connection"] = "close"
+        self.retries = retries
+        self._unreachable = unreachable
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -66,39 +103,57 @@ class HttpClient:
         path: str,
         *,
         query: Mapping[str, Any] | None = None,
-        body: bytes | BinaryIO | None = None,
+        body: bytes | IO[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
+        retry: bool = True,
     ) -> http.client.HTTPResponse:
-        """One request, retried on failures that are safe to retry. With ``stream`` the
-        response is returned unread (the caller reads and closes it)."""
+        """One request, retried on failures that are safe to retry (not at all with
+        ``retry=False``). With ``stream`` the response is returned unread (the caller reads and
+        closes it)."""
         url = self.prefix + quote(path, safe="/:@-._~")
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v is not None}, doseq=True)
         all_headers = {**self.headers, **(headers or {})}
         start = body.tell() if body is not None and not isinstance(body, bytes) else None
+        delays = list(self.retries.delays if retry else ())
         last: Exception | None = None
-        for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+        delay = 0.0
+        stale_retried = False
+        while True:
             if delay:
                 time.sleep(delay)
             if start is not None:
                 body.seek(start)  # type: ignore[union-attr]
             conn = self._connection()
+            reused = conn.sock is not None
             try:
                 conn.request(method, url, body=body, headers=all_headers)
                 response = conn.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:
                 # Refused, reset, or a kept-alive connection the server closed: reconnect.
+                # (ValueError: a header http.client cannot send, such as a non-latin-1 token.)
                 self._drop_connection()
                 last = exc
-                continue
-            if response.status in _RETRY_STATUSES and attempt < len(RETRY_DELAYS):
+                if reused and not stale_retried:
+                    stale_retried, delay = True, 0.0  # a closed kept-alive connection
+                    continue
+                if self.retries.unreachable and delays:
+                    delay = delays.pop(0)
+                    continue
+                break
+            if response.status in _RETRY_STATUSES and delays:
                 response.read()
                 last = ServerUnavailable(f"{method} {self.base_url}{path}: HTTP {response.status}")
+                delay = delays.pop(0)
+                if self.retries.retry_after:
+                    delay = _retry_after(response.getheader("Retry-After"), delay)
                 continue
             if not stream or response.status >= 400:
                 response.data = response.read()  # type: ignore[attr-defined]
             return response
+        if self._unreachable is not None and isinstance(last, Exception):
+            raise self._unreachable(f"{method} {path}", last) from None
         raise ServerUnavailable(
             f"Cannot reach the tracking server at {self.base_url} ({last}). Check that it is "
             "running and the URI is right (reprorun server starts one)."
@@ -186,6 +241,13 @@ def error_from_response(status: int, data: bytes, what: str) -> Exception:
     if code == "INVALID_PARAMETER_VALUE" or status == 400:
         return UserInputError(text)
     return TrackingError(text)
+
+
+def _retry_after(header: str | None, default: float) -> float:
+    try:
+        return min(max(float(header), 0.0), _MAX_RETRY_AFTER) if header else default
+    except ValueError:
+        return default
 
 
 def _auth_header(user: str | None, password: str | None) -> dict[str, str]:
