@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from reprorun.errors import ExecutionError, ServerUnavailable
-from reprorun.tracking.http import HttpClient, Retries
+from reprorun.tracking.http import HttpClient, Retries, proxy_for
 
 
 class Server:
@@ -21,11 +21,19 @@ class Server:
     def __init__(self) -> None:
         self.answers: list[tuple[int, dict[str, str]]] = []
         self.seen: list[dict[str, str]] = []
+        self.requests: list[str] = []  # "METHOD target" as the request line gave it
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_CONNECT(self) -> None:  # as a proxy: refuse the tunnel, after noting it
+                server.seen.append(dict(self.headers))
+                server.requests.append(f"CONNECT {self.path}")
+                self.send_response(502)
+                self.end_headers()
+
             def do_GET(self) -> None:
                 server.seen.append(dict(self.headers))
+                server.requests.append(f"GET {self.path}")
                 status, headers = server.answers.pop(0) if server.answers else (200, {})
                 body = b'{"ok": true}'
                 self.send_response(status)
@@ -101,3 +109,51 @@ def test_an_unreachable_server_raises_the_callers_error_at_once() -> None:
     mlflow = HttpClient(f"http://127.0.0.1:{port}", retries=Retries(delays=(0.0,)))
     with pytest.raises(ServerUnavailable, match="Cannot reach the tracking server"):
         mlflow.request("GET", "/api/x")
+
+
+# --- proxies, as urllib and requests read them from the environment -------------------------
+
+
+@pytest.fixture
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def test_plain_http_goes_through_the_proxy_with_the_absolute_url_and_its_credentials(
+    server: Server, no_proxies: pytest.MonkeyPatch
+) -> None:
+    proxy = server.url.replace("http://", "http://me:s%40cret@")
+    no_proxies.setenv("HTTP_PROXY", proxy)
+    client = HttpClient("http://workspace.example.test:8080/api", auth={})
+    assert client.call("GET", "/jobs") == {"ok": True}
+    assert server.requests == ["GET http://workspace.example.test:8080/api/jobs"]
+    assert server.seen[0]["Proxy-Authorization"] == "Basic bWU6c0BjcmV0"  # me:s@cret
+
+
+def test_https_opens_a_connect_tunnel_through_the_proxy(
+    server: Server, no_proxies: pytest.MonkeyPatch
+) -> None:
+    no_proxies.setenv("https_proxy", server.url.replace("http://", "http://me:pw@"))
+    client = HttpClient("https://workspace.example.test", auth={}, retries=Retries(delays=()))
+    with pytest.raises(ServerUnavailable, match="502"):
+        client.call("GET", "/api/2.1/jobs/list")
+    assert server.requests == ["CONNECT workspace.example.test:443"]
+    assert server.seen[0]["Proxy-Authorization"] == "Basic bWU6cHc="
+
+
+def test_loopback_and_no_proxy_hosts_are_reached_directly(
+    server: Server, no_proxies: pytest.MonkeyPatch
+) -> None:
+    no_proxies.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    no_proxies.setenv("NO_PROXY", "internal.example.test,.corp.example.test")
+    assert HttpClient(server.url).call("GET", "/direct") == {"ok": True}
+    assert server.requests == ["GET /direct"]
+    assert proxy_for("http", "internal.example.test") is None
+    assert proxy_for("http", "db.corp.example.test") is None
+    assert proxy_for("http", "localhost") is None
+    found = proxy_for("http", "workspace.example.test")
+    assert found is not None and (found.host, found.port) == ("127.0.0.1", 9)
+    assert proxy_for("https", "workspace.example.test") is None  # only HTTP_PROXY is set

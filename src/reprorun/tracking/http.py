@@ -5,6 +5,10 @@ server that cannot be reached.
 
 The standard library's ``http.client`` is used on purpose: it imports in a few milliseconds and
 costs less per call than the general-purpose clients, which matters for ``log_metric`` in a loop.
+Proxies are honoured as urllib and requests honour them (``https_proxy``/``HTTPS_PROXY``,
+``http_proxy``/``HTTP_PROXY``, ``no_proxy``/``NO_PROXY``), except that loopback addresses are
+never sent through a proxy (a run's own endpoint and a local server are on 127.0.0.1).
+Redirects are not followed: the APIs called here answer directly.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import quote, urlencode, urlparse
+from urllib.parse import quote, unquote, urlencode, urlparse
 
 from reprorun import _json
 from reprorun.errors import (
@@ -80,12 +84,22 @@ class HttpClient:
         self.retries = retries
         self._unreachable = unreachable
         self._local = threading.local()
+        self.proxy = proxy_for(self.scheme, self.host)
+        if self.proxy is not None and self.proxy.auth and self.scheme != "https":
+            self.headers["Proxy-Authorization"] = self.proxy.auth
 
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self.scheme == "https":
+            proxy = self.proxy
+            if self.scheme == "https" and proxy is not None:  # a CONNECT tunnel through it
+                conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=self.timeout)
+                tunnel = {"Proxy-Authorization": proxy.auth} if proxy.auth else None
+                conn.set_tunnel(self.host, self.port, headers=tunnel)
+            elif self.scheme == "https":
                 conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout)
+            elif proxy is not None:  # plain HTTP: the proxy gets the absolute URL
+                conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=self.timeout)
             else:
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             self._local.conn = conn
@@ -114,6 +128,9 @@ class HttpClient:
         url = self.prefix + quote(path, safe="/:@-._~")
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v is not None}, doseq=True)
+        if self.proxy is not None and self.scheme != "https":
+            port = f":{self.port}" if self.port else ""
+            url = f"http://{self.host}{port}{url}"
         all_headers = {**self.headers, **(headers or {})}
         start = body.tell() if body is not None and not isinstance(body, bytes) else None
         delays = list(self.retries.delays if retry else ())
@@ -200,6 +217,38 @@ class HttpClient:
 
     def close(self) -> None:
         self._drop_connection()
+
+
+@dataclass(frozen=True)
+class Proxy:
+    host: str
+    port: int
+    auth: str | None  # the Proxy-Authorization header, from user:password in the proxy URL
+
+
+_LOOPBACK = ("localhost", "127.", "::1")
+
+
+def proxy_for(scheme: str, host: str) -> Proxy | None:
+    """The proxy the environment names for ``scheme://host``, as urllib reads it (None for
+    loopback hosts, hosts in ``no_proxy``, or when no proxy is set)."""
+    if not any(os.environ.get(n) for n in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")):
+        return None  # the common case, without importing urllib.request
+    if host.startswith(_LOOPBACK):
+        return None
+    import urllib.request
+
+    url = urllib.request.getproxies().get(scheme)
+    if not url or urllib.request.proxy_bypass(host):
+        return None
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if not parsed.hostname:
+        raise UserInputError(f"{scheme}_proxy={url!r} names no proxy host (http://host:port).")
+    auth = None
+    if parsed.username:
+        pair = f"{unquote(parsed.username)}:{unquote(parsed.password or '')}"
+        auth = "Basic " + base64.b64encode(pair.encode()).decode()
+    return Proxy(parsed.hostname, parsed.port or 80, auth)
 
 
 _clients: dict[str, HttpClient] = {}
