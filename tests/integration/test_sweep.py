@@ -465,3 +465,23 @@ def test_resume_finds_the_run_of_a_child_killed_before_it_said_its_id(
     assert report["points"][0]["run_id"] == done.info.run_id
     children = [r for r in all_runs() if r.data.tags.get("reprorun.sweep.id") == sweep_id]
     assert len([r for r in children if r.data.tags.get("reprorun.sweep.point") == "1"]) == 1
+
+
+def test_each_point_runs_its_request_through_the_run_pipeline(home: Path, project: Path) -> None:
+    """A point's child runs the point's RunRequest (values as the sweep wrote them, cast once
+    by the plan), not a `reprorun run` command line."""
+    from reprorun.projects.request import RunRequest
+
+    done = sweep_cli(str(project), "-P", "cp=0.25", "--env-manager", "local")
+    assert done.returncode == 0, done.stderr
+    sweep_id, state = only_sweep(home)
+    folder = home / "sweeps" / sweep_id
+    request = RunRequest.from_json((folder / "point-1.request.json").read_text())
+    assert request.parameters == {"cp": "0.25"} and request.env_manager == "local"
+    assert request.tags["reprorun.sweep.point"] == "1"
+    assert request.experiment_id == state["spec"]["experiment_id"]
+    started = (folder / "point-1.log").read_text().splitlines()[0]
+    assert "-m reprorun.projects.trial" in started and " run " not in started
+    child = open_store().get_run(state["points"][0]["run_id"])
+    assert child.data.tags["reprorun.sweep.id"] == sweep_id
+    assert child.data.params["cp"] == "0.25" and child.data.metrics["score"] == pytest.approx(0.75)

@@ -89,3 +89,26 @@ def test_the_public_names_stay_functions_once_the_pipeline_is_loaded() -> None:
     assert callable(reprorun.projects.plan) and callable(reprorun.projects.run)
     assert reprorun.projects.plan is reprorun.projects.planning.plan_uri
     assert reprorun.projects.run.__module__ == "reprorun.projects.launch"
+
+
+def test_a_request_survives_json(tmp_path: Path) -> None:
+    request = RunRequest(
+        "git+https://example.org/r.git",
+        "train",
+        {"alpha": "0.5", "n": 3},
+        version="v1",
+        experiment_id="2",
+        env_manager="uv",
+        backend="slurm",
+        backend_config={"partition": "gpu"},
+        reuse=True,
+        tags={"reprorun.sweep.point": "1"},
+        run_name="sw-1",
+        tracking_uri="sqlite:///x.db",
+        patch=tmp_path / "changes.diff",
+        env_lock=tmp_path / "requirements.lock",
+        archive_sha256="ab" * 32,
+    )
+    assert RunRequest.from_json(request.to_json()) == request
+    by_file = RunRequest(".", backend_config=tmp_path / "cluster.yaml")
+    assert RunRequest.from_json(by_file.to_json()).backend_config == str(tmp_path / "cluster.yaml")

@@ -73,7 +73,12 @@ if TYPE_CHECKING:
     metavar="N",
     help="Local queue: wait (SCHEDULED) while N local runs started with --max-parallel run.",
 )
-@click.option("--run-id-file", hidden=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--run-id-file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write the run id to FILE once the run exists (or the reused run's id), for scripts.",
+)
 @click.option("--help-params", is_flag=True, help="List the entry point's parameters and exit.")
 @json_option
 @handle_errors
@@ -189,7 +194,8 @@ def _parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
 
 
 def _write_run_id(path: str | None, run_id: str) -> None:
-    """For a program that starts `reprorun run` (a sweep): the run's id as soon as it exists."""
+    """For a program that starts `reprorun run` (R's mlflow_run(), mlflow.run() inside a run):
+    the run's id as soon as it exists."""
     if path:
         from pathlib import Path
 

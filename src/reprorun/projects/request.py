@@ -19,6 +19,7 @@ from reprorun.errors import UserInputError
 
 DEFAULT_ENTRY_POINT = "main"
 BackendConfig = Mapping[str, Any] | str | Path | None
+_PATHS = ("patch", "env_lock")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,32 @@ class RunRequest:
         # A copy nobody else holds: the request stays what it was when it was made.
         object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters or {})))
         object.__setattr__(self, "tags", MappingProxyType(dict(self.tags or {})))
+
+    def to_json(self) -> str:
+        """The request for another process (a sweep's trial), as JSON; parameters and
+        options must be JSON values."""
+        import json
+        from dataclasses import fields
+
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["parameters"], data["tags"] = dict(self.parameters), dict(self.tags)
+        config = self.backend_config
+        data["backend_config"] = dict(config) if isinstance(config, Mapping) else config
+        for name in ("backend_config", *_PATHS):
+            if isinstance(data[name], Path):
+                data[name] = str(data[name])
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRequest:
+        """The request ``to_json`` wrote."""
+        import json
+
+        data = json.loads(text)
+        for name in _PATHS:
+            if data.get(name) is not None:
+                data[name] = Path(data[name])
+        return cls(**data)
 
     def check(self) -> None:
         """Refuse what is wrong with the request itself, before anything is looked up."""

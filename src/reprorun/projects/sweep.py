@@ -1,11 +1,12 @@
-"""Parameter sweeps: one parent run, one child run (``reprorun run``) per point.
+"""Parameter sweeps: one parent run, one child run per point.
 
 A sweep's state lives in ``<home>/sweeps/<id>.json`` (written atomically, under a lock), so
 ``status``, ``resume``, ``cancel`` and ``retry_failed`` work after a crash or a reboot. Its
-folder ``<home>/sweeps/<id>/`` holds each point's log, the run-id files the children write,
-the lock files and (for a local folder) the manifest of the project's files.
+folder ``<home>/sweeps/<id>/`` holds each point's log, the request it runs and the run-id file
+its child writes, the lock files and (for a local folder) the manifest of the project's files.
 
-The driver (``run_sweep``) starts every child as ``python -m reprorun run ...`` in a session
+The driver (``run_sweep``) starts every child as ``python -m reprorun.projects.trial`` (the
+point's ``RunRequest`` run through the run pipeline, as ``reprorun run`` runs one) in a session
 of its own, so a driver killed outright leaves its children running: the next driver adopts
 those still alive and settles the others from their runs' statuses.
 
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reprorun.errors import (
     ParameterError,
@@ -35,6 +36,9 @@ from reprorun.errors import (
     SweepError,
     UserInputError,
 )
+
+if TYPE_CHECKING:
+    from reprorun.projects.request import RunRequest
 
 FORMAT = 1
 STATUSES = ("pending", "running", "finished", "failed", "killed", "cancelled")
@@ -441,7 +445,7 @@ def _driver_alive(sweep_id: str) -> bool:
 
 
 class _Child:
-    """A point's `reprorun run` process: started here, or adopted from a dead driver."""
+    """A point's process (``projects.trial``): started here, or adopted from a dead driver."""
 
     def __init__(self, index: int, pid: int, proc: subprocess.Popen[bytes] | None):
         self.index, self.pid, self.proc = index, pid, proc
@@ -521,7 +525,7 @@ class _Driver:
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self.received is not None:
-            # A second signal: no more grace. Each child `reprorun run` kills its command at
+            # A second signal: no more grace. Each child (a trial) kills its command at
             # once on its own second signal (the command runs in a session of its own, which
             # killing the child's group would miss).
             for child in self.children.values():
@@ -638,7 +642,10 @@ class _Driver:
         point = _point(self.state, index)
         run_id_file = self.folder / f"point-{index}.runid"
         run_id_file.unlink(missing_ok=True)
-        argv = self._argv(point, run_id_file)
+        request_file = self.folder / f"point-{index}.request.json"
+        request_file.write_text(self._request(point).to_json(), encoding="utf-8")
+        argv = [sys.executable, "-m", "reprorun.projects.trial", str(request_file)]
+        argv.append(str(run_id_file))
         log_path = self.folder / f"point-{index}.log"
         cwd = self.spec["cwd"] if Path(self.spec["cwd"]).is_dir() else None
         with open(log_path, "ab") as log:
@@ -672,28 +679,30 @@ class _Driver:
         self.mutate(started)
         self.emit(SweepEvent("started", self.sweep_id, self.total, point=_point(self.state, index)))
 
-    def _argv(self, point: Mapping[str, Any], run_id_file: Path) -> list[str]:
+    def _request(self, point: Mapping[str, Any]) -> RunRequest:
+        """What the point runs: the sweep's project at its pinned code, with the point's
+        values, as a child of the sweep's parent run."""
+        from reprorun.projects.request import RunRequest
+
         spec, code = self.spec, self.state["code"]
-        argv = [sys.executable, "-m", "reprorun", "run", spec["uri"]]
-        argv += ["--entry-point", spec["entry_point"]]
-        version = code.get("pinned_version") or spec["version"]
-        if version:
-            argv += ["--version", version]
-        for name, value in point["params"].items():
-            argv += ["-P", f"{name}={value}"]
-        argv += ["--experiment-id", spec["experiment_id"]]
-        argv += ["--run-name", f"{self.sweep_id}-{point['index']}"]
-        argv += ["--backend", spec["backend"], "--tracking-uri", spec["tracking_uri"]]
-        if spec["env_manager"]:
-            argv += ["--env-manager", spec["env_manager"]]
-        if spec["backend_config"]:
-            argv += ["--backend-config", spec["backend_config"]]
-        if spec["reuse"]:
-            argv.append("--reuse")
-        argv += ["--tag", f"{PARENT_TAG}={self.state['parent_run_id']}"]
-        argv += ["--tag", f"{TAG_ID}={self.sweep_id}", "--tag", f"{TAG_POINT}={point['index']}"]
-        argv += ["--run-id-file", str(run_id_file)]
-        return argv
+        return RunRequest(
+            spec["uri"],
+            spec["entry_point"],
+            dict(point["params"]),
+            version=code.get("pinned_version") or spec["version"] or None,
+            experiment_id=spec["experiment_id"],
+            env_manager=spec["env_manager"] or None,
+            backend=spec["backend"],
+            backend_config=spec["backend_config"] or None,
+            reuse=bool(spec["reuse"]),
+            tags={
+                PARENT_TAG: self.state["parent_run_id"],
+                TAG_ID: self.sweep_id,
+                TAG_POINT: str(point["index"]),
+            },
+            run_name=f"{self.sweep_id}-{point['index']}",
+            tracking_uri=spec["tracking_uri"],
+        )
 
     def _watch(self, child: _Child) -> None:
         """Record a child's run id in the state as soon as its run exists."""
