@@ -25,6 +25,7 @@ from reprorun.tracking.search import (
     NULL_OPS,
     NUMERIC_OPS,
     PARAM,
+    RUN_NUMERIC_ATTRIBUTES,
     RUN_ORDER_ATTRIBUTES,
     SET_OPS,
     STRING_OPS,
@@ -32,7 +33,6 @@ from reprorun.tracking.search import (
     Clause,
     OrderBy,
     SqlBuilder,
-    _like_to_glob,
     compile_runs_filter,
     dataset_refs,
     decode_page_token,
@@ -42,6 +42,8 @@ from reprorun.tracking.search import (
     parse_order_by,
     runs_matching_datasets,
 )
+from reprorun.tracking.search import sql as search_sql
+from reprorun.tracking.search.sql import _like_to_glob
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
@@ -178,6 +180,13 @@ def test_numeric_attributes_take_every_numeric_operator(key: str, op: str) -> No
     assert parse_filter(f"attributes.{key} {op} 1700000000000") == [
         Clause(ATTRIBUTE, key, op, 1.7e12)
     ]
+
+
+def test_the_sql_maps_each_attribute_the_grammar_compares_with_numbers() -> None:
+    # The grammar's numeric attributes and the SQL's numeric columns live in two modules.
+    assert frozenset(search_sql._RUN_NUMERIC_ATTRIBUTES) == RUN_NUMERIC_ATTRIBUTES
+    assert frozenset(NUMERIC_RUN_ATTRIBUTES) == RUN_NUMERIC_ATTRIBUTES
+    assert set(STRING_RUN_ATTRIBUTES) <= set(search_sql._RUN_STRING_ATTRIBUTES)
 
 
 @pytest.mark.parametrize("entity", [PARAM, TAG])

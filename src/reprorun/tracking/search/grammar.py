@@ -1,5 +1,5 @@
-"""MLflow's search grammar for runs and experiments: parse a filter, parse order-by clauses,
-compile both to SQL, and encode page tokens.
+"""MLflow's filter and order-by grammar: parse a filter string into clauses (and write clauses
+back as one), parse order-by clauses, and check what each entity accepts.
 
     filter   := clause ("AND" clause)*
     clause   := ident op value | ident ("IS NULL" | "IS NOT NULL")
@@ -9,26 +9,15 @@ compile both to SQL, and encode page tokens.
     op       := = != > >= < <= LIKE ILIKE IN NOT IN
     value    := number | 'string' | "string" | "(" string ("," string)* ")"
 
-Parsing knows nothing of SQL; ``compile_runs_filter`` and friends turn the parsed clauses into a
-WHERE fragment with named placeholders only (values never enter the SQL text). Every error is a
-``SearchError`` that quotes the filter and points at the offending position.
-
-``datasets.name``, ``datasets.digest`` and ``datasets.context`` (the ``mlflow.data.context`` tag
-of the input) test a run's dataset inputs, which the store keeps as JSON in the run tag
-``INPUTS_TAG``; a clause holds when one of the run's datasets satisfies it (as MLflow's join). The
-store reads those tags and matches them here, in Python (``runs_matching_datasets``): a JSON tag
-any client may have set to anything cannot break the query, on SQLite or PostgreSQL alike.
+Parsing knows nothing of SQL (reprorun.tracking.search.sql compiles the clauses). Every error
+is a ``SearchError`` that quotes the filter and points at the offending position.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from reprorun.errors import SearchError
 
@@ -323,21 +312,9 @@ def _parse_filter(text: str | None, numeric: frozenset[str], bare: frozenset[str
         raise parser.fail(f"expected AND or the end of the filter, got {token.text!r}")
 
 
-_RUN_STRING_ATTRIBUTES = {
-    "run_id": "run_uuid",
-    "run_name": "name",
-    "run name": "name",
-    "status": "status",
-    "user_id": "user_id",
-    "artifact_uri": "artifact_uri",
-    "lifecycle_stage": "lifecycle_stage",
-}
-_RUN_NUMERIC_ATTRIBUTES = {
-    "start_time": "start_time",
-    "end_time": "end_time",
-    "created": "start_time",
-}
-RUN_NUMERIC_ATTRIBUTES = frozenset(_RUN_NUMERIC_ATTRIBUTES)
+# The runs' attributes compared with numbers (reprorun.tracking.search.sql maps each to its
+# column, as it does the string attributes).
+RUN_NUMERIC_ATTRIBUTES = frozenset({"start_time", "end_time", "created"})
 EXPERIMENT_NUMERIC_ATTRIBUTES = frozenset({"creation_time", "last_update_time"})
 
 
@@ -417,166 +394,6 @@ def parse_order_by(items: Sequence[str] | None, allowed_attributes: set[str]) ->
     return result
 
 
-# --- SQL --------------------------------------------------------------------------------------
-
-RUN_SEARCH_ATTRIBUTES = {*_RUN_STRING_ATTRIBUTES, *_RUN_NUMERIC_ATTRIBUTES} - {"lifecycle_stage"}
-# Beyond MLflow: runs can also be ordered by how long they took (the UI's duration column).
-RUN_ORDER_ATTRIBUTES = RUN_SEARCH_ATTRIBUTES | {"duration"}
-
-
-class SqlBuilder:
-    """Collects WHERE/JOIN fragments and their named parameters for one statement."""
-
-    def __init__(self, dialect: str):
-        self.dialect = dialect
-        self.params: dict[str, Any] = {}
-        self.joins: list[str] = []
-
-    def bind(self, value: Any) -> str:
-        name = f"q{len(self.params)}"
-        self.params[name] = value
-        return ":" + name
-
-    def compare(self, column: str, op: str, value: Any) -> str:
-        # A backslash is an ordinary character everywhere (PostgreSQL would read it as an
-        # escape; SQLite's LIKE and GLOB do not).
-        escape = "" if self.dialect == "sqlite" else " ESCAPE ''"
-        if op == "LIKE":
-            if self.dialect == "sqlite":  # SQLite's LIKE ignores case; GLOB does not.
-                return f"{column} GLOB {self.bind(_like_to_glob(str(value)))}"
-            return f"{column} LIKE {self.bind(value)}{escape}"
-        if op == "ILIKE":
-            # LOWER is Unicode-aware on SQLite too (database.py registers Python's).
-            return f"LOWER({column}) LIKE LOWER({self.bind(value)}){escape}"
-        if op in SET_OPS:
-            assert isinstance(value, tuple)
-            if not value:
-                return "1 = 0" if op == "IN" else "1 = 1"
-            names = ", ".join(self.bind(v) for v in value)
-            return f"{column} {op} ({names})"
-        return f"{column} {op} {self.bind(value)}"
-
-    def member_of(self, column: str, values: Sequence[str]) -> str:
-        """``column`` is one of ``values``, bound as one JSON list however many they are."""
-        items = self.bind(json.dumps(list(values)))
-        if self.dialect == "sqlite":
-            return f"{column} IN (SELECT value FROM json_each({items}))"
-        return f"{column} IN (SELECT json_array_elements_text(CAST({items} AS json)))"
-
-
-def _like_to_glob(pattern: str) -> str:
-    out = []
-    for ch in pattern:
-        out.append({"%": "*", "_": "?", "*": "[*]", "?": "[?]", "[": "[[]"}.get(ch, ch))
-    return "".join(out)
-
-
-def compile_runs_filter(
-    clauses: Sequence[Clause],
-    sql: SqlBuilder,
-    run: str = "r",
-    dataset_runs: Sequence[str] | None = None,
-) -> list[str]:
-    """WHERE conditions over the runs table aliased ``run``. ``datasets.*`` clauses keep the
-    runs ``dataset_runs`` names (what ``runs_matching_datasets`` found); they need it."""
-    conditions: list[str] = []
-    if any(c.entity == DATASET for c in clauses):
-        if dataset_runs is None:
-            raise ValueError("datasets.* clauses need the runs whose inputs match them")
-        conditions.append(sql.member_of(f"{run}.run_uuid", dataset_runs))
-    for c in clauses:
-        if c.entity == DATASET:
-            continue
-        if c.entity == ATTRIBUTE:
-            key = c.key.lower()
-            column = _RUN_STRING_ATTRIBUTES.get(key) or _RUN_NUMERIC_ATTRIBUTES.get(key)
-            if column is None:
-                raise SearchError(
-                    f"Invalid filter: unknown attribute {c.key!r}; searchable attributes are "
-                    f"{', '.join(sorted(RUN_SEARCH_ATTRIBUTES))}."
-                )
-            value = c.value
-            if key in _RUN_NUMERIC_ATTRIBUTES and isinstance(value, float) and value.is_integer():
-                value = int(value)
-            conditions.append(sql.compare(f"{run}.{column}", c.op, value))
-            continue
-        table = {METRIC: "latest_metrics", PARAM: "params", TAG: "tags"}[c.entity]
-        key = sql.bind(c.key)
-        link = f'x.run_uuid = {run}.run_uuid AND x."key" = {key}'
-        if c.op == "IS NULL":
-            conditions.append(f"NOT EXISTS (SELECT 1 FROM {table} x WHERE {link})")
-        elif c.op == "IS NOT NULL":
-            conditions.append(f"EXISTS (SELECT 1 FROM {table} x WHERE {link})")
-        else:
-            extra = f" AND x.is_nan = {sql.bind(False)}" if c.entity == METRIC else ""
-            test = sql.compare("x.value", c.op, c.value)
-            conditions.append(f"EXISTS (SELECT 1 FROM {table} x WHERE {link}{extra} AND {test})")
-    return conditions
-
-
-def compile_runs_order(order: Sequence[OrderBy], sql: SqlBuilder, run: str = "r") -> list[str]:
-    """ORDER BY terms (missing values last, as MLflow); adds LEFT JOINs to ``sql.joins``."""
-    terms: list[str] = []
-    for n, o in enumerate(order):
-        direction = "ASC" if o.ascending else "DESC"
-        if o.entity == ATTRIBUTE:
-            key = o.key.lower()
-            if key == "duration":
-                column = f"({run}.end_time - {run}.start_time)"
-            else:
-                column = f"{run}.{_RUN_STRING_ATTRIBUTES.get(key) or _RUN_NUMERIC_ATTRIBUTES[key]}"
-            # NULLs (a running run's end_time) last on every database.
-            terms.append(f"CASE WHEN {column} IS NULL THEN 1 ELSE 0 END")
-            terms.append(f"{column} {direction}")
-            continue
-        table = {METRIC: "latest_metrics", PARAM: "params", TAG: "tags"}[o.entity]
-        alias = f"o{n}"
-        sql.joins.append(
-            f"LEFT JOIN {table} {alias} ON {alias}.run_uuid = {run}.run_uuid "
-            f'AND {alias}."key" = {sql.bind(o.key)}'
-        )
-        # As MLflow: real values first, then NaN, then runs without the key; within the last
-        # two groups only the tie-breakers order (the same on SQLite and PostgreSQL).
-        if o.entity == METRIC:
-            nan = f"{alias}.is_nan = {sql.bind(True)}"
-            terms.append(f"CASE WHEN {alias}.value IS NULL THEN 2 WHEN {nan} THEN 1 ELSE 0 END")
-            terms.append(f"CASE WHEN {nan} THEN NULL ELSE {alias}.value END {direction}")
-        else:
-            terms.append(f"CASE WHEN {alias}.value IS NULL THEN 1 ELSE 0 END")
-            terms.append(f"{alias}.value {direction}")
-    # MLflow's tie-breakers: newest first, then run id.
-    terms += [f"{run}.start_time DESC", f"{run}.run_uuid"]
-    return terms
-
-
-EXPERIMENT_ORDER_ATTRIBUTES = {"name", "experiment_id", "creation_time", "last_update_time"}
-
-
-def compile_experiments_filter(clauses: Sequence[Clause], sql: SqlBuilder) -> list[str]:
-    conditions: list[str] = []
-    for c in clauses:
-        if c.entity == TAG:
-            link = f'x.experiment_id = e.experiment_id AND x."key" = {sql.bind(c.key)}'
-            if c.op in NULL_OPS:
-                neg = "NOT " if c.op == "IS NULL" else ""
-                conditions.append(f"{neg}EXISTS (SELECT 1 FROM experiment_tags x WHERE {link})")
-            else:
-                test = sql.compare("x.value", c.op, c.value)
-                conditions.append(
-                    f"EXISTS (SELECT 1 FROM experiment_tags x WHERE {link} AND {test})"
-                )
-        elif (
-            c.entity == ATTRIBUTE and c.key in ("name", "experiment_id") and c.op not in NULL_OPS
-        ) or (c.entity == ATTRIBUTE and c.key in ("creation_time", "last_update_time")):
-            conditions.append(sql.compare(f"e.{c.key}", c.op, c.value))
-        else:
-            raise SearchError(
-                f"Invalid experiment filter: cannot filter on {c.entity} {c.key!r}; use "
-                "attributes.name, attributes.creation_time, attributes.last_update_time or tags.*."
-            )
-    return conditions
-
-
 def parse_experiment_filter(text: str | None) -> list[Clause]:
     """Experiment filters allow a bare ``name``: ``name LIKE 'iris%'`` (as MLflow)."""
     bare = frozenset({"name", "creation_time", "last_update_time"})
@@ -587,107 +404,6 @@ def parse_experiment_filter(text: str | None) -> list[Clause]:
         else c
         for c in clauses
     ]
-
-
-# --- dataset inputs ---------------------------------------------------------------------------
-
-INPUTS_TAG = "reprorun.inputs"  # JSON {"datasets": [...], "models": [...]} as MLflow sent them
-DATASET_CONTEXT_TAG = "mlflow.data.context"
-
-
-@dataclass(frozen=True)
-class DatasetRef:
-    """What a filter can test of one dataset input: its name, digest and context (or None)."""
-
-    name: str | None
-    digest: str | None
-    context: str | None
-
-
-def dataset_refs(inputs_tag: str | None) -> list[DatasetRef]:
-    """The dataset inputs an ``INPUTS_TAG`` value records; none if it holds anything else (any
-    client can set any tag: a bad value must not break a search)."""
-    try:
-        inputs = json.loads(inputs_tag or "null")
-    except ValueError:
-        return []
-    datasets = inputs.get("datasets") if isinstance(inputs, dict) else None
-    refs: list[DatasetRef] = []
-    for item in datasets if isinstance(datasets, list) else []:
-        dataset = item.get("dataset") if isinstance(item, dict) else None
-        if not isinstance(dataset, dict):
-            continue
-        tags = item.get("tags")
-        context = next(
-            (
-                t.get("value")
-                for t in (tags if isinstance(tags, list) else [])
-                if isinstance(t, dict) and t.get("key") == DATASET_CONTEXT_TAG
-            ),
-            None,
-        )
-        refs.append(
-            DatasetRef(_text(dataset.get("name")), _text(dataset.get("digest")), _text(context))
-        )
-    return refs
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def runs_matching_datasets(
-    clauses: Sequence[Clause], inputs: Iterable[tuple[str, str | None]]
-) -> list[str]:
-    """The ids among ``inputs`` ((run id, ``INPUTS_TAG`` value) pairs) whose dataset inputs
-    satisfy every ``datasets.*`` clause, each clause by one of the run's datasets (as MLflow)."""
-    tests = [c for c in clauses if c.entity == DATASET]
-    found = []
-    for run_id, tag in inputs:
-        refs = dataset_refs(tag)
-        if all(any(_holds(c, getattr(ref, c.key)) for ref in refs) for c in tests):
-            found.append(run_id)
-    return found
-
-
-def _holds(clause: Clause, actual: str | None) -> bool:
-    """``actual op value`` as the SQL store compares strings; a missing value never holds."""
-    value = clause.value
-    if actual is None:
-        return False
-    if clause.op in SET_OPS:
-        assert isinstance(value, tuple)
-        return (actual in value) == (clause.op == "IN")
-    assert isinstance(value, str)
-    if clause.op == "=":
-        return actual == value
-    if clause.op == "!=":
-        return actual != value
-    if clause.op == "ILIKE":
-        actual, value = actual.lower(), value.lower()
-    pattern = "".join({"%": ".*", "_": "."}.get(ch) or re.escape(ch) for ch in value)
-    return re.fullmatch(pattern, actual, re.DOTALL) is not None
-
-
-# --- page tokens --------------------------------------------------------------------------------
-
-
-def encode_page_token(offset: int) -> str:
-    return base64.b64encode(json.dumps({"offset": offset}).encode()).decode()
-
-
-def decode_page_token(token: str | None) -> int:
-    """The offset in an MLflow-style page token (base64 JSON ``{"offset": n}``)."""
-    if not token:
-        return 0
-    try:
-        offset = json.loads(base64.b64decode(token, validate=True))["offset"]
-        offset = int(offset)
-    except (binascii.Error, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
-        raise SearchError(f"Invalid page token {token!r}: {exc}") from None
-    if not 0 <= offset < 2**62:  # databases take 64-bit offsets
-        raise SearchError(f"Invalid page token {token!r}: offset {offset} out of range.")
-    return offset
 
 
 # --- logged models ------------------------------------------------------------------------------
