@@ -27,7 +27,7 @@ BUILTIN: Mapping[str, Mapping[str, str]] = {
     BACKENDS_GROUP: {
         "local": "reprorun.backends.local:create",
         "ray": "reprorun.backends.ray:create",
-        "slurm": "reprorun.backends.slurm:create",
+        "slurm": "reprorun.backends.slurm.backend:create",
         "kubernetes": "reprorun.backends.kubernetes.backend:create",
         "databricks": "reprorun.backends.databricks.backend:create",
     },

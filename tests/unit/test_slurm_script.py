@@ -12,15 +12,10 @@ import pytest
 
 from reprorun.backends.job import JobState
 from reprorun.backends.registry import get_backend
-from reprorun.backends.slurm import (
-    SlurmBackend,
-    SlurmBackendConfig,
-    SlurmJob,
-    job_state,
-    parse_scontrol,
-    render_script,
-    sbatch_option,
-)
+from reprorun.backends.slurm.backend import SlurmBackend
+from reprorun.backends.slurm.job import SlurmJob, job_state, parse_scontrol
+from reprorun.backends.slurm.options import SlurmBackendConfig, sbatch_option
+from reprorun.backends.slurm.script import render_script
 from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import RunStatus
 from reprorun.tracking.store import open_store
