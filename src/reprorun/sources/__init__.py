@@ -63,7 +63,7 @@ def resolve_source(
             )
         return resolve_archive(location, subdir, cwd=cwd, expected_sha256=archive_sha256)
     if _GIT_URL_RE.match(location):
-        from reprorun.sources.git import resolve_git
+        from reprorun.sources.git.mirror import resolve_git
 
         if location.lower().startswith("file://"):
             repo = Path(location[len("file://") :]).expanduser()
@@ -74,7 +74,7 @@ def resolve_source(
     path = (path if path.is_absolute() else cwd / path).resolve()
     if _is_bare_repository(path) or (version is not None and path.is_dir()):
         # A local repository at a version: through the git cache like any other URL.
-        from reprorun.sources.git import resolve_git
+        from reprorun.sources.git.mirror import resolve_git
 
         toplevel, inner = _repository_root(path)
         if toplevel is None:
