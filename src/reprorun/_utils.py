@@ -63,6 +63,31 @@ def process_identity(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}:{process_start(pid) or '?'}"
 
 
+def process_alive(
+    pid: int, *, start: str | None = None, command_has: bytes | None = None
+) -> bool | None:
+    """Whether process ``pid`` on this host still runs: None when that cannot be told (its
+    /proc entry is hidden: hidepid, another pid namespace). Pids are reused: ``start`` (from
+    ``process_start``) or ``command_has`` (bytes its command line holds) tell the process
+    meant from a later one with the same pid. An ended process not yet reaped is gone."""
+    fields = _stat(pid)
+    if fields is None:
+        # Unreadable: gone, unless /proc hides it.
+        return None if _signalable(pid) else False
+    if fields[0] in (b"Z", b"X"):
+        return False  # ended, not yet reaped by its parent
+    if start is not None and fields[19].decode() != start:
+        return False
+    if command_has is not None:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                command = fh.read()
+        except OSError:
+            return None
+        return command_has in command
+    return True
+
+
 def owner_is_gone(identity: str) -> bool | None:
     """Whether the process recorded by ``process_identity`` has ended: None when that
     cannot be told from here (another host, or an identity without a start time)."""
@@ -72,13 +97,8 @@ def owner_is_gone(identity: str) -> bool | None:
     pid, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit() or not start or start == "?":
         return None
-    fields = _stat(int(pid))
-    if fields is None:
-        # Unreadable: gone, unless /proc hides it (hidepid, another pid namespace).
-        return None if _signalable(int(pid)) else True
-    if fields[0] in (b"Z", b"X"):
-        return True  # ended, not yet reaped by its parent
-    return fields[19].decode() != start
+    alive = process_alive(int(pid), start=start)
+    return None if alive is None else not alive
 
 
 def _signalable(pid: int) -> bool:

@@ -1,4 +1,4 @@
-"""Unit and property tests for reprorun.projects.sweep_grammar: the -P grammar of sweeps."""
+"""Unit and property tests for reprorun.projects.sweep.grammar: the -P grammar of sweeps."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from reprorun.errors import SweepSyntaxError, UserInputError
-from reprorun.projects.sweep_grammar import (
+from reprorun.projects.sweep.grammar import (
     FUNCTIONS,
     LIMIT,
     Discrete,

@@ -10,7 +10,7 @@ import click
 from reprorun.cli._common import cli, handle_errors, json_option, tracking_uri_option
 
 if TYPE_CHECKING:
-    from reprorun.projects.sweep import SweepEvent
+    from reprorun.projects.sweep.driver import SweepEvent
 
 
 class _SweepGroup(click.Group):
@@ -115,7 +115,7 @@ def start_command(
     as_json: bool,
 ) -> None:
     """Start a sweep of the project at URI over every -P NAME=EXPR."""
-    from reprorun.projects.sweep import create_sweep
+    from reprorun.projects.sweep.create import create_sweep
 
     if as_json and not (dry_run or create_only):
         raise click.UsageError("--json goes with --dry-run or --create-only.")
@@ -179,7 +179,7 @@ def _drive(
 ) -> None:
     """Run the sweep with a line per ended point, then the summary; exit 1 if a point failed,
     128+N if signal N stopped the driver."""
-    from reprorun.projects.sweep import run_sweep
+    from reprorun.projects.sweep.driver import run_sweep
 
     result = run_sweep(
         sweep_id,
@@ -203,7 +203,7 @@ def _drive(
 
 def _print_event(event: SweepEvent) -> None:
     from reprorun.cli.render import fmt_metric
-    from reprorun.projects.sweep import describe_point
+    from reprorun.projects.sweep.state import describe_point
 
     if event.kind == "note":
         click.echo(f"reprorun: {event.message}", err=True)
@@ -271,7 +271,7 @@ def _params_text(params: dict[str, str]) -> str:
 def status_command(sweep_id: str, metric: str | None, goal: str | None, as_json: bool) -> None:
     """Show a sweep: its points, their runs and statuses, and the best run."""
     from reprorun.cli.render import echo_json, fmt_time, key_values
-    from reprorun.projects.sweep import sweep_status
+    from reprorun.projects.sweep.results import sweep_status
 
     result = sweep_status(sweep_id, metric=metric, goal=goal)
     if as_json:
@@ -328,7 +328,8 @@ def resume_command(sweep_id: str, allow_new_code: bool, max_parallel: int | None
 @handle_errors
 def retry_failed_command(sweep_id: str, allow_new_code: bool, max_parallel: int | None) -> None:
     """Run a sweep's failed and killed points again (their old runs stay as attempts)."""
-    from reprorun.projects.sweep import resolve_sweep_id, retry_failed
+    from reprorun.projects.sweep.control import retry_failed
+    from reprorun.projects.sweep.state import resolve_sweep_id
 
     sweep_id = resolve_sweep_id(sweep_id)
     count = retry_failed(sweep_id, allow_new_code=allow_new_code)
@@ -341,7 +342,7 @@ def retry_failed_command(sweep_id: str, allow_new_code: bool, max_parallel: int 
 @handle_errors
 def cancel_command(sweep_id: str) -> None:
     """Stop a sweep: its running points are stopped (KILLED), its pending ones cancelled."""
-    from reprorun.projects.sweep import cancel_sweep
+    from reprorun.projects.sweep.control import cancel_sweep
 
     result = cancel_sweep(sweep_id)
     counts = ", ".join(f"{n} {k}" for k, n in result["counts"].items() if n)
@@ -354,7 +355,7 @@ def cancel_command(sweep_id: str) -> None:
 def list_command(as_json: bool) -> None:
     """Every sweep, newest first."""
     from reprorun.cli.render import echo_json, fmt_time, table
-    from reprorun.projects.sweep import list_sweeps
+    from reprorun.projects.sweep.results import list_sweeps
 
     found = list_sweeps()
     if as_json:
