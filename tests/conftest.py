@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from reprorun.app import Reprorun
 from reprorun.tracking.store import close_stores
 from tests import pg  # reads REPRORUN_TEST_POSTGRES_URL before clean_environ hides it
 
@@ -37,6 +38,13 @@ def clean_environ(
 @pytest.fixture
 def home(clean_environ: Path) -> Path:
     return clean_environ
+
+
+@pytest.fixture
+def app(clean_environ: Path) -> Reprorun:
+    """The application object over this test's embedded store (in its fresh home), built as
+    the CLI and the server build theirs; ``app.store`` opens the store on first use."""
+    return Reprorun()
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:

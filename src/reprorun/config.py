@@ -1,6 +1,11 @@
 """Settings: each declared once as (name, environment variable, default, help).
 
-The CLI, the documentation test and ``resolve_tracking`` all read ``SETTINGS``.
+``SETTINGS`` is the only reader of the user's ``REPRORUN_*`` settings: ``setting(name)`` reads
+the variable a setting declares, and ``home``, ``experiment_name``, ``server_token`` and
+``resolve_tracking`` read through it. The application object (``reprorun.app``) exposes them;
+the README's table and the documentation test are generated from ``SETTINGS``. The variables
+reprorun gives a run's child (its run id, experiment id, ``reprorun`` command) are run context,
+not settings: ``reprorun.tracking.run_context`` reads those.
 """
 
 from __future__ import annotations
@@ -49,17 +54,42 @@ SETTINGS = (
         "The bearer token `reprorun server` requires (as --auth-token); set but empty or "
         "shorter than 16 characters is an error.",
     ),
+    Setting(
+        "experiment_name",
+        "REPRORUN_EXPERIMENT_NAME",
+        "Default",
+        "The experiment of runs that name none: `reprorun run` and the Python API "
+        "(start_run, search_runs); --experiment-name overrides it.",
+    ),
 )
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def setting(name: str) -> str | None:
+    """The value the environment gives setting ``name`` (None when its variable is unset)."""
+    return os.environ.get(_BY_NAME[name].env)
+
+
+def settings() -> dict[str, str | None]:
+    """Every setting's value from the environment, by name (None: unset, its default holds)."""
+    return {s.name: setting(s.name) for s in SETTINGS}
 
 
 def server_token() -> str | None:
     """``REPRORUN_SERVER_TOKEN``: None when unset; an empty value is returned as it is, for
     the server to refuse (it must not mean "no authentication")."""
-    return os.environ.get("REPRORUN_SERVER_TOKEN")
+    return setting("server_token")
 
 
 def home() -> Path:
-    return Path(os.environ.get("REPRORUN_HOME") or "~/.reprorun").expanduser().resolve()
+    """``REPRORUN_HOME``: the folder of the embedded store, caches and working copies."""
+    return Path(setting("home") or _BY_NAME["home"].default).expanduser().resolve()
+
+
+def experiment_name() -> str | None:
+    """``REPRORUN_EXPERIMENT_NAME``: the experiment of runs that name none (None: unset)."""
+    return setting("experiment_name") or None
 
 
 @dataclass(frozen=True)
@@ -78,7 +108,7 @@ class TrackingTarget:
 
 def resolve_tracking(tracking_uri: str | None = None) -> TrackingTarget:
     """Turn ``--tracking-uri`` / ``REPRORUN_TRACKING_URI`` / the default into a target."""
-    raw = tracking_uri or os.environ.get("REPRORUN_TRACKING_URI") or ""
+    raw = tracking_uri or setting("tracking_uri") or ""
     if not raw:
         path = home() / "store.db"
         return _sqlite_target(path)
@@ -100,7 +130,7 @@ def resolve_tracking(tracking_uri: str | None = None) -> TrackingTarget:
         return _sqlite_target(Path(unquote(parsed.path)))
     if scheme and len(scheme) > 1:
         # Any other SQLAlchemy URL (postgresql://, sqlite+pysqlite://, ...).
-        root = os.environ.get("REPRORUN_ARTIFACT_ROOT") or str(home() / "artifacts")
+        root = setting("artifact_root") or str(home() / "artifacts")
         return TrackingTarget(raw, _artifact_root(Path(root)), None)
     return _sqlite_target(Path(raw))
 
@@ -113,7 +143,7 @@ def _sqlite_target(path: Path) -> TrackingTarget:
         path = path / "store.db"
     if path.exists() and not path.is_file():
         raise InvalidTrackingUri(f"Tracking store {path} exists but is not a file.")
-    root = os.environ.get("REPRORUN_ARTIFACT_ROOT")
+    root = setting("artifact_root")
     artifact_root = _artifact_root(Path(root) if root else path.parent / "artifacts")
     return TrackingTarget(f"sqlite:///{path}", artifact_root, str(path))
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from reprorun.tracking.artifacts import local_dir
+from reprorun.app import Reprorun
 from reprorun.projects.diff import diff_runs, parse_lock
+from reprorun.tracking.artifacts import local_dir
 from reprorun.tracking.entities import Metric, SystemTags, now_ms
 from reprorun.tracking.store import open_store
 from tests.conftest import make_project, reprorun_cli
@@ -188,8 +189,8 @@ def _parts(data: dict[str, str], env: str) -> str:
     )
 
 
-def test_packages_and_data_from_stored_runs(home: Path) -> None:
-    store = open_store()
+def test_packages_and_data_from_stored_runs(app: Reprorun) -> None:
+    store = app.store
     made = []
     for lock, data, env, accuracy in (
         (LOCK_A, {"train": "a" * 64, "labels": "c" * 64}, "e" * 64, 0.8),
@@ -245,8 +246,8 @@ def test_packages_and_data_from_stored_runs(home: Path) -> None:
     assert "differs in: data, env" in out
 
 
-def test_older_runs_without_lock_or_fingerprint(home: Path) -> None:
-    store = open_store()
+def test_older_runs_without_lock_or_fingerprint(app: Reprorun) -> None:
+    store = app.store
     old = store.create_run("0", tags={SystemTags.ENV: "local"}).info.run_id
     new = store.create_run(
         "0", tags={SystemTags.ENV: "uv", SystemTags.ENV_LOCK: "environment/requirements.lock"}

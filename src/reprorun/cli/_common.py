@@ -1,15 +1,19 @@
 """What every command module shares: the ``reprorun`` group the commands register on, the
-edge where reprorun's errors become click's, and the common options."""
+application object it builds (``current_app``), the edge where reprorun's errors become
+click's, and the common options."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from reprorun import __version__
+
+if TYPE_CHECKING:
+    from reprorun.app import Reprorun
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,5 +56,24 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reprorun")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Run MLproject projects reproducibly and track every run."""
+    # One application per invocation; it opens a store only when a command asks for one
+    # (imported here: `reprorun --help` needs no settings).
+    from reprorun.app import Reprorun
+
+    if not isinstance(ctx.obj, Reprorun):
+        ctx.obj = Reprorun()
+
+
+def current_app() -> Reprorun:
+    """The application the ``reprorun`` group built for this invocation (a command invoked
+    on its own, outside the group, gets a new one)."""
+    from reprorun.app import Reprorun
+
+    ctx = click.get_current_context()
+    found = ctx.find_object(Reprorun)
+    if found is None:
+        found = ctx.ensure_object(Reprorun)
+    return found

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from reprorun.cli._common import handle_errors, json_option, tracking_uri_option
+from reprorun.cli._common import current_app, handle_errors, json_option, tracking_uri_option
 from reprorun.cli.runs import runs
 
 MAX_FILES_SHOWN = 50  # the text report lists at most this many changed files (JSON has all)
@@ -27,9 +27,8 @@ def diff_runs_command(run_a: str, run_b: str, tracking_uri: str | None, as_json:
     """
     from reprorun.cli.render import echo_json
     from reprorun.projects.diff import diff_runs
-    from reprorun.tracking.store import open_store
 
-    report = diff_runs(open_store(tracking_uri), run_a, run_b)
+    report = diff_runs(current_app().store_at(tracking_uri), run_a, run_b)
     if as_json:
         echo_json(report)
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from reprorun.cli._common import cli, handle_errors, json_option, tracking_uri_option
+from reprorun.cli._common import cli, current_app, handle_errors, json_option, tracking_uri_option
 
 
 @cli.group("experiments")
@@ -19,9 +19,8 @@ def experiments() -> None:
 def list_experiments(tracking_uri: str | None, as_json: bool) -> None:
     """List active experiments."""
     from reprorun.cli.render import echo_json, fmt_time, table
-    from reprorun.tracking.store import open_store
 
-    found = open_store(tracking_uri).list_experiments()
+    found = current_app().store_at(tracking_uri).list_experiments()
     if as_json:
         echo_json([e.to_dict() for e in found])
         return
@@ -41,10 +40,9 @@ def list_experiments(tracking_uri: str | None, as_json: bool) -> None:
 def create_experiment(name: str, artifact_location: str | None, tracking_uri: str | None) -> None:
     """Create an experiment called NAME and print its id."""
     from reprorun.errors import ResourceAlreadyExists, UserInputError
-    from reprorun.tracking.store import open_store
 
     try:
-        exp_id = open_store(tracking_uri).create_experiment(name, artifact_location)
+        exp_id = current_app().store_at(tracking_uri).create_experiment(name, artifact_location)
     except ResourceAlreadyExists as exc:
         raise UserInputError(str(exc)) from exc
     click.echo(exp_id)

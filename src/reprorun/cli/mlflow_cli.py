@@ -19,20 +19,21 @@ import sys
 
 import click
 
-from reprorun.cli._common import cli, handle_errors
+from reprorun.cli._common import cli, current_app, handle_errors
 
 
 def _tracking_uri() -> str | None:
+    from reprorun.tracking import run_context
+
     mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if mlflow_uri.startswith(("http://", "https://")):
         return mlflow_uri
-    return os.environ.get("REPRORUN_TRACKING_URI") or None
+    return run_context.tracking_uri()
 
 
 def _artifact_uri(run_id: str, tracking_uri: str | None) -> str:
-    from reprorun.tracking.store import open_store
 
-    return open_store(tracking_uri).get_run(run_id).info.artifact_uri
+    return current_app().store_at(tracking_uri).get_run(run_id).info.artifact_uri
 
 
 run_id_option = click.option(
@@ -202,8 +203,10 @@ def run_command(
             argv += [name, value]
     for param in params:
         argv += ["-P", param]
-    parent = os.environ.get("MLFLOW_RUN_ID") or os.environ.get("REPRORUN_RUN_ID")
-    if parent and os.environ.get("REPRORUN_RUN_ID"):  # inside `reprorun run`: a nested step
+    from reprorun.tracking import run_context
+
+    parent = os.environ.get("MLFLOW_RUN_ID") or run_context.run_id()
+    if parent and run_context.run_id():  # inside `reprorun run`: a nested step
         argv += ["--tag", f"mlflow.parentRunId={parent}"]
     tracking_uri = _tracking_uri()
     if tracking_uri:

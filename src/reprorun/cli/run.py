@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reprorun.cli._common import cli, handle_errors, json_option, tracking_uri_option
+from reprorun.cli._common import cli, current_app, handle_errors, json_option, tracking_uri_option
 
 if TYPE_CHECKING:
     from reprorun.backends.base import SubmittedRun
@@ -315,12 +315,11 @@ def _show_plan(
 ) -> None:
     from reprorun.cli.render import echo_json, key_values
     from reprorun.envs.base import default_env_manager
-    from reprorun.envs.registry import get_env_manager
     from reprorun.projects.planning import plan
     from reprorun.projects.request import RunRequest
 
     the_plan = plan(RunRequest(uri, entry_point, given, version=version))
-    env_impl = get_env_manager(env_manager or default_env_manager(the_plan.project))
+    env_impl = current_app().env_manager(env_manager or default_env_manager(the_plan.project))
     manager = env_impl.name
     for warning in the_plan.project.warnings:
         click.echo(f"reprorun: warning: {warning}", err=True)
@@ -356,14 +355,13 @@ def _would_reuse(the_plan: Any, env_impl: Any, tracking_uri: str | None) -> Any:
     """The reuse verdict of a dry run: the environment is built or found as a run would,
     since its lock is part of the fingerprint."""
     from reprorun.projects.fingerprint import check_reuse, fingerprint
-    from reprorun.tracking.store import open_store
 
     with progress_display() as progress:
         prepared = env_impl.prepare(the_plan.project, progress=progress)
         progress("")
     try:
         identity = fingerprint(the_plan, prepared)
-        return check_reuse(open_store(tracking_uri), the_plan, identity)
+        return check_reuse(current_app().store_at(tracking_uri), the_plan, identity)
     finally:
         if prepared.release:
             prepared.release()
@@ -484,9 +482,8 @@ def _report_verification(
 ) -> None:
     from reprorun.cli.render import echo_json, fmt_metric, table
     from reprorun.projects.rerun import verify
-    from reprorun.tracking.store import open_store
 
-    store = open_store(tracking_uri)
+    store = current_app().store_at(tracking_uri)
     result = verify(store, store.resolve_run_id(run_id), rerun_id, tolerance)
     if as_json:
         echo_json(result.to_dict())

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from reprorun.cli._common import cli, handle_errors, json_option, tracking_uri_option
+from reprorun.cli._common import cli, current_app, handle_errors, json_option, tracking_uri_option
 
 
 @cli.group("runs")
@@ -61,9 +61,8 @@ def list_runs(
     """
     from reprorun.cli.render import echo_json, fmt_duration, fmt_time, table
     from reprorun.errors import ResourceNotFound, UserInputError
-    from reprorun.tracking.store import open_store
 
-    store = open_store(tracking_uri)
+    store = current_app().store_at(tracking_uri)
     if experiment_name and experiment_id:
         raise UserInputError("Give --experiment-name or --experiment-id, not both.")
     if experiment_name:
@@ -126,9 +125,8 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
     from reprorun.cli.render import echo_json, fmt_duration, fmt_metric, fmt_time, key_values
     from reprorun.tracking.artifacts import download, is_remote, list_artifacts, local_path
     from reprorun.tracking.entities import SystemTags
-    from reprorun.tracking.store import open_store
 
-    store = open_store(tracking_uri)
+    store = current_app().store_at(tracking_uri)
     run = refresh(store, store.get_run(store.resolve_run_id(run_id)))
     if as_json:
         echo_json(run.to_dict())
@@ -294,9 +292,8 @@ def create_run(experiment_name: str | None, run_name: str | None, tracking_uri: 
     reprorun runs end "$REPRORUN_RUN_ID"
     """
     from reprorun._utils import current_user
-    from reprorun.tracking.store import open_store
 
-    store = open_store(tracking_uri)
+    store = current_app().store_at(tracking_uri)
     experiment_id = store.get_or_create_experiment(experiment_name) if experiment_name else "0"
     run = store.create_run(
         experiment_id,
@@ -320,9 +317,8 @@ def create_run(experiment_name: str | None, run_name: str | None, tracking_uri: 
 def end_run(run_id: str, status: str, tracking_uri: str | None) -> None:
     """End a RUNNING run with STATUS (a run already ended is left as it is, with a message)."""
     from reprorun.tracking.entities import RunStatus, now_ms
-    from reprorun.tracking.store import open_store
 
-    store = open_store(tracking_uri)
+    store = current_app().store_at(tracking_uri)
     run_id = store.resolve_run_id(run_id)
     ended = store.update_run(
         run_id, status=RunStatus(status), end_time=now_ms(), only_if_status=RunStatus.RUNNING
@@ -349,9 +345,8 @@ def run_status(run_id: str, tracking_uri: str | None, as_json: bool) -> None:
     from reprorun.backends.status import refresh
     from reprorun.cli.render import echo_json, fmt_duration, key_values
     from reprorun.tracking.entities import SystemTags
-    from reprorun.tracking.store import open_store
 
-    store = open_store(tracking_uri)
+    store = current_app().store_at(tracking_uri)
     run = refresh(store, store.get_run(store.resolve_run_id(run_id)))
     info, tags = run.info, run.data.tags
     facts = {
@@ -392,9 +387,8 @@ def run_logs(run_id: str, follow: bool, interval: float, tracking_uri: str | Non
 
     from reprorun.backends.base import follow as follow_log
     from reprorun.backends.status import attach
-    from reprorun.tracking.store import open_store
 
-    store = open_store(tracking_uri)
+    store = current_app().store_at(tracking_uri)
     run = store.get_run(store.resolve_run_id(run_id))
     handle = attach(store, run)
     out = sys.stdout.buffer
@@ -423,9 +417,8 @@ def kill_run(run_id: str, force: bool, tracking_uri: str | None) -> None:
     """Stop a run on whatever backend runs it and mark it KILLED (its log is kept). A run
     that has already ended is left as it is."""
     from reprorun.backends.status import attach
-    from reprorun.tracking.store import open_store
 
-    store = open_store(tracking_uri)
+    store = current_app().store_at(tracking_uri)
     run = store.get_run(store.resolve_run_id(run_id))
     handle = attach(store, run)
     status = handle.get_status()

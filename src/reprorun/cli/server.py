@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from reprorun.cli._common import cli, handle_errors
+from reprorun.cli._common import cli, current_app, handle_errors
 
 
 @cli.command("server")
@@ -150,11 +150,10 @@ def ui(host: str, port: int, backend_store_uri: str | None, browser: bool) -> No
     the page. When the tracking URI names a server, opens that server's page instead:
     `reprorun server` serves the same UI.
     """
-    from reprorun.config import resolve_tracking
     from reprorun.server.app import ServerConfig
     from reprorun.server.run import open_browser_when_ready, pick_port, serve
 
-    target = resolve_tracking(backend_store_uri)
+    target = current_app().tracking(backend_store_uri)
     if target.is_remote:
         click.echo(f"The UI of {target.uri} is at {target.uri.rstrip('/')}/", err=True)
         if browser:

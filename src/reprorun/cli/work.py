@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from reprorun.cli._common import cli, handle_errors, tracking_uri_option
+from reprorun.cli._common import cli, current_app, handle_errors, tracking_uri_option
 
 
 @cli.group("work")
@@ -27,9 +27,8 @@ def prune(older_than: float, tracking_uri: str | None) -> None:
     """Remove old working copies; those of RUNNING runs are kept."""
     from reprorun.sources.work import prune_work
     from reprorun.tracking.entities import ViewType
-    from reprorun.tracking.store import open_store
 
-    store = open_store(tracking_uri)
+    store = current_app().store_at(tracking_uri)
     experiments = [e.experiment_id for e in store.list_experiments()]
     running: set[str] = set()
     token = None

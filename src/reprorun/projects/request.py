@@ -8,7 +8,6 @@ while the run goes (its output, warnings, progress) is passed to the execution, 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +106,7 @@ def load_backend_config(config: BackendConfig) -> tuple[Mapping[str, Any], str]:
 
 def default_experiment_name() -> str:
     """The experiment of a request that names none."""
+    from reprorun.config import experiment_name
     from reprorun.tracking.store import DEFAULT_EXPERIMENT_NAME
 
-    return os.environ.get("REPRORUN_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT_NAME
+    return experiment_name() or DEFAULT_EXPERIMENT_NAME

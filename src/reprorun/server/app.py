@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -45,6 +45,9 @@ from reprorun.tracking.mlflow_api.context import ArtifactUris
 from reprorun.tracking.mlflow_api.errors import ApiError, error_for, invalid
 from reprorun.tracking.mlflow_api.routes import is_endpoint, openapi
 from reprorun.tracking.mlflow_api.routing import API, ARTIFACTS_API, MLFLOW_API_VERSION
+
+if TYPE_CHECKING:
+    from reprorun.app import Reprorun
 
 CONFIG_ENV = "REPRORUN_SERVER_CONFIG"  # how --workers processes receive the configuration
 MiB = 1024 * 1024
@@ -116,16 +119,27 @@ def _error(error: ApiError) -> Response:
     return json_response(error.status, error.body())
 
 
-def create_app(config: ServerConfig | None = None) -> Starlette:
-    """The server's ASGI app over the store ``config`` names (the embedded default if none)."""
-    from reprorun.backends.status import refresh
-    from reprorun.tracking.store import open_store
+def application_for(config: ServerConfig) -> Reprorun:
+    """The application object over the store ``config`` names (the embedded default if none),
+    its new experiments' artifacts under ``--artifacts-destination`` when given."""
+    from reprorun.app import Reprorun
 
-    config = config or ServerConfig.from_env()
     artifact_root = None
     if config.artifacts_destination:
         artifact_root = Path(config.artifacts_destination).expanduser().resolve().as_uri()
-    store = open_store(config.backend_store_uri, artifact_root=artifact_root)
+    return Reprorun(config.backend_store_uri, artifact_root=artifact_root)
+
+
+def create_app(
+    config: ServerConfig | None = None, application: Reprorun | None = None
+) -> Starlette:
+    """The server's ASGI app over ``application``'s store (by default the application
+    ``config`` names; ``config`` by default from the environment, as ``--workers`` processes
+    get it)."""
+    from reprorun.backends.status import refresh
+
+    config = config or ServerConfig.from_env()
+    store = (application or application_for(config)).store
     uris = ArtifactUris(store.artifact_root, proxied=config.serve_artifacts)
     # Reads close the local runs whose supervisor died: nothing reads as RUNNING forever.
     api = MlflowApi(store, uris, functools.partial(refresh, store, engines=False))

@@ -10,11 +10,11 @@ from reprorun.server.app import CONFIG_ENV, ServerConfig
 def serve(config: ServerConfig, *, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
-    from reprorun.server.app import create_app
+    from reprorun.server.app import application_for, create_app
 
     # Open the store before binding, so a bad --backend-store-uri fails with its message
-    # rather than inside a worker.
-    app = create_app(config)
+    # rather than inside a worker. Worker processes build their application the same way.
+    app = create_app(config, application_for(config))
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
         return

@@ -62,9 +62,11 @@ def _proxy(artifact_uri: str, tracking_uri: str | None) -> tuple[Any, str]:
     if parsed.netloc:
         base = f"http://{parsed.netloc}"
     else:
+        from reprorun.tracking import run_context
+
         base = (
             tracking_uri
-            or os.environ.get("REPRORUN_TRACKING_URI")
+            or run_context.tracking_uri()
             or os.environ.get("MLFLOW_TRACKING_URI")
             or ""
         )

@@ -131,9 +131,9 @@ def resolve_param(
     """Parameter ``name``'s text: as the run has it (``-P`` of ``reprorun run``), else from
     the program's ``args``, else ``default``; checked against ``type_name`` and logged.
     Returns (value, whether it is on a run)."""
-    from reprorun.tracking import fluent
+    from reprorun.tracking import fluent, run_context
 
-    run_id = run_id or os.environ.get("REPRORUN_RUN_ID")
+    run_id = run_id or run_context.run_id()
     run = fluent.attach(run_id, tracking_uri) if run_id else None
     if run is not None:
         logged = run.store.get_run(run.run_id).data.params.get(name)

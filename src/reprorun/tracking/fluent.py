@@ -75,22 +75,24 @@ def start_run(
 ) -> ActiveRun:
     """Attach to the runner's run (``REPRORUN_RUN_ID``), to ``run_id``, or create a new run."""
     global _active, _atexit_registered
+    from reprorun.config import experiment_name as default_experiment_name
+    from reprorun.tracking import run_context
     from reprorun.tracking.store import open_store
 
     with _lock:
         if _active is not None:
             return _active
-        store = open_store(tracking_uri or os.environ.get("REPRORUN_TRACKING_URI"))
-        attach_id = run_id or os.environ.get("REPRORUN_RUN_ID")
+        store = open_store(tracking_uri or run_context.tracking_uri())
+        attach_id = run_id or run_context.run_id()
         if attach_id:
             store.get_run(attach_id)  # fails clearly if the id is unknown
             _active = ActiveRun(attach_id, store, owned=False)
             return _active
-        name = experiment_name or os.environ.get("REPRORUN_EXPERIMENT_NAME")
+        name = experiment_name or default_experiment_name()
         if name:
             exp_id = store.get_or_create_experiment(name)
         else:
-            exp_id = os.environ.get("REPRORUN_EXPERIMENT_ID") or "0"
+            exp_id = run_context.experiment_id() or "0"
         from reprorun._utils import current_user
 
         created = store.create_run(
@@ -119,7 +121,9 @@ NOT_IN_A_RUN = (
 def attach(run_id: str | None = None, tracking_uri: str | None = None) -> ActiveRun:
     """The run a program outside Python logs to (``reprorun log``): ``run_id``, else the
     runner's (``REPRORUN_RUN_ID``); never a new one, so nothing is logged to a stray run."""
-    run_id = run_id or os.environ.get("REPRORUN_RUN_ID")
+    from reprorun.tracking import run_context
+
+    run_id = run_id or run_context.run_id()
     if not run_id:
         raise UserInputError(NOT_IN_A_RUN)
     return start_run(run_id, tracking_uri=tracking_uri)

@@ -11,7 +11,6 @@ The filter and order_by grammars are MLflow's (``reprorun.tracking.search``); a 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -26,13 +25,13 @@ _log = logging.getLogger(__name__)
 
 
 def _store(tracking_uri: str | None) -> TrackingStore:
-    from reprorun.tracking import fluent
+    from reprorun.tracking import fluent, run_context
     from reprorun.tracking.store import open_store
 
     active = fluent.active_run()
     if tracking_uri is None and active is not None:
         return active.store
-    return open_store(tracking_uri or os.environ.get("REPRORUN_TRACKING_URI"))
+    return open_store(tracking_uri or run_context.tracking_uri())
 
 
 def get_run(run_id: str, *, tracking_uri: str | None = None) -> Run:
@@ -43,16 +42,17 @@ def get_run(run_id: str, *, tracking_uri: str | None = None) -> Run:
 def _default_experiment_ids(store: TrackingStore) -> list[str]:
     """The experiment new runs of this process go to: the active run's, else the one
     ``reprorun run`` names in the environment, else the Default experiment ("0")."""
-    from reprorun.tracking import fluent
+    from reprorun.config import experiment_name
+    from reprorun.tracking import fluent, run_context
 
     active = fluent.active_run()
     if active is not None:
         return [active.info.experiment_id]
-    name = os.environ.get("REPRORUN_EXPERIMENT_NAME")
+    name = experiment_name()
     if name:
         found = store.get_experiment_by_name(name)
         return [found.experiment_id] if found is not None else []
-    return [os.environ.get("REPRORUN_EXPERIMENT_ID") or "0"]
+    return [run_context.experiment_id() or "0"]
 
 
 def experiment_ids_for(
