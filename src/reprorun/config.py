@@ -61,6 +61,19 @@ SETTINGS = (
         "The experiment of runs that name none: `reprorun run` and the Python API "
         "(start_run, search_runs); --experiment-name overrides it.",
     ),
+    Setting(
+        "progress",
+        "REPRORUN_PROGRESS",
+        "a spinner on a terminal, nothing otherwise",
+        "`plain`: an environment build reports each step as a plain line (for CI logs).",
+    ),
+    Setting(
+        "end_retry_seconds",
+        "REPRORUN_END_RETRY_SECONDS",
+        "5",
+        "Seconds a run's final writes are retried for when the store refuses them, before "
+        "its end goes to the journal (see Security and faults).",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

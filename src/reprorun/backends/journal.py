@@ -71,7 +71,9 @@ class Ending:
 
 
 def retry_seconds() -> float:
-    raw = os.environ.get(RETRY_ENV, "")
+    from reprorun.config import setting
+
+    raw = setting("end_retry_seconds") or ""
     try:
         value = float(raw) if raw else DEFAULT_RETRY_SECONDS
     except ValueError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from reprorun.cli._common import cli, current_app, handle_errors, json_option, tracking_uri_option
+from reprorun.config import setting
 
 if TYPE_CHECKING:
     from reprorun.backends.base import SubmittedRun
@@ -207,7 +207,7 @@ def progress_display() -> Iterator[Callable[[str], None]]:
     """A spinner with the environment build's current step on a terminal; quiet otherwise,
     unless REPRORUN_PROGRESS=plain asks for plain lines (CI logs)."""
     if not sys.stderr.isatty():
-        if os.environ.get("REPRORUN_PROGRESS") != "plain":
+        if setting("progress") != "plain":
             yield lambda _text: None
             return
 

@@ -10,7 +10,6 @@ reused), 1 FAILED or not recorded, 2 bad input, 128+N stopped by signal N, 143 K
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -36,7 +35,9 @@ def _say(text: str) -> None:
 
 def _progress() -> Callable[[str], None] | None:
     """Plain progress lines when REPRORUN_PROGRESS=plain asks for them (as ``reprorun run``)."""
-    if os.environ.get("REPRORUN_PROGRESS") != "plain":
+    from reprorun.config import setting
+
+    if setting("progress") != "plain":
         return None
 
     def line(text: str) -> None:
