@@ -123,7 +123,8 @@ def _served(tmp_path: Path, backoff: Backoff | None = None) -> Iterator[str]:
 
     import uvicorn
 
-    from reprorun.server.app import AuthMiddleware, ServerConfig, create_app
+    from reprorun.server.app import ServerConfig, create_app
+    from reprorun.server.guards import AuthMiddleware
 
     users = tmp_path / "users.txt"
     add_user(users, "alice", "s3cret-Alice")

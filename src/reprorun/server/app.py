@@ -2,8 +2,10 @@
 the web UI (``ui.py``), ``/health`` and ``/openapi.json``, behind optional authentication and
 body-size limits.
 
-The REST logic lives in ``tracking/mlflow_api``; this module only adapts HTTP to it and streams
-artifacts to and from disk in chunks (never a whole file in memory).
+The REST logic lives in ``tracking/mlflow_api``; this module only adapts HTTP to it and wires
+the pieces: the artifact proxy (``artifacts.py``, streamed to and from disk in chunks, never a
+whole file in memory), the middlewares (``guards.py``) and the small response helpers
+(``responses.py``).
 """
 
 from __future__ import annotations
@@ -11,32 +13,41 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import os
-import re
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reprorun import __version__
-from reprorun import _json as fastjson
-from reprorun.server.auth import Authenticator, Backoff, basic_user
+from reprorun.server.artifacts import (
+    MAX_UPLOAD_ARTIFACT_BYTES,
+    ArtifactProxy,
+    download_response,
+    not_serving,
+    write_run_file,
+)
+from reprorun.server.auth import Authenticator
 from reprorun.server.files import (
-    DOWNLOAD_HEADERS,
     artifact_file,
-    download_type,
-    resolve_under,
     safe_artifact_path,
+)
+from reprorun.server.guards import AuthMiddleware, CrossSiteMiddleware, HostMiddleware
+from reprorun.server.responses import (
+    BodyTooLarge,
+    MiB,
+    error_response,
+    has_body,
+    json_response,
+    no_endpoint,
+    read_body,
+    too_large,
 )
 from reprorun.server.ui import ui_routes
 from reprorun.tracking.endpoint.request_rules import body_type_refusal
@@ -50,11 +61,8 @@ if TYPE_CHECKING:
     from reprorun.app import Reprorun
 
 CONFIG_ENV = "REPRORUN_SERVER_CONFIG"  # how --workers processes receive the configuration
-MiB = 1024 * 1024
-_TOKEN_NAME = re.compile(r"[A-Za-z0-9!#$&+.^_`|~-]+")  # a file name HTTP needs no quotes for
 UPLOAD_ARTIFACT = "/upload-artifact"  # MLflow's web UI's upload, under API and ajax-api
 LOGGED_MODEL_FILES = "/logged-models/{model_id}/artifacts/files"
-MAX_UPLOAD_ARTIFACT_BYTES = 10 * MiB  # MLflow's limit for upload-artifact
 
 
 @dataclass(frozen=True)
@@ -88,37 +96,6 @@ def default_allowed_hosts(bind_host: str) -> tuple[str, ...]:
     return LOOPBACK_NAMES if bind_host in LOOPBACK_NAMES else ()
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLarge
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def json_response(status: int, body: dict[str, Any]) -> Response:
-    # Non-finite doubles are already "NaN"/"Infinity" strings (mlflow_api renders them).
-    return Response(
-        fastjson.dumps(body),
-        status_code=status,
-        media_type="application/json",
-    )
-
-
-def _error(error: ApiError) -> Response:
-    return json_response(error.status, error.body())
-
-
 def application_for(config: ServerConfig) -> Reprorun:
     """The application object over the store ``config`` names (the embedded default if none),
     its new experiments' artifacts under ``--artifacts-destination`` when given."""
@@ -149,18 +126,18 @@ def create_app(
 
     async def rest(request: Request) -> Response:
         if not is_endpoint(request.url.path):  # MLflow's JSON 404, whatever the body
-            return _error(_no_endpoint(request.method, request.url.path))
+            return error_response(no_endpoint(request.method, request.url.path))
         # Only a JSON body, which another site's page cannot send without the browser asking
         # this server first (no cross-site form or text/plain posts), as MLflow's server.
         why = body_type_refusal(
-            request.method, request.headers.get("content-type"), _has_body(request)
+            request.method, request.headers.get("content-type"), has_body(request)
         )
         if why is not None:
-            return _error(ApiError(415, "INVALID_PARAMETER_VALUE", why))
+            return error_response(ApiError(415, "INVALID_PARAMETER_VALUE", why))
         try:
-            body = await _read_body(request, config.max_request_bytes)
-        except _BodyTooLarge:
-            return _error(_too_large(config.max_request_bytes))
+            body = await read_body(request, config.max_request_bytes)
+        except BodyTooLarge:
+            return error_response(too_large(config.max_request_bytes))
         query = {k: request.query_params.getlist(k) for k in request.query_params}
         args = (request.method, request.url.path, query, body)
         status, payload = (
@@ -172,11 +149,11 @@ def create_app(
 
     async def artifact(request: Request) -> Response:
         if not config.serve_artifacts:
-            return _error(_not_serving())
+            return error_response(not_serving())
         try:
             return await artifacts.handle(request)
         except ApiError as exc:
-            return _error(exc)
+            return error_response(exc)
 
     async def get_artifact(request: Request) -> Response:
         """MLflow's ``GET /get-artifact?run_id=&path=``: one file of a run's artifacts, as a
@@ -189,8 +166,8 @@ def create_app(
             run = await run_in_threadpool(store.get_run, run_id)
             target = artifact_file(run.info.artifact_uri, query.get("path", ""))
         except Exception as exc:
-            return _error(error_for(exc))
-        return _download(target)
+            return error_response(error_for(exc))
+        return download_response(target)
 
     async def logged_model_file(request: Request) -> Response:
         """MLflow's ``GET logged-models/{id}/artifacts/files?artifact_file_path=``: one file of
@@ -203,8 +180,8 @@ def create_app(
             model = await run_in_threadpool(store.get_logged_model, model_id)
             target = artifact_file(model.artifact_location, raw)
         except Exception as exc:
-            return _error(error_for(exc))
-        return _download(target)
+            return error_response(error_for(exc))
+        return download_response(target)
 
     async def upload_artifact(request: Request) -> Response:
         """MLflow's ``POST upload-artifact?run_uuid=&path=`` (its web UI's): the body becomes
@@ -221,17 +198,17 @@ def create_app(
                 raise invalid("Request must specify path.")
             safe_artifact_path(raw, what="path")
             try:
-                data = await _read_body(request, MAX_UPLOAD_ARTIFACT_BYTES)
-            except _BodyTooLarge:
+                data = await read_body(request, MAX_UPLOAD_ARTIFACT_BYTES)
+            except BodyTooLarge:
                 raise invalid("Artifact size is too large. Max size is 10MB.") from None
             if not data:
                 raise invalid("Request must specify data.")
             run = await run_in_threadpool(store.get_run, run_id)
             await run_in_threadpool(
-                _write_run_file, uris.root_dir.resolve(), run.info.artifact_uri, raw, data
+                write_run_file, uris.root_dir.resolve(), run.info.artifact_uri, raw, data
             )
         except Exception as exc:
-            return _error(error_for(exc))
+            return error_response(error_for(exc))
         return json_response(200, {})
 
     # /version answers the MLflow version whose API is served (MLflow's clients compare it);
@@ -248,8 +225,8 @@ def create_app(
         path = request.url.path
         if path == ARTIFACTS_API or path.startswith(ARTIFACTS_API + "/"):  # a wrong method
             message = f"{request.method} is not allowed on {path}; use GET, PUT or DELETE."
-            return _error(ApiError(405, "ENDPOINT_NOT_FOUND", message))
-        return _error(_no_endpoint(request.method, path))
+            return error_response(ApiError(405, "ENDPOINT_NOT_FOUND", message))
+        return error_response(no_endpoint(request.method, path))
 
     spec = openapi(
         "reprorun tracking server",
@@ -314,84 +291,6 @@ def create_app(
     return app
 
 
-SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
-
-
-class _Guard:
-    """An ASGI middleware that lets each HTTP request through or answers it itself."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    def refusal(self, method: str, headers: dict[bytes, str]) -> Response | None:
-        raise NotImplementedError
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = {k: v.decode("latin-1") for k, v in scope.get("headers") or []}
-            refused = self.refusal(scope["method"], headers)
-            if refused is not None:
-                await refused(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def _denied(message: str) -> Response:
-    return json_response(403, {"error_code": "PERMISSION_DENIED", "message": message})
-
-
-class CrossSiteMiddleware(_Guard):
-    """Refuses requests that change something when a browser says another site sent them
-    (``Sec-Fetch-Site: cross-site``, or an ``Origin`` other than this server): a page on
-    any site could otherwise post to a server on 127.0.0.1. MLflow's clients send neither
-    header; reading stays open (links to runs from elsewhere work)."""
-
-    def refusal(self, method: str, headers: dict[bytes, str]) -> Response | None:
-        if method.encode() in SAFE_METHODS:
-            return None
-        origin = headers.get(b"origin", "")
-        cross = headers.get(b"sec-fetch-site") == "cross-site"
-        if origin == "null":  # sandboxed frames and file:// pages
-            cross = True
-        elif origin:
-            cross = cross or urlsplit(origin).netloc.lower() != headers.get(b"host", "").lower()
-        if not cross:
-            return None
-        return _denied(
-            f"Cross-site request refused: a page from {origin or 'another site'} cannot change "
-            "this server. Use the server's own page, or a client that is not a browser."
-        )
-
-
-def _host_name(header: str) -> str:
-    """``example.com:5000`` -> ``example.com``; ``[::1]:5000`` -> ``::1``."""
-    if header.startswith("["):
-        return header[1:].split("]", 1)[0]
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
-
-
-class HostMiddleware(_Guard):
-    """Refuses requests addressed to a host name not in ``allowed`` (403)."""
-
-    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]):
-        super().__init__(app)
-        self.allowed = {name.lower() for name in allowed}
-
-    def refusal(self, method: str, headers: dict[bytes, str]) -> Response | None:
-        host = headers.get(b"host", "").strip()
-        if _host_name(host).lower() in self.allowed:
-            return None
-        return _denied(
-            f"This server does not answer to the host name {host!r}: it answers to "
-            f"{', '.join(sorted(self.allowed))}. Start it with --allowed-hosts to add names."
-        )
-
-
-def _has_body(request: Request) -> bool:
-    length = request.headers.get("content-length", "0").strip()
-    return "transfer-encoding" in request.headers or length not in ("", "0")
-
-
 def _closing(store: Any) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -399,273 +298,3 @@ def _closing(store: Any) -> Any:
         store.close()
 
     return lifespan
-
-
-def _no_endpoint(method: str, path: str) -> ApiError:
-    return ApiError(404, "ENDPOINT_NOT_FOUND", f"No API endpoint {method} {path}.")
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(
-        413,
-        "REQUEST_LIMIT_EXCEEDED",
-        f"The request body is larger than this server accepts ({limit} bytes).",
-    )
-
-
-class AuthMiddleware(_Guard):
-    """Rejects every request without valid credentials (bearer token or basic auth).
-
-    Checks that need scrypt run in worker threads, ``SCRYPT_AT_ONCE`` at a time and at most
-    ``SCRYPT_QUEUE`` waiting (beyond that: 503), so guesses never stall the event loop; a
-    client that keeps sending new wrong passwords for a user is told to retry later (429)
-    before its next one is hashed. Tokens, unknown users and passwords seen before cost no
-    hashing and are answered at once."""
-
-    SCRYPT_AT_ONCE = 2
-    SCRYPT_QUEUE = 64
-
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, backoff: Backoff | None = None):
-        super().__init__(app)
-        self.authenticator = authenticator
-        self.backoff = backoff or Backoff()
-        self._limiter: Any = None  # an anyio.CapacityLimiter, made inside the event loop
-        self._waiting = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k: v.decode("latin-1") for k, v in scope.get("headers") or []}
-        header = headers.get(b"authorization", "")
-        # Per address and user name: on a loopback server every local user is 127.0.0.1, and
-        # one who guesses alice's password must not lock bob out.
-        client = f"{(scope.get('client') or ('?', 0))[0]} {basic_user(header)}"
-        refused = await self._refusal(header, client)
-        if refused is not None:
-            await refused(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-    async def _refusal(self, header: str, client: str) -> Response | None:
-        verdict = self.authenticator.quick_check(header)
-        if verdict is None:  # a password scrypt must check: the guesses back-off counts
-            wait = self.backoff.retry_after(client)
-            if wait > 0:
-                return _retry_later(429, "Too many wrong passwords from this address", wait)
-            if self._waiting >= self.SCRYPT_QUEUE:
-                return _retry_later(503, "Too many sign-ins are being checked", 1.0)
-            verdict = await self._slow_check(header)
-            if verdict:
-                self.backoff.succeeded(client)
-            else:
-                self.backoff.failed(client)
-        if verdict:
-            return None
-        body = {
-            "error_code": "UNAUTHENTICATED",
-            "message": "Authentication required: send a bearer token "
-            "(MLFLOW_TRACKING_TOKEN) or basic credentials "
-            "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD).",
-        }
-        response = json_response(401, body)
-        response.headers["WWW-Authenticate"] = 'Basic realm="reprorun"'
-        return response
-
-    async def _slow_check(self, header: str) -> bool:
-        import anyio.to_thread
-
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.SCRYPT_AT_ONCE)
-        self._waiting += 1
-        try:
-            return await anyio.to_thread.run_sync(
-                self.authenticator.check, header, limiter=self._limiter
-            )
-        finally:
-            self._waiting -= 1
-
-
-def _retry_later(status: int, what: str, seconds: float) -> Response:
-    wait = max(1, math.ceil(seconds))
-    response = json_response(
-        status,
-        {
-            "error_code": "REQUEST_LIMIT_EXCEEDED",
-            "message": f"{what}; retry in {wait} s.",
-        },
-    )
-    response.headers["Retry-After"] = str(wait)
-    return response
-
-
-def _not_serving() -> ApiError:
-    return ApiError(
-        503,
-        "ENDPOINT_NOT_FOUND",
-        "This server does not serve artifacts (started with --no-serve-artifacts).",
-    )
-
-
-def _download(target: Path) -> Response:
-    """A file as a download with its type (see ``download_type``), never a page."""
-    headers = {**DOWNLOAD_HEADERS, "Content-Type": download_type(target.name)}
-    if _TOKEN_NAME.fullmatch(target.name):  # as MLflow (werkzeug) writes a plain name
-        headers["Content-Disposition"] = f"attachment; filename={target.name}"
-    return FileResponse(target, filename=target.name, headers=headers)
-
-
-def _write_run_file(root: Path, artifact_uri: str, raw: str, data: bytes) -> None:
-    """Write ``data`` as the file ``raw`` of the run whose artifacts are at ``artifact_uri``,
-    which must be under the server's resolved artifact ``root``; the path must stay in the
-    run's artifact folder (no '..', no link pointing out)."""
-    from reprorun.tracking.artifacts import local_dir
-
-    try:
-        run_dir = local_dir(artifact_uri).resolve()
-    except Exception as exc:
-        raise invalid(f"Cannot write to the run's artifacts at {artifact_uri}: {exc}") from None
-    if not run_dir.is_relative_to(root):
-        raise invalid(
-            f"Cannot write to the run's artifacts at {artifact_uri}: this server only writes "
-            "under its own artifact root. Log the file with the client instead."
-        )
-    target = resolve_under(run_dir, raw, "the run's artifact folder", what="path")
-    if target == run_dir:
-        raise invalid(f"Invalid path {raw!r}: name a file under the run's artifact folder.")
-    _check_writable(run_dir, target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _check_writable(root: Path, target: Path) -> None:
-    """``target`` can become a file under ``root``: it is no folder and none of its parents
-    is a file; the missing parents are created."""
-    if target.is_dir():
-        raise invalid(f"Cannot upload to {target.name!r}: it is a folder.")
-    for parent in target.parents:
-        if parent == root:
-            break
-        if parent.exists() and not parent.is_dir():
-            raise invalid(f"Cannot upload under {parent.name!r}: it is a file.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-
-
-class ArtifactProxy:
-    """MLflow's ``mlflow-artifacts`` endpoints over a local folder."""
-
-    def __init__(self, root: Path, max_bytes: int):
-        self.root = root.resolve()
-        self.max_bytes = max_bytes
-
-    def _boundary(self, raw: str) -> Path:
-        """The folder a path must stay in: its run's or logged model's artifact folder (the
-        first ``artifacts`` component: ``<exp>/<run>/artifacts``, ``<exp>/models/<id>/
-        artifacts``), else the root. A link from one run to another is not followed."""
-        parts = safe_artifact_path(raw).parts
-        if "artifacts" not in parts:
-            return self.root
-        return (self.root.joinpath(*parts[: parts.index("artifacts") + 1])).resolve()
-
-    def _chain(self, raw: str) -> list[Path]:
-        """The real paths of ``raw``'s artifact folder (see ``_boundary``) and of each step of
-        ``raw`` under it, ``raw``'s own last; refused if a step leaves the root or that
-        folder."""
-        from reprorun.tracking.artifacts import real_chain
-
-        resolve_under(self.root, raw)
-        parts = safe_artifact_path(raw).parts
-        below = parts[parts.index("artifacts") + 1 :] if "artifacts" in parts else parts
-        boundary = self._boundary(raw)
-        chain = None
-        if boundary.is_relative_to(self.root):
-            chain = real_chain(boundary, PurePosixPath(*below))
-        if chain is None:
-            raise invalid(f"Invalid artifact path {raw!r}: it leaves its artifact folder.")
-        return chain
-
-    def _resolve(self, raw: str) -> Path:
-        return self._chain(raw)[-1]
-
-    async def handle(self, request: Request) -> Response:
-        raw = request.path_params.get("path")
-        if raw is None:  # GET .../artifacts?path=...: a listing
-            return await run_in_threadpool(self._list, request.query_params.get("path") or "")
-        target = self._resolve(raw)
-        if request.method != "GET" and target == self.root:
-            raise invalid(
-                f"Invalid artifact path {raw!r}: name a file or folder under the artifact root."
-            )
-        if request.method == "GET":
-            if not target.is_file():
-                raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"No artifact {raw!r}.")
-            # An attachment with the file's type, never a page: an uploaded .html or .svg is
-            # plain bytes, so it cannot run script in the origin the web UI shares.
-            return FileResponse(
-                target,
-                filename=target.name,
-                # As a header: a media_type of text/* would get "; charset=utf-8" appended.
-                headers={**DOWNLOAD_HEADERS, "Content-Type": download_type(target.name)},
-            )
-        if request.method == "DELETE":
-            # A link is deleted itself, never what it points to (``sub/loop -> ..`` would
-            # otherwise take the run's whole folder with it).
-            named = self._chain(raw)[-2] / safe_artifact_path(raw).name
-            await run_in_threadpool(_delete, named)
-            return json_response(200, {})
-        await self._upload(request, target)
-        return json_response(200, {})
-
-    def _list(self, raw: str) -> Response:
-        from reprorun.tracking.artifacts import entries_inside, loops
-
-        chain = self._chain(raw) if raw else [self.root]
-        base = chain[-1]
-        files = []
-        # Symbolic links pointing out of the artifact folder (or nowhere) are not shown, and a
-        # path through a link back to a folder it passes already has no entries (as a local
-        # recursive listing shows it): a client walking these listings comes to an end.
-        if base.is_dir() and not loops(chain):
-            for entry in entries_inside(base, chain[0]):
-                info: dict[str, Any] = {"path": entry.name, "is_dir": entry.is_dir}
-                if not entry.is_dir:
-                    info["file_size"] = entry.size
-                files.append(info)
-        elif base.is_file():
-            files.append({"path": base.name, "is_dir": False, "file_size": base.stat().st_size})
-        return json_response(200, {"files": files})
-
-    async def _upload(self, request: Request, target: Path) -> None:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            raise _too_large(self.max_bytes)
-        _check_writable(self.root, target)
-        # Write beside the target and rename: a failed upload never leaves a partial file.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise _too_large(self.max_bytes)
-                    out.write(chunk)
-            Path(tmp).replace(target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def _delete(target: Path) -> None:
-    import shutil
-
-    if target.is_symlink() or target.is_file():
-        target.unlink()
-    elif target.is_dir():
-        shutil.rmtree(target)
