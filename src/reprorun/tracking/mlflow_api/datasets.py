@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from reprorun.tracking.mlflow_api.context import ApiContext
 from reprorun.tracking.mlflow_api.errors import ApiError, Json, invalid
-from reprorun.tracking.mlflow_api.parsing import (
-    _json_tag,
-    _string_list,
-)
+from reprorun.tracking.mlflow_api.parsing import _string_list
 from reprorun.tracking.mlflow_api.routing import route
-from reprorun.tracking.search import DATASET_CONTEXT_TAG, INPUTS_TAG
+from reprorun.tracking.search import INPUTS_TAG
+from reprorun.tracking.search.datasets import dataset_refs
 
 MAX_DATASET_EXPERIMENTS = 20  # MLflow's limit of experiment ids in one search-datasets
 MAX_DATASET_SUMMARIES = 1000  # and of the summaries it answers
@@ -31,28 +29,15 @@ def search_datasets(api: ApiContext, body: Json, _: dict[str, str]) -> Json:
         raise ApiError(501, "NOT_IMPLEMENTED", "This store cannot search datasets.")
     summaries: dict[tuple[str, str, str, str], Json] = {}
     for experiment_id, value in read(experiment_ids, INPUTS_TAG):
-        datasets = _json_tag({INPUTS_TAG: value}, INPUTS_TAG, dict).get("datasets")
-        for item in datasets if isinstance(datasets, list) else []:
-            dataset = item.get("dataset") if isinstance(item, dict) else None
-            if not isinstance(dataset, dict):
-                continue
-            tags = item.get("tags")
-            context = next(
-                (
-                    t.get("value")
-                    for t in (tags if isinstance(tags, list) else [])
-                    if isinstance(t, dict) and t.get("key") == DATASET_CONTEXT_TAG
-                ),
-                None,
-            )
+        for ref in dataset_refs(value):
             summary: Json = {
                 "experiment_id": experiment_id,
-                "name": str(dataset.get("name", "")),
-                "digest": str(dataset.get("digest", "")),
+                "name": ref.name or "",
+                "digest": ref.digest or "",
             }
-            if context:
-                summary["context"] = str(context)
-            key = (experiment_id, summary["name"], summary["digest"], str(context or ""))
+            if ref.context:
+                summary["context"] = ref.context
+            key = (experiment_id, summary["name"], summary["digest"], ref.context or "")
             summaries.setdefault(key, summary)
             if len(summaries) >= MAX_DATASET_SUMMARIES:
                 return {"dataset_summaries": list(summaries.values())}
