@@ -144,7 +144,9 @@ def test_run_page_shows_provenance_model_log_chart_and_artifacts(
     model = page.locator("#models .model")
     expect(model).to_have_count(1)
     expect(model.locator("h3")).to_contain_text("model")
-    expect(model.locator("code")).to_have_text(f"runs:/{seeded.iris_run}/model")
+    expect(model.locator("code")).to_have_text(
+        f'reprorun.load_model("runs:/{seeded.iris_run}/model")'  # how to load it (Python)
+    )
     expect(model.locator(".model-description")).to_contain_text("sklearn.tree")
     # The chart: a path with data.
     expect(page.locator("#chart svg path[data-points]")).to_have_count(1)
