@@ -26,6 +26,27 @@ class RunStatus(str, Enum):
         return self in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
 
 
+class ExitReason(str, Enum):
+    """Why a run ended: one per ended run, in the ``reprorun.exitReason`` tag (issue 18).
+
+    The exit code, the signal and the engine's own words are kept beside it
+    (``reprorun.exitCode``, ``reprorun.exitSignal``, ``reprorun.exitDetail``)."""
+
+    SUCCEEDED = "succeeded"  # exit 0
+    CODE_ERROR = "code-error"  # the user's command failed (non-zero exit, an exception)
+    OUT_OF_MEMORY = "out-of-memory"  # the OOM killer, a memory limit, the engine's OOM state
+    TIMEOUT = "timeout"  # reprorun's --timeout, the engine's time limit
+    PREEMPTED = "preempted"  # the engine took the node back (Slurm PREEMPTED, eviction)
+    NODE_LOST = "node-lost"  # the node died or stopped answering (a lost heartbeat)
+    CANCELLED = "cancelled"  # runs kill, Ctrl-C, SIGTERM
+    LAUNCH_ERROR = "launch-error"  # environment, image, submission or source failed first
+
+    @property
+    def is_infrastructure(self) -> bool:
+        """Not the code's fault: worth retrying by default (``--retry-on``'s default)."""
+        return self in (ExitReason.PREEMPTED, ExitReason.NODE_LOST, ExitReason.LAUNCH_ERROR)
+
+
 class ViewType(str, Enum):
     """Which lifecycle stages a search returns (MLflow's names)."""
 
@@ -209,4 +230,12 @@ class SystemTags:
     WORK_DIR = "reprorun.workDir"  # where the command ran, when that is a copy
     SUPERVISOR = "reprorun.supervisor"  # host:pid:start of the reprorun process owning the run
     EXIT_CODE = "reprorun.exitCode"
+    EXIT_REASON = "reprorun.exitReason"  # an ExitReason value
+    EXIT_SIGNAL = "reprorun.exitSignal"  # the signal's name (SIGKILL) when a signal ended it
+    EXIT_DETAIL = "reprorun.exitDetail"  # the engine's own words (Slurm state, OOMKilled, ...)
+    ATTEMPT = "reprorun.attempt"  # 1, 2, ...: retries of one run are runs of their own
+    ATTEMPT_OF = "reprorun.attemptOf"  # the first attempt's run id (on attempts 2, 3, ...)
+    HEARTBEAT = "reprorun.heartbeat"  # ms since the epoch of a remote job's last sign of life
+    PEAK_MEMORY = "reprorun.peakMemoryMB"  # the run's process tree's peak resident memory
+    NOTIFY_ERROR = "reprorun.notifyError"  # a notification that could not be delivered
     LOG_ARTIFACT = "reprorun.log"
