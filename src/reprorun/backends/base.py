@@ -62,6 +62,9 @@ class LaunchSpec:
     project_name: str | None = None  # the MLproject's name (names a Kubernetes job)
     # The local backend's queue: wait while this many local runs (asking the same) run.
     max_parallel: int | None = None
+    # --timeout: the command is stopped after this many seconds of running (exit reason
+    # ``timeout``); remote backends map it to their engine's own limit.
+    timeout_seconds: float | None = None
     interrupted: Callable[[], None] | None = None  # raises if the submitter was told to stop
     # The calling thread waits for the command to end (a synchronous run, a supervisor): the
     # command is killed if that thread's process dies (the parent-death signal).
