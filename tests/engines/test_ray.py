@@ -25,17 +25,19 @@ import pytest
 import reprorun.projects
 from reprorun.backends.base import CONFIG_TAG, FAILURE_TAG, JOB_ID_TAG, JOB_URL_TAG
 from reprorun.backends.ray import (
+    TIMEOUT_KEY,
     JobsApi,
     entrypoint,
     job_state,
     lock_requirements,
+    overtime,
     zip_tree,
 )
 from reprorun.backends.registry import get_backend
 from reprorun.backends.status import attach
 from reprorun.errors import ExecutionError, RunFailed, UserInputError
 from reprorun.tracking.artifacts import local_dir
-from reprorun.tracking.entities import RunStatus, SystemTags
+from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags
 from reprorun.tracking.store import open_store
 from tests.conftest import make_project, reprorun_cli
 
@@ -202,6 +204,106 @@ def test_ray_status_mapping(
 ) -> None:
     state = job_state(info)
     assert (state.status, state.reason, state.exit_code) == (status, reason, exit_code)
+
+
+# GET /api/jobs/<id> answers of ended jobs, as Ray 2.x's job supervisor and manager write them.
+_FAILED = "Job entrypoint command failed with exit code {}, last available logs (truncated to "
+_OOM_TAIL = (
+    "20,000 chars):\nray.exceptions.OutOfMemoryError: Task was killed due to the node running "
+    "low on memory.\nMemory on the node (IP: 127.0.0.1) was 1.90GB / 2.00GB (0.95)"
+)
+
+
+@pytest.mark.parametrize(
+    ("info", "reason", "signal", "detail"),
+    [
+        ({"status": "SUCCEEDED", "driver_exit_code": 0}, ExitReason.SUCCEEDED, None, "SUCCEEDED"),
+        (
+            {
+                "status": "FAILED",
+                "error_type": "JOB_ENTRYPOINT_COMMAND_ERROR",
+                "message": _FAILED.format(3) + "20,000 chars):\nboom",
+                "driver_exit_code": 3,
+            },
+            ExitReason.CODE_ERROR,
+            None,
+            "FAILED: JOB_ENTRYPOINT_COMMAND_ERROR: Job entrypoint command failed with exit code 3",
+        ),
+        (  # the driver killed from outside (kill -9): Popen's -9
+            {
+                "status": "FAILED",
+                "error_type": "JOB_ENTRYPOINT_COMMAND_ERROR",
+                "message": "Job entrypoint command failed with exit code -9. No logs available.",
+                "driver_exit_code": -9,
+            },
+            ExitReason.CODE_ERROR,
+            "SIGKILL",
+            "FAILED: JOB_ENTRYPOINT_COMMAND_ERROR: Job entrypoint command failed with exit code "
+            "-9. No logs available.",
+        ),
+        (  # kill -TERM from outside, through bash: 128 + 15
+            {
+                "status": "FAILED",
+                "error_type": "JOB_ENTRYPOINT_COMMAND_ERROR",
+                "message": "Job entrypoint command failed with exit code 143. No logs available.",
+                "driver_exit_code": 143,
+            },
+            ExitReason.CANCELLED,
+            "SIGTERM",
+            None,
+        ),
+        (
+            {
+                "status": "FAILED",
+                "error_type": "JOB_ENTRYPOINT_COMMAND_ERROR",
+                "message": _FAILED.format(1) + _OOM_TAIL,
+                "driver_exit_code": 1,
+            },
+            ExitReason.OUT_OF_MEMORY,
+            None,
+            None,
+        ),
+        (
+            {"status": "FAILED", "error_type": "RUNTIME_ENV_SETUP_FAILURE", "message": "pip: x"},
+            ExitReason.LAUNCH_ERROR,
+            None,
+            "FAILED: RUNTIME_ENV_SETUP_FAILURE: pip: x",
+        ),
+        (
+            {
+                "status": "FAILED",
+                "error_type": "JOB_SUPERVISOR_ACTOR_DIED",
+                "message": "Job supervisor actor died: The actor died because its node has died.",
+            },
+            ExitReason.NODE_LOST,
+            None,
+            None,
+        ),
+        (
+            {"status": "STOPPED", "message": "Job was intentionally stopped."},
+            ExitReason.CANCELLED,
+            None,
+            "STOPPED: Job was intentionally stopped.",
+        ),
+    ],
+)
+def test_each_ray_end_is_classified_with_rays_words(
+    info: dict[str, Any], reason: ExitReason, signal: str | None, detail: str | None
+) -> None:
+    tags = job_state(info).end_tags()
+    assert tags[SystemTags.EXIT_REASON] == reason.value
+    assert tags.get(SystemTags.EXIT_SIGNAL) == signal
+    if detail is not None:
+        assert tags[SystemTags.EXIT_DETAIL] == detail
+    assert "last available logs" not in tags[SystemTags.EXIT_DETAIL]
+
+
+def test_a_job_past_its_timeout_is_to_be_stopped_counting_from_its_submission() -> None:
+    info = {"status": "RUNNING", "start_time": 1_000_000, "metadata": {TIMEOUT_KEY: "30"}}
+    assert overtime(info, 1_000 + 29) is None
+    said = overtime(info, 1_000 + 31)
+    assert said and "--timeout 30 s" in said and "Ray has no time limit" in said
+    assert overtime({"status": "RUNNING", "start_time": 1_000_000}, 10**9) is None
 
 
 def test_a_failed_environment_build_keeps_rays_words_and_the_tools_last_lines() -> None:

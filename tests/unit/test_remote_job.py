@@ -7,7 +7,7 @@ from pathlib import Path
 from reprorun.backends.base import FAILURE_TAG
 from reprorun.backends.job import JobState, RemoteJob
 from reprorun.errors import ExecutionError
-from reprorun.tracking.entities import RunStatus
+from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags
 from reprorun.tracking.store import open_store
 from reprorun.tracking.store.base import TrackingStore
 
@@ -175,3 +175,50 @@ def test_a_stored_log_is_not_replaced_by_a_shorter_one(home: Path) -> None:
     late.output = b""
     late._keep_log()
     assert log_of(store, job) == "the whole log\n"
+
+
+def test_why_the_job_ended_is_recorded_with_its_end(home: Path) -> None:
+    job, store = new_job(home)
+    job.state = JobState(
+        RunStatus.FAILED,
+        "Slurm job 7 ended OUT_OF_MEMORY",
+        exit_reason=ExitReason.OUT_OF_MEMORY,
+        detail="OUT_OF_MEMORY ExitCode=0:125",
+    )
+    assert job.get_status() is RunStatus.FAILED
+    tags = store.get_run(job.run_id).data.tags
+    assert tags[SystemTags.EXIT_REASON] == "out-of-memory"
+    assert tags[SystemTags.EXIT_DETAIL] == "OUT_OF_MEMORY ExitCode=0:125"
+
+
+def test_without_the_engines_class_the_status_and_code_decide(home: Path) -> None:
+    finished, store = new_job(home)
+    finished.state = JobState(RunStatus.FINISHED, exit_code=0)
+    finished.get_status()
+    failed, _ = new_job(home)
+    failed.state = JobState(RunStatus.FAILED, "exit 3", exit_code=3, signal=None)
+    failed.get_status()
+    killed, _ = new_job(home)
+    killed.state = JobState(RunStatus.FAILED, "gone", signal=9)
+    killed.get_status()
+    reasons = [
+        store.get_run(j.run_id).data.tags[SystemTags.EXIT_REASON] for j in (finished, failed)
+    ]
+    assert reasons == ["succeeded", "code-error"]
+    assert store.get_run(killed.run_id).data.tags[SystemTags.EXIT_SIGNAL] == "SIGKILL"
+
+
+def test_a_cancelled_job_is_cancelled_whoever_stops_it(home: Path) -> None:
+    job, store = new_job(home)
+    job.state = JobState(RunStatus.RUNNING)
+    job.cancel()
+    assert store.get_run(job.run_id).data.tags[SystemTags.EXIT_REASON] == "cancelled"
+    other, _ = new_job(home)
+    other.state = JobState(RunStatus.RUNNING)
+    other.get_status()
+    store.set_tag(other.run_id, "reprorun.backend.stopRequested", "stopped by reprorun")
+    other.state = JobState(
+        RunStatus.FAILED, "the job no longer exists", exit_reason=ExitReason.NODE_LOST
+    )
+    assert other.get_status() is RunStatus.KILLED
+    assert store.get_run(other.run_id).data.tags[SystemTags.EXIT_REASON] == "cancelled"

@@ -17,7 +17,7 @@ from reprorun.backends.slurm.job import SlurmJob, job_state, parse_scontrol
 from reprorun.backends.slurm.options import SlurmBackendConfig, sbatch_option
 from reprorun.backends.slurm.script import render_script
 from reprorun.errors import ExecutionError, UserInputError
-from reprorun.tracking.entities import RunStatus
+from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags
 from reprorun.tracking.store import open_store
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -226,8 +226,8 @@ def test_jobs_dir_is_resolved_so_another_process_finds_the_same_folder(
     [
         ("PENDING", RunStatus.SCHEDULED),
         ("CONFIGURING", RunStatus.SCHEDULED),
-        ("REQUEUED", RunStatus.SCHEDULED),
-        ("REQUEUE_HOLD", RunStatus.SCHEDULED),
+        ("REQUEUED", RunStatus.FAILED),  # that attempt ended (issue 18): preempted
+        ("REQUEUE_HOLD", RunStatus.FAILED),
         ("RUNNING", RunStatus.RUNNING),
         ("COMPLETING", RunStatus.RUNNING),
         ("SUSPENDED", RunStatus.RUNNING),
@@ -250,14 +250,20 @@ def test_slurm_states_map_to_run_statuses(state: str, status: RunStatus) -> None
 def test_failures_carry_the_state_reason_and_exit_code() -> None:
     failed = job_state("12", "FAILED", "NonZeroExitCode", "3:0")
     assert failed == JobState(
-        RunStatus.FAILED, "Slurm job 12 ended FAILED (NonZeroExitCode, exit code 3)", 3
+        RunStatus.FAILED,
+        "Slurm job 12 ended FAILED (NonZeroExitCode, exit code 3)",
+        3,
+        ExitReason.CODE_ERROR,
+        "FAILED Reason=NonZeroExitCode ExitCode=3:0",
     )
     timeout = job_state("12", "TIMEOUT", "TimeLimit", "0:15")
     assert timeout.reason == "Slurm job 12 ended TIMEOUT (TimeLimit, killed by signal 15)"
     assert timeout.exit_code is None
     oom = job_state("12", "OUT_OF_MEMORY", "None", "0:125")
     assert oom.reason == "Slurm job 12 ended OUT_OF_MEMORY (killed by signal 125)"
-    assert job_state("12", "COMPLETED", "None", "0:0") == JobState(RunStatus.FINISHED, None, 0)
+    assert job_state("12", "COMPLETED", "None", "0:0") == JobState(
+        RunStatus.FINISHED, None, 0, ExitReason.SUCCEEDED, "COMPLETED ExitCode=0:0"
+    )
     killed = job_state("12", "CANCELLED", "None", "0:15")
     assert killed.status is RunStatus.KILLED and killed.reason and "job 12" in killed.reason
 
@@ -275,6 +281,51 @@ def test_scontrol_record_is_parsed() -> None:
     assert parse_scontrol("") == {}
 
 
+# sacct -n -P -X -o State,Reason,ExitCode lines as Slurm 22.05 writes them, and scontrol's
+# JobState/Reason/ExitCode/Restarts of a job put back in the queue.
+@pytest.mark.parametrize(
+    ("line", "restarts", "reason", "signal", "code"),
+    [
+        ("COMPLETED|None|0:0", 0, ExitReason.SUCCEEDED, None, 0),
+        ("FAILED|NonZeroExitCode|3:0", 0, ExitReason.CODE_ERROR, None, 3),
+        ("FAILED|NonZeroExitCode|137:0", 0, ExitReason.CODE_ERROR, "SIGKILL", 137),
+        ("OUT_OF_MEMORY|OutOfMemory|0:125", 0, ExitReason.OUT_OF_MEMORY, None, None),
+        ("TIMEOUT|TimeLimit|0:15", 0, ExitReason.TIMEOUT, "SIGTERM", None),
+        ("DEADLINE|DeadLine|0:15", 0, ExitReason.TIMEOUT, "SIGTERM", None),
+        ("PREEMPTED|None|0:15", 0, ExitReason.PREEMPTED, "SIGTERM", None),
+        ("NODE_FAIL|NodeDown|1:0", 0, ExitReason.NODE_LOST, None, 1),
+        ("BOOT_FAIL|None|0:0", 0, ExitReason.NODE_LOST, None, 0),
+        ("CANCELLED by 1000|None|0:15", 0, ExitReason.CANCELLED, "SIGTERM", None),
+        ("REQUEUED|None|0:15", 0, ExitReason.PREEMPTED, None, None),
+        ("PENDING|BeginTime|0:0", 1, ExitReason.PREEMPTED, None, None),
+        ("PENDING|NodeDown|0:0", 1, ExitReason.NODE_LOST, None, None),
+    ],
+)
+def test_each_slurm_end_is_classified_with_slurms_words(
+    line: str, restarts: int, reason: ExitReason, signal: str | None, code: int | None
+) -> None:
+    state, why, exit_code = line.split("|")
+    ended = job_state("12", state, why, exit_code, restarts)
+    assert ended.status.is_terminal
+    tags = ended.end_tags()
+    assert tags[SystemTags.EXIT_REASON] == reason.value
+    assert tags[SystemTags.EXIT_DETAIL].startswith(state)  # Slurm's own words, first
+    assert tags.get(SystemTags.EXIT_SIGNAL) == signal
+    assert tags.get(SystemTags.EXIT_CODE) == (None if code is None else str(code))
+
+
+def test_a_pending_job_never_requeued_is_only_waiting() -> None:
+    assert job_state("12", "PENDING", "Resources", "0:0", 0) == JobState(RunStatus.SCHEDULED)
+
+
+def test_scontrol_restarts_say_the_job_was_requeued() -> None:
+    text = (
+        "JobId=7 JobName=reprorun-0123 JobState=PENDING Reason=BeginTime Dependency=(null) "
+        "Requeue=1 Restarts=1 BatchFlag=1 Reboot=0 ExitCode=0:0"
+    )
+    assert parse_scontrol(text)["Restarts"] == "1"
+
+
 def test_a_forgotten_job_is_judged_by_its_exit_code_file(tmp_path: Path) -> None:
     job = SlurmJob(RUN_ID, "41", open_store(), "", tmp_path)
     gone = job._forgotten()
@@ -283,7 +334,12 @@ def test_a_forgotten_job_is_judged_by_its_exit_code_file(tmp_path: Path) -> None
     (tmp_path / "exit_code").write_text("41 0\n")
     assert job._forgotten().status is RunStatus.FINISHED
     (tmp_path / "exit_code").write_text("41 2\n")
-    assert job._forgotten() == JobState(RunStatus.FAILED, job._forgotten().reason, 2)
+    assert job._forgotten() == JobState(
+        RunStatus.FAILED,
+        job._forgotten().reason,
+        2,
+        detail="exit code 2 (from exit_code; Slurm has forgotten the job)",
+    )
     (tmp_path / "exit_code").write_text("40 0\n")  # another job's (a requeue, a resubmit)
     assert job._forgotten().status is RunStatus.FAILED
 
@@ -338,7 +394,10 @@ def test_a_job_only_accounting_remembers_is_read_from_sacct(
     )
     job = SlurmJob(RUN_ID, "41", open_store(), "", tmp_path)
     assert job._state() == JobState(
-        RunStatus.FAILED, "Slurm job 41 ended OUT_OF_MEMORY (killed by signal 125)"
+        RunStatus.FAILED,
+        "Slurm job 41 ended OUT_OF_MEMORY (killed by signal 125)",
+        exit_reason=ExitReason.OUT_OF_MEMORY,
+        detail="OUT_OF_MEMORY ExitCode=0:125",
     )
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reprorun.backends.base import FAILURE_TAG, SubmittedRun, ends_over
+from reprorun.backends.exit_reason import signal_name
 from reprorun.errors import ExecutionError
-from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
+from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags, now_ms
 from reprorun.tracking.store.base import TrackingStore
 
 LOG_PATH = "logs/run.log"
@@ -30,8 +31,35 @@ class JobState:
     """The engine's view of a job, in reprorun's terms."""
 
     status: RunStatus  # SCHEDULED (queued), RUNNING, or a terminal status
-    reason: str | None = None  # the engine's words for a failure or a stop
+    reason: str | None = None  # reprorun's sentence for a failure or a stop
     exit_code: int | None = None
+    # Why it ended (issue 18), the engine's own words for it (Slurm's state, Kubernetes'
+    # OOMKilled, Ray's message, Databricks' termination code) and the signal that ended the
+    # command where the engine says. None: derived from the status and exit code.
+    exit_reason: ExitReason | None = None
+    detail: str | None = None
+    signal: int | None = None
+
+    def why(self) -> ExitReason:
+        """The exit reason of an ended job: the engine's when it said, else the status's."""
+        if self.exit_reason is not None:
+            return self.exit_reason
+        if self.status is RunStatus.FINISHED:
+            return ExitReason.SUCCEEDED
+        if self.status is RunStatus.KILLED:
+            return ExitReason.CANCELLED
+        return ExitReason.CODE_ERROR
+
+    def end_tags(self) -> dict[str, str]:
+        """The exit reason, detail, code and signal tags of an ended job."""
+        tags = {SystemTags.EXIT_REASON: self.why().value}
+        if self.detail:
+            tags[SystemTags.EXIT_DETAIL] = self.detail[:8000]
+        if self.exit_code is not None:
+            tags[SystemTags.EXIT_CODE] = str(self.exit_code)
+        if self.signal:
+            tags[SystemTags.EXIT_SIGNAL] = signal_name(-self.signal) or str(self.signal)
+        return tags
 
 
 class RemoteJob(SubmittedRun):
@@ -95,7 +123,14 @@ class RemoteJob(SubmittedRun):
         state = self._state()
         if state.status is RunStatus.FAILED and run.data.tags.get(STOP_TAG):
             # Stopped from another process (runs kill): the engine may just have lost it.
-            state = JobState(RunStatus.KILLED, run.data.tags[STOP_TAG], state.exit_code)
+            state = JobState(
+                RunStatus.KILLED,
+                run.data.tags[STOP_TAG],
+                state.exit_code,
+                ExitReason.CANCELLED,
+                state.detail,
+                state.signal,
+            )
         if state.status is RunStatus.RUNNING and recorded is RunStatus.SCHEDULED:
             self.store.update_run(
                 self._run_id, status=RunStatus.RUNNING, only_if_status=RunStatus.SCHEDULED
@@ -107,13 +142,12 @@ class RemoteJob(SubmittedRun):
     def _close(self, state: JobState, recorded: RunStatus) -> None:
         """Keep the job's log, then end the run with the job's status where ``ends_over``
         says so (once, whoever is first: ``only_if_status`` makes a concurrent close a
-        no-op)."""
+        no-op). Why it ended (reason, the engine's words, code, signal) is written in one
+        batch with the end marker, before the status: whoever reads the ended run has it."""
         self._keep_log()
-        tags = {JOB_ENDED_TAG: "true"}
+        tags = {JOB_ENDED_TAG: "true", **state.end_tags()}
         if state.reason and state.status is not RunStatus.FINISHED:
             tags[FAILURE_TAG] = state.reason[:8000]
-        if state.exit_code is not None:
-            tags[SystemTags.EXIT_CODE] = str(state.exit_code)
         self.store.log_batch(self._run_id, tags=tags)
         if ends_over(recorded, state.status):
             self.store.update_run(
@@ -163,7 +197,17 @@ class RemoteJob(SubmittedRun):
         reason = state.reason or "stopped by reprorun (runs kill, or Ctrl-C on the submitter)"
         if not state.status.is_terminal:
             reason = f"asked {self.backend} to stop job {self._job_id}; it had not ended yet"
-        self._close(JobState(RunStatus.KILLED, reason, state.exit_code), recorded)
+        self._close(
+            JobState(
+                RunStatus.KILLED,
+                reason,
+                state.exit_code,
+                ExitReason.CANCELLED,
+                state.detail,
+                state.signal,
+            ),
+            recorded,
+        )
 
     def logs(self, start: int = 0) -> bytes:
         if self._final is not None:

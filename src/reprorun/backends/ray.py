@@ -22,6 +22,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -37,14 +38,17 @@ from reprorun.backends.base import (
     parse_options,
     tracking_options,
 )
-from reprorun.backends.job import JobState, RemoteJob
+from reprorun.backends.heartbeat import interval as heartbeat_interval
+from reprorun.backends.heartbeat import wrapped
+from reprorun.backends.job import STOP_TAG, JobState, RemoteJob
 from reprorun.envs.lock import read_lock_lines
 from reprorun.errors import ExecutionError, UserInputError
-from reprorun.tracking.entities import Run, RunStatus
+from reprorun.tracking.entities import ExitReason, Run, RunStatus
 from reprorun.tracking.http import HttpClient, Retries
 from reprorun.tracking.store.base import TrackingStore
 
 JOB_PREFIX = "reprorun-"
+TIMEOUT_KEY = "reprorun.timeout_seconds"  # the job's metadata: --timeout, in seconds
 _TIMEOUT = 30.0  # seconds for one API call
 _UPLOAD_TIMEOUT = 600.0  # the project's zip can be large
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same tree gives the same package name
@@ -170,7 +174,7 @@ class RayBackend(Backend):
     ) -> dict[str, Any]:
         """The body of ``POST /api/jobs/``."""
         body: dict[str, Any] = {
-            "entrypoint": entrypoint(spec.command, spec.subdirectory),
+            "entrypoint": entrypoint(spec.command, spec.subdirectory, heartbeat_interval()),
             "submission_id": submission_id,
             "runtime_env": runtime_env,
             "metadata": {
@@ -178,6 +182,9 @@ class RayBackend(Backend):
                 "reprorun.experiment_id": spec.experiment_id,
             },
         }
+        if spec.timeout_seconds:
+            # Ray has no time limit for a job: whoever follows it stops it (RayJob._state).
+            body["metadata"][TIMEOUT_KEY] = f"{spec.timeout_seconds:g}"
         c = self.config
         for key, value in (
             ("entrypoint_num_cpus", c.num_cpus),
@@ -234,8 +241,23 @@ class RayJob(RemoteJob):
                 RunStatus.FAILED,
                 f"Ray at {self.api.address} no longer knows job {self.job_id} (the cluster "
                 "was restarted or the job was deleted); its outcome is unknown.",
+                exit_reason=ExitReason.NODE_LOST,
+                detail=f"HTTP 404 for job {self.job_id}",
             )
-        return job_state(self.api.json_of(status, data, f"job {self.job_id}"))
+        info = self.api.json_of(status, data, f"job {self.job_id}")
+        state = job_state(info)
+        over = overtime(info, time.time())
+        if over is not None and not state.status.is_terminal:
+            # Said first: whoever polls next reads the job's STOPPED as this stop.
+            self.store.set_tag(self.run_id, STOP_TAG, over)
+            self._stop()
+            return JobState(
+                RunStatus.FAILED,
+                over,
+                exit_reason=ExitReason.TIMEOUT,
+                detail=f"{info.get('status')}; {over}",
+            )
+        return state
 
     def _read_log(self) -> bytes:
         status, data = self.api.request("GET", self._path("/logs"))
@@ -249,7 +271,8 @@ class RayJob(RemoteJob):
 
 
 def job_state(info: Mapping[str, Any]) -> JobState:
-    """Ray's job details (``GET /api/jobs/<id>``) as reprorun's JobState."""
+    """Ray's job details (``GET /api/jobs/<id>``) as reprorun's JobState, with why it ended
+    (``exit_reason``) and Ray's own words."""
     ray_status = str(info.get("status"))
     status = STATUSES.get(ray_status)
     if status is None:
@@ -257,11 +280,75 @@ def job_state(info: Mapping[str, Any]) -> JobState:
             f"Ray reported status {ray_status!r} for job {info.get('submission_id')}, which "
             f"this reprorun does not know (known: {', '.join(STATUSES)})."
         )
+    if not status.is_terminal:
+        return JobState(status)
     exit_code = info.get("driver_exit_code")
-    return JobState(
-        status,
-        _reason(info) if status.is_terminal else None,
-        exit_code if isinstance(exit_code, int) else None,
+    code = exit_code if isinstance(exit_code, int) else None
+    why, signal = _exit_reason(info, code)
+    return JobState(status, _reason(info), code, why, _words(info), signal)
+
+
+# Ray's words for a worker its memory monitor killed (ray.exceptions.OutOfMemoryError, and
+# the raylet's "... worker(s) were killed due to the node running low on memory").
+_RAY_OOM = ("OutOfMemoryError", "running low on memory")
+# error_type of a job whose command never ran: its environment, or its supervisor actor.
+_LAUNCH = {
+    "RUNTIME_ENV_SETUP_FAILURE",
+    "JOB_SUPERVISOR_ACTOR_START_TIMEOUT",
+    "JOB_SUPERVISOR_ACTOR_START_FAILURE",
+    "JOB_SUPERVISOR_ACTOR_UNSCHEDULABLE",
+    "JOB_ENTRYPOINT_COMMAND_START_ERROR",
+}
+_STOP_SIGNALS = {1, 2, 15}  # SIGHUP, SIGINT, SIGTERM: someone stopped the driver
+
+
+def _exit_reason(info: Mapping[str, Any], code: int | None) -> tuple[ExitReason, int | None]:
+    """Why an ended Ray job ended, and the signal that ended its driver (a negative return
+    code, or the shell's 128+N)."""
+    status = str(info.get("status"))
+    if status == "SUCCEEDED":
+        return ExitReason.SUCCEEDED, None
+    if status == "STOPPED":
+        return ExitReason.CANCELLED, None
+    signal = -code if code is not None and code < 0 else None
+    if code is not None and 128 < code < 160:
+        signal = code - 128
+    error_type = str(info.get("error_type") or "")
+    message = str(info.get("message") or "")
+    if any(words in message for words in _RAY_OOM):
+        return ExitReason.OUT_OF_MEMORY, signal
+    if error_type in _LAUNCH:
+        return ExitReason.LAUNCH_ERROR, signal
+    if error_type.startswith("JOB_SUPERVISOR_ACTOR"):
+        # The actor that runs the driver died with its worker or its node.
+        return ExitReason.NODE_LOST, signal
+    if signal in _STOP_SIGNALS:
+        return ExitReason.CANCELLED, signal  # stopped from outside Ray (kill, an admin)
+    return ExitReason.CODE_ERROR, signal
+
+
+def _words(info: Mapping[str, Any]) -> str:
+    """Ray's own words for the end: status, error type and message, without the log's tail
+    (the run keeps the whole log)."""
+    message = str(info.get("message") or "").split(", last available logs", 1)[0].strip()
+    parts = [str(info.get("status")), str(info.get("error_type") or ""), message[:1000]]
+    return ": ".join(part for part in parts if part)
+
+
+def overtime(info: Mapping[str, Any], now: float) -> str | None:
+    """What to say when a job asked to stop after ``--timeout`` (its metadata) has run
+    longer, counting from its submission (Ray's start_time); None otherwise."""
+    metadata = info.get("metadata") or {}
+    try:
+        limit = float(metadata.get(TIMEOUT_KEY) or 0)
+        started = float(info.get("start_time") or 0) / 1000
+    except (TypeError, ValueError):
+        return None
+    if not limit or not started or now - started <= limit:
+        return None
+    return (
+        f"stopped by reprorun: --timeout {limit:g} s passed (Ray has no time limit for a "
+        "job; reprorun stops it when it follows the job past that time)"
     )
 
 
@@ -280,10 +367,13 @@ def _reason(info: Mapping[str, Any]) -> str | None:
     return message or None
 
 
-def entrypoint(command: str, subdirectory: str) -> str:
+def entrypoint(command: str, subdirectory: str, heartbeat: float | None = None) -> str:
     """The job's shell command: Ray runs it with /bin/sh in the shipped tree; the project's
-    command is bash syntax, run in its subdirectory."""
-    run = f"exec bash -c {shlex.quote(command)}"
+    command is bash syntax, run in its subdirectory, under the heartbeat wrapper when
+    ``heartbeat`` (seconds between beats) is given."""
+    run = (
+        f"exec bash -c {shlex.quote(command)}" if heartbeat is None else wrapped(command, heartbeat)
+    )
     return f"cd {shlex.quote(subdirectory)} && {run}" if subdirectory else run
 
 

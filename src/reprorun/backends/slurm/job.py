@@ -3,6 +3,7 @@ script left), its log, and cancelling it."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from reprorun.backends.job import JobState, RemoteJob
 from reprorun.backends.slurm.commands import slurm, slurm_query
 from reprorun.backends.slurm.script import EXIT_CODE_NAME, LOG_NAME
 from reprorun.errors import ExecutionError
-from reprorun.tracking.entities import RunStatus
+from reprorun.tracking.entities import ExitReason, RunStatus
 from reprorun.tracking.store.base import TrackingStore
 
 # Slurm's job states (squeue %T, scontrol JobState, sacct State) in reprorun's terms.
@@ -36,10 +37,32 @@ _FAILED = {
 }
 
 
+# Why a Slurm job ended, by its state (the rest: FAILED and SPECIAL_EXIT are the code's).
+_REASONS = {
+    "COMPLETED": ExitReason.SUCCEEDED,
+    "CANCELLED": ExitReason.CANCELLED,
+    "REVOKED": ExitReason.CANCELLED,  # a federation ran the job on another cluster
+    "OUT_OF_MEMORY": ExitReason.OUT_OF_MEMORY,
+    "TIMEOUT": ExitReason.TIMEOUT,
+    "DEADLINE": ExitReason.TIMEOUT,  # --deadline passed
+    "PREEMPTED": ExitReason.PREEMPTED,
+    "NODE_FAIL": ExitReason.NODE_LOST,
+    "BOOT_FAIL": ExitReason.NODE_LOST,  # the node could not boot for the job
+}
+# States of a job Slurm put back in the queue after it ran (scontrol requeue, preemption
+# with PreemptMode=REQUEUE, a node failure with JobRequeue).
+_REQUEUED = {"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
+
+
 def job_state(
-    job_id: str, state: str, reason: str | None = None, exit_code: str | None = None
+    job_id: str,
+    state: str,
+    reason: str | None = None,
+    exit_code: str | None = None,
+    restarts: int = 0,
 ) -> JobState:
-    """A Slurm state (with its Reason and ExitCode "code:signal") as reprorun's JobState."""
+    """A Slurm state (with its Reason, ExitCode "code:signal" and how many times it was
+    requeued) as reprorun's JobState, with the exit reason and Slurm's own words."""
     word = state.split()[0].rstrip("+").upper() if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
     code, signal = _exit_code(exit_code)
     details = [r for r in (reason,) if r and r not in ("None", "(null)")]
@@ -48,24 +71,61 @@ def job_state(
     elif code is not None and word != "COMPLETED":
         details.append(f"exit code {code}")
     said = f" ({', '.join(details)})" if details else ""
+    words = " ".join(
+        part
+        for part in (
+            state.strip(),
+            f"Reason={reason}" if reason and reason not in ("None", "(null)") else "",
+            f"ExitCode={exit_code}" if exit_code else "",
+        )
+        if part
+    )
+    if word in _REQUEUED or (word == "PENDING" and restarts > 0):
+        # It ran, and Slurm took it back: that attempt ended. It would run again into the
+        # same run, whose history would be overwritten: reprorun ends the run (a retry is a
+        # new run) and cancels the requeued job (SlurmJob._close).
+        lost = "NODE_FAIL" in (reason or "").upper() or "NODEDOWN" in (reason or "").upper()
+        return JobState(
+            RunStatus.FAILED,
+            f"Slurm requeued job {job_id}{said}: that attempt ended, and reprorun cancels the "
+            "requeued job (a retry is a new run)",
+            exit_reason=ExitReason.NODE_LOST if lost else ExitReason.PREEMPTED,
+            detail=f"{words} (requeued)",
+        )
     if word in _SCHEDULED:
         return JobState(RunStatus.SCHEDULED)
     if word == "COMPLETED":
-        return JobState(RunStatus.FINISHED, exit_code=code)
+        return JobState(
+            RunStatus.FINISHED, exit_code=code, exit_reason=ExitReason.SUCCEEDED, detail=words
+        )
     if word == "CANCELLED":
         return JobState(
-            RunStatus.KILLED, f"Slurm job {job_id} was CANCELLED (scancel or an administrator)"
+            RunStatus.KILLED,
+            f"Slurm job {job_id} was CANCELLED (scancel or an administrator)",
+            exit_reason=ExitReason.CANCELLED,
+            detail=words,
+            signal=signal or None,
         )
     if word in _FAILED:
         return JobState(
             RunStatus.FAILED,
             f"Slurm job {job_id} ended {word}{said}",
             exit_code=None if signal else code,
+            exit_reason=_REASONS.get(word, ExitReason.CODE_ERROR),
+            detail=words,
+            # Slurm says 0:125 for OUT_OF_MEMORY: no signal has that number.
+            signal=(signal if 0 < signal < 65 else None) or _shell_signal(code),
         )
     if word in _RUNNING:
         return JobState(RunStatus.RUNNING)
     # A state newer than this list: the job still exists, so take it as still going.
     return JobState(RunStatus.RUNNING)
+
+
+def _shell_signal(code: int | None) -> int | None:
+    """The batch script exits with its command's status: bash's 128+N for a command ended
+    by signal N (137: SIGKILL, the OOM killer's)."""
+    return code - 128 if code is not None and 128 < code < 160 else None
 
 
 def _exit_code(text: str | None) -> tuple[int | None, int]:
@@ -79,9 +139,16 @@ def _exit_code(text: str | None) -> tuple[int | None, int]:
         return None, 0
 
 
+def _count(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
 def parse_scontrol(text: str) -> dict[str, str]:
     """The fields of ``scontrol show job -o`` that matter here (their values have no spaces)."""
-    wanted = ("JobState", "Reason", "ExitCode")
+    wanted = ("JobState", "Reason", "ExitCode", "Restarts")
     found = {}
     for key in wanted:
         match = re.search(rf"(?:^|\s){key}=(\S*)", text)
@@ -113,12 +180,19 @@ class SlurmJob(RemoteJob):
         if out:
             state, _, reason = out.splitlines()[0].partition("|")
             found = job_state(job, state, reason)
-            if not found.status.is_terminal:
+            if found.status is RunStatus.RUNNING:
                 return found
+            # Pending (maybe requeued: scontrol counts Restarts) or ended: scontrol tells.
         # scontrol: the full record (with ExitCode), kept MinJobAge after the end.
         fields = parse_scontrol(slurm_query(["scontrol", "show", "job", "-o", job], job))
         if "JobState" in fields:
-            return job_state(job, fields["JobState"], fields.get("Reason"), fields.get("ExitCode"))
+            return job_state(
+                job,
+                fields["JobState"],
+                fields.get("Reason"),
+                fields.get("ExitCode"),
+                _count(fields.get("Restarts")),
+            )
         if found is not None:
             return found  # purged between the two questions
         # sacct: the accounting database, when the cluster has one.
@@ -146,7 +220,13 @@ class SlurmJob(RemoteJob):
                     f"Slurm job {self.job_id} exited with code {code} (Slurm has forgotten the "
                     f"job; read from {self.folder / EXIT_CODE_NAME})"
                 )
-                return JobState(status, reason, int(code))
+                return JobState(
+                    status,
+                    reason,
+                    int(code),
+                    detail=f"exit code {code} (from {EXIT_CODE_NAME}; Slurm has forgotten the job)",
+                    signal=_shell_signal(int(code)),
+                )
         except (OSError, ValueError):
             pass
         return JobState(
@@ -155,7 +235,16 @@ class SlurmJob(RemoteJob):
             "gone (it ended longer ago than the cluster's MinJobAge and there is no "
             "accounting, or it never existed) and it left no exit code in "
             f"{self.folder}.",
+            exit_reason=ExitReason.NODE_LOST,
+            detail="unknown to squeue, scontrol and sacct; no exit code file",
         )
+
+    def _close(self, state: JobState, recorded: RunStatus) -> None:
+        if state.detail and state.detail.endswith("(requeued)"):
+            # Slurm would run it again into this run, which is ending: it must not.
+            with contextlib.suppress(ExecutionError):
+                self._stop()
+        super()._close(state, recorded)
 
     def _read_log(self) -> bytes:
         try:
