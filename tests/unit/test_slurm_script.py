@@ -14,7 +14,7 @@ from reprorun.backends.job import JobState
 from reprorun.backends.registry import get_backend
 from reprorun.backends.slurm.backend import SlurmBackend
 from reprorun.backends.slurm.job import SlurmJob, job_state, parse_scontrol
-from reprorun.backends.slurm.options import SlurmBackendConfig, sbatch_option
+from reprorun.backends.slurm.options import SlurmBackendConfig, sbatch_option, with_timeout
 from reprorun.backends.slurm.script import render_script
 from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags
@@ -428,3 +428,26 @@ def test_reserved_options_are_refused_short_glued_or_abbreviated(line: str) -> N
 @pytest.mark.parametrize("line", ["--exclusive", "-N 2", "--mem-per-cpu=2G", "--time=5"])
 def test_other_options_pass(line: str) -> None:
     assert sbatch_option(line) == line
+
+
+@pytest.mark.parametrize(
+    ("own", "timeout", "expected"),
+    [
+        (None, None, None),
+        (None, 75.0, "0-00:01:15"),  # Slurm keeps whole minutes: 2 min, rounded up
+        (None, 90061.0, "1-01:01:01"),
+        ("5", 60.0, "0-00:01:00"),  # --timeout is shorter than the config's 5 minutes
+        ("5", 600.0, "5"),  # the config's own limit is shorter: kept
+        ("2-00:00:00", 3600.0, "0-01:00:00"),
+        ("UNLIMITED", 30.0, "0-00:00:30"),
+    ],
+)
+def test_timeout_becomes_slurms_time_limit_when_shorter(
+    own: str | None, timeout: float | None, expected: str | None
+) -> None:
+    config = with_timeout(SlurmBackendConfig(time=own), timeout)
+    assert config.time == expected
+    script = render_script(
+        config, run_id=RUN_ID, folder=Path("/j"), command="true", workdir=Path("/j"), env={}
+    )
+    assert (f"#SBATCH --time={expected}" in script) is (expected is not None)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from reprorun.backends.base import JOB_ID_TAG, Backend, LaunchSpec, SubmittedRun, parse_options
+from reprorun.backends.heartbeat import interval as heartbeat_interval
 from reprorun.backends.slurm.commands import slurm
 from reprorun.backends.slurm.job import SlurmJob
-from reprorun.backends.slurm.options import SlurmBackendConfig, bad_option
+from reprorun.backends.slurm.options import SlurmBackendConfig, bad_option, with_timeout
 from reprorun.backends.slurm.script import render_script
 from reprorun.errors import ExecutionError
 from reprorun.tracking.entities import Run, RunStatus
@@ -74,7 +75,7 @@ class SlurmBackend(Backend):
                 "the backend config to a writable folder the compute nodes share."
             ) from exc
         script = render_script(
-            self.config,
+            with_timeout(self.config, spec.timeout_seconds),  # --timeout: Slurm's --time
             run_id=spec.run_id,
             folder=folder,
             command=spec.command,
@@ -83,6 +84,7 @@ class SlurmBackend(Backend):
             # `reprorun log ...` in the command is this reprorun, then the built environment.
             path=[str(command_shim().parent), *spec.path_prefix],
             pythonpath=[str(client)],
+            heartbeat=heartbeat_interval(),
         )
         script_path = folder / SCRIPT_NAME
         script_path.write_text(script, encoding="utf-8")

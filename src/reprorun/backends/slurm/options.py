@@ -3,6 +3,8 @@ them can split an sbatch line or a shell word, and none sets what reprorun sets 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -91,6 +93,42 @@ class SlurmBackendConfig:
             bad_option(
                 "jobs_dir", "a folder the compute nodes share with this machine", self.jobs_dir
             )
+
+
+def time_seconds(text: str) -> float | None:
+    """A Slurm time limit (as ``time`` accepts it) in seconds; None for UNLIMITED."""
+    if text.upper() in ("UNLIMITED", "INFINITE"):
+        return None
+    days, _, rest = text.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:  # days-hours[:minutes[:seconds]]
+        parts += [0] * (3 - len(parts))
+        hours, minutes, seconds = parts
+        return ((int(days) * 24 + hours) * 60 + minutes) * 60.0 + seconds
+    if len(parts) == 3:  # hours:minutes:seconds
+        return (parts[0] * 60 + parts[1]) * 60.0 + parts[2]
+    return parts[0] * 60.0 + (parts[1] if len(parts) == 2 else 0)  # minutes[:seconds]
+
+
+def time_limit(seconds: float) -> str:
+    """``seconds`` as Slurm's days-hours:minutes:seconds. Slurm keeps whole minutes, rounded
+    up: a 10 s limit is a 1 min one."""
+    total = max(1, math.ceil(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def with_timeout(config: SlurmBackendConfig, seconds: float | None) -> SlurmBackendConfig:
+    """The config whose ``time`` is ``--timeout`` where that is shorter than the config's own
+    (both are limits: the shorter one ends the job, with Slurm's TIMEOUT)."""
+    if not seconds:
+        return config
+    own = time_seconds(config.time) if config.time else None
+    if own is not None and own <= seconds:
+        return config
+    return dataclasses.replace(config, time=time_limit(seconds))
 
 
 def bad_option(key: str, expected: str, given: object) -> None:
