@@ -18,6 +18,60 @@ if TYPE_CHECKING:
     from reprorun.backends.base import SubmittedRun
 
 
+def _retry_classes(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
+    from reprorun.projects.retry import parse_retry_on
+
+    return None if value is None else tuple(r.value for r in parse_retry_on(value))
+
+
+def _memory_factor(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    from reprorun.projects.retry import parse_memory_factor
+
+    return parse_memory_factor(value)
+
+
+def retry_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--retries, --retry-on, --retry-memory, --retry-backoff (reprorun run and sweep)."""
+    options = [
+        click.option(
+            "--retries",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            metavar="N",
+            help="Run an attempt that ended for a --retry-on class again, up to N times; each "
+            "attempt is a run of its own, linked to the first.",
+        ),
+        click.option(
+            "--retry-on",
+            callback=_retry_classes,
+            metavar="CLASSES",
+            help="With --retries: the exit reasons retried, comma-separated, among preempted, "
+            "node-lost, out-of-memory, timeout, launch-error, code-error "
+            "[default: preempted,node-lost,launch-error].",
+        ),
+        click.option(
+            "--retry-memory",
+            callback=_memory_factor,
+            metavar="xF",
+            help="With --retries: an out-of-memory retry multiplies the backend's memory "
+            "request (Slurm mem, Ray memory, the Kubernetes template's memory) by F, e.g. x2.",
+        ),
+        click.option(
+            "--retry-backoff",
+            type=click.FloatRange(min=0),
+            metavar="SECONDS",
+            help="With --retries: the wait before the first retry, doubled for each next one "
+            "and capped at 10 minutes [default: 10].",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command("run")
 @click.argument("uri")
 @click.option(
@@ -79,6 +133,7 @@ if TYPE_CHECKING:
     metavar="FILE",
     help="Write the run id to FILE once the run exists (or the reused run's id), for scripts.",
 )
+@retry_options
 @click.option("--help-params", is_flag=True, help="List the entry point's parameters and exit.")
 @json_option
 @handle_errors
@@ -100,6 +155,10 @@ def run_command(
     detach: bool,
     max_parallel: int | None,
     run_id_file: str | None,
+    retries: int,
+    retry_on: tuple[str, ...] | None,
+    retry_memory: float | None,
+    retry_backoff: float | None,
     help_params: bool,
     as_json: bool,
 ) -> None:
@@ -145,14 +204,21 @@ def run_command(
         synchronous=not detach,
         detach=detach and backend == "local",
         max_parallel=max_parallel,
+        retries=retries,
+        retry_on=retry_on,
+        retry_memory=retry_memory,
+        retry_backoff=retry_backoff,
     )
 
     def reusing(found: Any) -> None:
         click.echo(f"reprorun: reusing {found.explain()}", err=True)
         _write_run_id(run_id_file, found.run_id)
 
+    def retrying(text: str) -> None:
+        click.echo(f"reprorun: {text}", err=True)
+
     def start(**callbacks: Any) -> SubmittedRun:
-        return run_request(request, on_reuse=reusing, **callbacks)
+        return run_request(request, on_reuse=reusing, on_retry=retrying, **callbacks)
 
     if detach:
         _detach(start, run_id_file)

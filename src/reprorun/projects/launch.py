@@ -86,6 +86,11 @@ def run(
     on_reuse: Callable[[Reuse], None] | None = None,
     detach: bool = False,
     max_parallel: int | None = None,
+    retries: int = 0,
+    retry_on: str | tuple[str, ...] | None = None,
+    retry_memory: float | None = None,
+    retry_backoff: float | None = None,
+    on_retry: Callable[[str], None] | None = None,
 ) -> SubmittedRun:
     """Run a project and record it: the counterpart of ``mlflow.projects.run``.
 
@@ -107,6 +112,12 @@ def run(
     a supervisor process of its own owns the command, so it outlives this process and its
     terminal. ``max_parallel`` (local backend): wait, SCHEDULED, while that many local runs
     asking for the same limit are running.
+
+    ``retries``: an attempt that ended for one of ``retry_on`` (class names, comma-separated
+    or a tuple; default preempted, node-lost, launch-error) runs again as a new run linked to
+    the first, up to ``retries`` times, after ``retry_backoff`` seconds (default 10, doubling,
+    capped at 10 minutes); an out-of-memory retry multiplies the backend's memory request by
+    ``retry_memory``; ``on_retry`` hears each retry (``projects.retry``).
     """
     request = RunRequest(
         uri,
@@ -128,6 +139,10 @@ def run(
         patch=patch,
         env_lock=env_lock,
         archive_sha256=archive_sha256,
+        retries=retries,
+        retry_on=tuple(retry_on.split(",")) if isinstance(retry_on, str) else retry_on,
+        retry_memory=retry_memory,
+        retry_backoff=retry_backoff,
     )
     return run_request(
         request,
@@ -136,6 +151,7 @@ def run(
         on_warning=on_warning,
         progress=progress,
         on_reuse=on_reuse,
+        on_retry=on_retry,
     )
 
 
@@ -147,10 +163,20 @@ def run_request(
     on_warning: Callable[[str], None] | None = None,
     progress: Callable[[str], None] | None = None,
     on_reuse: Callable[[Reuse], None] | None = None,
+    on_create: Callable[[str], None] | None = None,
+    on_retry: Callable[[str], None] | None = None,
 ) -> SubmittedRun:
-    """Run ``request`` and record it (``run`` says what each callback hears)."""
+    """Run ``request`` and record it (``run`` says what each callback hears; ``on_create``
+    hears the run's id once it exists). With ``request.retries``, each attempt is a run of
+    its own (``projects.retry``); ``on_retry`` hears what happens between them."""
     from reprorun.tracking.store import open_store
 
+    if request.retries:
+        from reprorun.projects.retry import run_attempts
+
+        callbacks: dict[str, Any] = dict(echo=echo, on_submit=on_submit, on_warning=on_warning)
+        callbacks.update(progress=progress, on_reuse=on_reuse, on_create=on_create)
+        return run_attempts(request, run_request, on_retry=on_retry, **callbacks)
     request.check()
     # Everything that can be wrong with the input is checked before the run exists.
     backend_impl = get_backend(request.backend, *load_backend_config(request.backend_config))
@@ -208,7 +234,7 @@ def run_request(
     ready = Ready(
         backend_impl, env_impl.name, prepared, identity, store, exp_id, target, job_tracking_uri
     )
-    return launch(request, the_plan, ready, echo=echo, on_submit=on_submit)
+    return launch(request, the_plan, ready, echo=echo, on_submit=on_submit, on_create=on_create)
 
 
 @dataclass(frozen=True)
@@ -233,6 +259,7 @@ def launch(
     *,
     echo: Echo | bool | None = True,
     on_submit: Callable[[SubmittedRun], None] | None = None,
+    on_create: Callable[[str], None] | None = None,
 ) -> SubmittedRun:
     """Create the run and hand its command to the backend; when ``request.synchronous``, wait
     for it to end (a FAILED run raises RunFailed, a stopped one RunInterrupted)."""
@@ -261,6 +288,8 @@ def launch(
             params={p.name: p.text for p in the_plan.params},
         )
         run_id = created.info.run_id
+        if on_create:
+            on_create(run_id)
         held = prepared.env_dir if prepared.release else None
         finish = Finish(store, run_id, prepared.release, held)
         try:

@@ -44,11 +44,21 @@ class RunRequest:
     patch: Path | None = None  # a git diff applied to the run's working copy (rerun)
     env_lock: Path | None = None  # build the environment from this lock (rerun)
     archive_sha256: str | None = None  # the archive source must have this digest
+    # Retries by class (projects/retry.py): how many more attempts an attempt that ended for
+    # one of ``retry_on`` (None: the default classes) gets, each a run of its own; an OOM
+    # retry multiplies the backend's memory request by ``retry_memory``; the first wait is
+    # ``retry_backoff`` seconds (None: 10), doubling, capped at 10 minutes.
+    retries: int = 0
+    retry_on: tuple[str, ...] | None = None
+    retry_memory: float | None = None
+    retry_backoff: float | None = None
 
     def __post_init__(self) -> None:
         # A copy nobody else holds: the request stays what it was when it was made.
         object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters or {})))
         object.__setattr__(self, "tags", MappingProxyType(dict(self.tags or {})))
+        if self.retry_on is not None:  # (a list, from JSON)
+            object.__setattr__(self, "retry_on", tuple(self.retry_on))
 
     def to_json(self) -> str:
         """The request for another process (a sweep's trial), as JSON; parameters and

@@ -1,0 +1,296 @@
+"""Retries by class (issue 18): which ended attempts run again, after how long, and as which run.
+
+A request with ``retries`` N runs up to N + 1 attempts. Each attempt is a run of its own, so
+history is never overwritten: every attempt has the tag ``reprorun.attempt`` (1, 2, ...) and
+``reprorun.maxAttempts``, and attempts 2+ have ``reprorun.attemptOf``, the first attempt's run
+id. An attempt is retried only when its stored exit reason (``reprorun.exitReason``, written
+when the run ends) is one of the classes asked for (``preempted,node-lost,launch-error`` unless
+told otherwise; ``code-error`` only when named; ``succeeded`` and ``cancelled`` never). The wait
+before attempt n + 1 is ``backoff * 2 ** (n - 1)`` seconds, capped at 10 minutes. An
+``out-of-memory`` retry may multiply the backend's memory request (Slurm ``mem``, Ray
+``memory``, the Kubernetes Job template's ``resources`` memory).
+
+``run_attempts`` is the loop; ``launch.run_request`` calls it when the request asks for
+retries, so the CLI, the Python API and a sweep's trials share it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from reprorun.backends.exit_reason import reason_of
+from reprorun.errors import ReprorunError, UserInputError
+from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags
+
+if TYPE_CHECKING:
+    from reprorun.backends.base import SubmittedRun
+    from reprorun.projects.request import RunRequest
+
+DEFAULT_CLASSES = (ExitReason.PREEMPTED, ExitReason.NODE_LOST, ExitReason.LAUNCH_ERROR)
+NEVER_RETRIED = (ExitReason.SUCCEEDED, ExitReason.CANCELLED)
+DEFAULT_BACKOFF_SECONDS = 10.0
+BACKOFF_CAP_SECONDS = 600.0
+MAX_ATTEMPTS_TAG = "reprorun.maxAttempts"  # on every attempt: retries + 1
+
+
+def parse_retry_on(value: str | Iterable[str] | None) -> tuple[ExitReason, ...]:
+    """The classes ``--retry-on`` names (comma-separated, or a list); None: the defaults."""
+    if value is None:
+        return DEFAULT_CLASSES
+    names = value.split(",") if isinstance(value, str) else list(value)
+    retryable = [r.value for r in ExitReason if r not in NEVER_RETRIED]
+    classes: list[ExitReason] = []
+    for name in (n.strip() for n in names):
+        if not name:
+            continue
+        try:
+            reason = ExitReason(name)
+        except ValueError:
+            reason = None
+        if reason is None or reason in NEVER_RETRIED:
+            raise UserInputError(
+                f"--retry-on: {name!r} is not a class that can be retried; "
+                f"choose among {', '.join(retryable)}."
+            )
+        if reason not in classes:
+            classes.append(reason)
+    if not classes:
+        raise UserInputError(f"--retry-on needs at least one of {', '.join(retryable)}.")
+    return tuple(classes)
+
+
+def parse_memory_factor(value: str | float | None) -> float | None:
+    """``--retry-memory``'s factor: ``x2``, ``2`` or ``1.5x``; more than 1."""
+    if value is None:
+        return None
+    text = str(value).strip().lower().removeprefix("x").removesuffix("x")
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = 0.0
+    if not factor > 1 or factor == float("inf"):
+        raise UserInputError(
+            f"--retry-memory must be a factor above 1 such as x2 or x1.5, got {value!r}."
+        )
+    return factor
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts, for which classes, how long between them, and the memory factor."""
+
+    retries: int = 0
+    on: tuple[ExitReason, ...] = DEFAULT_CLASSES
+    memory_factor: float | None = None
+    backoff: float = DEFAULT_BACKOFF_SECONDS
+    cap: float = BACKOFF_CAP_SECONDS
+
+    @classmethod
+    def of(cls, request: RunRequest) -> RetryPolicy:
+        """The request's policy, its values checked."""
+        if request.retries < 0:
+            raise UserInputError(f"--retries must be 0 or more, got {request.retries}.")
+        backoff = (
+            DEFAULT_BACKOFF_SECONDS if request.retry_backoff is None else request.retry_backoff
+        )
+        if not 0 <= backoff < float("inf"):
+            raise UserInputError(f"--retry-backoff must be 0 or more seconds, got {backoff}.")
+        return cls(
+            retries=request.retries,
+            on=parse_retry_on(request.retry_on),
+            memory_factor=parse_memory_factor(request.retry_memory),
+            backoff=backoff,
+        )
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+    def should_retry(self, attempt: int, reason: ExitReason | None) -> bool:
+        """Whether attempt ``attempt`` (1, 2, ...), ended for ``reason``, runs again."""
+        return attempt < self.max_attempts and reason is not None and reason in self.on
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after attempt ``attempt`` before the next: doubling, capped."""
+        return float(min(self.cap, self.backoff * 2 ** min(attempt - 1, 64)))
+
+
+def attempt_tags(attempt: int, max_attempts: int, first_run_id: str | None) -> dict[str, str]:
+    """The tags linking an attempt to the first one."""
+    tags = {SystemTags.ATTEMPT: str(attempt), MAX_ATTEMPTS_TAG: str(max_attempts)}
+    if first_run_id is not None and attempt > 1:
+        tags[SystemTags.ATTEMPT_OF] = first_run_id
+    return tags
+
+
+# -- raising the memory request of an out-of-memory retry
+
+_SLURM_MEM = re.compile(r"(\d+)([KMGT]?)", re.IGNORECASE)
+_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)([A-Za-z]*)")
+
+
+def _times(number: str, factor: float) -> str:
+    import math
+
+    return str(math.ceil(float(number) * factor))
+
+
+def raise_memory(
+    backend: str, config: Mapping[str, Any], factor: float
+) -> tuple[dict[str, Any], str | None]:
+    """The backend's options with the memory request multiplied by ``factor``, and what was
+    raised (None: the backend's options have no memory request to raise)."""
+    options = dict(config)
+    if backend == "slurm" and isinstance(options.get("mem"), str):
+        match = _SLURM_MEM.fullmatch(options["mem"].strip())
+        if match:
+            before = options["mem"]
+            options["mem"] = _times(match[1], factor) + match[2]
+            return options, f"mem {before} -> {options['mem']}"
+    if backend == "ray" and isinstance(options.get("memory"), int):
+        before = options["memory"]
+        options["memory"] = int(_times(str(before), factor))
+        return options, f"memory {before} -> {options['memory']}"
+    if backend == "kubernetes":
+        return _raise_kubernetes(options, factor)
+    return options, None
+
+
+def _raise_kubernetes(options: dict[str, Any], factor: float) -> tuple[dict[str, Any], str | None]:
+    """The Job template's containers' memory limits and requests, raised; the template goes
+    inline (``kube-job-template``), so the file it came from is left as it is."""
+    import copy
+
+    from reprorun.backends.kubernetes.options import KubernetesBackendConfig, load_template
+
+    try:
+        parsed = KubernetesBackendConfig(
+            repository_uri=str(options.get("repository-uri", "")),
+            kube_job_template_path=options.get("kube-job-template-path"),
+            kube_job_template=options.get("kube-job-template"),
+        )
+        template, _source = load_template(parsed, "", "")
+    except (ReprorunError, TypeError):
+        return options, None
+    template = copy.deepcopy(template)
+    raised: list[str] = []
+    pod = (template.get("spec") or {}).get("template", {}).get("spec") or {}
+    for container in pod.get("containers") or []:
+        resources = container.get("resources") or {}
+        for kind in ("requests", "limits"):
+            values = resources.get(kind) or {}
+            match = _QUANTITY.fullmatch(str(values.get("memory", "")).strip())
+            if match:
+                before = values["memory"]
+                values["memory"] = _times(match[1], factor) + match[2]
+                raised.append(f"{kind}.memory {before} -> {values['memory']}")
+    if not raised:
+        return options, None
+    options["kube-job-template"] = template
+    return options, ", ".join(raised)
+
+
+# -- the loop
+
+
+@dataclass
+class _Outcome:
+    run_id: str
+    submitted: SubmittedRun | None  # None: the attempt raised ``error``
+    error: BaseException | None = None
+    reused: bool = False  # a FINISHED run was returned instead (--reuse): nothing ran
+
+
+def run_attempts(
+    request: RunRequest,
+    run_once: Callable[..., SubmittedRun],
+    *,
+    on_retry: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    **callbacks: Any,
+) -> SubmittedRun:
+    """Run ``request``'s attempts with ``run_once`` (``launch.run_request``) until one is not
+    retried; return (or raise) what the last one did. ``on_retry`` hears what happens between
+    attempts; ``callbacks`` go to every attempt."""
+    from reprorun.config import resolve_tracking
+    from reprorun.projects.request import load_backend_config
+    from reprorun.tracking.store import open_store
+
+    policy = RetryPolicy.of(request)
+    if not request.synchronous:
+        raise UserInputError(
+            "--retries needs reprorun to wait for each attempt to end; it does not go with "
+            "--detach (or synchronous=False)."
+        )
+    say = on_retry or (lambda _text: None)
+    first: str | None = None
+    attempt_request = replace(request, retries=0)
+    attempt = 1
+    while True:
+        tags = {**request.tags, **attempt_tags(attempt, policy.max_attempts, first)}
+        attempt_request = replace(attempt_request, tags=tags)
+        outcome = _attempt(attempt_request, run_once, callbacks)
+        if outcome.reused and outcome.submitted is not None:
+            return outcome.submitted
+        first = first or outcome.run_id
+        store = open_store(resolve_tracking(request.tracking_uri).uri)
+        run = store.get_run(outcome.run_id)
+        status, reason = run.info.status, reason_of(run.data.tags)
+        if status is RunStatus.FINISHED or not policy.should_retry(attempt, reason):
+            if outcome.error is not None:
+                raise outcome.error
+            assert outcome.submitted is not None
+            return outcome.submitted
+        assert reason is not None
+        wait = policy.delay(attempt)
+        note = ""
+        if reason is ExitReason.OUT_OF_MEMORY and policy.memory_factor is not None:
+            config, _source = load_backend_config(attempt_request.backend_config)
+            raised, what = raise_memory(request.backend, config, policy.memory_factor)
+            if what is None:
+                note = f"; the {request.backend} backend's options have no memory request to raise"
+            else:
+                attempt_request = replace(attempt_request, backend_config=raised)
+                note = f"; {what}"
+        say(
+            f"attempt {attempt} ended {status.value} ({reason.value}); retrying in "
+            f"{_seconds(wait)} (attempt {attempt + 1} of {policy.max_attempts}){note}"
+        )
+        sleep(wait)
+        attempt += 1
+
+
+def _attempt(
+    request: RunRequest, run_once: Callable[..., SubmittedRun], callbacks: Mapping[str, Any]
+) -> _Outcome:
+    """Run one attempt: its run id, and what it returned or raised."""
+    from reprorun.errors import RunFailed, RunInterrupted, RunNotRecorded
+    from reprorun.projects.lifecycle import ReusedRun
+
+    created: list[str] = []
+    given_on_create = callbacks.get("on_create")
+
+    def on_create(run_id: str) -> None:
+        created.append(run_id)
+        if given_on_create:
+            given_on_create(run_id)
+
+    try:
+        submitted = run_once(request, **{**callbacks, "on_create": on_create})
+    except RunFailed as exc:
+        return _Outcome(exc.run_id, None, exc)
+    except (RunInterrupted, RunNotRecorded, UserInputError):
+        raise  # stopped, or the store did not take the end, or bad input: not retried
+    except ReprorunError as exc:
+        if not created:
+            raise  # no run was made: nothing to retry
+        return _Outcome(created[0], None, exc)
+    return _Outcome(submitted.run_id, submitted, reused=isinstance(submitted, ReusedRun))
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s" if value < 60 else f"{value / 60:g}min"
