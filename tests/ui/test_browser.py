@@ -317,3 +317,32 @@ def test_runs_of_several_experiments_in_one_table(page: Any, seeded: Seeded) -> 
     cells = page.locator("#runs tbody td[data-column='experiment']")
     expect(cells).to_have_count(2)
     assert sorted(cells.all_inner_texts()) == ["sweep-10k", "workshop"]
+
+
+def test_system_metrics_are_their_own_group_of_charts(page: Any, seeded: Seeded) -> None:
+    from reprorun.tracking.entities import Metric, RunStatus
+    from reprorun.tracking.store.rest import RestStore
+
+    store = RestStore(seeded.url)
+    experiment_id = store.create_experiment("system-metrics")
+    run = store.create_run(experiment_id, run_name="sampled")
+    t0 = 1_800_000_000_000
+    points = [Metric("loss", 1 / (s + 1), t0 + s * 10_000, s) for s in range(6)]
+    for key in ("cpu_utilization_percentage", "process_memory_rss_megabytes"):
+        points += [Metric(f"system/{key}", 10.0 * s, t0 + s * 10_000, s) for s in range(6)]
+    store.log_batch(run.info.run_id, metrics=points)
+    store.update_run(run.info.run_id, status=RunStatus.FINISHED)
+
+    page.goto(f"{seeded.url}/#/runs/{run.info.run_id}")
+    card = page.locator("#system-card")
+    expect(card.locator("h2")).to_have_text("System metrics (2)")
+    for key in ("cpu_utilization_percentage", "process_memory_rss_megabytes"):
+        box = card.locator(f"[data-metric='system/{key}']")
+        expect(box.locator("svg path[data-points='6']")).to_have_count(1)
+        expect(box.locator("svg text", has_text="seconds")).to_have_count(1)
+    # The user's metrics keep the main chart; system/* are not among its choices.
+    expect(page.locator("#chart-metric option")).to_have_count(1)
+    expect(page.locator("#chart svg path[data-points='6']")).to_have_count(1)
+    # The metrics table still lists all of them.
+    table = page.locator("#metrics tr[data-key='system/cpu_utilization_percentage']")
+    expect(table).to_have_count(1)

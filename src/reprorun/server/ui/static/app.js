@@ -530,12 +530,19 @@ async function runPage(page, runId, query) {
       kvTable(Object.entries(run.params).sort(), "params", "No parameters.")),
     metricsCard));
   const chartCard = h("div", { class: "card", id: "chart-card" }, h("h2", {}, "Charts"));
-  page.append(chartCard);
+  const systemCard = h("div", { class: "card hidden", id: "system-card" });
+  page.append(chartCard, systemCard);
   let chart = null;
+  let systemDrawn = "";
   function showMetrics(current) {
-    const keys = Object.keys(current.metrics).sort();
-    metricsCard.replaceChildren(h("h2", {}, `Metrics (${keys.length})`),
-      kvTable(keys.map((k) => [k, h("span", { class: "mono" }, fmtNumber(current.metrics[k]))]), "metrics", "No metrics."));
+    const all = Object.keys(current.metrics).sort();
+    metricsCard.replaceChildren(h("h2", {}, `Metrics (${all.length})`),
+      kvTable(all.map((k) => [k, h("span", { class: "mono" }, fmtNumber(current.metrics[k]))]), "metrics", "No metrics."));
+    const system = all.filter((k) => k.startsWith("system/"));
+    const keys = all.filter((k) => !k.startsWith("system/"));
+    const systemNow = JSON.stringify(system.map((k) => current.metrics[k]));
+    if (system.length && systemNow !== systemDrawn) systemCharts(systemCard, current, system);
+    systemDrawn = systemNow;
     chartCard.classList.toggle("hidden", keys.length === 0);
     if (!keys.length) return;
     if (chart) chart.update([current], keys); else chart = metricChart(chartCard, [current], keys);
@@ -739,6 +746,27 @@ async function metricHistory(runId, key) {
     token = page.next_page_token;
   } while (token);
   return points;
+}
+
+/** The run's system/* metrics (reprorun's sampler, or MLflow's): one small chart each, against
+ * the seconds since the first sample. */
+function systemCharts(card, run, keys) {
+  const grid = h("div", { class: "grid2" });
+  card.replaceChildren(h("h2", {}, `System metrics (${keys.length})`), grid);
+  card.classList.remove("hidden");
+  for (const key of keys) {
+    const box = h("div", { class: "chart", "data-metric": key });
+    grid.append(box);
+    metricHistory(run.info.run_id, key).then((points) => {
+      const history = points.map((m) => ({ time: Number(m.timestamp), value: Number(m.value) }))
+        .filter((m) => Number.isFinite(m.value)).sort((a, b) => a.time - b.time);
+      const t0 = history.length ? history[0].time : 0;
+      const xs = history.map((m) => (m.time - t0) / 1000);
+      const ys = history.map((m) => m.value);
+      const series = [{ name: key.slice("system/".length), color: COLORS[0], xs, raw: ys, ys }];
+      box.replaceChildren(lineChart(series, { xLabel: "seconds", yLabel: key.slice("system/".length), logY: false, wall: false }));
+    }, (err) => box.replaceChildren(errorBox(err)));
+  }
 }
 
 /** Exponential moving average with TensorBoard's start-up correction. */
