@@ -36,10 +36,12 @@ __all__ = [
     "Exit",
     "OomWatch",
     "classify",
+    "kernel_clock",
     "kernel_log_oom",
     "label",
     "launch_error",
     "reason_of",
+    "settle",
     "signal_name",
     "status_of",
 ]
@@ -125,6 +127,22 @@ def launch_error(exc: BaseException) -> Exit:
     return Exit(ExitReason.LAUNCH_ERROR, detail=f"{type(exc).__name__}: {exc}")
 
 
+def settle(ended: Exit, stored: RunStatus) -> Exit:
+    """``ended`` made to agree with the status that stands on the run (``ends_over``: the
+    code's own ``end_run("FAILED")``, runs kill, runs end): a run that stays FAILED is a
+    ``code-error`` unless the end says a more precise failure, one that stays KILLED was
+    ``cancelled``. The exit code and signal are kept."""
+    if not stored.is_terminal or status_of(ended.reason) is stored:
+        return ended
+    if stored is RunStatus.KILLED:
+        reason, detail = ExitReason.CANCELLED, "the run was ended KILLED before its command ended"
+    elif stored is RunStatus.FAILED and ended.status is not RunStatus.FAILED:
+        reason, detail = ExitReason.CODE_ERROR, "the run's code ended it FAILED"
+    else:
+        return ended
+    return Exit(reason, ended.code, ended.signal, detail)
+
+
 def status_of(reason: ExitReason) -> RunStatus:
     """The run status a class ends in: FINISHED, KILLED (cancelled) or FAILED."""
     if reason is ExitReason.SUCCEEDED:
@@ -164,7 +182,7 @@ class OomWatch:
 
     def __init__(self, pid: int):
         self.pid = pid
-        self.started = _kernel_clock()
+        self.started = kernel_clock()
         self.cgroups = _memory_cgroups(pid)
         self.counts = {path: _oom_kills(path) for path in self.cgroups}
 
@@ -204,7 +222,7 @@ def kernel_log_oom(pid: int, since: float, cgroups: list[str]) -> str | None:
     return found
 
 
-def _kernel_clock() -> float:
+def kernel_clock() -> float:
     """Seconds on the clock the kernel log's time stamps use (monotonic since boot)."""
     return time.clock_gettime(time.CLOCK_MONOTONIC)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from reprorun.errors import ReprorunError, ResourceNotFound, RunNotRecorded
-from reprorun.tracking.entities import RunStatus
+from reprorun.tracking.entities import RunStatus, SystemTags
 from reprorun.tracking.store.base import TrackingStore
 
 # Seconds the final writes are retried for before the end goes to the journal.
@@ -101,16 +101,37 @@ def retrying(write: Callable[[], T], seconds: float) -> T:
 
 def apply(store: TrackingStore, ending: Ending) -> None:
     """Write ``ending``: its tags, then its status unless the run's own status stands
-    (``ends_over``)."""
+    (``ends_over``). Then the exit reason agrees with the status that stands: one already
+    recorded with it (runs kill's ``cancelled``) is kept, else ``exit_reason.settle``."""
     from reprorun.backends.base import ends_over
 
-    if ending.tags:
-        store.set_tags(ending.run_id, ending.tags)
-    current = store.get_run(ending.run_id).info.status
+    run = store.get_run(ending.run_id)
+    current = run.info.status
+    tags = dict(ending.tags)
+    if SystemTags.EXIT_REASON in tags and not ends_over(current, ending.status):
+        if SystemTags.EXIT_REASON in run.data.tags:
+            for key in (SystemTags.EXIT_REASON, SystemTags.EXIT_DETAIL):
+                tags.pop(key, None)
+        else:
+            tags.update(_settled(tags, current))
+    if tags:
+        store.set_tags(ending.run_id, tags)
     if ends_over(current, ending.status):
         store.update_run(
             ending.run_id, status=ending.status, end_time=ending.end_time, only_if_status=current
         )
+
+
+def _settled(tags: Mapping[str, str], stored: RunStatus) -> dict[str, str]:
+    """The exit tags of ``tags`` made to agree with the ``stored`` status that stands."""
+    from reprorun.backends.exit_reason import Exit, reason_of, settle
+
+    reason = reason_of(tags)
+    if reason is None:
+        return {}
+    code = _exit_code_of(tags)
+    ended = Exit(reason, code, tags.get(SystemTags.EXIT_SIGNAL), tags.get(SystemTags.EXIT_DETAIL))
+    return settle(ended, stored).tags()
 
 
 def record_end(store: TrackingStore, ending: Ending) -> None:
@@ -134,9 +155,11 @@ def record_end(store: TrackingStore, ending: Ending) -> None:
 
 
 def _exit_code(ending: Ending) -> int | None:
-    from reprorun.tracking.entities import SystemTags
+    return _exit_code_of(ending.tags)
 
-    text = ending.tags.get(SystemTags.EXIT_CODE, "")
+
+def _exit_code_of(tags: Mapping[str, str]) -> int | None:
+    text = tags.get(SystemTags.EXIT_CODE, "")
     return int(text) if text.lstrip("-").isdigit() else None
 
 

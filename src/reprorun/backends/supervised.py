@@ -21,8 +21,9 @@ from pathlib import Path
 
 from reprorun._utils import owner_is_gone
 from reprorun.backends.base import FAILURE_TAG, JOB_ID_TAG, SubmittedRun
+from reprorun.backends.exit_reason import Exit
 from reprorun.errors import UserInputError
-from reprorun.tracking.entities import Run, RunStatus, SystemTags, now_ms
+from reprorun.tracking.entities import ExitReason, Run, RunStatus, SystemTags, now_ms
 from reprorun.tracking.store.base import TrackingStore
 
 # The command's process ("host:pid:start"), so a stale run's leftover command can be stopped.
@@ -31,6 +32,7 @@ PROCESS_TAG = "reprorun.local.process"
 # stops the command's process group itself and leaves the owner alone.
 STOPS_ON_SIGTERM_TAG = "reprorun.supervisor.stopsOnSigterm"
 POLL_SECONDS = 0.1
+_KILLED = Exit(ExitReason.CANCELLED, detail="stopped by reprorun runs kill")
 
 
 class SupervisedRun(SubmittedRun):
@@ -67,14 +69,34 @@ class SupervisedRun(SubmittedRun):
         if self._record_journal():
             self._run = self.store.get_run(self.run_id)
             return self._run.info.status
-        self._close(
-            RunStatus.FAILED,
+        reason = (
             f"its supervisor (reprorun process {pid}) ended without ending the run: killed "
             "with SIGKILL, by the out-of-memory killer, or the machine restarted. The log up to "
-            "then is kept.",
+            "then is kept."
         )
+        self._close(RunStatus.FAILED, reason, self._owner_lost(int(pid), reason))
         self._run = self.store.get_run(self.run_id)
         return self._run.info.status
+
+    def _owner_lost(self, pid: int, reason: str) -> Exit:
+        """Why a run whose owner vanished ended: ``out-of-memory`` if the kernel log shows the
+        OOM killer took its owner or its command, else ``node-lost`` (the process that kept
+        the run alive is gone, as a node whose heartbeat stopped)."""
+        import time
+
+        from reprorun.backends.exit_reason import kernel_clock, kernel_log_oom
+
+        age = max(time.time() - self._run.info.start_time / 1000, 0.0)
+        since = kernel_clock() - age
+        pids = [pid]
+        command = self._tag(PROCESS_TAG).split(":")
+        if len(command) == 3 and command[1].isdigit():
+            pids.append(int(command[1]))
+        for victim in pids:
+            with contextlib.suppress(Exception):
+                if oom := kernel_log_oom(victim, since, []):
+                    return Exit(ExitReason.OUT_OF_MEMORY, detail=oom)
+        return Exit(ExitReason.NODE_LOST, detail=reason)
 
     def _record_journal(self) -> bool:
         """Record the end the run's owner kept in the journal (the store refused it then),
@@ -147,7 +169,7 @@ class SupervisedRun(SubmittedRun):
         pid = int(supervisor.split(":")[1])
         if self._tag(STOPS_ON_SIGTERM_TAG) != "true":
             # Closed first: the owner, seeing its command end, then leaves the run KILLED.
-            self._close(RunStatus.KILLED, "stopped by reprorun runs kill")
+            self._close(RunStatus.KILLED, "stopped by reprorun runs kill", _KILLED)
             self._stop_group(force)
             return
         with contextlib.suppress(ProcessLookupError):
@@ -165,6 +187,7 @@ class SupervisedRun(SubmittedRun):
                     RunStatus.KILLED,
                     f"its supervisor (process {pid}) did not stop the run within "
                     f"{self._grace + 10.0:.0f} s of SIGTERM: killed with SIGKILL",
+                    _KILLED,
                 )
                 return
             time.sleep(POLL_SECONDS)
@@ -183,11 +206,11 @@ class SupervisedRun(SubmittedRun):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
 
-    def _close(self, status: RunStatus, reason: str) -> None:
+    def _close(self, status: RunStatus, reason: str, ended: Exit) -> None:
         current = self.store.get_run(self.run_id).info.status
         if current.is_terminal:
             return
-        self.store.set_tag(self.run_id, FAILURE_TAG, reason)
+        self.store.set_tags(self.run_id, {FAILURE_TAG: reason, **ended.tags()})
         self.store.update_run(self.run_id, status=status, end_time=now_ms(), only_if_status=current)
 
     def logs(self, start: int = 0) -> bytes:

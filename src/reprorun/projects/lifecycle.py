@@ -129,18 +129,21 @@ class Stopper:
 
 def end_unlaunched(store: TrackingStore, run_id: str, exc: BaseException) -> None:
     """End a run whose command could not be started: KILLED if a stop signal interrupted
-    the launch, else FAILED with the reason (e.g. the cluster could not be reached). A run
-    already ended meanwhile (runs kill, a reader) is left as it is. A store that refuses the
-    end does not hide ``exc``: the end is kept in the journal for the next reader."""
+    the launch (reason cancelled), else FAILED with what failed (reason launch-error: the
+    working copy, the cluster, the supervisor...). A run already ended meanwhile (runs kill,
+    a reader) is left as it is. A store that refuses the end does not hide ``exc``: the end is
+    kept in the journal for the next reader."""
     from reprorun.backends import journal
+    from reprorun.backends.exit_reason import launch_error
 
     with suppress(Exception):  # a store that cannot answer: the journal takes the end
         if store.get_run(run_id).info.status.is_terminal:  # RUNNING, or SCHEDULED in a queue
             return
     interrupted = isinstance(exc, (KeyboardInterrupt, RunInterrupted))
     tags = {} if interrupted else {FAILURE_TAG: f"{type(exc).__name__}: {exc}"[:8000]}
-    status = RunStatus.KILLED if interrupted else RunStatus.FAILED
-    ending = journal.Ending(run_id, status, now_ms(), tags, process_identity(os.getpid()))
+    ended = launch_error(exc)  # reason launch-error (cancelled if interrupted)
+    tags.update(ended.tags())
+    ending = journal.Ending(run_id, ended.status, now_ms(), tags, process_identity(os.getpid()))
     with suppress(RunNotRecorded):
         journal.record_end(store, ending)
 
