@@ -5,7 +5,10 @@ With ``max_parallel`` the run first waits its turn in the local queue (SCHEDULED
 The output is always drained and echoed, whatever happens to the log file: if the log cannot
 be written (a full disk, a read-only folder, an I/O error), the run carries ``LOG_ERROR_TAG``
 (what failed, how many bytes were stored and lost) and still ends with its command's status.
-The end itself is recorded with retries, or kept in a journal (``backends.journal``)."""
+The end itself is recorded with retries, or kept in a journal (``backends.journal``), with why
+the run ended (``backends.exit_reason``): its exit code and signal, the OOM killer's evidence,
+and whether ``--timeout`` (``LaunchSpec.timeout_seconds``, counted from the command's start,
+not from the queue) or a cancel stopped it."""
 
 from __future__ import annotations
 
@@ -31,10 +34,11 @@ from reprorun.backends.base import (
     SubmittedRun,
     parse_options,
 )
+from reprorun.backends.exit_reason import Exit, OomWatch, classify, settle
 from reprorun.backends.queue import Slot
 from reprorun.backends.supervised import PROCESS_TAG, SupervisedRun, read_from
 from reprorun.errors import ExecutionError, RunNotRecorded
-from reprorun.tracking.entities import Run, RunStatus, SystemTags, now_ms
+from reprorun.tracking.entities import Run, RunStatus, now_ms
 from reprorun.tracking.store.base import TrackingStore
 
 # After the main process exits, how long leftover processes may keep the log pipe open.
@@ -105,19 +109,14 @@ def _wait_for_slot(spec: LaunchSpec) -> Slot:
 
 
 def _end_run(
-    store: TrackingStore,
-    run_id: str,
-    status: RunStatus,
-    returncode: int | None,
-    tags: dict[str, str] | None = None,
+    store: TrackingStore, run_id: str, ended: Exit, tags: dict[str, str] | None = None
 ) -> None:
-    """Record how the command ended (``ends_over`` decides over what the run says now), with
-    retries; raises ``RunNotRecorded`` (the end kept in the journal) if the store refuses."""
-    tags = dict(tags or {})
-    if returncode is not None:
-        tags[SystemTags.EXIT_CODE] = str(returncode)
+    """Record how the command ended and why (``ends_over`` decides over what the run says
+    now), with retries; raises ``RunNotRecorded`` (the end kept in the journal) if the store
+    refuses."""
+    tags = {**(tags or {}), **ended.tags()}
     owner = process_identity(os.getpid())
-    journal.record_end(store, journal.Ending(run_id, status, now_ms(), tags, owner))
+    journal.record_end(store, journal.Ending(run_id, ended.status, now_ms(), tags, owner))
 
 
 class _Log:
@@ -208,6 +207,16 @@ class LocalSubmittedRun(SubmittedRun):
         self._final: RunStatus | None = None  # the run's stored status once it has ended
         self._not_recorded: RunNotRecorded | None = None
         self._cancelled = False
+        self._timed_out = False  # --timeout stopped the command
+        self.exit: Exit | None = None  # why the run ended, once it has
+        self._oom: OomWatch | None = None
+        with contextlib.suppress(Exception):  # no evidence is no reason to fail the run
+            self._oom = OomWatch(proc.pid)
+        self._timer: threading.Timer | None = None
+        if spec.timeout_seconds is not None:
+            self._timer = threading.Timer(spec.timeout_seconds, self._time_out)
+            self._timer.daemon = True
+            self._timer.start()
         self._log = _Log(log_file, spec)  # closed by the pump thread
         self._pump = threading.Thread(
             target=self._pump_output, name=f"log-{spec.run_id[:8]}", daemon=True
@@ -263,19 +272,32 @@ class LocalSubmittedRun(SubmittedRun):
 
     def _supervise(self) -> None:
         returncode = self._proc.wait()
+        if self._timer is not None:
+            self._timer.cancel()
         self._pump.join(_DRAIN_SECONDS)
         if self._pump.is_alive():
             # Background processes the command left behind still hold the output open.
             self._signal_group(signal.SIGKILL)
             self._pump.join(_DRAIN_SECONDS)
-        if self._cancelled:
-            status = RunStatus.KILLED
-        else:
-            status = RunStatus.FINISHED if returncode == 0 else RunStatus.FAILED
-        self._finish(status, returncode)
+        self._finish(self._classify(returncode))
 
-    def _finish(self, status: RunStatus, returncode: int | None) -> None:
-        """End the run with the command's ``status``, unless the status its code set stands
+    def _classify(self, returncode: int) -> Exit:
+        """Why the command ended: reprorun stopped it (timeout, cancel), the OOM killer did,
+        or the command's own exit code."""
+        stopped = self._timed_out or self._cancelled
+        oom = None
+        if not stopped and self._oom is not None:
+            with contextlib.suppress(Exception):
+                oom = self._oom.evidence(returncode)
+        detail = None
+        if self._timed_out:
+            detail = f"stopped by --timeout after {self._spec.timeout_seconds:g} s"
+        return classify(
+            returncode, cancelled=self._cancelled, timed_out=self._timed_out, oom=oom, detail=detail
+        )
+
+    def _finish(self, ended: Exit) -> None:
+        """End the run as ``ended`` says, unless the status its code set stands
         (``ends_over``); ``get_status`` then answers what the run says."""
         with self._lock:
             if self._ending:
@@ -287,10 +309,13 @@ class LocalSubmittedRun(SubmittedRun):
             if self._spec.on_finish is not None:
                 self._spec.on_finish()
         finally:  # whatever the clean-up did, the run ends
+            status = ended.status
+            self.exit = ended
             try:
                 tags = {**self._pending, **self._log.tag()}
-                _end_run(self._spec.store, self.run_id, status, returncode, tags)
+                _end_run(self._spec.store, self.run_id, ended, tags)
                 status = self._stored(status)
+                self.exit = settle(ended, status)  # as recorded (journal.apply)
             except RunNotRecorded as exc:
                 self._not_recorded = exc  # for wait(), in the thread that waits
             finally:
@@ -315,9 +340,24 @@ class LocalSubmittedRun(SubmittedRun):
 
     def cancel(self, force: bool = False) -> None:
         """SIGTERM the process group, SIGKILL it after the grace period (at once with
-        ``force``), mark the run KILLED."""
+        ``force``), mark the run KILLED (reason cancelled; timeout if ``--timeout`` is
+        already stopping it)."""
         if self._proc.poll() is None:
-            self._cancelled = True
+            with self._lock:
+                self._cancelled = not self._timed_out
+            self._stop(force)
+        self._monitor.join()
+
+    def _time_out(self) -> None:
+        """``--timeout`` has passed: stop the command as a cancel does (reason timeout)."""
+        with self._lock:
+            if self._cancelled or self._proc.poll() is not None:
+                return
+            self._timed_out = True
+        self._stop(force=False)
+
+    def _stop(self, force: bool) -> None:
+        if self._proc.poll() is None:
             if self._spec.stop_argv:  # e.g. docker kill: the container outlives its client
                 with contextlib.suppress(OSError, subprocess.SubprocessError):
                     subprocess.run(self._spec.stop_argv, capture_output=True, timeout=30)
@@ -331,7 +371,6 @@ class LocalSubmittedRun(SubmittedRun):
                 self._proc.wait()
             # Stop anything else left in the group too.
             self._signal_group(signal.SIGKILL)
-        self._monitor.join()
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
