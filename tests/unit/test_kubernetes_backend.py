@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from reprorun.backends.job import JobState
-from reprorun.backends.kubernetes.backend import KubernetesBackend
+from reprorun.backends.kubernetes.backend import KubernetesBackend, with_deadline
 from reprorun.backends.kubernetes.job import job_state
 from reprorun.backends.kubernetes.manifest import dns_label, job_manifest, job_name
 from reprorun.backends.kubernetes.options import KubernetesBackendConfig
@@ -39,7 +39,7 @@ from reprorun.envs.image import (
     write_build_context,
 )
 from reprorun.errors import ExecutionError, UserInputError
-from reprorun.tracking.entities import RunStatus
+from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags
 from tests.conftest import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs" / "backends"
@@ -749,7 +749,7 @@ def test_status_finished_with_exit_code() -> None:
         {"succeeded": 1, "conditions": [condition("SuccessCriteriaMet"), condition("Complete")]}
     )
     assert job_state(done, [pod("Succeeded", exit_code=0, reason="Completed")]) == JobState(
-        RunStatus.FINISHED, None, 0
+        RunStatus.FINISHED, None, 0, ExitReason.SUCCEEDED, "Complete"
     )
 
 
@@ -771,6 +771,10 @@ def test_status_failed_with_reasons() -> None:
         "Kubernetes job ns/p-1 failed: BackoffLimitExceeded (Job has reached the specified "
         "backoff limit); pod p-1-abcde: exit code 137 (OOMKilled)",
         137,
+        ExitReason.OUT_OF_MEMORY,
+        "Job Failed: BackoffLimitExceeded (Job has reached the specified backoff limit); "
+        "container OOMKilled, exit code 137",
+        9,
     )
     deadline = job(
         {"conditions": [condition("Failed", "DeadlineExceeded", "Job was active longer")]}
@@ -791,10 +795,157 @@ def test_status_conditions_that_are_not_true_do_not_count() -> None:
 
 def test_status_job_being_deleted_is_killed() -> None:
     state = job_state(job({"active": 1}, deleting=True), [pod("Running")])
-    assert state == JobState(RunStatus.KILLED, "Kubernetes job ns/p-1 is being deleted")
+    assert state == JobState(
+        RunStatus.KILLED,
+        "Kubernetes job ns/p-1 is being deleted",
+        exit_reason=ExitReason.CANCELLED,
+        detail="the Job is being deleted",
+    )
     # a job that ended keeps its status while the TTL controller deletes it
     done = job({"conditions": [condition("Complete")]}, deleting=True)
     assert job_state(done, []).status is RunStatus.FINISHED
+
+
+def from_json(data: dict[str, Any], kind: str) -> Any:
+    """A Job or pod as the API server sends it (kubectl get -o json), read by the client."""
+    return k8s.ApiClient().deserialize(json.dumps(data), kind, "application/json")
+
+
+def failed_job(reason: str, message: str) -> Any:
+    return from_json(
+        {
+            "metadata": {"name": "train-0123", "namespace": "ml"},
+            "status": {
+                "failed": 1,
+                "conditions": [
+                    {"type": "FailureTarget", "status": "True", "reason": reason},
+                    {"type": "Failed", "status": "True", "reason": reason, "message": message},
+                ],
+            },
+        },
+        "V1Job",
+    )
+
+
+def failed_pod(status: dict[str, Any]) -> Any:
+    return from_json(
+        {
+            "metadata": {"name": "train-0123-x7k2p"},
+            "spec": {"containers": [{"name": "train", "image": "i"}]},
+            "status": {"phase": "Failed", **status},
+        },
+        "V1Pod",
+    )
+
+
+def terminated(reason: str, code: int, message: str | None = None) -> dict[str, Any]:
+    ended = {"exitCode": code, "reason": reason, "message": message}
+    return {
+        "containerStatuses": [
+            {
+                "name": "train",
+                "image": "i",
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {"terminated": {k: v for k, v in ended.items() if v is not None}},
+            }
+        ]
+    }
+
+
+BACKOFF = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+
+
+@pytest.mark.parametrize(
+    ("job_condition", "pod_status", "reason", "words"),
+    [
+        (BACKOFF, terminated("OOMKilled", 137), ExitReason.OUT_OF_MEMORY, "OOMKilled"),
+        (BACKOFF, terminated("Error", 3), ExitReason.CODE_ERROR, "container Error, exit code 3"),
+        (
+            ("DeadlineExceeded", "Job was active longer than specified deadline"),
+            terminated("Error", 143),
+            ExitReason.TIMEOUT,
+            "Job Failed: DeadlineExceeded (Job was active longer than specified deadline)",
+        ),
+        (
+            BACKOFF,
+            {
+                "reason": "Evicted",
+                "message": "The node was low on resource: memory. Threshold quantity: 100Mi.",
+            },
+            ExitReason.PREEMPTED,
+            "pod Evicted (The node was low on resource: memory.",
+        ),
+        (
+            BACKOFF,
+            {
+                "conditions": [
+                    {
+                        "type": "DisruptionTarget",
+                        "status": "True",
+                        "reason": "PreemptionByScheduler",
+                        "message": "Preempted in order to admit critical pod",
+                    }
+                ],
+                **terminated("Error", 137),
+            },
+            ExitReason.PREEMPTED,
+            "DisruptionTarget: PreemptionByScheduler",
+        ),
+        (
+            BACKOFF,
+            {
+                "conditions": [
+                    {
+                        "type": "DisruptionTarget",
+                        "status": "True",
+                        "reason": "DeletionByTaintManager",
+                        "message": "Taint manager: deleting due to NoExecute taint",
+                    }
+                ]
+            },
+            ExitReason.NODE_LOST,
+            "DeletionByTaintManager",
+        ),
+        (
+            BACKOFF,
+            terminated(
+                "ContainerStatusUnknown",
+                137,
+                "The container could not be located when the pod was terminated",
+            ),
+            ExitReason.NODE_LOST,
+            "container ContainerStatusUnknown, exit code 137",
+        ),
+        (
+            BACKOFF,
+            {
+                "reason": "Terminated",
+                "message": "Pod was terminated in response to imminent node shutdown.",
+            },
+            ExitReason.NODE_LOST,
+            "pod Terminated",
+        ),
+    ],
+)
+def test_each_kubernetes_end_is_classified_with_kubernetes_words(
+    job_condition: tuple[str, str], pod_status: dict[str, Any], reason: ExitReason, words: str
+) -> None:
+    state = job_state(failed_job(*job_condition), [failed_pod(pod_status)])
+    assert state.status is RunStatus.FAILED
+    tags = state.end_tags()
+    assert tags[SystemTags.EXIT_REASON] == reason.value
+    assert words in tags[SystemTags.EXIT_DETAIL]
+    assert tags[SystemTags.EXIT_DETAIL].startswith(f"Job Failed: {job_condition[0]}")
+
+
+def test_timeout_becomes_the_jobs_active_deadline_when_shorter() -> None:
+    assert with_deadline({"spec": {}}, None) == {"spec": {}}
+    assert with_deadline({"spec": {}}, 90.5) == {"spec": {"activeDeadlineSeconds": 91}}
+    own = {"spec": {"activeDeadlineSeconds": 60}}
+    assert with_deadline(own, 600) == {"spec": {"activeDeadlineSeconds": 60}}
+    assert with_deadline(own, 30) == {"spec": {"activeDeadlineSeconds": 30}}
 
 
 # --- the documentation ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -101,7 +102,7 @@ class KubernetesBackend(Backend):
         workdir = f"{CODE_DIR}/{spec.subdirectory}" if spec.subdirectory else CODE_DIR
 
         def manifest_for(image: str) -> dict[str, Any]:
-            return job_manifest(
+            manifest = job_manifest(
                 template,
                 name=name,
                 container=dns_label(project),
@@ -111,6 +112,7 @@ class KubernetesBackend(Backend):
                 env={**self.config.env_vars, **spec.job_env},
                 namespace=namespace,
             )
+            return with_deadline(manifest, spec.timeout_seconds)  # --timeout
 
         # The API's own checks (namespace, permissions, quota, fields) before minutes of build.
         tag = image_tag(self.config.repository_uri, spec.run_id)
@@ -146,6 +148,19 @@ class KubernetesBackend(Backend):
         return KubernetesJob(
             run.info.run_id, job_id, store, run.info.artifact_uri, self.cluster, _server_uri(store)
         )
+
+
+def with_deadline(manifest: dict[str, Any], seconds: float | None) -> dict[str, Any]:
+    """``--timeout`` as the Job's ``activeDeadlineSeconds`` (whole seconds, rounded up), when
+    shorter than the template's own: Kubernetes then fails the Job with DeadlineExceeded.
+    The deadline counts from the Job's start, pending pods included."""
+    if seconds:
+        spec = manifest.setdefault("spec", {})
+        own = spec.get("activeDeadlineSeconds")
+        limit = max(1, math.ceil(seconds))
+        if not isinstance(own, int) or limit < own:
+            spec["activeDeadlineSeconds"] = limit
+    return manifest
 
 
 def _server_uri(store: TrackingStore) -> str | None:
