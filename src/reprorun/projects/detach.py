@@ -189,6 +189,9 @@ def supervise(spec_file: Path) -> int:
             submitted.wait()
         except RunNotRecorded:
             return 1  # the end is kept in the journal: the next reader records it
+        from reprorun.backends.notify import notify_end
+
+        notify_end(store, run_id, spec.experiment_id)  # REPRORUN_NOTIFY, the experiment's tag
     return 0
 
 
