@@ -128,6 +128,13 @@ def retry_options(command: Callable[..., Any]) -> Callable[..., Any]:
     help="Local queue: wait (SCHEDULED) while N local runs started with --max-parallel run.",
 )
 @click.option(
+    "--timeout",
+    metavar="DURATION",
+    callback=lambda _ctx, _param, value: _duration(value),
+    help="Stop the command after DURATION (90s, 10m, 2h, 1h30m) of running: the run ends "
+    "FAILED with reason timeout. On every backend (the engine's own limit where it has one).",
+)
+@click.option(
     "--run-id-file",
     type=click.Path(dir_okay=False),
     metavar="FILE",
@@ -154,6 +161,7 @@ def run_command(
     tags: tuple[str, ...],
     detach: bool,
     max_parallel: int | None,
+    timeout: float | None,
     run_id_file: str | None,
     retries: int,
     retry_on: tuple[str, ...] | None,
@@ -204,6 +212,7 @@ def run_command(
         synchronous=not detach,
         detach=detach and backend == "local",
         max_parallel=max_parallel,
+        timeout=timeout,
         retries=retries,
         retry_on=retry_on,
         retry_memory=retry_memory,
@@ -223,7 +232,24 @@ def run_command(
     if detach:
         _detach(start, run_id_file)
         return
-    execute(start, on_start=lambda run_id: _write_run_id(run_id_file, run_id))
+    execute(
+        start,
+        on_start=lambda run_id: _write_run_id(run_id_file, run_id),
+        tracking_uri=tracking_uri,
+    )
+
+
+def _duration(value: str | None) -> float | None:
+    """--timeout's seconds (a bad duration is a usage error naming the option)."""
+    if value is None:
+        return None
+    from reprorun.errors import UserInputError
+    from reprorun.projects.request import parse_duration
+
+    try:
+        return parse_duration(value)
+    except UserInputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from exc
 
 
 def _detach(start: Callable[..., SubmittedRun], run_id_file: str | None) -> None:
@@ -312,22 +338,30 @@ def progress_display() -> Iterator[Callable[[str], None]]:
 
 
 def execute(
-    start: Callable[..., SubmittedRun], on_start: Callable[[str], None] | None = None
+    start: Callable[..., SubmittedRun],
+    on_start: Callable[[str], None] | None = None,
+    *,
+    tracking_uri: str | None = None,
 ) -> SubmittedRun:
     """Run synchronously with progress lines on stderr; exit 1 if the run failed (its stored
     status: the code may have ended it FAILED) or the store did not record its end, 128+N when
-    signal N stopped it, 143 when it was KILLED otherwise (shared by `run` and `rerun`)."""
+    signal N stopped it, 143 when it was KILLED otherwise (shared by `run` and `rerun`). The
+    last line says why the run ended (``FAILED (out-of-memory)``)."""
     from reprorun.errors import RunFailed, RunInterrupted, RunNotRecorded
 
     started = time.monotonic()
+    ran: list[SubmittedRun] = []
 
     def announce(submitted: SubmittedRun) -> None:
+        ran.append(submitted)
         click.echo(f"reprorun: run {submitted.run_id} started", err=True)
         if on_start:
             on_start(submitted.run_id)
 
     def finished(run_id: str, status: str) -> None:
         elapsed = time.monotonic() - started
+        word, sep, rest = status.partition(" (")  # KILLED (signal 2)
+        status = _with_reason(run_id, word, ran, tracking_uri) + (f" ({rest}" if sep else "")
         click.echo(
             f"reprorun: run {run_id} {status} in {elapsed:.1f}s (reprorun runs show {run_id})",
             err=True,
@@ -367,6 +401,23 @@ def execute(
     if status is RunStatus.KILLED:
         sys.exit(128 + signal.SIGTERM)  # as a run stopped by `reprorun runs kill`
     return submitted
+
+
+def _with_reason(
+    run_id: str, status: str, ran: list[SubmittedRun], tracking_uri: str | None
+) -> str:
+    """``status`` with the run's exit reason: the one its local backend recorded, else the
+    stored one (a remote run); ``status`` as it is if none can be read."""
+    from reprorun.backends.exit_reason import label
+
+    ended = next((getattr(s, "exit", None) for s in ran if s.run_id == run_id), None)
+    if ended is not None:
+        return label(status, ended.tags())
+    try:
+        tags = current_app().store_at(tracking_uri).get_run(run_id).data.tags
+    except Exception:
+        return status
+    return label(status, tags)
 
 
 def _show_plan(

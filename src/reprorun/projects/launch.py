@@ -86,6 +86,7 @@ def run(
     on_reuse: Callable[[Reuse], None] | None = None,
     detach: bool = False,
     max_parallel: int | None = None,
+    timeout: float | None = None,
     retries: int = 0,
     retry_on: str | tuple[str, ...] | None = None,
     retry_memory: float | None = None,
@@ -111,7 +112,8 @@ def run(
     the submitted run is returned as soon as the job has started. ``detach`` (local backend):
     a supervisor process of its own owns the command, so it outlives this process and its
     terminal. ``max_parallel`` (local backend): wait, SCHEDULED, while that many local runs
-    asking for the same limit are running.
+    asking for the same limit are running. ``timeout``: seconds the command may run before it
+    is stopped (the run FAILED, reason timeout), on every backend.
 
     ``retries``: an attempt that ended for one of ``retry_on`` (class names, comma-separated
     or a tuple; default preempted, node-lost, launch-error) runs again as a new run linked to
@@ -139,6 +141,7 @@ def run(
         patch=patch,
         env_lock=env_lock,
         archive_sha256=archive_sha256,
+        timeout=timeout,
         retries=retries,
         retry_on=tuple(retry_on.split(",")) if isinstance(retry_on, str) else retry_on,
         retry_memory=retry_memory,
@@ -318,6 +321,7 @@ def launch(
                     workdir,
                     artifact_dir,
                     ready.job_tracking_uri,
+                    request.timeout,
                 )
                 submitted = backend_impl.submit(spec)
                 job_tags = {JOB_ID_TAG: submitted.job_id}
@@ -361,6 +365,7 @@ def launch(
                     artifact_uri=created.info.artifact_uri,
                     tracking_uri=target.uri,
                     max_parallel=request.max_parallel,
+                    timeout_seconds=request.timeout,
                     interrupted=(lambda: stopper.check(run_id)) if stopper else None,
                     tied_to_caller=stopper is not None,
                     **workspace.container_argv(
@@ -418,6 +423,7 @@ def _remote_spec(
     workdir: Path,
     artifact_dir: Path,
     tracking_uri: str,
+    timeout: float | None = None,
 ) -> LaunchSpec:
     """What a job elsewhere gets: the tree to ship, the run's variables only, the lock."""
     run_id, exp_id = created.info.run_id, created.info.experiment_id
@@ -439,6 +445,7 @@ def _remote_spec(
         python_version=prepared.python_version,
         docker_image=prepared.docker.image if prepared.docker else None,
         project_name=the_plan.project.name,
+        timeout_seconds=timeout,
     )
 
 

@@ -44,6 +44,7 @@ class RunRequest:
     patch: Path | None = None  # a git diff applied to the run's working copy (rerun)
     env_lock: Path | None = None  # build the environment from this lock (rerun)
     archive_sha256: str | None = None  # the archive source must have this digest
+    timeout: float | None = None  # seconds the command may run (--timeout): reason timeout
     # Retries by class (projects/retry.py): how many more attempts an attempt that ended for
     # one of ``retry_on`` (None: the default classes) gets, each a run of its own; an OOM
     # retry multiplies the backend's memory request by ``retry_memory``; the first wait is
@@ -90,6 +91,26 @@ class RunRequest:
         """Refuse what is wrong with the request itself, before anything is looked up."""
         if self.experiment_id is not None and self.experiment_name is not None:
             raise UserInputError("Give either an experiment id or an experiment name, not both.")
+        if self.timeout is not None and not self.timeout > 0:
+            raise UserInputError(f"The timeout must be a positive duration, got {self.timeout}.")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration as ``--timeout`` takes it: a number with a unit, ``90s``,
+    ``10m``, ``2h``, ``1d``, or several (``1h30m``); a bare number is seconds."""
+    import re
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    given = text.strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd]?)", given)
+    matched = re.fullmatch(r"(?:\d+(?:\.\d+)?\s*[smhd]?\s*)+", given)
+    seconds = sum(float(number) * units[unit or "s"] for number, unit in parts)
+    if not matched or (len(parts) > 1 and not all(unit for _, unit in parts)) or seconds <= 0:
+        raise UserInputError(
+            f"Not a duration: {text!r}. Give a number with a unit, e.g. 90s, 10m, 2h, 1d or "
+            "1h30m (a bare number is seconds), greater than zero."
+        )
+    return seconds
 
 
 def load_backend_config(config: BackendConfig) -> tuple[Mapping[str, Any], str]:
