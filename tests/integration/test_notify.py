@@ -23,7 +23,7 @@ from reprorun.projects.launch import run_request
 from reprorun.projects.request import RunRequest
 from reprorun.tracking.entities import RunStatus, SystemTags
 from reprorun.tracking.store import open_store
-from tests.conftest import make_project
+from tests.conftest import make_project, reprorun_cli
 
 LOGS_A_METRIC = "entry_points:\n  main:\n    command: 'reprorun log metric accuracy 0.75'\n"
 
@@ -218,3 +218,15 @@ def test_notify_with_detach_is_refused_with_what_to_do(tmp_path: Path) -> None:
     request = RunRequest(str(tmp_path), synchronous=False, detach=True, notify=("a@b.org",))
     with pytest.raises(UserInputError, match="REPRORUN_NOTIFY or tag the experiment"):
         request.check()
+
+
+def test_the_cli_notifies_and_refuses_a_target_of_no_kind(home: Path, tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", LOGS_A_METRIC)
+    target, out = recorder(tmp_path)
+    result = reprorun_cli("run", str(project), "--notify", target)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["status"] == "FINISHED"
+    refused = reprorun_cli("run", str(project), "--notify", "the-team")
+    assert refused.returncode != 0
+    assert "Notification target 'the-team' is not a webhook URL" in refused.stderr
+    assert "Traceback" not in refused.stderr
