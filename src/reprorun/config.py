@@ -10,12 +10,13 @@ not settings: ``reprorun.tracking.run_context`` reads those.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from reprorun.errors import InvalidTrackingUri
+from reprorun.errors import InvalidTrackingUri, UserInputError
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,49 @@ SETTINGS = (
         "Seconds a run's final writes are retried for when the store refuses them, before "
         "its end goes to the journal (see Security and faults).",
     ),
+    Setting(
+        "system_metrics_interval",
+        "REPRORUN_SYSTEM_METRICS_INTERVAL",
+        "10",
+        "Seconds between a local run's system metrics (system/cpu_utilization_percentage, "
+        "...: MLflow's names), logged while its command runs; --no-system-metrics turns "
+        "them off for one run.",
+    ),
+    Setting(
+        "heartbeat_interval",
+        "REPRORUN_HEARTBEAT_INTERVAL",
+        "15",
+        "Seconds between a remote job's heartbeats (Ray, Slurm, Kubernetes, Databricks), "
+        "each of which also sends the log written since the last one; read where the job is "
+        "submitted.",
+    ),
+    Setting(
+        "heartbeat_timeout",
+        "REPRORUN_HEARTBEAT_TIMEOUT",
+        "300",
+        "Seconds without a heartbeat after which a running remote run is closed FAILED with "
+        "reason node-lost, the next time anything reads it.",
+    ),
+    Setting(
+        "notify",
+        "REPRORUN_NOTIFY",
+        "unset (no notification)",
+        "Where every run's end is notified, comma-separated, as --notify takes them: webhook "
+        "URLs, e-mail addresses, cmd:/path/to/script commands (see Notifications).",
+    ),
+    Setting(
+        "smtp_url",
+        "REPRORUN_SMTP_URL",
+        "unset",
+        "The mail server of e-mail notifications: smtp://user:password@host:port, "
+        "smtp+starttls://... for STARTTLS, smtps://... for TLS.",
+    ),
+    Setting(
+        "smtp_from",
+        "REPRORUN_SMTP_FROM",
+        "reprorun@<this host>",
+        "The From address of e-mail notifications.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -98,6 +142,18 @@ def server_token() -> str | None:
 def home() -> Path:
     """``REPRORUN_HOME``: the folder of the embedded store, caches and working copies."""
     return Path(setting("home") or _BY_NAME["home"].default).expanduser().resolve()
+
+
+def seconds(name: str) -> float:
+    """A setting that is a positive number of seconds (its default when unset)."""
+    raw = setting(name)
+    try:
+        number = float(raw or _BY_NAME[name].default)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise UserInputError(f"{_BY_NAME[name].env} must be a number of seconds > 0, got {raw!r}.")
+    return number
 
 
 def experiment_name() -> str | None:

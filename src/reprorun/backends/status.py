@@ -7,6 +7,7 @@ import json
 
 from reprorun._utils import owner_is_gone
 from reprorun.backends.base import CONFIG_TAG, JOB_ID_TAG, SubmittedRun
+from reprorun.backends.heartbeat import close_if_lost
 from reprorun.backends.registry import get_backend
 from reprorun.tracking.entities import Run, SystemTags
 from reprorun.tracking.store.base import TrackingStore
@@ -44,17 +45,19 @@ def refresh(store: TrackingStore, run: Run, *, engines: bool = True) -> Run:
         if owner_is_gone(tags.get(SystemTags.SUPERVISOR, "")) is not True:
             return run  # its supervisor lives (or is elsewhere, or unknown): trust the store
     elif not engines:
-        return run
+        return close_if_lost(store, run)  # a remote job's stopped heartbeat (issue 18)
     engine = (backend, tags.get(CONFIG_TAG) or "")
     if engine in _UNANSWERED:
-        return run  # one timeout per engine and process: `runs list` stays quick
+        return close_if_lost(store, run)  # one timeout per engine and process
     try:
         attach(store, run).get_status()
     except Exception:  # an engine that cannot be asked, a client that fails: left as it is
         if engine[0] != "local":
             _UNANSWERED.add(engine)
-        return run
-    return store.get_run(run.info.run_id)
+        return close_if_lost(store, run)
+    # The engine first (its words are more precise), then the heartbeat: a job the engine
+    # still calls RUNNING whose wrapper stopped answering is a lost node.
+    return close_if_lost(store, store.get_run(run.info.run_id))
 
 
 # Engines (backend, options) that failed to answer in this process: not asked again.

@@ -30,6 +30,7 @@ from reprorun.backends.databricks.payload import (
     submit_body,
     write_launcher,
 )
+from reprorun.backends.heartbeat import interval as heartbeat_interval
 from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import Run, RunStatus
 from reprorun.tracking.store.base import TrackingStore
@@ -67,7 +68,9 @@ class DatabricksBackend(Backend):
         client = api.publish(CLIENT_DIR, ".tar.gz", pack_client)
         launcher = api.publish(LAUNCHER_DIR, ".py", write_launcher)
         env = {**self.config.env_vars, **spec.job_env}  # the run's own variables win
-        parameters = launcher_parameters(project, client, spec.subdirectory, spec.command, env)
+        parameters = launcher_parameters(
+            project, client, spec.subdirectory, spec.command, env, heartbeat_interval()
+        )
         body = submit_body(self.config, spec, launcher, parameters, libraries)
         answer = api.call("POST", f"{JOBS_API}/runs/submit", body, what="runs/submit")
         if "run_id" not in answer:

@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 
 MARKER = "[reprorun] the command exited with code "
+WRAPPER = "reprorun.tracking.heartbeat"
 
 
 def unpack(archive, into):
@@ -24,6 +25,20 @@ def unpack(archive, into):
             tar.extractall(into, filter="tar")
         else:
             tar.extractall(into)
+
+
+def command_argv(command, heartbeat, cwd, env):
+    """bash running the command, under reprorun's heartbeat wrapper (a beat and the log so
+    far every ``heartbeat`` seconds) when given and when this Python can import it."""
+    argv = ["bash", "-c", command]
+    if not heartbeat:
+        return argv
+    check = [sys.executable, "-c", "import " + WRAPPER]
+    if subprocess.call(
+        check, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ):
+        return argv  # an older Python than the client's: the command alone, as before
+    return [sys.executable, "-m", WRAPPER, "--every", heartbeat, "--", *argv]
 
 
 def main(argv):
@@ -47,7 +62,7 @@ def main(argv):
     path = [bin_dir, os.path.dirname(sys.executable), env.get("PATH", "")]
     env["PATH"] = os.pathsep.join(p for p in path if p)
     proc = subprocess.Popen(
-        ["bash", "-c", args["--command"]],
+        command_argv(args["--command"], args.get("--heartbeat"), cwd, env),
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,

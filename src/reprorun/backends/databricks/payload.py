@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import re
 import tarfile
@@ -107,16 +108,25 @@ def write_launcher(out: IO[bytes]) -> None:
 
 
 def launcher_parameters(
-    project: str, client: str, subdirectory: str, command: str, env: Mapping[str, str]
+    project: str,
+    client: str,
+    subdirectory: str,
+    command: str,
+    env: Mapping[str, str],
+    heartbeat: float | None = None,
 ) -> list[str]:
-    """The launcher's arguments (``--name=value``: a command starting with '-' stays a value)."""
-    return [
+    """The launcher's arguments (``--name=value``: a command starting with '-' stays a value).
+    ``heartbeat``: seconds between the heartbeats (and live log uploads) of the command."""
+    parameters = [
         f"--project={fuse_path(project)}",
         f"--client={fuse_path(client)}",
         f"--subdirectory={subdirectory}",
         f"--command={command}",
         f"--env={json.dumps(dict(sorted(env.items())))}",
     ]
+    if heartbeat is not None:
+        parameters.append(f"--heartbeat={heartbeat:g}")
+    return parameters
 
 
 def fuse_path(dbfs_path: str) -> str:
@@ -145,6 +155,16 @@ def submit_body(
         "idempotency_token": spec.run_id,
         "tasks": [task],
     }
-    if config.timeout_seconds is not None:
-        body["timeout_seconds"] = config.timeout_seconds
+    timeout = run_timeout(config.timeout_seconds, spec.timeout_seconds)
+    if timeout is not None:
+        body["timeout_seconds"] = timeout
     return body
+
+
+def run_timeout(own: int | None, timeout: float | None) -> int | None:
+    """The run's ``timeout_seconds``: ``--timeout`` (whole seconds, rounded up) where it is
+    shorter than the config's own (0 there: no limit); Databricks then ends it TIMEDOUT."""
+    if not timeout:
+        return own
+    limit = max(1, math.ceil(timeout))
+    return own if own and own <= limit else limit

@@ -18,6 +18,7 @@ from reprorun.backends.base import (
     parse_options,
     tracking_options,
 )
+from reprorun.backends.heartbeat import interval as heartbeat_interval
 from reprorun.backends.kubernetes.api import Cluster, connect
 from reprorun.backends.kubernetes.job import KubernetesJob
 from reprorun.backends.kubernetes.manifest import dns_label, job_manifest, job_name, keep_manifest
@@ -111,6 +112,7 @@ class KubernetesBackend(Backend):
                 workdir=workdir,
                 env={**self.config.env_vars, **spec.job_env},
                 namespace=namespace,
+                heartbeat=heartbeat_interval(),
             )
             return with_deadline(manifest, spec.timeout_seconds)  # --timeout
 

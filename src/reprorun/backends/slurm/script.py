@@ -6,6 +6,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from reprorun.backends.heartbeat import wrapped
 from reprorun.backends.slurm.options import SlurmBackendConfig, sbatch_option
 
 LOG_NAME = "job.log"
@@ -22,6 +23,7 @@ def render_script(
     env: Mapping[str, str],
     path: Sequence[str] = (),
     pythonpath: Sequence[str] = (),
+    heartbeat: float | None = None,
 ) -> str:
     """The sbatch script of one run: pure, so what a config gives can be read and tested.
 
@@ -29,6 +31,8 @@ def render_script(
     runs, ``env`` every variable the job gets besides the node's login environment (sbatch
     --export=NONE: nothing of this process leaks in), ``path`` folders put first on PATH,
     ``pythonpath`` first on PYTHONPATH (after the setup lines, which may load a Python).
+    ``heartbeat``: seconds between the heartbeats (and live log uploads) of the wrapper the
+    command runs under (None: the command alone).
     """
     q = shlex.quote
     options = [
@@ -68,7 +72,7 @@ def render_script(
     lines += [
         f"cd {q(str(workdir))}",
         "set +e",
-        f"bash -c {q(command)}",
+        f"bash -c {q(command)}" if heartbeat is None else wrapped(command, heartbeat, exec_=False),
         "code=$?",
         # Kept for when Slurm has forgotten the job (MinJobAge) and there is no accounting.
         f'echo "$SLURM_JOB_ID $code" > {q(str(folder / EXIT_CODE_NAME))}',

@@ -1,0 +1,215 @@
+"""A remote job's wrapper: ``python -m reprorun.tracking.heartbeat --every S -- COMMAND...``.
+
+Ray, Slurm, Kubernetes and Databricks run the project's command under this wrapper. It runs
+the command, copies its output (stdout and stderr as one stream) to its own stdout, so the
+engine's log is what it was, and every ``S`` seconds, while the command runs:
+
+- sets the run's ``reprorun.heartbeat`` tag (ms since the epoch): a run whose heartbeat stops
+  is closed FAILED with reason ``node-lost`` (``backends.heartbeat``);
+- stores the output so far as the run's log artifact (``logs/run.log``), so the UI and
+  ``reprorun runs logs`` show it while the job runs instead of only at its end.
+
+The output is kept in a spool file, never in memory; each upload sends a copy of the spool's
+complete part (the file streamed, at most one chunk in memory). The last upload happens once the
+command has ended, and the job's backend keeps the engine's log as before when it closes the
+run, so nothing is lost if the wrapper dies first.
+
+A job that cannot reach the run's store (a SQLite file on the submitting machine, with no file
+system shared with the node) gets neither: the command runs and its log arrives at the end, as
+before. Failures to report are said once on stderr and never fail the job. Standard library
+only, like the rest of the in-run client.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from reprorun.tracking.entities import SystemTags, now_ms
+
+LOG_ARTIFACT = "logs/run.log"  # the run's log, as every backend keeps it
+_CHUNK = 1 << 16
+_LAST_BEAT_SECONDS = 60.0
+_DRAIN_SECONDS = 5.0
+
+
+class Reporter:
+    """Heartbeats and log uploads for one run, through the run's store."""
+
+    def __init__(self, store: Any, run_id: str, artifact_uri: str, tracking_uri: str):
+        self.store = store
+        self.run_id = run_id
+        self.artifact_uri = artifact_uri
+        self.tracking_uri = tracking_uri
+        self.uploaded = -1  # bytes of the spool stored so far
+        self._complained = False
+
+    def beat(self, spool: Path, size: int) -> None:
+        """One heartbeat, and the spool's first ``size`` bytes as the run's log if it grew."""
+        try:
+            self.store.set_tag(self.run_id, SystemTags.HEARTBEAT, str(now_ms()))
+            if size != self.uploaded:
+                self._upload(spool, size)
+                self.uploaded = size
+        except Exception as exc:  # a store that went away: the job goes on regardless
+            if not self._complained:
+                self._complained = True
+                print(f"[reprorun] heartbeat or live log not sent: {exc}", file=sys.stderr)
+
+    def _upload(self, spool: Path, size: int) -> None:
+        from reprorun.tracking.artifacts import log_file
+
+        with tempfile.TemporaryDirectory(prefix="reprorun-log-") as tmp:
+            snapshot = Path(tmp) / Path(LOG_ARTIFACT).name
+            with spool.open("rb") as src, snapshot.open("wb") as dst:
+                copy_prefix(src, dst, size)  # a fixed size: the spool grows meanwhile
+            log_file(
+                self.artifact_uri,
+                snapshot,
+                str(Path(LOG_ARTIFACT).parent),
+                tracking_uri=self.tracking_uri,
+            )
+
+
+def copy_prefix(src: IO[bytes], dst: IO[bytes], size: int) -> None:
+    """Copy the first ``size`` bytes of ``src`` to ``dst``, one chunk at a time."""
+    left = size
+    while left > 0:
+        chunk = src.read(min(_CHUNK, left))
+        if not chunk:
+            break
+        dst.write(chunk)
+        left -= len(chunk)
+
+
+def reporter_for_run() -> Reporter | None:
+    """The reporter of the run this job is (from the run's variables), or None with a line
+    on stderr saying why when its store cannot be reached from here."""
+    from reprorun.config import resolve_tracking
+    from reprorun.tracking import run_context
+
+    run_id, uri = run_context.run_id(), run_context.tracking_uri()
+    if not run_id or not uri:
+        return None
+    try:
+        target = resolve_tracking(uri)
+        if target.sqlite_path is not None and not Path(target.sqlite_path).is_file():
+            # Another machine's file: opening it here would make a new, empty store.
+            _say(f"the run's store {target.sqlite_path} is not on this node")
+            return None
+        from reprorun.tracking.artifacts import is_remote, local_dir
+        from reprorun.tracking.store import open_store
+
+        store = open_store(uri)
+        artifact_uri = store.get_run(run_id).info.artifact_uri
+        folder = None if is_remote(artifact_uri) else local_dir(artifact_uri)
+        if target.sqlite_path is None and folder is not None and not folder.parent.is_dir():
+            # A database server, and artifacts in a folder of the submitting machine.
+            _say(f"the run's artifact folder {folder} is not on this node")
+            return None
+    except Exception as exc:
+        _say(f"the run's store {uri} cannot be reached from here ({exc})")
+        return None
+    return Reporter(store, run_id, artifact_uri, uri)
+
+
+def _say(why: str) -> None:
+    print(
+        f"[reprorun] {why}: no heartbeats or live log; the log is kept when the job ends.",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def run(command: Sequence[str], every: float, out: IO[bytes] | None = None) -> int:
+    """Run ``command`` with heartbeats every ``every`` seconds; returns its exit status as a
+    shell gives it (128 + the signal that ended it). The command starts at once: the run's
+    store is opened beside it, by the heartbeat thread."""
+    out = out if out is not None else sys.stdout.buffer
+    proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pipe = proc.stdout
+    assert isinstance(pipe, io.BufferedReader)
+
+    def forward(signum: int, _frame: Any) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    with tempfile.TemporaryDirectory(prefix="reprorun-job-") as tmp:
+        spool_path = Path(tmp) / "spool.log"
+        state = _Spool()
+        done = threading.Event()
+        found: list[Reporter] = []
+
+        def heartbeats() -> None:
+            reporter = reporter_for_run()
+            if reporter is None:
+                state.wanted = False  # nobody to send it to: stop keeping a copy
+                return
+            found.append(reporter)
+            while not done.is_set():
+                reporter.beat(spool_path, state.size)
+                done.wait(every)
+
+        beats = threading.Thread(target=heartbeats, name="reprorun-heartbeat", daemon=True)
+        beats.start()
+        copying = threading.Thread(
+            target=_copy_output, args=(pipe, out, spool_path, state), name="reprorun-output"
+        )
+        copying.daemon = True  # a grandchild may hold the output open after the command ends
+        copying.start()
+        code = proc.wait()
+        copying.join(_DRAIN_SECONDS)  # what the command wrote last
+        done.set()
+        beats.join(_LAST_BEAT_SECONDS)  # a store that hangs does not hold the job's end long
+        if found and not beats.is_alive():
+            found[0].beat(spool_path, state.size)  # the whole log, once the command has ended
+    return 128 - code if code < 0 else code
+
+
+def _copy_output(pipe: io.BufferedReader, out: IO[bytes], spool_path: Path, state: _Spool) -> None:
+    """The command's output to ``out``, and to the spool while it is wanted."""
+    with spool_path.open("ab") as spool:
+        for chunk in iter(lambda: pipe.read1(_CHUNK), b""):
+            out.write(chunk)
+            out.flush()
+            if state.wanted:
+                spool.write(chunk)
+                spool.flush()
+                state.size += len(chunk)
+
+
+class _Spool:
+    """What the output loop and the heartbeat thread share."""
+
+    def __init__(self) -> None:
+        self.wanted = True  # keep a copy of the output (until the store proves unreachable)
+        self.size = 0  # bytes written to the spool, flushed
+
+
+def main(argv: Sequence[str]) -> int:
+    args = list(argv)
+    if "--" not in args or args.index("--") == len(args) - 1:
+        print(
+            "usage: python -m reprorun.tracking.heartbeat [--every S] -- COMMAND...",
+            file=sys.stderr,
+        )
+        return 2
+    split = args.index("--")
+    options, command = args[:split], args[split + 1 :]
+    every = 15.0
+    if options[:1] == ["--every"] and len(options) == 2:
+        every = max(float(options[1]), 0.05)
+    return run(command, every)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
