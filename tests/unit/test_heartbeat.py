@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from reprorun.backends.base import SubmittedRun, follow
 from reprorun.backends.databricks.launcher import command_argv
 from reprorun.backends.databricks.payload import launcher_parameters
-from reprorun.backends.heartbeat import close_if_lost, heartbeat_lost, wrapped
+from reprorun.backends.heartbeat import Watched, close_if_lost, heartbeat_lost, wrapped
 from reprorun.backends.kubernetes.manifest import job_manifest
 from reprorun.backends.ray import entrypoint
 from reprorun.backends.status import refresh
@@ -225,3 +226,41 @@ def test_the_heartbeat_window_is_a_setting(monkeypatch: pytest.MonkeyPatch, home
         monkeypatch.setenv("REPRORUN_HEARTBEAT_TIMEOUT", bad)
         with pytest.raises(UserInputError, match="REPRORUN_HEARTBEAT_TIMEOUT must be"):
             seconds("heartbeat_timeout")
+
+
+class _Running(SubmittedRun):
+    """An engine that says RUNNING forever (its node hangs), with a log."""
+
+    def __init__(self, run_id: str):
+        self._run_id = run_id
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def wait(self) -> bool:
+        raise AssertionError("not called")
+
+    def get_status(self) -> RunStatus:
+        return RunStatus.RUNNING
+
+    def cancel(self, force: bool = False) -> None:
+        raise AssertionError("not called")
+
+    def logs(self, start: int = 0) -> bytes:
+        return b"so far\n"[start:]
+
+
+def test_following_a_run_ends_when_its_heartbeat_is_lost(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPRORUN_HEARTBEAT_TIMEOUT", "1")
+    store = open_store()
+    run_id = _running(store, "ray", now_ms())
+    chunks: list[bytes] = []
+    started = time.monotonic()
+    status = follow(Watched(store, _Running(run_id)), chunks.append, 0.1)
+    assert status is RunStatus.FAILED
+    assert 1 <= time.monotonic() - started < 15
+    assert b"".join(chunks) == b"so far\n"
+    assert store.get_run(run_id).data.tags[SystemTags.EXIT_REASON] == "node-lost"

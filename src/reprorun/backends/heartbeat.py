@@ -14,7 +14,7 @@ from __future__ import annotations
 import shlex
 
 from reprorun import config
-from reprorun.backends.base import FAILURE_TAG
+from reprorun.backends.base import FAILURE_TAG, SubmittedRun
 from reprorun.tracking.entities import ExitReason, Run, RunStatus, SystemTags, now_ms
 from reprorun.tracking.store.base import TrackingStore
 
@@ -76,3 +76,41 @@ def close_if_lost(store: TrackingStore, run: Run) -> Run:
         }
         store.log_batch(run.info.run_id, tags=tags)
     return store.get_run(run.info.run_id)
+
+
+class Watched(SubmittedRun):
+    """A remote run's handle whose status also ends at a lost heartbeat: the engine may call
+    a job RUNNING whose node stopped answering (``runs logs --follow`` stops there)."""
+
+    def __init__(self, store: TrackingStore, handle: SubmittedRun):
+        self.store = store
+        self.handle = handle
+        self.backend = handle.backend
+
+    @property
+    def run_id(self) -> str:
+        return self.handle.run_id
+
+    @property
+    def job_id(self) -> str:
+        return self.handle.job_id
+
+    def get_status(self) -> RunStatus:
+        status = self.handle.get_status()
+        if status.is_terminal:
+            return status
+        run = close_if_lost(self.store, self.store.get_run(self.run_id))
+        return run.info.status if run.info.status.is_terminal else status
+
+    def wait(self) -> bool:
+        import time
+
+        while not self.get_status().is_terminal:
+            time.sleep(1.0)
+        return self.get_status() is RunStatus.FINISHED
+
+    def cancel(self, force: bool = False) -> None:
+        self.handle.cancel(force)
+
+    def logs(self, start: int = 0) -> bytes:
+        return self.handle.logs(start)
