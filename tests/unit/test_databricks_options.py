@@ -15,10 +15,10 @@ import pytest
 from reprorun.backends.databricks.backend import DatabricksBackend
 from reprorun.backends.databricks.credentials import credentials
 from reprorun.backends.databricks.job import exit_code_of, job_state
-from reprorun.backends.databricks.payload import lock_libraries, pack_tree
+from reprorun.backends.databricks.payload import lock_libraries, pack_tree, run_timeout
 from reprorun.backends.registry import get_backend
 from reprorun.errors import ExecutionError, UserInputError
-from reprorun.tracking.entities import RunStatus
+from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags
 
 SPEC = {"spark_version": "15.4.x-scala2.12", "num_workers": 1, "node_type_id": "i3.xlarge"}
 
@@ -409,6 +409,145 @@ def test_the_tasks_error_and_exit_code_join_a_failure() -> None:
     assert exit_code_of("a\n[reprorun] the command exited with code 3\n") == 3
     assert exit_code_of("[reprorun] the command exited with code 0\nmore\n") == 0
     assert exit_code_of("no marker: the launcher never ran\n") is None
+
+
+# runs/get answers of ended runs (state, and the Jobs API 2.1 status.termination_details), with
+# the task's error from runs/get-output and the launcher's exit code.
+@pytest.mark.parametrize(
+    ("state", "termination", "error", "code", "reason", "words"),
+    [
+        (
+            {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS", "state_message": ""},
+            {"code": "SUCCESS", "type": "SUCCESS", "message": ""},
+            None,
+            0,
+            ExitReason.SUCCEEDED,
+            "SUCCESS",
+        ),
+        (
+            {
+                "life_cycle_state": "TERMINATED",
+                "result_state": "FAILED",
+                "state_message": "Workload failed, see run output for details",
+            },
+            {"code": "RUN_EXECUTION_ERROR", "type": "CLIENT_ERROR", "message": "Task failed"},
+            "RuntimeError: reprorun: the project's command exited with code 3",
+            3,
+            ExitReason.CODE_ERROR,
+            "FAILED; RUN_EXECUTION_ERROR; Task failed",
+        ),
+        (
+            {
+                "life_cycle_state": "INTERNAL_ERROR",
+                "state_message": "Cluster 0507-101112-abc was terminated. Reason: "
+                "DRIVER_OUT_OF_MEMORY (CLIENT_ERROR). Parameters: ...",
+            },
+            {"code": "CLUSTER_ERROR", "type": "CLIENT_ERROR", "message": "Cluster terminated"},
+            None,
+            None,
+            ExitReason.OUT_OF_MEMORY,
+            "DRIVER_OUT_OF_MEMORY",
+        ),
+        (
+            {
+                "life_cycle_state": "TERMINATED",
+                "result_state": "TIMEDOUT",
+                "state_message": "Run timed out",
+                "user_cancelled_or_timedout": True,
+            },
+            {"code": "CANCELED", "type": "SUCCESS", "message": "Run timed out"},
+            None,
+            None,
+            ExitReason.TIMEOUT,
+            "TIMEDOUT; CANCELED; Run timed out",
+        ),
+        (
+            {
+                "life_cycle_state": "TERMINATED",
+                "result_state": "CANCELED",
+                "state_message": "Run cancelled.",
+                "user_cancelled_or_timedout": True,
+            },
+            {"code": "USER_CANCELED", "type": "SUCCESS", "message": "Run cancelled."},
+            None,
+            None,
+            ExitReason.CANCELLED,
+            "USER_CANCELED",
+        ),
+        (
+            {
+                "life_cycle_state": "INTERNAL_ERROR",
+                "state_message": "Cluster 0507-101112-abc was terminated. Reason: "
+                "SPOT_INSTANCE_TERMINATION (CLOUD_FAILURE).",
+            },
+            {"code": "CLOUD_FAILURE", "type": "CLOUD_FAILURE", "message": ""},
+            None,
+            None,
+            ExitReason.PREEMPTED,
+            "SPOT_INSTANCE_TERMINATION",
+        ),
+        (
+            {
+                "life_cycle_state": "INTERNAL_ERROR",
+                "state_message": "Could not reach driver of cluster 0507-101112-abc.",
+            },
+            {"code": "DRIVER_ERROR", "type": "INTERNAL_ERROR", "message": ""},
+            None,
+            None,
+            ExitReason.NODE_LOST,
+            "DRIVER_ERROR",
+        ),
+        (
+            {
+                "life_cycle_state": "INTERNAL_ERROR",
+                "state_message": "Library installation failed for library due to user error",
+            },
+            {"code": "LIBRARY_INSTALLATION_ERROR", "type": "CLIENT_ERROR", "message": ""},
+            None,
+            None,
+            ExitReason.LAUNCH_ERROR,
+            "LIBRARY_INSTALLATION_ERROR",
+        ),
+        (  # the user's code timed out on its own: its words are not Databricks' timeout
+            {"life_cycle_state": "TERMINATED", "result_state": "FAILED", "state_message": ""},
+            None,
+            "TimeoutError: the request timed out",
+            1,
+            ExitReason.CODE_ERROR,
+            "FAILED",
+        ),
+    ],
+)
+def test_each_databricks_end_is_classified_with_databricks_words(
+    state: dict[str, Any],
+    termination: dict[str, Any] | None,
+    error: str | None,
+    code: int | None,
+    reason: ExitReason,
+    words: str,
+) -> None:
+    got = job_state(state, "42", error, code, termination)
+    assert got.status.is_terminal
+    tags = got.end_tags()
+    assert tags[SystemTags.EXIT_REASON] == reason.value
+    assert words in tags[SystemTags.EXIT_DETAIL]
+
+
+@pytest.mark.parametrize(
+    ("own", "timeout", "expected"),
+    [
+        (None, None, None),
+        (600, None, 600),
+        (None, 30.2, 31),
+        (600, 60, 60),
+        (60, 600, 60),
+        (0, 5, 5),
+    ],
+)
+def test_timeout_becomes_the_runs_timeout_seconds_when_shorter(
+    own: int | None, timeout: float | None, expected: int | None
+) -> None:
+    assert run_timeout(own, timeout) == expected
 
 
 # --- what is shipped -----------------------------------------------------------------------
