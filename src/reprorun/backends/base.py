@@ -69,6 +69,8 @@ class LaunchSpec:
     # The calling thread waits for the command to end (a synchronous run, a supervisor): the
     # command is killed if that thread's process dies (the parent-death signal).
     tied_to_caller: bool = False
+    # The local backend logs system/* metrics of the machine and the command's process tree.
+    system_metrics: bool = True
 
     @property
     def root(self) -> Path:

@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reprorun._utils import die_with_parent, process_identity
 from reprorun.backends import journal
@@ -37,9 +37,13 @@ from reprorun.backends.base import (
 from reprorun.backends.exit_reason import Exit, OomWatch, classify, settle
 from reprorun.backends.queue import Slot
 from reprorun.backends.supervised import PROCESS_TAG, SupervisedRun, read_from
+from reprorun.config import seconds
 from reprorun.errors import ExecutionError, RunNotRecorded
 from reprorun.tracking.entities import Run, RunStatus, now_ms
 from reprorun.tracking.store.base import TrackingStore
+
+if TYPE_CHECKING:
+    from reprorun.backends.system_metrics import SystemMetrics
 
 # After the main process exits, how long leftover processes may keep the log pipe open.
 _DRAIN_SECONDS = 5.0
@@ -60,6 +64,7 @@ class LocalBackend(Backend):
         log_file = spec.artifact_dir / spec.log_path
         with contextlib.suppress(OSError):  # opening the log says what is wrong, and is survived
             log_file.parent.mkdir(parents=True, exist_ok=True)
+        interval = seconds("system_metrics_interval") if spec.system_metrics else None
         slot = _wait_for_slot(spec) if spec.max_parallel else None
         try:
             proc = subprocess.Popen(
@@ -76,7 +81,8 @@ class LocalBackend(Backend):
             if slot:
                 slot.release()
             raise ExecutionError(f"Could not start the command in {spec.cwd}: {exc}") from exc
-        return LocalSubmittedRun(spec, proc, log_file, self.config.stop_grace_seconds, slot)
+        grace = self.config.stop_grace_seconds
+        return LocalSubmittedRun(spec, proc, log_file, grace, slot, metrics_interval=interval)
 
     def attach(self, run: Run, store: TrackingStore) -> SubmittedRun:
         return SupervisedRun(run, store, self.config.stop_grace_seconds)
@@ -117,6 +123,17 @@ def _end_run(
     tags = {**(tags or {}), **ended.tags()}
     owner = process_identity(os.getpid())
     journal.record_end(store, journal.Ending(run_id, ended.status, now_ms(), tags, owner))
+
+
+def _system_metrics(spec: LaunchSpec, pid: int, interval: float | None) -> SystemMetrics | None:
+    """Start sampling the system metrics of the command ``pid`` (None when they are off)."""
+    if interval is None:
+        return None
+    from reprorun.backends.system_metrics import SystemMetrics
+
+    sampler = SystemMetrics(spec.store, spec.run_id, pid, interval, spec.cwd)
+    sampler.start()
+    return sampler
 
 
 class _Log:
@@ -196,6 +213,7 @@ class LocalSubmittedRun(SubmittedRun):
         log_file: Path,
         grace: float,
         slot: Slot | None = None,
+        metrics_interval: float | None = None,  # seconds between system metrics (None: off)
     ):
         self._spec = spec
         self._proc = proc
@@ -222,6 +240,7 @@ class LocalSubmittedRun(SubmittedRun):
             target=self._pump_output, name=f"log-{spec.run_id[:8]}", daemon=True
         )
         self._pump.start()
+        self._metrics = _system_metrics(spec, proc.pid, metrics_interval)
         # Once the output is drained: a store that is slow or refuses must not block the
         # command. Tags it refuses now are written with the end (retried, or journaled).
         self._pending: dict[str, str] = {}
@@ -313,6 +332,8 @@ class LocalSubmittedRun(SubmittedRun):
             self.exit = ended
             try:
                 tags = {**self._pending, **self._log.tag()}
+                if self._metrics is not None:
+                    tags.update(self._metrics.stop())  # its peak memory
                 _end_run(self._spec.store, self.run_id, ended, tags)
                 status = self._stored(status)
                 self.exit = settle(ended, status)  # as recorded (journal.apply)
