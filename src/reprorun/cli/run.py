@@ -21,15 +21,23 @@ if TYPE_CHECKING:
 def _retry_classes(
     _ctx: click.Context, _param: click.Parameter, value: str | None
 ) -> tuple[str, ...] | None:
+    from reprorun.errors import UserInputError
     from reprorun.projects.retry import parse_retry_on
 
-    return None if value is None else tuple(r.value for r in parse_retry_on(value))
+    try:
+        return None if value is None else tuple(r.value for r in parse_retry_on(value))
+    except UserInputError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _memory_factor(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    from reprorun.errors import UserInputError
     from reprorun.projects.retry import parse_memory_factor
 
-    return parse_memory_factor(value)
+    try:
+        return parse_memory_factor(value)
+    except UserInputError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def retry_options(command: Callable[..., Any]) -> Callable[..., Any]:

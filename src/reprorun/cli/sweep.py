@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from reprorun.cli._common import cli, handle_errors, json_option, tracking_uri_option
+from reprorun.cli.run import retry_options
 
 if TYPE_CHECKING:
     from reprorun.projects.sweep.driver import SweepEvent
@@ -92,6 +93,7 @@ def sweep() -> None:
     is_flag=True,
     help="Create the sweep and its parent run, run nothing (reprorun sweep resume runs it).",
 )
+@retry_options
 @json_option
 @handle_errors
 def start_command(
@@ -113,8 +115,10 @@ def start_command(
     dry_run: bool,
     create_only: bool,
     as_json: bool,
+    **retry: Any,
 ) -> None:
-    """Start a sweep of the project at URI over every -P NAME=EXPR."""
+    """Start a sweep of the project at URI over every -P NAME=EXPR (each point's attempts
+    retried as --retries says, as for reprorun run)."""
     from reprorun.projects.sweep.create import create_sweep
 
     if as_json and not (dry_run or create_only):
@@ -136,6 +140,7 @@ def start_command(
         goal=goal,
         tracking_uri=tracking_uri,
         dry_run=dry_run,
+        retry=retry,
     )
     if dry_run:
         _show_points(created.points, as_json)

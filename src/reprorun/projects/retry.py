@@ -29,6 +29,8 @@ from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags
 if TYPE_CHECKING:
     from reprorun.backends.base import SubmittedRun
     from reprorun.projects.request import RunRequest
+    from reprorun.tracking.entities import Run
+    from reprorun.tracking.store.base import TrackingStore
 
 DEFAULT_CLASSES = (ExitReason.PREEMPTED, ExitReason.NODE_LOST, ExitReason.LAUNCH_ERROR)
 NEVER_RETRIED = (ExitReason.SUCCEEDED, ExitReason.CANCELLED)
@@ -294,3 +296,100 @@ def _attempt(
 
 def _seconds(value: float) -> str:
     return f"{value:g}s" if value < 60 else f"{value / 60:g}min"
+
+
+# -- reading attempts back (runs list, runs show)
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """One run as the user asked for it: its attempts, oldest first (the last is the
+    outcome). A run made without retries is one attempt of one."""
+
+    runs: tuple[Run, ...]
+
+    @property
+    def latest(self) -> Run:
+        return self.runs[-1]
+
+    @property
+    def number(self) -> int:
+        """The latest attempt's number (1 for a run made without retries)."""
+        return attempt_number(self.latest)
+
+    @property
+    def of(self) -> int:
+        """How many attempts were allowed (the latest attempt's number if unknown)."""
+        try:
+            return max(int(self.latest.data.tags.get(MAX_ATTEMPTS_TAG, "")), self.number)
+        except ValueError:
+            return self.number
+
+    @property
+    def retried(self) -> bool:
+        return SystemTags.ATTEMPT in self.latest.data.tags
+
+    def to_dict(self) -> dict[str, Any]:
+        """The attempt fields of ``runs list --json`` and ``runs show --json``."""
+        tags = self.latest.data.tags
+        return {
+            "attempt": self.number,
+            "max_attempts": self.of,
+            "attempt_of": tags.get(SystemTags.ATTEMPT_OF),
+            "attempts": [
+                {
+                    "attempt": attempt_number(run),
+                    "run_id": run.info.run_id,
+                    "status": run.info.status.value,
+                    "exit_reason": run.data.tags.get(SystemTags.EXIT_REASON),
+                }
+                for run in self.runs
+            ],
+        }
+
+
+def attempt_number(run: Run) -> int:
+    """A run's attempt number (1 for a run made without retries)."""
+    try:
+        return int(run.data.tags.get(SystemTags.ATTEMPT, "1"))
+    except ValueError:
+        return 1
+
+
+def _first_of(run: Run) -> str:
+    return run.data.tags.get(SystemTags.ATTEMPT_OF) or run.info.run_id
+
+
+def group_attempts(runs: Iterable[Run]) -> list[Attempts]:
+    """``runs`` (as listed) with the attempts of one run together, in the place of the
+    latest one listed; attempts not listed are not looked up."""
+    runs_list = list(runs)
+    groups: dict[str, list[Run]] = {}
+    for run in runs_list:
+        groups.setdefault(_first_of(run), []).append(run)
+    grouped = {key: tuple(sorted(group, key=attempt_number)) for key, group in groups.items()}
+    return [
+        Attempts(grouped[key]) for run in runs_list if grouped[key := _first_of(run)][-1] is run
+    ]
+
+
+def attempts_of(store: TrackingStore, run: Run) -> Attempts:
+    """Every attempt of the run ``run`` is an attempt of (itself alone without retries)."""
+    if SystemTags.ATTEMPT not in run.data.tags:
+        return Attempts((run,))
+    from reprorun.errors import ResourceNotFound
+    from reprorun.tracking.search import TAG, Clause, format_filter
+
+    first_id = _first_of(run)
+    found = {run.info.run_id: run}
+    try:
+        first = store.get_run(first_id)
+        found[first_id] = first
+    except ResourceNotFound:
+        pass  # deleted for good: the others are still shown
+    linked = Clause(TAG, SystemTags.ATTEMPT_OF, "=", first_id)
+    for other in store.search_runs(
+        [run.info.experiment_id], format_filter([linked]), max_results=1000
+    ):
+        found.setdefault(other.info.run_id, other)
+    return Attempts(tuple(sorted(found.values(), key=attempt_number)))

@@ -6,6 +6,8 @@ point's ``RunRequest`` as JSON. It runs the request through the run pipeline
 RUN_ID_FILE as soon as the run exists (or the reused run's id), what happens is said on stderr,
 the command's output goes to stdout, and the exit status is ``reprorun run``'s: 0 FINISHED (or
 reused), 1 FAILED or not recorded, 2 bad input, 128+N stopped by signal N, 143 KILLED.
+When the request asks for retries, each attempt's run id replaces the last in RUN_ID_FILE and
+the status is the last attempt's.
 """
 
 from __future__ import annotations
@@ -59,9 +61,12 @@ def run_trial(request: RunRequest, run_id_file: Path) -> int:
         elapsed = time.monotonic() - started
         _say(f"run {run_id} {status} in {elapsed:.1f}s (reprorun runs show {run_id})")
 
+    def created(run_id: str) -> None:  # each attempt's, when the point is retried
+        run_id_file.write_text(run_id + "\n")
+
     def submitted(run: SubmittedRun) -> None:
         _say(f"run {run.run_id} started")
-        run_id_file.write_text(run.run_id + "\n")
+        created(run.run_id)
 
     def reusing(found: Reuse) -> None:
         _say(f"reusing {found.explain()}")
@@ -75,6 +80,8 @@ def run_trial(request: RunRequest, run_id_file: Path) -> int:
             on_warning=lambda text: _say(f"warning: {text}"),
             progress=_progress(),
             on_reuse=reusing,
+            on_create=created,
+            on_retry=_say,
         )
     except RunInterrupted as exc:
         finished(exc.run_id, f"KILLED (signal {exc.signum})")

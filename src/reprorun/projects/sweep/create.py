@@ -55,13 +55,16 @@ def create_sweep(
     tracking_uri: str | None = None,
     cwd: Path | None = None,
     dry_run: bool = False,
+    retry: Mapping[str, Any] | None = None,
 ) -> Sweep:
     """Validate every point, pin the code, create the parent run and write the state.
 
     Everything that can be wrong with the input (an expression that does not parse, a value
     outside a parameter's type, choices or range, an unknown entry point, backend or env
     manager) raises before anything is recorded. With ``dry_run`` nothing is recorded at all:
-    the returned Sweep has an empty id and parent run.
+    the returned Sweep has an empty id and parent run. ``retry`` holds each point's retry
+    policy as ``RunRequest`` fields (``retries``, ``retry_on``, ``retry_memory``,
+    ``retry_backoff``): a point's attempts are runs of their own, as for ``reprorun run``.
     """
     from reprorun.backends.registry import get_backend
     from reprorun.envs.registry import get_env_manager
@@ -75,6 +78,7 @@ def create_sweep(
     cwd = (cwd or Path.cwd()).resolve()
     if max_parallel < 1:
         raise UserInputError(f"--max-parallel must be at least 1, got {max_parallel}.")
+    retry = _check_retry(retry or {})
     if goal not in ("max", "min"):
         raise UserInputError(f"--goal must be max or min, got {goal!r}.")
     if not params:
@@ -130,6 +134,7 @@ def create_sweep(
         "backend": backend,
         "backend_config": backend_config,
         "tracking_uri": target.uri,
+        "retry": retry,
     }
     parent = store.create_run(
         experiment_id,
@@ -168,6 +173,20 @@ def create_sweep(
     with file_lock(folder / "state.lock"):
         save_state(state)
     return Sweep(sweep_id, parent.info.run_id, points, state_path(sweep_id), code)
+
+
+def _check_retry(retry: Mapping[str, Any]) -> dict[str, Any]:
+    """The retry fields, checked as a run's are (only those a request has)."""
+    from reprorun.projects.request import RunRequest
+    from reprorun.projects.retry import RetryPolicy
+
+    fields = ("retries", "retry_on", "retry_memory", "retry_backoff")
+    given = {k: v for k, v in retry.items() if k in fields and v is not None}
+    policy = RetryPolicy.of(RunRequest(".", **given))
+    if not policy.retries:
+        return {}
+    on = given.get("retry_on")
+    return {**given, **({"retry_on": [r.value for r in policy.on]} if on else {})}
 
 
 def _new_id() -> str:

@@ -210,7 +210,7 @@ class _Driver:
                 exited, code = child.poll()
                 if exited:
                     del self.children[index]
-                    self._settle(index, child.run_id or read_run_id(self.folder, index), code)
+                    self._settle(index, read_run_id(self.folder, index) or child.run_id, code)
                 elif (
                     child.terminated_at is not None
                     and time.monotonic() - child.terminated_at > STOP_GRACE_SECONDS
@@ -294,14 +294,14 @@ class _Driver:
             },
             run_name=f"{self.sweep_id}-{point['index']}",
             tracking_uri=spec["tracking_uri"],
+            **(spec.get("retry") or {}),  # the point's attempts: projects/retry.py
         )
 
     def _watch(self, child: Child) -> None:
-        """Record a child's run id in the state as soon as its run exists."""
-        if child.run_id is not None:
-            return
+        """Record a child's run id in the state as soon as its run exists (and each retry's
+        run as it starts: the file holds the latest attempt's)."""
         run_id = read_run_id(self.folder, child.index)
-        if run_id is None:
+        if run_id is None or run_id == child.run_id:
             return
         child.run_id = run_id
 
@@ -406,7 +406,7 @@ class _Driver:
                 if exited:
                     del self.children[index]
                     with contextlib.suppress(Exception):
-                        self._settle(index, child.run_id or read_run_id(self.folder, index), code)
+                        self._settle(index, read_run_id(self.folder, index) or child.run_id, code)
             time.sleep(POLL_SECONDS)
         # Still there: a second SIGTERM makes each child kill its command now; then SIGKILL.
         for child in self.children.values():
