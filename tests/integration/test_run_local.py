@@ -38,7 +38,8 @@ def test_iris_example_records_everything(home: Path) -> None:
 
     run = only_run(home)
     info, data = run["info"], run["data"]
-    assert set(run) == {"info", "data"}
+    assert set(run) == {"info", "data", "exit_code", "exit_reason", "exit_signal", "exit_detail"}
+    assert (run["exit_reason"], run["exit_code"], run["exit_signal"]) == ("succeeded", "0", None)
     assert set(info) == {
         "run_id",
         "experiment_id",

@@ -36,6 +36,8 @@ __all__ = [
     "Exit",
     "OomWatch",
     "classify",
+    "describe",
+    "exit_fields",
     "kernel_clock",
     "kernel_log_oom",
     "label",
@@ -171,6 +173,33 @@ def label(status: RunStatus | str, tags: Mapping[str, str]) -> str:
 
 
 _OBVIOUS = {("FINISHED", ExitReason.SUCCEEDED), ("KILLED", ExitReason.CANCELLED)}
+
+
+def exit_fields(tags: Mapping[str, str]) -> dict[str, str | None]:
+    """A run's end for JSON output (``runs list|show|status --json``, the UI): ``exit_code``
+    (as recorded, a string as ``runs status`` has always given it), ``exit_reason``,
+    ``exit_signal``, ``exit_detail`` (None when not recorded)."""
+    return {
+        "exit_code": tags.get(SystemTags.EXIT_CODE) or None,
+        "exit_reason": (reason.value if (reason := reason_of(tags)) else None),
+        "exit_signal": tags.get(SystemTags.EXIT_SIGNAL) or None,
+        "exit_detail": tags.get(SystemTags.EXIT_DETAIL) or None,
+    }
+
+
+def describe(tags: Mapping[str, str]) -> str | None:
+    """A run's end in words for ``runs show``: ``out-of-memory: exit code -9 (SIGKILL); the
+    kernel's OOM killer killed ...``; None when no reason is recorded."""
+    fields = exit_fields(tags)
+    if fields["exit_reason"] is None:
+        return None
+    parts = []
+    if fields["exit_code"] is not None:
+        parts.append(f"exit code {fields['exit_code']}")
+    if fields["exit_signal"]:
+        parts.append(f"({fields['exit_signal']})")
+    text = f"{fields['exit_reason']}" + (f": {' '.join(parts)}" if parts else "")
+    return text + (f"; {fields['exit_detail']}" if fields["exit_detail"] else "")
 
 
 class OomWatch:
