@@ -59,6 +59,7 @@ def list_runs(
     --filter and --order-by take the grammar of MLflow's search_runs
     (attributes.status, metrics.x, params.y, tags.z, ...).
     """
+    from reprorun.backends.exit_reason import exit_fields, label
     from reprorun.cli.render import echo_json, fmt_duration, fmt_time, table
     from reprorun.errors import ResourceNotFound, UserInputError
 
@@ -85,7 +86,7 @@ def list_runs(
     )
     found = [refresh(store, r) for r in matching]
     if as_json:
-        echo_json([r.to_dict() for r in found])
+        echo_json([{**r.to_dict(), **exit_fields(r.data.tags)} for r in found])
         return
     table(
         ["RUN ID", "NAME", "STATUS", "STARTED", "DURATION"],
@@ -93,7 +94,7 @@ def list_runs(
             [
                 r.info.run_id,
                 r.info.run_name,
-                r.info.status.value,
+                label(r.info.status, r.data.tags),  # FAILED (out-of-memory)
                 fmt_time(r.info.start_time),
                 fmt_duration(r.info.start_time, r.info.end_time),
             ]
@@ -121,6 +122,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
     """
     import tempfile
 
+    from reprorun.backends.exit_reason import describe, exit_fields, label
     from reprorun.backends.status import refresh
     from reprorun.cli.render import echo_json, fmt_duration, fmt_metric, fmt_time, key_values
     from reprorun.tracking.artifacts import download, is_remote, list_artifacts, local_path
@@ -129,7 +131,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
     store = current_app().store_at(tracking_uri)
     run = refresh(store, store.get_run(store.resolve_run_id(run_id)))
     if as_json:
-        echo_json(run.to_dict())
+        echo_json({**run.to_dict(), **exit_fields(run.data.tags)})
         return
     info, tags = run.info, run.data.tags
     experiment = store.get_experiment(info.experiment_id)
@@ -144,7 +146,8 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
             source += " with uncommitted changes"
     key_values(
         [
-            ("status", info.status.value + _failure_note(tags)),
+            ("status", label(info.status, tags) + _failure_note(tags)),
+            *([("ended", ended)] if (ended := describe(tags)) else []),
             ("experiment", f"{experiment.name} ({experiment.experiment_id})"),
             ("started", fmt_time(info.start_time)),
             ("duration", fmt_duration(info.start_time, info.end_time)),
@@ -342,6 +345,7 @@ def run_status(run_id: str, tracking_uri: str | None, as_json: bool) -> None:
     import sys
 
     from reprorun.backends.base import FAILURE_TAG, JOB_ID_TAG, JOB_URL_TAG
+    from reprorun.backends.exit_reason import exit_fields
     from reprorun.backends.status import refresh
     from reprorun.cli.render import echo_json, fmt_duration, key_values
     from reprorun.tracking.entities import SystemTags
@@ -355,7 +359,7 @@ def run_status(run_id: str, tracking_uri: str | None, as_json: bool) -> None:
         "backend": tags.get(SystemTags.BACKEND, "local"),
         "job_id": tags.get(JOB_ID_TAG),
         "job_url": tags.get(JOB_URL_TAG),
-        "exit_code": tags.get(SystemTags.EXIT_CODE),
+        **exit_fields(tags),
         "reason": tags.get(FAILURE_TAG),
         "duration": fmt_duration(info.start_time, info.end_time),
     }
@@ -386,7 +390,6 @@ def run_logs(run_id: str, follow: bool, interval: float, tracking_uri: str | Non
     import sys
 
     from reprorun.backends.base import follow as follow_log
-    from reprorun.backends.heartbeat import Watched
     from reprorun.backends.status import attach
 
     store = current_app().store_at(tracking_uri)
@@ -400,7 +403,7 @@ def run_logs(run_id: str, follow: bool, interval: float, tracking_uri: str | Non
 
     if follow:
         try:
-            status = follow_log(Watched(store, handle), write, interval)  # node-lost ends it
+            status = follow_log(handle, write, interval)
         except KeyboardInterrupt:
             sys.exit(130)  # stop following; the run goes on
         click.echo(f"reprorun: run {run.info.run_id} {status.value}", err=True)
