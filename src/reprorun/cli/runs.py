@@ -84,12 +84,26 @@ def list_runs(
     matching = find_runs(
         store, ids, filter_string, order_by=list(order_by) or None, max_results=max_results
     )
-    found = [refresh(store, r) for r in matching]
+    from reprorun.projects.retry import group_attempts
+
+    # The attempts of a retried run are one row: its latest attempt, with "attempt 2/3".
+    grouped = group_attempts(refresh(store, r) for r in matching)
+    found = [g.latest for g in grouped]
     if as_json:
-        echo_json([{**r.to_dict(), **exit_fields(r.data.tags)} for r in found])
+        echo_json(
+            [
+                {
+                    **g.latest.to_dict(),
+                    **exit_fields(g.latest.data.tags),
+                    **(g.to_dict() if g.retried else {}),
+                }
+                for g in grouped
+            ]
+        )
         return
+    retried = any(g.retried for g in grouped)
     table(
-        ["RUN ID", "NAME", "STATUS", "STARTED", "DURATION"],
+        ["RUN ID", "NAME", "STATUS", "STARTED", "DURATION", *(["ATTEMPT"] if retried else [])],
         [
             [
                 r.info.run_id,
@@ -97,8 +111,9 @@ def list_runs(
                 label(r.info.status, r.data.tags),  # FAILED (out-of-memory)
                 fmt_time(r.info.start_time),
                 fmt_duration(r.info.start_time, r.info.end_time),
+                *([f"attempt {g.number}/{g.of}" if g.retried else ""] if retried else []),
             ]
-            for r in found
+            for g, r in zip(grouped, found, strict=True)
         ],
     )
 
@@ -131,7 +146,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
     store = current_app().store_at(tracking_uri)
     run = refresh(store, store.get_run(store.resolve_run_id(run_id)))
     if as_json:
-        echo_json({**run.to_dict(), **exit_fields(run.data.tags)})
+        echo_json({**run.to_dict(), **exit_fields(run.data.tags), **_attempt_fields(store, run)})
         return
     info, tags = run.info, run.data.tags
     experiment = store.get_experiment(info.experiment_id)
@@ -160,6 +175,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
             ("artifacts", info.artifact_uri),
         ]
     )
+    _show_attempts(store, run)
     click.echo(click.style("Parameters", bold=True))
     key_values(sorted(run.data.params.items()))
     click.echo(click.style("Metrics (latest)", bold=True))
@@ -236,6 +252,34 @@ def _show_logged_models(store: Any, run: Any) -> None:
     )
     for m in models:
         click.echo(f"    runs:/{run.info.run_id}/{m.name} -> {m.artifact_location}")
+
+
+def _attempt_fields(store: Any, run: Any) -> dict[str, Any]:
+    """A retried run's attempts, for --json (nothing for a run made without retries)."""
+    from reprorun.projects.retry import attempts_of
+
+    attempts = attempts_of(store, run)
+    return attempts.to_dict() if attempts.retried else {}
+
+
+def _show_attempts(store: Any, run: Any) -> None:
+    """The attempts of a retried run, oldest first, this one marked."""
+    from reprorun.backends.exit_reason import label
+    from reprorun.cli.render import fmt_duration
+    from reprorun.projects.retry import attempt_number, attempts_of
+
+    attempts = attempts_of(store, run)
+    if not attempts.retried:
+        return
+    made = f"{len(attempts.runs)} made, up to {attempts.of}"
+    click.echo(click.style(f"Attempts ({made})", bold=True))
+    for attempt in attempts.runs:
+        info = attempt.info
+        this = "  <- this run" if info.run_id == run.info.run_id else ""
+        click.echo(
+            f"  {attempt_number(attempt)}  {info.run_id}  {label(info.status, attempt.data.tags)}"
+            f"  {fmt_duration(info.start_time, info.end_time)}{this}"
+        )
 
 
 def _failure_note(tags: dict[str, str]) -> str:
