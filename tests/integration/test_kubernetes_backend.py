@@ -32,6 +32,7 @@ import yaml
 
 import reprorun.projects
 from reprorun.backends.base import CONFIG_TAG, FAILURE_TAG, JOB_ID_TAG
+from reprorun.backends.heartbeat import wrapped
 from reprorun.backends.kubernetes.job import KubernetesJob
 from reprorun.errors import ExecutionError, RunFailed, UserInputError
 from reprorun.tracking.entities import RunStatus, SystemTags
@@ -370,7 +371,8 @@ def test_synchronous_run_builds_submits_and_follows_the_job(
     (container,) = pod["containers"]
     assert container["name"] == "k8s-demo"
     assert container["image"] == f"{tag}@{digest}"
-    assert container["command"] == ["bash", "-c", "python3 train.py --alpha 0.7"]
+    # Under the heartbeat wrapper (issue 18), which runs the command alone without the client.
+    assert container["command"] == ["bash", "-c", wrapped("python3 train.py --alpha 0.7", 15)]
     assert container["workingDir"] == "/mlflow/projects/code"
     assert container["resources"] == {
         "limits": {"memory": "512Mi"},
