@@ -146,3 +146,24 @@ def test_a_sweeps_points_are_retried(tmp_path: Path) -> None:
     point = next(r for r in _runs() if r["info"]["run_name"].endswith("-1"))
     assert point["info"]["status"] == "FINISHED" and point["attempt"] == 2
     assert point["attempts"][0]["status"] == "FAILED"
+
+
+def test_a_timeout_is_retried_when_named(tmp_path: Path) -> None:
+    project = make_project(
+        tmp_path / "p",
+        FLAKY.replace("echo first >&2; exit 3;", "exec sleep 60;"),  # hangs the first time
+    )
+    marker = tmp_path / "m"
+    run = ("run", str(project), "--env-manager", "local", "-P", f"marker={marker}")
+    once = reprorun_cli(*run, "--timeout", "1s", "--retries", "1", "--retry-backoff", "0.01")
+    assert once.returncode == 1 and "retrying" not in once.stderr  # timeout: not a default
+    assert _runs()[0]["data"]["tags"][SystemTags.EXIT_REASON] == "timeout"
+
+    marker.unlink()
+    named = reprorun_cli(
+        *run, "--timeout", "1s", "--retries", "1", "--retry-on", "timeout",
+        "--retry-backoff", "0.01",
+    )  # fmt: skip
+    assert named.returncode == 0, named.stderr
+    assert "attempt 1 ended FAILED (timeout); retrying in 0.01s (attempt 2 of 2)" in named.stderr
+    assert _runs()[0]["attempt"] == 2
