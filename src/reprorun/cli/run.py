@@ -143,10 +143,26 @@ def retry_options(command: Callable[..., Any]) -> Callable[..., Any]:
     "FAILED with reason timeout. On every backend (the engine's own limit where it has one).",
 )
 @click.option(
+    "--system-metrics/--no-system-metrics",
+    default=True,
+    help="Log the machine's and the command's CPU, memory, disk, network (and GPU) as "
+    "system/* metrics while a local run runs (MLflow's names; every "
+    "REPRORUN_SYSTEM_METRICS_INTERVAL seconds) and its peak memory as a tag.  [default: on]",
+)
+@click.option(
     "--run-id-file",
     type=click.Path(dir_okay=False),
     metavar="FILE",
     help="Write the run id to FILE once the run exists (or the reused run's id), for scripts.",
+)
+@click.option(
+    "--notify",
+    "notify",
+    multiple=True,
+    metavar="TARGET",
+    help="Tell TARGET when the run ends (repeatable): a webhook URL (JSON POST; Slack's format "
+    "for hooks.slack.com), an e-mail address (REPRORUN_SMTP_URL) or cmd:/path/to/script (the "
+    "payload as JSON on stdin). Also REPRORUN_NOTIFY and the experiment's reprorun.notify tag.",
 )
 @retry_options
 @click.option("--help-params", is_flag=True, help="List the entry point's parameters and exit.")
@@ -170,7 +186,9 @@ def run_command(
     detach: bool,
     max_parallel: int | None,
     timeout: float | None,
+    system_metrics: bool,
     run_id_file: str | None,
+    notify: tuple[str, ...],
     retries: int,
     retry_on: tuple[str, ...] | None,
     retry_memory: float | None,
@@ -221,6 +239,8 @@ def run_command(
         detach=detach and backend == "local",
         max_parallel=max_parallel,
         timeout=timeout,
+        system_metrics=system_metrics,
+        notify=notify,
         retries=retries,
         retry_on=retry_on,
         retry_memory=retry_memory,

@@ -368,6 +368,7 @@ def launch(
                     timeout_seconds=request.timeout,
                     interrupted=(lambda: stopper.check(run_id)) if stopper else None,
                     tied_to_caller=stopper is not None,
+                    system_metrics=request.system_metrics,
                     **workspace.container_argv(
                         prepared, run_id, the_plan.command, workdir, env, artifact_dir, target
                     ),
@@ -397,6 +398,9 @@ def launch(
         if backend_impl.remote and (write := echo_writer(echo)) is not None:
             follow(submitted, write)  # the job's log, as the engine has it
         submitted.wait()
+    from reprorun.backends.notify import notify_end
+
+    notify_end(store, run_id, exp_id, request.notify)  # its end is written; never raises
     stopper.check(run_id)
     if submitted.get_status() is RunStatus.FAILED:
         raise RunFailed(run_id)

@@ -45,6 +45,8 @@ class RunRequest:
     env_lock: Path | None = None  # build the environment from this lock (rerun)
     archive_sha256: str | None = None  # the archive source must have this digest
     timeout: float | None = None  # seconds the command may run (--timeout): reason timeout
+    system_metrics: bool = True  # local runs: log system/* metrics while the command runs
+    notify: tuple[str, ...] = ()  # where the run's end is notified (backends/notify.py)
     # Retries by class (projects/retry.py): how many more attempts an attempt that ended for
     # one of ``retry_on`` (None: the default classes) gets, each a run of its own; an OOM
     # retry multiplies the backend's memory request by ``retry_memory``; the first wait is
@@ -58,6 +60,7 @@ class RunRequest:
         # A copy nobody else holds: the request stays what it was when it was made.
         object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters or {})))
         object.__setattr__(self, "tags", MappingProxyType(dict(self.tags or {})))
+        object.__setattr__(self, "notify", tuple(self.notify))  # (a list, from JSON)
         if self.retry_on is not None:  # (a list, from JSON)
             object.__setattr__(self, "retry_on", tuple(self.retry_on))
 
@@ -93,6 +96,17 @@ class RunRequest:
             raise UserInputError("Give either an experiment id or an experiment name, not both.")
         if self.timeout is not None and not self.timeout > 0:
             raise UserInputError(f"The timeout must be a positive duration, got {self.timeout}.")
+        if self.notify and not self.synchronous:
+            raise UserInputError(
+                "--notify is heard by the process that waits for the run, and a detached run "
+                "has none: set REPRORUN_NOTIFY or tag the experiment reprorun.notify instead "
+                "(a detached local run's supervisor honours both)."
+            )
+        if self.notify:
+            from reprorun.backends.notify import parse_target
+
+            for target in self.notify:
+                parse_target(target)  # a target of no known kind is bad input
 
 
 def parse_duration(text: str) -> float:
