@@ -60,6 +60,7 @@ class FakeRun:
     job_id: int
     body: dict[str, Any]
     state: dict[str, Any] = field(default_factory=lambda: {"life_cycle_state": "PENDING"})
+    termination: dict[str, Any] | None = None  # status.termination_details (Jobs API 2.1)
     output: dict[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     cancelled: bool = False
@@ -126,11 +127,15 @@ class FakeWorkspace:
         life_cycle_state: str,
         result_state: str | None = None,
         message: str = "",
+        termination: dict[str, Any] | None = None,
     ) -> None:
+        """The run's state; ``termination``: the code, type and message of an ended run's
+        ``status.termination_details``."""
         state: dict[str, Any] = {"life_cycle_state": life_cycle_state, "state_message": message}
         if result_state:
             state["result_state"] = result_state
         self.runs[int(run_id)].state = state
+        self.runs[int(run_id)].termination = termination
 
     def set_output(self, run_id: int | str, logs: str = "", **more: Any) -> None:
         """The task's output as runs/get-output returns it (logs, error, error_trace, ...)."""
@@ -299,7 +304,7 @@ class FakeWorkspace:
         run = self._run(query)
         task = dict(run.body["tasks"][0])
         task.update(run_id=run.task_run_id, state=run.state, attempt_number=0)
-        return {
+        answer = {
             "job_id": run.job_id,
             "run_id": run.run_id,
             "run_name": run.body.get("run_name", "Untitled"),
@@ -310,6 +315,9 @@ class FakeWorkspace:
             "run_type": "SUBMIT_RUN",
             "format": "MULTI_TASK",
         }
+        if run.termination is not None:
+            answer["status"] = {"state": "TERMINATED", "termination_details": run.termination}
+        return answer
 
     def _get_output(self, query: dict[str, str]) -> Any:
         run = self._run(query)

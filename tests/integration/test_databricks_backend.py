@@ -289,6 +289,55 @@ def test_other_endings_map_to_statuses_with_reasons(
     assert reason in run.data.tags[FAILURE_TAG]
 
 
+@pytest.mark.parametrize(
+    ("life_cycle_state", "result_state", "message", "termination", "reason"),
+    [
+        (
+            "TERMINATED",
+            "TIMEDOUT",
+            "Run timed out",
+            {"code": "CANCELED", "type": "SUCCESS", "message": "Run timed out"},
+            "timeout",
+        ),
+        (
+            "INTERNAL_ERROR",
+            None,
+            "Cluster 0507-101112-abc was terminated. Reason: DRIVER_OUT_OF_MEMORY (CLIENT_ERROR).",
+            {"code": "CLUSTER_ERROR", "type": "CLIENT_ERROR", "message": "Cluster terminated"},
+            "out-of-memory",
+        ),
+        (
+            "TERMINATED",
+            "CANCELED",
+            "Run cancelled.",
+            {"code": "USER_CANCELED", "type": "SUCCESS", "message": "Run cancelled."},
+            "cancelled",
+        ),
+    ],
+)
+def test_why_a_run_ended_is_recorded_in_databricks_words(
+    workspace: FakeWorkspace,
+    tmp_path: Path,
+    life_cycle_state: str,
+    result_state: str | None,
+    message: str,
+    termination: dict[str, Any],
+    reason: str,
+) -> None:
+    submitted = submit(make_project(tmp_path / "p", MLPROJECT), cluster_spec(tmp_path))
+    workspace.set_state(submitted.job_id, life_cycle_state, result_state, message, termination)
+    assert submitted.get_status().is_terminal
+    tags = open_store().get_run(submitted.run_id).data.tags
+    assert tags[SystemTags.EXIT_REASON] == reason
+    assert termination["code"] in tags[SystemTags.EXIT_DETAIL]
+
+
+def test_timeout_becomes_the_runs_timeout_seconds(workspace: FakeWorkspace, tmp_path: Path) -> None:
+    spec = cluster_spec(tmp_path, timeout_seconds=3600)
+    submit(make_project(tmp_path / "p", MLPROJECT), spec, timeout=90)
+    assert workspace.submitted[0]["timeout_seconds"] == 90
+
+
 def test_cancel_asks_databricks_to_cancel_and_marks_the_run_killed(
     workspace: FakeWorkspace, tmp_path: Path
 ) -> None:
