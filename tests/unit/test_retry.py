@@ -264,3 +264,20 @@ def test_an_oom_retry_raises_the_memory_request(home: Path, said: list[str]) -> 
 def test_retries_need_a_synchronous_run(home: Path) -> None:
     with pytest.raises(UserInputError, match="--detach"):
         run_attempts(RunRequest(".", retries=1, synchronous=False), FakePipeline([]))
+
+
+def test_a_retry_is_notified(home: Path, tmp_path: Path, said: list[str]) -> None:
+    import json
+    import stat
+
+    heard = tmp_path / "heard.jsonl"
+    script = tmp_path / "hear.sh"
+    script.write_text(f"#!/bin/sh\ncat >> {heard}\necho >> {heard}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    pipeline = FakePipeline([E.NODE_LOST, E.SUCCEEDED])
+    request = RunRequest(".", retries=1, retry_backoff=0, notify=(f"cmd:{script}",))
+    _attempts(request, pipeline, said, [])
+    events = [json.loads(line) for line in heard.read_text().splitlines() if line.strip()]
+    assert [(e["event"], e["run_id"]) for e in events] == [
+        ("retry", pipeline.runs()[0].info.run_id)
+    ]

@@ -262,8 +262,18 @@ def run_attempts(
             f"attempt {attempt} ended {status.value} ({reason.value}); retrying in "
             f"{_seconds(wait)} (attempt {attempt + 1} of {policy.max_attempts}){note}"
         )
+        _notify_retry(store, run, request.notify)
         sleep(wait)
         attempt += 1
+
+
+def _notify_retry(store: TrackingStore, run: Run, given: Iterable[str]) -> None:
+    """Tell the run's notification targets that the attempt that just ended is retried."""
+    from reprorun.backends.notify import Event, notify, targets_for
+
+    targets = targets_for(store, run.info.experiment_id, given)
+    if targets:
+        notify(store, Event.RETRY, run, targets)  # never raises
 
 
 def _attempt(
