@@ -322,6 +322,8 @@ class LocalSubmittedRun(SubmittedRun):
             if self._ending:
                 return
             self._ending = True
+        # The command has ended: no more samples (a slow clean-up is not the run's).
+        peak = self._metrics.stop() if self._metrics is not None else {}
         if self._slot is not None:
             self._slot.release()  # the next queued run may start
         try:
@@ -331,9 +333,7 @@ class LocalSubmittedRun(SubmittedRun):
             status = ended.status
             self.exit = ended
             try:
-                tags = {**self._pending, **self._log.tag()}
-                if self._metrics is not None:
-                    tags.update(self._metrics.stop())  # its peak memory
+                tags = {**self._pending, **self._log.tag(), **peak}
                 _end_run(self._spec.store, self.run_id, ended, tags)
                 status = self._stored(status)
                 self.exit = settle(ended, status)  # as recorded (journal.apply)
