@@ -392,6 +392,8 @@ def test_synchronous_run_builds_submits_and_follows_the_job(
     assert tags["mlflow.docker.image.uri"] == tag
     assert tags["mlflow.docker.image.id"] == digest
     assert tags[SystemTags.EXIT_CODE] == "0"
+    assert tags[SystemTags.EXIT_REASON] == "succeeded"
+    assert "activeDeadlineSeconds" not in posted["spec"]  # no --timeout, none in the template
     assert json.loads(tags[CONFIG_TAG])["kube-context"] == "fake"
     assert stored_log(run_id) == FULL_LOG
     assert b"".join(chunks) == FULL_LOG  # echoed as the job ran
@@ -404,6 +406,23 @@ def test_synchronous_run_builds_submits_and_follows_the_job(
     )
     pods = [r for r in cluster.requests if r.path == "/api/v1/namespaces/mlflow/pods"]
     assert pods and all(r.query["labelSelector"] == [f"job-name={name}"] for r in pods)
+
+
+def test_timeout_becomes_the_jobs_active_deadline(
+    tmp_path: Path, cluster: FakeCluster, docker: FakeDocker, setup: Path
+) -> None:
+    reprorun.projects.run(
+        str(project(tmp_path / "demo")),
+        backend="kubernetes",
+        backend_config=setup,
+        synchronous=False,
+        timeout=90.5,
+        echo=False,
+    )
+    (posted,) = cluster.posted()
+    assert posted["spec"]["activeDeadlineSeconds"] == 91  # whole seconds, rounded up
+    dry_run = cluster.calls("POST")[0]
+    assert dry_run.body["spec"]["activeDeadlineSeconds"] == 91
 
 
 def test_asynchronous_run_goes_scheduled_running_finished(
