@@ -109,6 +109,9 @@ def test_memory_is_raised_where_the_backend_has_a_request(tmp_path: Path) -> Non
     }
     assert what == "requests.memory 512Mi -> 1024Mi, limits.memory 1Gi -> 2Gi"
     assert "512Mi" in template.read_text()  # the file is left as it is
+    beside = {"repository-uri": "registry.local/p", "kube-job-template-path": "job.yaml"}
+    raised, what = raise_memory("kubernetes", beside, 2, str(tmp_path / "kubernetes.json"))
+    assert what is not None and "limits.memory 1Gi -> 2Gi" in what  # found beside the config
 
 
 # -- the loop, over a real store

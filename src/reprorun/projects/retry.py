@@ -142,10 +142,11 @@ def _times(number: str, factor: float) -> str:
 
 
 def raise_memory(
-    backend: str, config: Mapping[str, Any], factor: float
+    backend: str, config: Mapping[str, Any], factor: float, source: str = ""
 ) -> tuple[dict[str, Any], str | None]:
     """The backend's options with the memory request multiplied by ``factor``, and what was
-    raised (None: the backend's options have no memory request to raise)."""
+    raised (None: the backend's options have no memory request to raise). ``source``: the
+    file the options came from (a relative template path is looked up beside it too)."""
     options = dict(config)
     if backend == "slurm" and isinstance(options.get("mem"), str):
         match = _SLURM_MEM.fullmatch(options["mem"].strip())
@@ -158,11 +159,13 @@ def raise_memory(
         options["memory"] = int(_times(str(before), factor))
         return options, f"memory {before} -> {options['memory']}"
     if backend == "kubernetes":
-        return _raise_kubernetes(options, factor)
+        return _raise_kubernetes(options, factor, source)
     return options, None
 
 
-def _raise_kubernetes(options: dict[str, Any], factor: float) -> tuple[dict[str, Any], str | None]:
+def _raise_kubernetes(
+    options: dict[str, Any], factor: float, source: str
+) -> tuple[dict[str, Any], str | None]:
     """The Job template's containers' memory limits and requests, raised; the template goes
     inline (``kube-job-template``), so the file it came from is left as it is."""
     import copy
@@ -175,7 +178,7 @@ def _raise_kubernetes(options: dict[str, Any], factor: float) -> tuple[dict[str,
             kube_job_template_path=options.get("kube-job-template-path"),
             kube_job_template=options.get("kube-job-template"),
         )
-        template, _source = load_template(parsed, "", "")
+        template, _file = load_template(parsed, source, "")
     except (ReprorunError, TypeError):
         return options, None
     template = copy.deepcopy(template)
@@ -251,8 +254,8 @@ def run_attempts(
         wait = policy.delay(attempt)
         note = ""
         if reason is ExitReason.OUT_OF_MEMORY and policy.memory_factor is not None:
-            config, _source = load_backend_config(attempt_request.backend_config)
-            raised, what = raise_memory(request.backend, config, policy.memory_factor)
+            config, source = load_backend_config(attempt_request.backend_config)
+            raised, what = raise_memory(request.backend, config, policy.memory_factor, source)
             if what is None:
                 note = f"; the {request.backend} backend's options have no memory request to raise"
             else:
