@@ -222,3 +222,23 @@ def test_a_cancelled_job_is_cancelled_whoever_stops_it(home: Path) -> None:
     )
     assert other.get_status() is RunStatus.KILLED
     assert store.get_run(other.run_id).data.tags[SystemTags.EXIT_REASON] == "cancelled"
+
+
+def test_a_job_stopped_past_its_timeout_elsewhere_ends_timeout_not_cancelled(home: Path) -> None:
+    """Ray's job stopped by the process that saw --timeout pass: another process that closes
+    the run reads the stop's reason, not a cancel."""
+    job, store = new_job(home)
+    job.state = JobState(RunStatus.RUNNING)
+    job.get_status()
+    store.set_tags(
+        job.run_id,
+        {
+            "reprorun.backend.stopRequested": "stopped by reprorun: --timeout 4 s passed",
+            "reprorun.backend.stopReason": "timeout",
+        },
+    )
+    job.state = JobState(RunStatus.KILLED, "Job was intentionally stopped.")
+    assert job.get_status() is RunStatus.FAILED
+    tags = store.get_run(job.run_id).data.tags
+    assert tags[SystemTags.EXIT_REASON] == "timeout"
+    assert tags[FAILURE_TAG] == "stopped by reprorun: --timeout 4 s passed"

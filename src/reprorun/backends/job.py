@@ -24,6 +24,7 @@ from reprorun.tracking.store.base import TrackingStore
 LOG_PATH = "logs/run.log"
 JOB_ENDED_TAG = "reprorun.backend.jobEnded"  # the job's end has been recorded (log kept)
 STOP_TAG = "reprorun.backend.stopRequested"  # why reprorun asked the engine to stop the job
+STOP_REASON_TAG = "reprorun.backend.stopReason"  # its ExitReason when not a cancel (timeout)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,18 @@ class RemoteJob(SubmittedRun):
             self._final = recorded
             return recorded
         state = self._state()
-        if state.status is RunStatus.FAILED and run.data.tags.get(STOP_TAG):
+        stop_reason = run.data.tags.get(STOP_REASON_TAG)
+        if stop_reason == ExitReason.TIMEOUT.value and state.status is not RunStatus.FINISHED:
+            if state.status.is_terminal:  # stopped past --timeout (by another process)
+                state = JobState(
+                    RunStatus.FAILED,
+                    run.data.tags.get(STOP_TAG) or state.reason,
+                    state.exit_code,
+                    ExitReason.TIMEOUT,
+                    state.detail,
+                    state.signal,
+                )
+        elif state.status is RunStatus.FAILED and run.data.tags.get(STOP_TAG):
             # Stopped from another process (runs kill): the engine may just have lost it.
             state = JobState(
                 RunStatus.KILLED,

@@ -40,7 +40,7 @@ from reprorun.backends.base import (
 )
 from reprorun.backends.heartbeat import interval as heartbeat_interval
 from reprorun.backends.heartbeat import wrapped
-from reprorun.backends.job import STOP_TAG, JobState, RemoteJob
+from reprorun.backends.job import STOP_REASON_TAG, STOP_TAG, JobState, RemoteJob
 from reprorun.envs.lock import read_lock_lines
 from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import ExitReason, Run, RunStatus
@@ -249,7 +249,9 @@ class RayJob(RemoteJob):
         over = overtime(info, time.time())
         if over is not None and not state.status.is_terminal:
             # Said first: whoever polls next reads the job's STOPPED as this stop.
-            self.store.set_tag(self.run_id, STOP_TAG, over)
+            self.store.set_tags(
+                self.run_id, {STOP_TAG: over, STOP_REASON_TAG: ExitReason.TIMEOUT.value}
+            )
             self._stop()
             return JobState(
                 RunStatus.FAILED,
