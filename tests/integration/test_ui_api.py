@@ -320,3 +320,15 @@ def test_reprorun_ui_serves_the_embedded_store_and_opens_the_browser(
         "ui", "--no-browser", env=dict(env, REPRORUN_TRACKING_URI="http://127.0.0.1:9")
     )
     assert remote.returncode == 0 and "http://127.0.0.1:9/" in remote.stderr
+
+
+def test_the_log_says_why_the_run_ended(server: ServerProcess, store: Any) -> None:
+    from reprorun.tracking.entities import RunStatus, SystemTags
+
+    run = store.create_run("0")
+    path = f"/ui-api/runs/{run.info.run_id}/log"
+    assert get_json(server, path)[1]["exit_reason"] is None  # still running
+    store.set_tag(run.info.run_id, SystemTags.EXIT_REASON, "timeout")
+    store.update_run(run.info.run_id, status=RunStatus.FAILED)
+    _, body = get_json(server, path)
+    assert (body["status"], body["exit_reason"]) == ("FAILED", "timeout")

@@ -346,3 +346,32 @@ def test_system_metrics_are_their_own_group_of_charts(page: Any, seeded: Seeded)
     # The metrics table still lists all of them.
     table = page.locator("#metrics tr[data-key='system/cpu_utilization_percentage']")
     expect(table).to_have_count(1)
+
+
+def test_why_a_run_ended_shows_in_the_table_and_on_its_page(page: Any, seeded: Seeded) -> None:
+    from reprorun.tracking.entities import RunStatus, SystemTags
+    from reprorun.tracking.store.rest import RestStore
+
+    store = RestStore(seeded.url)
+    experiment_id = store.create_experiment("ended")
+    run = store.create_run(experiment_id, run_name="hungry")
+    store.set_tags(
+        run.info.run_id,
+        {
+            SystemTags.EXIT_REASON: "out-of-memory",
+            SystemTags.EXIT_CODE: "-9",
+            SystemTags.EXIT_SIGNAL: "SIGKILL",
+            SystemTags.EXIT_DETAIL: "the kernel's OOM killer killed process 12 (python3)",
+        },
+    )
+    store.update_run(run.info.run_id, status=RunStatus.FAILED)
+
+    page.goto(runs_url(seeded, experiment_id))
+    badge = page.locator("#runs [data-status='FAILED']")
+    expect(badge).to_have_text("FAILED (out-of-memory)")
+    expect(badge).to_have_attribute("data-reason", "out-of-memory")
+    page.click(".run-link")
+    expect(page.locator("#run-status")).to_have_text("FAILED (out-of-memory)")
+    expect(page.locator("body")).to_contain_text(
+        "FAILED (out-of-memory) · exit code -9 (SIGKILL): the kernel's OOM killer killed process 12"
+    )

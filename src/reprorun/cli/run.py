@@ -254,8 +254,12 @@ def run_command(
     def retrying(text: str) -> None:
         click.echo(f"reprorun: {text}", err=True)
 
+    created: list[str] = []  # the runs made, for the last line of one whose command never started
+
     def start(**callbacks: Any) -> SubmittedRun:
-        return run_request(request, on_reuse=reusing, on_retry=retrying, **callbacks)
+        return run_request(
+            request, on_reuse=reusing, on_retry=retrying, on_create=created.append, **callbacks
+        )
 
     if detach:
         _detach(start, run_id_file)
@@ -264,6 +268,7 @@ def run_command(
         start,
         on_start=lambda run_id: _write_run_id(run_id_file, run_id),
         tracking_uri=tracking_uri,
+        created=created,
     )
 
 
@@ -370,12 +375,15 @@ def execute(
     on_start: Callable[[str], None] | None = None,
     *,
     tracking_uri: str | None = None,
+    created: list[str] | None = None,
 ) -> SubmittedRun:
     """Run synchronously with progress lines on stderr; exit 1 if the run failed (its stored
     status: the code may have ended it FAILED) or the store did not record its end, 128+N when
     signal N stopped it, 143 when it was KILLED otherwise (shared by `run` and `rerun`). The
-    last line says why the run ended (``FAILED (out-of-memory)``)."""
-    from reprorun.errors import RunFailed, RunInterrupted, RunNotRecorded
+    last line says why the run ended (``FAILED (out-of-memory)``); ``created`` (filled by the
+    caller's ``on_create``) names a run whose command never started, whose last line is
+    printed before the error that ended it (``FAILED (launch-error)``)."""
+    from reprorun.errors import ReprorunError, RunFailed, RunInterrupted, RunNotRecorded
 
     started = time.monotonic()
     ran: list[SubmittedRun] = []
@@ -417,6 +425,11 @@ def execute(
             err=True,
         )
         sys.exit(1)
+    except ReprorunError:
+        unlaunched = created[-1] if created else None
+        if unlaunched is not None and all(s.run_id != unlaunched for s in ran):
+            finished(unlaunched, _stored_status(unlaunched, tracking_uri))
+        raise
     from reprorun.projects.lifecycle import ReusedRun
 
     if isinstance(submitted, ReusedRun):
@@ -446,6 +459,13 @@ def _with_reason(
     except Exception:
         return status
     return label(status, tags)
+
+
+def _stored_status(run_id: str, tracking_uri: str | None) -> str:
+    try:
+        return current_app().store_at(tracking_uri).get_run(run_id).info.status.value
+    except Exception:
+        return "FAILED"
 
 
 def _show_plan(

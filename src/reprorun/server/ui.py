@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from reprorun.server.files import DOWNLOAD_HEADERS, artifact_file
+from reprorun.tracking.entities import SystemTags
 from reprorun.tracking.mlflow_api.errors import ApiError, error_for, invalid
 
 STATIC = Path(__file__).parent / "ui" / "static"
@@ -58,10 +59,18 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
         offset = _int_param(request, "offset", 0)
         path = run.data.tags.get("reprorun.log", "logs/run.log")
         status = run.info.status.value
+        reason = run.data.tags.get(SystemTags.EXIT_REASON)  # why it ended, once it has
         try:
             target = artifact_file(run.info.artifact_uri, path)
         except ApiError:  # no log (yet): the run did not start, or logs elsewhere
-            return {"text": "", "offset": 0, "size": 0, "status": status, "exists": False}
+            return {
+                "text": "",
+                "offset": 0,
+                "size": 0,
+                "status": status,
+                "exit_reason": reason,
+                "exists": False,
+            }
         with open(target, "rb") as f:
             size = f.seek(0, 2)
             start = offset if 0 <= offset <= size else 0
@@ -82,6 +91,7 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
             "offset": start + len(data),
             "size": size,
             "status": status,
+            "exit_reason": reason,
             "exists": True,
         }
 

@@ -32,6 +32,9 @@ const TAG = {
   command: "reprorun.command",
   reprorunVersion: "reprorun.version",
   exitCode: "reprorun.exitCode",
+  exitReason: "reprorun.exitReason",
+  exitSignal: "reprorun.exitSignal",
+  exitDetail: "reprorun.exitDetail",
   log: "reprorun.log",
   rerunOf: "reprorun.rerunOf",
 };
@@ -153,8 +156,28 @@ function fmtNumber(value) {
   return Math.abs(n) >= 1e-3 && Math.abs(n) < 1e6 ? String(Number(n.toPrecision(6))) : n.toExponential(4);
 }
 
-function statusBadge(status) {
-  return h("span", { class: `badge ${status}`, "data-status": status }, status);
+/** A run's status with why it ended, as `reprorun runs list` shows it: "FAILED (out-of-memory)";
+ * the reason is left out where the status says it all (FINISHED succeeded, KILLED cancelled). */
+function statusLabel(status, reason) {
+  const obvious = (status === "FINISHED" && reason === "succeeded") || (status === "KILLED" && reason === "cancelled");
+  return reason && !obvious ? `${status} (${reason})` : status;
+}
+
+function statusBadge(status, tags) {
+  const reason = (tags || {})[TAG.exitReason] || "";
+  const attrs = { class: `badge ${status}`, "data-status": status };
+  if (reason) attrs["data-reason"] = reason;
+  if (tags && tags[TAG.exitDetail]) attrs.title = tags[TAG.exitDetail];
+  return h("span", attrs, statusLabel(status, reason));
+}
+
+/** How a run ended, in words: "exit code -9 (SIGKILL): the kernel's OOM killer killed …". */
+function exitSummary(tags) {
+  const parts = [];
+  if (tags[TAG.exitCode] !== undefined) parts.push(`exit code ${tags[TAG.exitCode]}`);
+  if (tags[TAG.exitSignal]) parts.push(`(${tags[TAG.exitSignal]})`);
+  const detail = tags[TAG.exitDetail] ? `: ${tags[TAG.exitDetail]}` : "";
+  return parts.join(" ") + detail;
 }
 
 /** MLflow's run JSON as maps: {info, params, metrics, tags}. */
@@ -321,7 +344,7 @@ function startRename(exp, cell, message) {
 // --- runs table -------------------------------------------------------------------------------
 
 const FIXED_COLUMNS = [
-  { id: "status", label: "Status", order: "attributes.status", cell: (r) => statusBadge(r.info.status) },
+  { id: "status", label: "Status", order: "attributes.status", cell: (r) => statusBadge(r.info.status, r.tags) },
   { id: "name", label: "Run", order: "attributes.run_name", cell: (r) => h("a", { href: `#/runs/${r.info.run_id}`, class: "run-link" }, runName(r)) },
   { id: "start", label: "Started", order: "attributes.start_time", cell: (r) => fmtTime(r.info.start_time) },
   { id: "duration", label: "Duration", order: "attributes.duration", cell: (r) => fmtDuration(r.info.start_time, r.info.end_time) },
@@ -485,7 +508,7 @@ async function runPage(page, runId, query) {
   const experiment = (await mlflow("experiments/get", { query: { experiment_id: run.info.experiment_id } })).experiment;
   setTitle(runName(run));
   const t = run.tags;
-  const status = h("span", { id: "run-status" }, statusBadge(run.info.status));
+  const status = h("span", { id: "run-status" }, statusBadge(run.info.status, t));
   page.append(
     h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Experiments"), " / ",
       h("a", { href: `#/experiments/${experiment.experiment_id}` }, experiment.name), " / ", runName(run)),
@@ -496,7 +519,7 @@ async function runPage(page, runId, query) {
   const commitLink = commitUrl(repoUrl, t[TAG.commit]);
   const overview = [
     ["Experiment", h("a", { href: `#/experiments/${experiment.experiment_id}` }, experiment.name)],
-    ["Status", run.info.status + (t[TAG.exitCode] !== undefined ? ` (exit code ${t[TAG.exitCode]})` : "")],
+    ["Status", statusLabel(run.info.status, t[TAG.exitReason]) + (exitSummary(t) ? ` · ${exitSummary(t)}` : "")],
     ["Started", fmtTime(run.info.start_time)],
     ["Ended", fmtTime(run.info.end_time)],
     ["Duration", fmtDuration(run.info.start_time, run.info.end_time)],
@@ -564,7 +587,7 @@ async function runPage(page, runId, query) {
     every(page, LIVE_MS, async () => {
       const current = await getRun(run.info.run_id);
       showMetrics(current);
-      status.replaceChildren(statusBadge(current.info.status));
+      status.replaceChildren(statusBadge(current.info.status, current.tags));
       return isActive(current.info.status);
     });
   }
@@ -588,6 +611,7 @@ function followLog(page, card, run, statusHolder) {
   card.append(h("div", { class: "toolbar" }, h("label", {}, follow, " follow"), note), pre);
   let offset = 0;
   let status = run.info.status;
+  let reason = run.tags[TAG.exitReason];
   const poll = async () => {
     try {
       const part = await api(`/ui-api/runs/${encodeURIComponent(run.info.run_id)}/log`, { query: { offset } });
@@ -600,9 +624,10 @@ function followLog(page, card, run, statusHolder) {
         note.textContent = `${fmtSize(part.size)}${part.status === "RUNNING" ? " · following" : ""}`;
         if (follow.checked) pre.scrollTop = pre.scrollHeight;
       }
-      if (part.status !== status) {
+      if (part.status !== status || (part.exit_reason && part.exit_reason !== reason)) {
+        reason = part.exit_reason;
         status = part.status;
-        statusHolder.replaceChildren(statusBadge(status));
+        statusHolder.replaceChildren(statusBadge(status, { [TAG.exitReason]: part.exit_reason }));
       }
       return part.status === "RUNNING" || part.status === "SCHEDULED" || part.offset < part.size;
     } catch (err) {
