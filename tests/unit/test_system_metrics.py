@@ -146,7 +146,7 @@ def test_a_store_that_refuses_is_asked_three_times_and_the_peak_is_kept(
     try:
         sampler = sm.SystemMetrics(store, "r" * 32, proc.pid, 0.05, tmp_path)  # type: ignore[arg-type]
         sampler.start()
-        time.sleep(0.6)
+        time.sleep(1.0)  # room for more than three batches
         tags = sampler.stop()
     finally:
         proc.kill()
