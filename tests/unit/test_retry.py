@@ -180,7 +180,10 @@ def said() -> Iterator[list[str]]:
 def _attempts(
     request: RunRequest, pipeline: FakePipeline, said: list[str], waits: list[float]
 ) -> SubmittedRun:
-    return run_attempts(request, pipeline, on_retry=said.append, sleep=waits.append)
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    return run_attempts(request, pipeline, on_retry=said.append, sleep=sleep)
 
 
 def test_attempts_are_runs_linked_to_the_first(home: Path, said: list[str]) -> None:
@@ -242,6 +245,33 @@ def test_bad_input_before_any_run_is_not_retried(home: Path, said: list[str]) ->
     with pytest.raises(ExecutionError):
         run_attempts(RunRequest(".", retries=3), refuses, sleep=lambda _s: None)
     assert len(calls) == 1
+
+
+def test_a_signal_while_waiting_ends_the_retries(home: Path, said: list[str]) -> None:
+    pipeline = FakePipeline([E.PREEMPTED, E.SUCCEEDED])
+    with pytest.raises(RunFailed) as failed:
+        run_attempts(
+            RunRequest(".", retries=1), pipeline, on_retry=said.append, sleep=lambda _s: 15
+        )
+    assert failed.value.run_id == pipeline.runs()[0].info.run_id
+    assert len(pipeline.requests) == 1
+    assert said[-1] == "stopped by signal 15 while waiting: attempt 1's end stands"
+
+
+def test_the_wait_ends_early_on_a_signal() -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from reprorun.projects.retry import wait_for_retry
+
+    assert wait_for_retry(0.01) is None
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    began = time.monotonic()
+    assert wait_for_retry(30) == signal.SIGTERM
+    assert time.monotonic() - began < 10
 
 
 def test_an_oom_retry_raises_the_memory_request(home: Path, said: list[str]) -> None:

@@ -17,7 +17,6 @@ retries, so the CLI, the Python API and a sweep's trials share it.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -215,12 +214,13 @@ def run_attempts(
     run_once: Callable[..., SubmittedRun],
     *,
     on_retry: Callable[[str], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], int | None] | None = None,
     **callbacks: Any,
 ) -> SubmittedRun:
     """Run ``request``'s attempts with ``run_once`` (``launch.run_request``) until one is not
     retried; return (or raise) what the last one did. ``on_retry`` hears what happens between
-    attempts; ``callbacks`` go to every attempt."""
+    attempts; ``callbacks`` go to every attempt. ``sleep`` waits between attempts (default:
+    ``wait_for_retry``; a signal number back means stop: the last attempt's end stands)."""
     from reprorun.config import resolve_tracking
     from reprorun.projects.request import load_backend_config
     from reprorun.tracking.store import open_store
@@ -246,10 +246,7 @@ def run_attempts(
         run = store.get_run(outcome.run_id)
         status, reason = run.info.status, reason_of(run.data.tags)
         if status is RunStatus.FINISHED or not policy.should_retry(attempt, reason):
-            if outcome.error is not None:
-                raise outcome.error
-            assert outcome.submitted is not None
-            return outcome.submitted
+            return _last(outcome)
         assert reason is not None
         wait = policy.delay(attempt)
         note = ""
@@ -266,8 +263,38 @@ def run_attempts(
             f"{_seconds(wait)} (attempt {attempt + 1} of {policy.max_attempts}){note}"
         )
         _notify_retry(store, run, request.notify)
-        sleep(wait)
+        stopped = (sleep or wait_for_retry)(wait)
+        if stopped is not None:
+            say(f"stopped by signal {stopped} while waiting: attempt {attempt}'s end stands")
+            return _last(outcome)
         attempt += 1
+
+
+def wait_for_retry(seconds: float) -> int | None:
+    """Wait ``seconds`` before the next attempt; Ctrl-C, SIGTERM or SIGHUP end the wait
+    early (their number is returned: no more attempts)."""
+    import threading
+
+    from reprorun._utils import handling_signals
+
+    received: list[int] = []
+    woken = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        received.append(signum)
+        woken.set()
+
+    with handling_signals(stop):
+        woken.wait(seconds)
+    return received[0] if received else None
+
+
+def _last(outcome: _Outcome) -> SubmittedRun:
+    """What the last attempt did: its run, or what it raised."""
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.submitted is not None
+    return outcome.submitted
 
 
 def _notify_retry(store: TrackingStore, run: Run, given: Iterable[str]) -> None:
