@@ -42,8 +42,8 @@ import shutil
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from reprorun.tracking.entities import Metric, SystemTags, now_ms
 from reprorun.tracking.store.base import TrackingStore
@@ -54,11 +54,13 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _PEAK_SECONDS = 1.0  # how often the tree is scanned for its peak memory
 _GIVE_UP_AFTER = 3  # refused batches in a row
+# The first reading waits this long: a command that ends sooner (most trivial ones) costs its
+# run nothing, and the reading does not compete with the command's own start.
+_SETTLE_SECONDS = 0.05
 _NVIDIA_QUERY = "index,utilization.gpu,memory.used,memory.total,power.draw,power.limit"
 
 
-@dataclass(frozen=True)
-class ProcStat:
+class ProcStat(NamedTuple):
     """What one line of /proc/PID/stat says about a process."""
 
     pid: int
@@ -184,15 +186,14 @@ def process_tree(root: int, proc: Path = Path("/proc")) -> list[ProcStat]:
     return [s for s in stats if s.pid in members and s.state not in ("Z", "X")]
 
 
-@dataclass
-class _Reading:
+class _Reading(NamedTuple):
     """Counters at one moment, for the rates and totals between two samples."""
 
     at: float
     cpu: tuple[int, int] | None
     network: tuple[int, int] | None
     tree_ticks: int | None
-    tree: list[ProcStat] = field(default_factory=list)
+    tree: list[ProcStat]
 
 
 def _read(path: str) -> bytes | None:
@@ -235,6 +236,8 @@ class SystemMetrics:
 
     def _loop(self) -> None:
         try:
+            if self._stopping.wait(min(self.interval, _SETTLE_SECONDS)):
+                return
             previous = self._reading()
             start = previous
             step = 0
