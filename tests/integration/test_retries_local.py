@@ -135,6 +135,7 @@ def test_the_python_api_retries(tmp_path: Path, home: Path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_a_sweeps_points_are_retried(tmp_path: Path) -> None:
     marker = tmp_path / "m"
     project = make_project(tmp_path / "p", FLAKY)
@@ -148,6 +149,7 @@ def test_a_sweeps_points_are_retried(tmp_path: Path) -> None:
     assert point["attempts"][0]["status"] == "FAILED"
 
 
+@pytest.mark.slow
 def test_a_timeout_is_retried_when_named(tmp_path: Path) -> None:
     project = make_project(
         tmp_path / "p",
