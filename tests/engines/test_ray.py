@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -682,3 +684,69 @@ def test_a_project_without_an_environment_logs_with_the_shipped_client(
     # The client Ray unpacked from the job's py_modules, not this machine's reprorun.
     assert "/runtime_resources/py_modules_files/" in log, log
     assert str(Path(reprorun.__file__).parent) not in log
+
+
+def test_a_driver_killed_from_outside_is_classified_with_its_signal(
+    home: Path, tmp_path: Path, ray_address: str
+) -> None:
+    """kill -9 of the job's command, from outside Ray (as an admin or the kernel would): the
+    run ends FAILED with the signal kept; nothing says it was the OOM killer, so the class is
+    the command's (code-error), as for a local run."""
+    pid_file = tmp_path / "pid"
+    project = make_project(
+        tmp_path / "p",
+        "entry_points:\n  main:\n    command: "
+        + json.dumps(f"echo $$ > {pid_file}; echo started; sleep 120")
+        + "\n",
+    )
+    with bounded(ray_address, 90):
+        submitted = reprorun.projects.run(
+            str(project),
+            backend="ray",
+            backend_config={"address": ray_address},
+            env_manager="local",
+            synchronous=False,
+            echo=False,
+        )
+        wait_until(lambda: pid_file.is_file() and pid_file.read_text().strip() != "", 60, "pid")
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        assert submitted.wait() is False
+    run = open_store().get_run(submitted.run_id)
+    tags = run.data.tags
+    assert run.info.status is RunStatus.FAILED
+    assert tags[SystemTags.EXIT_REASON] == "code-error"
+    assert tags[SystemTags.EXIT_SIGNAL] == "SIGKILL"
+    assert tags[SystemTags.EXIT_CODE] in ("137", "-9")
+    assert tags[SystemTags.EXIT_DETAIL].startswith("FAILED: JOB_ENTRYPOINT_COMMAND_ERROR: ")
+
+
+def test_timeout_stops_the_ray_job_and_ends_the_run_timeout(
+    home: Path, tmp_path: Path, ray_address: str
+) -> None:
+    """Ray has no time limit for a job: reprorun, following it, stops it past --timeout."""
+    project = make_project(
+        tmp_path / "p", 'entry_points:\n  main:\n    command: "echo started; sleep 120"\n'
+    )
+    began = time.monotonic()
+    with bounded(ray_address, 90), pytest.raises(RunFailed) as excinfo:
+        reprorun.projects.run(
+            str(project),
+            backend="ray",
+            backend_config={"address": ray_address},
+            env_manager="local",
+            timeout=4,
+            echo=False,
+        )
+    assert time.monotonic() - began < 60
+    run = open_store().get_run(excinfo.value.run_id)
+    tags = run.data.tags
+    assert run.info.status is RunStatus.FAILED
+    assert tags[SystemTags.EXIT_REASON] == "timeout"
+    assert "--timeout 4 s passed" in tags[FAILURE_TAG]
+    api = JobsApi(ray_address)
+    job = tags[JOB_ID_TAG]
+    wait_until(
+        lambda: api.json_of(*api.request("GET", f"/api/jobs/{job}"), job)["status"] == "STOPPED",
+        30,
+        "Ray to stop the job",
+    )

@@ -166,6 +166,8 @@ def test_a_job_scancelled_from_outside_is_killed_with_its_log_kept(
     run = stored(submitted.run_id)
     assert run.info.status is RunStatus.KILLED
     assert "CANCELLED" in run.data.tags[FAILURE_TAG]
+    assert run.data.tags[SystemTags.EXIT_REASON] == "cancelled"
+    assert run.data.tags[SystemTags.EXIT_DETAIL].startswith("CANCELLED")
     log = stored_log(submitted.run_id)
     assert log.startswith("started\n")
     assert f"JOB {submitted.job_id} ON" in log  # slurmstepd's own note of the cancel
@@ -348,3 +350,60 @@ def test_a_node_python_without_reprorun_imports_the_shipped_client(
     assert f"python={venv}/bin/python" in log
     job_folder = home / "slurm" / submitted.run_id
     assert f"client={job_folder / 'client' / 'reprorun' / '__init__.py'}" in log, log
+
+
+# --- why a job ended (issue 18) ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_timeout_becomes_slurms_time_limit_and_ends_the_run_timeout(
+    slurm_cluster: str, tmp_path: Path
+) -> None:
+    """--timeout 5 s is Slurm's --time, which keeps whole minutes: the job ends TIMEOUT after
+    about a minute (slurmctld checks the limits every 30 s)."""
+    path = project(tmp_path, "echo started; sleep 300")
+    began = time.monotonic()
+    with pytest.raises(RunFailed) as excinfo:
+        run_slurm(path, slurm_cluster, timeout=5)
+    took = time.monotonic() - began
+    run = stored(excinfo.value.run_id)
+    tags = run.data.tags
+    assert run.info.status is RunStatus.FAILED
+    assert tags[SystemTags.EXIT_REASON] == "timeout"
+    assert tags[SystemTags.EXIT_DETAIL].startswith("TIMEOUT Reason=TimeLimit")
+    assert scontrol_state(tags[JOB_ID_TAG]) == "TIMEOUT"
+    folder = Path(json.loads(tags[CONFIG_TAG])["jobs_dir"]) / run.info.run_id
+    assert "#SBATCH --time=0-00:00:05\n" in (folder / "job.sh").read_text()
+    assert 55 < took < 180, took
+
+
+def test_a_command_killed_by_sigkill_keeps_the_signal(slurm_cluster: str, tmp_path: Path) -> None:
+    """What the OOM killer does to a command: this cluster does not enforce --mem
+    (TaskPlugin=task/none, no jobacct_gather), so Slurm's OUT_OF_MEMORY cannot happen here
+    (its sacct/scontrol shapes are unit-tested); the SIGKILL it would send is kept."""
+    path = project(tmp_path, "echo started; kill -9 $$")
+    with pytest.raises(RunFailed) as excinfo:
+        run_slurm(path, slurm_cluster, {"mem": "50M"})
+    tags = stored(excinfo.value.run_id).data.tags
+    assert tags[SystemTags.EXIT_REASON] == "code-error"
+    assert tags[SystemTags.EXIT_SIGNAL] == "SIGKILL"
+    assert tags[SystemTags.EXIT_CODE] == "137"
+    assert tags[SystemTags.EXIT_DETAIL] == "FAILED Reason=NonZeroExitCode ExitCode=137:0"
+
+
+def test_a_job_requeued_by_scontrol_ends_the_run_preempted_and_is_cancelled(
+    slurm_cluster: str, tmp_path: Path
+) -> None:
+    """scontrol requeue (what preemption with PreemptMode=REQUEUE does): that attempt ended;
+    the job would run again into the same run, so reprorun cancels it (a retry is a new
+    run)."""
+    submitted = started_job(tmp_path, slurm_cluster)
+    subprocess.run(["scontrol", "requeue", submitted.job_id], check=True, timeout=60)
+    until(lambda: submitted.get_status().is_terminal, 30, "the run to end")
+    run = stored(submitted.run_id)
+    tags = run.data.tags
+    assert run.info.status is RunStatus.FAILED
+    assert tags[SystemTags.EXIT_REASON] == "preempted"
+    assert tags[SystemTags.EXIT_DETAIL].endswith("(requeued)")
+    assert f"Slurm requeued job {submitted.job_id}" in tags[FAILURE_TAG]
+    until(lambda: scontrol_state(submitted.job_id) == "CANCELLED", 30, "the requeued job to go")
