@@ -264,3 +264,12 @@ def test_following_a_run_ends_when_its_heartbeat_is_lost(
     assert 1 <= time.monotonic() - started < 15
     assert b"".join(chunks) == b"so far\n"
     assert store.get_run(run_id).data.tags[SystemTags.EXIT_REASON] == "node-lost"
+
+
+def test_a_queued_run_is_running_once_its_wrapper_runs(home: Path) -> None:
+    store = open_store()
+    run_id = store.create_run("0").info.run_id
+    store.update_run(run_id, status=RunStatus.SCHEDULED)  # as a backend leaves it at submission
+    proc = _wrapper(0.2, "echo hi", _run_env(store, run_id))
+    proc.communicate(timeout=20)
+    assert store.get_run(run_id).info.status is RunStatus.RUNNING  # the engine closes it later

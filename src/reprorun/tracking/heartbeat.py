@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from reprorun.tracking.entities import SystemTags, now_ms
+from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
 
 LOG_ARTIFACT = "logs/run.log"  # the run's log, as every backend keeps it
 _CHUNK = 1 << 16
@@ -49,12 +49,19 @@ class Reporter:
         self.artifact_uri = artifact_uri
         self.tracking_uri = tracking_uri
         self.uploaded = -1  # bytes of the spool stored so far
+        self.started = False  # the run has been said RUNNING
         self._complained = False
 
     def beat(self, spool: Path, size: int) -> None:
         """One heartbeat, and the spool's first ``size`` bytes as the run's log if it grew."""
         try:
             self.store.set_tag(self.run_id, SystemTags.HEARTBEAT, str(now_ms()))
+            if not self.started:
+                # The job runs: its run too, even if nobody has asked the engine yet.
+                self.store.update_run(
+                    self.run_id, status=RunStatus.RUNNING, only_if_status=RunStatus.SCHEDULED
+                )
+                self.started = True
             if size != self.uploaded:
                 self._upload(spool, size)
                 self.uploaded = size
