@@ -3,6 +3,7 @@ processes against a real store) and the heartbeat window that closes a silent ru
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -273,3 +274,21 @@ def test_a_queued_run_is_running_once_its_wrapper_runs(home: Path) -> None:
     proc = _wrapper(0.2, "echo hi", _run_env(store, run_id))
     proc.communicate(timeout=20)
     assert store.get_run(run_id).info.status is RunStatus.RUNNING  # the engine closes it later
+
+
+def test_a_lost_heartbeat_is_notified_once(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard = tmp_path / "heard"
+    script = tmp_path / "hear.sh"
+    script.write_text(f"#!/bin/sh\ncat >> {heard}\necho >> {heard}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("REPRORUN_NOTIFY", f"cmd:{script}")
+    monkeypatch.setenv("REPRORUN_HEARTBEAT_TIMEOUT", "1")
+    store = open_store()
+    run_id = _running(store, "kubernetes", now_ms() - 5_000)
+    for _ in range(2):  # read twice: closed (and notified) once
+        refresh(store, store.get_run(run_id), engines=False)
+    (line,) = heard.read_text().splitlines()
+    said = json.loads(line)
+    assert (said["event"], said["run_id"], said["status"]) == ("node-lost", run_id, "FAILED")

@@ -75,6 +75,11 @@ def close_if_lost(store: TrackingStore, run: Run) -> Run:
             FAILURE_TAG: detail,
         }
         store.log_batch(run.info.run_id, tags=tags)
+        from reprorun.backends.notify import Event, notify
+
+        ended = store.get_run(run.info.run_id)
+        notify(store, Event.NODE_LOST, ended)  # only whoever closed it; never raises
+        return ended
     return store.get_run(run.info.run_id)
 
 
