@@ -434,6 +434,7 @@ def run_logs(run_id: str, follow: bool, interval: float, tracking_uri: str | Non
     import sys
 
     from reprorun.backends.base import follow as follow_log
+    from reprorun.backends.heartbeat import Watched
     from reprorun.backends.status import attach
 
     store = current_app().store_at(tracking_uri)
@@ -447,7 +448,7 @@ def run_logs(run_id: str, follow: bool, interval: float, tracking_uri: str | Non
 
     if follow:
         try:
-            status = follow_log(handle, write, interval)
+            status = follow_log(Watched(store, handle), write, interval)  # node-lost ends it
         except KeyboardInterrupt:
             sys.exit(130)  # stop following; the run goes on
         click.echo(f"reprorun: run {run.info.run_id} {status.value}", err=True)
