@@ -77,3 +77,78 @@ def current_app() -> Reprorun:
     if found is None:
         found = ctx.ensure_object(Reprorun)
     return found
+
+
+def _retry_classes(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
+    from reprorun.errors import UserInputError
+    from reprorun.projects.retry import parse_retry_on
+
+    try:
+        return None if value is None else tuple(r.value for r in parse_retry_on(value))
+    except UserInputError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _memory_factor(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    from reprorun.errors import UserInputError
+    from reprorun.projects.retry import parse_memory_factor
+
+    try:
+        return parse_memory_factor(value)
+    except UserInputError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def retry_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--retries, --retry-on, --retry-memory, --retry-backoff (reprorun run and sweep)."""
+    options = [
+        click.option(
+            "--retries",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            metavar="N",
+            help="Run an attempt that ended for a --retry-on class again, up to N times; each "
+            "attempt is a run of its own, linked to the first.",
+        ),
+        click.option(
+            "--retry-on",
+            callback=_retry_classes,
+            metavar="CLASSES",
+            help="With --retries: the exit reasons retried, comma-separated, among preempted, "
+            "node-lost, out-of-memory, timeout, launch-error, code-error "
+            "[default: preempted,node-lost,launch-error].",
+        ),
+        click.option(
+            "--retry-memory",
+            callback=_memory_factor,
+            metavar="xF",
+            help="With --retries: an out-of-memory retry multiplies the backend's memory "
+            "request (Slurm mem, Ray memory, the Kubernetes template's memory) by F, e.g. x2.",
+        ),
+        click.option(
+            "--retry-backoff",
+            type=click.FloatRange(min=0),
+            metavar="SECONDS",
+            help="With --retries: the wait before the first retry, doubled for each next one "
+            "and capped at 10 minutes [default: 10].",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def duration_option(value: str | None) -> float | None:
+    """--timeout's seconds (a bad duration is a usage error naming the option)."""
+    if value is None:
+        return None
+    from reprorun.errors import UserInputError
+    from reprorun.projects.request import parse_duration
+
+    try:
+        return parse_duration(value)
+    except UserInputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from exc

@@ -1,14 +1,19 @@
-"""Rendering helpers shared by the commands: JSON, times, durations, tables."""
+"""Rendering helpers shared by the commands: JSON, times, durations, tables, the progress of an
+environment build."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import click
+
+from reprorun.config import setting
 
 
 def _clean(value: Any) -> Any:
@@ -73,3 +78,46 @@ def key_values(pairs: Sequence[tuple[str, str]], indent: int = 2) -> None:
     width = max(len(k) for k, _ in pairs)
     for key, value in pairs:
         click.echo(f"{' ' * indent}{key.ljust(width)}  {value}")
+
+
+@contextmanager
+def progress_display() -> Iterator[Callable[[str], None]]:
+    """A spinner with the environment build's current step on a terminal; quiet otherwise,
+    unless REPRORUN_PROGRESS=plain asks for plain lines (CI logs)."""
+    if not sys.stderr.isatty():
+        if setting("progress") != "plain":
+            yield lambda _text: None
+            return
+
+        def line(text: str) -> None:
+            if text:
+                click.echo(f"reprorun: {text}", err=True)
+
+        yield line
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    status = console.status("")
+    started = False
+
+    def update(text: str) -> None:
+        nonlocal started
+        if not text:
+            stop()
+            return
+        status.update(f"reprorun: {text}")
+        if not started:
+            status.start()
+            started = True
+
+    def stop() -> None:
+        nonlocal started
+        if started:
+            status.stop()
+            started = False
+
+    try:
+        yield update
+    finally:
+        stop()

@@ -5,79 +5,24 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from reprorun.cli._common import cli, current_app, handle_errors, json_option, tracking_uri_option
-from reprorun.config import setting
+from reprorun.cli._common import (
+    cli,
+    current_app,
+    duration_option,
+    handle_errors,
+    json_option,
+    retry_options,
+    tracking_uri_option,
+)
+from reprorun.cli.run_plan import show_params, show_plan
 
 if TYPE_CHECKING:
     from reprorun.backends.base import SubmittedRun
-
-
-def _retry_classes(
-    _ctx: click.Context, _param: click.Parameter, value: str | None
-) -> tuple[str, ...] | None:
-    from reprorun.errors import UserInputError
-    from reprorun.projects.retry import parse_retry_on
-
-    try:
-        return None if value is None else tuple(r.value for r in parse_retry_on(value))
-    except UserInputError as exc:
-        raise click.BadParameter(str(exc)) from exc
-
-
-def _memory_factor(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
-    from reprorun.errors import UserInputError
-    from reprorun.projects.retry import parse_memory_factor
-
-    try:
-        return parse_memory_factor(value)
-    except UserInputError as exc:
-        raise click.BadParameter(str(exc)) from exc
-
-
-def retry_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--retries, --retry-on, --retry-memory, --retry-backoff (reprorun run and sweep)."""
-    options = [
-        click.option(
-            "--retries",
-            type=click.IntRange(min=0),
-            default=0,
-            show_default=True,
-            metavar="N",
-            help="Run an attempt that ended for a --retry-on class again, up to N times; each "
-            "attempt is a run of its own, linked to the first.",
-        ),
-        click.option(
-            "--retry-on",
-            callback=_retry_classes,
-            metavar="CLASSES",
-            help="With --retries: the exit reasons retried, comma-separated, among preempted, "
-            "node-lost, out-of-memory, timeout, launch-error, code-error "
-            "[default: preempted,node-lost,launch-error].",
-        ),
-        click.option(
-            "--retry-memory",
-            callback=_memory_factor,
-            metavar="xF",
-            help="With --retries: an out-of-memory retry multiplies the backend's memory "
-            "request (Slurm mem, Ray memory, the Kubernetes template's memory) by F, e.g. x2.",
-        ),
-        click.option(
-            "--retry-backoff",
-            type=click.FloatRange(min=0),
-            metavar="SECONDS",
-            help="With --retries: the wait before the first retry, doubled for each next one "
-            "and capped at 10 minutes [default: 10].",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
 
 
 @cli.command("run")
@@ -138,7 +83,7 @@ def retry_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--timeout",
     metavar="DURATION",
-    callback=lambda _ctx, _param, value: _duration(value),
+    callback=lambda _ctx, _param, value: duration_option(value),
     help="Stop the command after DURATION (90s, 10m, 2h, 1h30m) of running: the run ends "
     "FAILED with reason timeout. On every backend (the engine's own limit where it has one).",
 )
@@ -211,10 +156,10 @@ def run_command(
 
     given = parse_param_args(params)
     if help_params:
-        _show_params(uri, entry_point, as_json, version)
+        show_params(uri, entry_point, as_json, version)
         return
     if dry_run:
-        _show_plan(uri, entry_point, given, as_json, version, env_manager, reuse, tracking_uri)
+        show_plan(uri, entry_point, given, as_json, version, env_manager, reuse, tracking_uri)
         return
     if as_json:
         raise click.UsageError("--json goes with --dry-run or --help-params.")
@@ -272,21 +217,10 @@ def run_command(
     )
 
 
-def _duration(value: str | None) -> float | None:
-    """--timeout's seconds (a bad duration is a usage error naming the option)."""
-    if value is None:
-        return None
-    from reprorun.errors import UserInputError
-    from reprorun.projects.request import parse_duration
-
-    try:
-        return parse_duration(value)
-    except UserInputError as exc:
-        raise click.BadParameter(str(exc), param_hint="--timeout") from exc
-
-
 def _detach(start: Callable[..., SubmittedRun], run_id_file: str | None) -> None:
     """Submit, print the run id on stdout (for scripts) and how to follow it on stderr."""
+    from reprorun.cli.render import progress_display
+
     with progress_display() as progress:
         submitted = start(
             on_warning=lambda text: click.echo(f"reprorun: warning: {text}", err=True),
@@ -327,49 +261,6 @@ def _write_run_id(path: str | None, run_id: str) -> None:
         Path(path).write_text(run_id + "\n")
 
 
-@contextmanager
-def progress_display() -> Iterator[Callable[[str], None]]:
-    """A spinner with the environment build's current step on a terminal; quiet otherwise,
-    unless REPRORUN_PROGRESS=plain asks for plain lines (CI logs)."""
-    if not sys.stderr.isatty():
-        if setting("progress") != "plain":
-            yield lambda _text: None
-            return
-
-        def line(text: str) -> None:
-            if text:
-                click.echo(f"reprorun: {text}", err=True)
-
-        yield line
-        return
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    status = console.status("")
-    started = False
-
-    def update(text: str) -> None:
-        nonlocal started
-        if not text:
-            stop()
-            return
-        status.update(f"reprorun: {text}")
-        if not started:
-            status.start()
-            started = True
-
-    def stop() -> None:
-        nonlocal started
-        if started:
-            status.stop()
-            started = False
-
-    try:
-        yield update
-    finally:
-        stop()
-
-
 def execute(
     start: Callable[..., SubmittedRun],
     on_start: Callable[[str], None] | None = None,
@@ -404,6 +295,8 @@ def execute(
         )
 
     try:
+        from reprorun.cli.render import progress_display
+
         with progress_display() as progress:
             submitted = start(
                 on_submit=announce,
@@ -466,116 +359,3 @@ def _stored_status(run_id: str, tracking_uri: str | None) -> str:
         return current_app().store_at(tracking_uri).get_run(run_id).info.status.value
     except Exception:
         return "FAILED"
-
-
-def _show_plan(
-    uri: str,
-    entry_point: str,
-    given: dict[str, str],
-    as_json: bool,
-    version: str | None,
-    env_manager: str | None,
-    reuse: bool = False,
-    tracking_uri: str | None = None,
-) -> None:
-    from reprorun.cli.render import echo_json, key_values
-    from reprorun.envs.base import default_env_manager
-    from reprorun.projects.planning import plan
-    from reprorun.projects.request import RunRequest
-
-    the_plan = plan(RunRequest(uri, entry_point, given, version=version))
-    env_impl = current_app().env_manager(env_manager or default_env_manager(the_plan.project))
-    manager = env_impl.name
-    for warning in the_plan.project.warnings:
-        click.echo(f"reprorun: warning: {warning}", err=True)
-    found = _would_reuse(the_plan, env_impl, tracking_uri) if reuse else None
-    if as_json:
-        reused = {"reuse": found.to_dict()} if found else {}
-        echo_json({**the_plan.to_dict(), "env_manager": manager, **reused})
-        return
-    prov = the_plan.provenance
-    project = the_plan.project
-    click.echo(f"Project      {project.name or project.directory.name} ({project.directory})")
-    click.echo(f"Entry point  {the_plan.entry_point.name}")
-    click.echo("Parameters")
-    key_values([(p.name, f"{p.text}  ({p.source})") for p in the_plan.params], indent=4)
-    click.echo(f"Command      {the_plan.command}")
-    source = prov.source_name
-    if prov.git_commit:
-        source += f" @ {prov.git_commit[:12]}" + (
-            " (uncommitted changes)" if prov.git_dirty else ""
-        )
-    click.echo(f"Source       {source}")
-    declared = the_plan.project.env
-    spec = f" ({declared.path.name})" if declared.path else ""
-    click.echo(f"Environment  {manager}{spec}")
-    if found is not None:
-        click.echo(f"Fingerprint  {found.fingerprint.digest}")
-        verdict = "yes" if found.run_id else "no"
-        click.echo(f"Reuse        {verdict}: {found.explain()}")
-    click.echo("Dry run: nothing was run or recorded.")
-
-
-def _would_reuse(the_plan: Any, env_impl: Any, tracking_uri: str | None) -> Any:
-    """The reuse verdict of a dry run: the environment is built or found as a run would,
-    since its lock is part of the fingerprint."""
-    from reprorun.projects.fingerprint import check_reuse, fingerprint
-
-    with progress_display() as progress:
-        prepared = env_impl.prepare(the_plan.project, progress=progress)
-        progress("")
-    try:
-        identity = fingerprint(the_plan, prepared)
-        return check_reuse(current_app().store_at(tracking_uri), the_plan, identity)
-    finally:
-        if prepared.release:
-            prepared.release()
-
-
-def _show_params(uri: str, entry_point: str, as_json: bool, version: str | None) -> None:
-    from reprorun.cli.render import echo_json, table
-    from reprorun.projects.spec import load_project
-    from reprorun.sources import resolve_source
-
-    project = load_project(resolve_source(uri, version=version).directory)
-    ep = project.entry_point(entry_point)
-    if as_json:
-        echo_json(
-            {
-                "entry_point": ep.name,
-                "command": ep.command,
-                "parameters": [
-                    {
-                        "name": p.name,
-                        "type": p.type.value,
-                        "default": p.default,
-                        "required": p.required,
-                        "choices": list(p.choices) if p.choices is not None else None,
-                        "min": p.min,
-                        "max": p.max,
-                        "help": p.help,
-                    }
-                    for p in ep.parameters.values()
-                ],
-            }
-        )
-        return
-    others = [name for name in project.entry_points if name != ep.name]
-    click.echo(f"Entry point {ep.name!r}: {ep.command}")
-    if not ep.parameters:
-        click.echo("  (no declared parameters; any -P KEY=VALUE is passed as --KEY VALUE)")
-    else:
-        table(
-            ["PARAMETER", "TYPE", "DEFAULT", "HELP"],
-            [
-                [
-                    p.name,
-                    p.describe_type(),
-                    "(required)" if p.required else str(p.default),
-                    p.help or "",
-                ]
-                for p in ep.parameters.values()
-            ],
-        )
-    if others:
-        click.echo(f"Other entry points: {', '.join(others)} (show one with -e NAME --help-params)")

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reprorun.cli._common import cli, handle_errors, json_option, tracking_uri_option
-from reprorun.cli.run import retry_options
+from reprorun.cli._common import cli, handle_errors, json_option, retry_options, tracking_uri_option
 
 if TYPE_CHECKING:
     from reprorun.projects.sweep.driver import SweepEvent
