@@ -26,7 +26,7 @@ ENV_MANAGERS_GROUP = "reprorun.env_managers"
 BUILTIN: Mapping[str, Mapping[str, str]] = {
     BACKENDS_GROUP: {
         "local": "reprorun.backends.local:create",
-        "ray": "reprorun.backends.ray:create",
+        "ray": "reprorun.backends.ray.backend:create",
         "slurm": "reprorun.backends.slurm.backend:create",
         "kubernetes": "reprorun.backends.kubernetes.backend:create",
         "databricks": "reprorun.backends.databricks.backend:create",

@@ -26,15 +26,10 @@ import pytest
 
 import reprorun.projects
 from reprorun.backends.base import CONFIG_TAG, FAILURE_TAG, JOB_ID_TAG, JOB_URL_TAG
-from reprorun.backends.ray import (
-    TIMEOUT_KEY,
-    JobsApi,
-    entrypoint,
-    job_state,
-    lock_requirements,
-    overtime,
-    zip_tree,
-)
+from reprorun.backends.ray.api import JobsApi, zip_tree
+from reprorun.backends.ray.backend import entrypoint, lock_requirements
+from reprorun.backends.ray.job import job_state, overtime
+from reprorun.backends.ray.options import TIMEOUT_KEY
 from reprorun.backends.registry import get_backend
 from reprorun.backends.status import attach
 from reprorun.errors import ExecutionError, RunFailed, UserInputError

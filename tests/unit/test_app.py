@@ -66,7 +66,7 @@ def test_registries_and_capabilities(app: Reprorun) -> None:
     assert local == Capabilities(
         remote=False, shares_filesystem=True, tracking_uri=None, follows_runs=True
     )
-    from reprorun.backends.ray import RayBackend
+    from reprorun.backends.ray.backend import RayBackend
 
     ray = Capabilities.of(RayBackend)
     assert ray.remote and ray.follows_runs

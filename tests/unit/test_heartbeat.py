@@ -18,7 +18,7 @@ from reprorun.backends.databricks.launcher import command_argv
 from reprorun.backends.databricks.payload import launcher_parameters
 from reprorun.backends.heartbeat import Watched, close_if_lost, heartbeat_lost, wrapped
 from reprorun.backends.kubernetes.manifest import job_manifest
-from reprorun.backends.ray import entrypoint
+from reprorun.backends.ray.backend import entrypoint
 from reprorun.backends.status import refresh
 from reprorun.config import resolve_tracking, seconds
 from reprorun.errors import UserInputError
