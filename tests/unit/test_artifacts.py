@@ -49,3 +49,13 @@ def test_missing_sources_are_clear_errors(tmp_path: Path) -> None:
         artifacts.log_file(tmp_path.as_uri(), tmp_path / "nope.txt")
     with pytest.raises(UserInputError, match="no such directory"):
         artifacts.log_dir(tmp_path.as_uri(), tmp_path / "nope")
+
+
+def test_listing_a_name_longer_than_the_file_system_takes_is_empty_not_an_error(
+    tmp_path: Path,
+) -> None:
+    # Found by the REST fuzz test: artifacts/list?path=<300 characters> answered 500.
+    from reprorun.tracking.artifacts import list_artifacts
+
+    assert list_artifacts(tmp_path.as_uri(), "a" * 300) == []
+    assert list_artifacts(tmp_path.as_uri(), "dir/" + "b" * 300 + "/c") == []

@@ -300,7 +300,10 @@ def _walk_local(
 ) -> Iterator[tuple[FileInfo, Path]]:
     """The listing of ``path`` in a local artifact folder, each entry with its real path."""
     chain = _chain(artifact_uri, path)
-    if not chain[-1].is_dir() or loops(chain):
+    try:
+        if not chain[-1].is_dir() or loops(chain):
+            return iter(())
+    except OSError:  # a name longer than the file system takes (ENAMETOOLONG): nothing there
         return iter(())
     return _walk(chain[-1], chain[0], safe_relative(path), recursive, frozenset(chain))
 
