@@ -230,3 +230,21 @@ def test_the_cli_notifies_and_refuses_a_target_of_no_kind(home: Path, tmp_path: 
     assert refused.returncode != 0
     assert "Notification target 'the-team' is not a webhook URL" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_run_whose_command_could_not_start_is_notified(
+    home: Path, tmp_path: Path, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = make_project(tmp_path / "p", LOGS_A_METRIC)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no bash: a launch error
+    request = RunRequest(str(project), env_manager="local", notify=(f"{hooks.url}/hook",))
+    with pytest.raises(Exception):  # noqa: B017 - the launch's own error, whatever its class
+        run_request(request, echo=False)
+    assert len(hooks.received) == 1
+    _, body = hooks.received[0]
+    assert (body["event"], body["status"], body["exit_reason"]) == (
+        "failed",
+        "FAILED",
+        "launch-error",
+    )

@@ -387,6 +387,9 @@ def launch(
         except BaseException as exc:
             finish()
             end_unlaunched(store, run_id, exc)
+            from reprorun.backends.notify import notify_end
+
+            notify_end(store, run_id, exp_id, request.notify)  # launch-error; never raises
             raise
         if stopper is None:
             if on_submit:
