@@ -9,13 +9,19 @@ engine's log is what it was, and every ``S`` seconds, while the command runs:
 - stores the output so far as the run's log artifact (``logs/run.log``), so the UI and
   ``reprorun runs logs`` show it while the job runs instead of only at its end.
 
+With ``--system-metrics S`` (the run's system-metrics switch on: the backends pass
+REPRORUN_SYSTEM_METRICS_INTERVAL; absent or 0, off) it also logs, every ``S`` seconds, the
+``system/*`` metrics of the node and of the command's process tree, as a local run does
+(``reprorun.tracking.system_sampler``, one batch per interval), and the tree's peak memory
+(``SystemTags.PEAK_MEMORY``) once the command has ended.
+
 The output is kept in a spool file, never in memory; each upload sends a copy of the spool's
 complete part (the file streamed, at most one chunk in memory). The last upload happens once the
 command has ended, and the job's backend keeps the engine's log as before when it closes the
 run, so nothing is lost if the wrapper dies first.
 
 A job that cannot reach the run's store (a SQLite file on the submitting machine, with no file
-system shared with the node) gets neither: the command runs and its log arrives at the end, as
+system shared with the node) gets none of these: the command runs and its log arrives at the end, as
 before. Failures to report are said once on stderr and never fail the job. Standard library
 only, like the rest of the in-run client.
 """
@@ -30,9 +36,12 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from reprorun.tracking.entities import RunStatus, SystemTags, now_ms
+
+if TYPE_CHECKING:
+    from reprorun.tracking.system_sampler import SystemMetrics
 
 LOG_ARTIFACT = "logs/run.log"  # the run's log, as every backend keeps it
 _CHUNK = 1 << 16
@@ -70,6 +79,15 @@ class Reporter:
                 self._complained = True
                 print(f"[reprorun] heartbeat or live log not sent: {exc}", file=sys.stderr)
 
+    def peak(self, sampler: SystemMetrics) -> None:
+        """Stop ``sampler`` and store the tree's peak memory it saw (if any) on the run."""
+        try:
+            tags = sampler.stop()
+            if tags:
+                self.store.log_batch(self.run_id, tags=tags)
+        except Exception as exc:  # the job's end is not the tag's problem
+            print(f"[reprorun] peak memory not stored: {exc}", file=sys.stderr, flush=True)
+
     def _upload(self, spool: Path, size: int) -> None:
         from reprorun.tracking.artifacts import log_file
 
@@ -83,6 +101,20 @@ class Reporter:
                 str(Path(LOG_ARTIFACT).parent),
                 tracking_uri=self.tracking_uri,
             )
+
+
+def _start_sampler(reporter: Reporter, pid: int, interval: float) -> SystemMetrics | None:
+    """The system metrics of the command ``pid``, sampled from now on (None, said on stderr,
+    if the sampler cannot start: the job goes on regardless)."""
+    try:
+        from reprorun.tracking.system_sampler import SystemMetrics
+
+        sampler = SystemMetrics(reporter.store, reporter.run_id, pid, interval, Path.cwd())
+        sampler.start()
+    except Exception as exc:
+        print(f"[reprorun] system metrics not sampled: {exc}", file=sys.stderr, flush=True)
+        return None
+    return sampler
 
 
 def copy_prefix(src: IO[bytes], dst: IO[bytes], size: int) -> None:
@@ -135,10 +167,16 @@ def _say(why: str) -> None:
     )
 
 
-def run(command: Sequence[str], every: float, out: IO[bytes] | None = None) -> int:
-    """Run ``command`` with heartbeats every ``every`` seconds; returns its exit status as a
-    shell gives it (128 + the signal that ended it). The command starts at once: the run's
-    store is opened beside it, by the heartbeat thread."""
+def run(
+    command: Sequence[str],
+    every: float,
+    out: IO[bytes] | None = None,
+    metrics_every: float | None = None,
+) -> int:
+    """Run ``command`` with heartbeats every ``every`` seconds, and its system metrics every
+    ``metrics_every`` seconds when given; returns its exit status as a shell gives it (128 +
+    the signal that ended it). The command starts at once: the run's store is opened beside
+    it, by the heartbeat thread."""
     out = out if out is not None else sys.stdout.buffer
     proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pipe = proc.stdout
@@ -155,6 +193,7 @@ def run(command: Sequence[str], every: float, out: IO[bytes] | None = None) -> i
         state = _Spool()
         done = threading.Event()
         found: list[Reporter] = []
+        samplers: list[SystemMetrics] = []
 
         def heartbeats() -> None:
             reporter = reporter_for_run()
@@ -162,6 +201,10 @@ def run(command: Sequence[str], every: float, out: IO[bytes] | None = None) -> i
                 state.wanted = False  # nobody to send it to: stop keeping a copy
                 return
             found.append(reporter)
+            if metrics_every and not done.is_set():
+                sampler = _start_sampler(reporter, proc.pid, metrics_every)
+                if sampler is not None:
+                    samplers.append(sampler)
             while not done.is_set():
                 reporter.beat(spool_path, state.size)
                 done.wait(every)
@@ -179,6 +222,8 @@ def run(command: Sequence[str], every: float, out: IO[bytes] | None = None) -> i
         beats.join(_LAST_BEAT_SECONDS)  # a store that hangs does not hold the job's end long
         if found and not beats.is_alive():
             found[0].beat(spool_path, state.size)  # the whole log, once the command has ended
+            if samplers:
+                found[0].peak(samplers[0])
     return 128 - code if code < 0 else code
 
 
@@ -206,16 +251,21 @@ def main(argv: Sequence[str]) -> int:
     args = list(argv)
     if "--" not in args or args.index("--") == len(args) - 1:
         print(
-            "usage: python -m reprorun.tracking.heartbeat [--every S] -- COMMAND...",
+            "usage: python -m reprorun.tracking.heartbeat [--every S] [--system-metrics S]"
+            " -- COMMAND...",
             file=sys.stderr,
         )
         return 2
     split = args.index("--")
     options, command = args[:split], args[split + 1 :]
     every = 15.0
-    if options[:1] == ["--every"] and len(options) == 2:
-        every = max(float(options[1]), 0.05)
-    return run(command, every)
+    metrics_every: float | None = None
+    pairs = dict(zip(options[::2], options[1::2], strict=False))
+    if "--every" in pairs:
+        every = max(float(pairs["--every"]), 0.05)
+    if float(pairs.get("--system-metrics", "0")) > 0:
+        metrics_every = max(float(pairs["--system-metrics"]), 0.05)
+    return run(command, every, metrics_every=metrics_every)
 
 
 if __name__ == "__main__":
