@@ -14,7 +14,7 @@ from __future__ import annotations
 import shlex
 
 from reprorun import config
-from reprorun.backends.base import FAILURE_TAG, SubmittedRun
+from reprorun.backends.base import FAILURE_TAG, LaunchSpec, SubmittedRun
 from reprorun.tracking.entities import ExitReason, Run, RunStatus, SystemTags, now_ms
 from reprorun.tracking.store.base import TrackingStore
 
@@ -27,15 +27,23 @@ def interval() -> float:
     return config.seconds("heartbeat_interval")
 
 
-def wrapped(command: str, every: float, *, exec_: bool = True) -> str:
+def metrics_interval(spec: LaunchSpec) -> float | None:
+    """Seconds between the job's system-metrics samples (REPRORUN_SYSTEM_METRICS_INTERVAL,
+    read where the job is submitted), None when the run's switch is off."""
+    return config.seconds("system_metrics_interval") if spec.system_metrics else None
+
+
+def wrapped(command: str, every: float, *, exec_: bool = True, metrics: float | None = None) -> str:
     """A POSIX shell line running ``command`` with bash under the heartbeat wrapper (a beat
-    every ``every`` seconds) when the job's ``python3`` can import it, else with bash alone,
-    as before. ``exec_``: the line replaces the shell."""
+    every ``every`` seconds, the system metrics every ``metrics`` seconds when given) when the
+    job's ``python3`` can import it, else with bash alone, as before. ``exec_``: the line
+    replaces the shell."""
     plain = f"bash -c {shlex.quote(command)}"
     run = "exec " if exec_ else ""
     check = f"python3 -c 'import {WRAPPER_MODULE}' >/dev/null 2>&1"
+    options = f"--every {every:g}" + (f" --system-metrics {metrics:g}" if metrics else "")
     return (
-        f"if {check}; then {run}python3 -m {WRAPPER_MODULE} --every {every:g} -- {plain}; "
+        f"if {check}; then {run}python3 -m {WRAPPER_MODULE} {options} -- {plain}; "
         f"else {run}{plain}; fi"
     )
 

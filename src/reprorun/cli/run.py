@@ -91,7 +91,7 @@ if TYPE_CHECKING:
     "--system-metrics/--no-system-metrics",
     default=True,
     help="Log the machine's and the command's CPU, memory, disk, network (and GPU) as "
-    "system/* metrics while a local run runs (MLflow's names; every "
+    "system/* metrics while the run runs, on any backend (MLflow's names; every "
     "REPRORUN_SYSTEM_METRICS_INTERVAL seconds) and its peak memory as a tag.  [default: on]",
 )
 @click.option(

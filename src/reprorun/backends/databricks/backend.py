@@ -31,6 +31,7 @@ from reprorun.backends.databricks.payload import (
     write_launcher,
 )
 from reprorun.backends.heartbeat import interval as heartbeat_interval
+from reprorun.backends.heartbeat import metrics_interval
 from reprorun.errors import ExecutionError, UserInputError
 from reprorun.tracking.entities import Run, RunStatus
 from reprorun.tracking.store.base import TrackingStore
@@ -69,7 +70,13 @@ class DatabricksBackend(Backend):
         launcher = api.publish(LAUNCHER_DIR, ".py", write_launcher)
         env = {**self.config.env_vars, **spec.job_env}  # the run's own variables win
         parameters = launcher_parameters(
-            project, client, spec.subdirectory, spec.command, env, heartbeat_interval()
+            project,
+            client,
+            spec.subdirectory,
+            spec.command,
+            env,
+            heartbeat_interval(),
+            metrics_interval(spec),
         )
         body = submit_body(self.config, spec, launcher, parameters, libraries)
         answer = api.call("POST", f"{JOBS_API}/runs/submit", body, what="runs/submit")

@@ -27,9 +27,10 @@ def unpack(archive, into):
             tar.extractall(into)
 
 
-def command_argv(command, heartbeat, cwd, env):
+def command_argv(command, heartbeat, cwd, env, metrics=None):
     """bash running the command, under reprorun's heartbeat wrapper (a beat and the log so
-    far every ``heartbeat`` seconds) when given and when this Python can import it."""
+    far every ``heartbeat`` seconds, the system metrics every ``metrics`` seconds when given)
+    when given and when this Python can import it."""
     argv = ["bash", "-c", command]
     if not heartbeat:
         return argv
@@ -38,7 +39,8 @@ def command_argv(command, heartbeat, cwd, env):
         check, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     ):
         return argv  # an older Python than the client's: the command alone, as before
-    return [sys.executable, "-m", WRAPPER, "--every", heartbeat, "--", *argv]
+    sampling = ["--system-metrics", metrics] if metrics else []
+    return [sys.executable, "-m", WRAPPER, "--every", heartbeat, *sampling, "--", *argv]
 
 
 def main(argv):
@@ -62,7 +64,9 @@ def main(argv):
     path = [bin_dir, os.path.dirname(sys.executable), env.get("PATH", "")]
     env["PATH"] = os.pathsep.join(p for p in path if p)
     proc = subprocess.Popen(
-        command_argv(args["--command"], args.get("--heartbeat"), cwd, env),
+        command_argv(
+            args["--command"], args.get("--heartbeat"), cwd, env, args.get("--system-metrics")
+        ),
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,

@@ -114,9 +114,11 @@ def launcher_parameters(
     command: str,
     env: Mapping[str, str],
     heartbeat: float | None = None,
+    metrics: float | None = None,
 ) -> list[str]:
     """The launcher's arguments (``--name=value``: a command starting with '-' stays a value).
-    ``heartbeat``: seconds between the heartbeats (and live log uploads) of the command."""
+    ``heartbeat``: seconds between the heartbeats (and live log uploads) of the command;
+    ``metrics``: seconds between its samples of the system metrics (None: off)."""
     parameters = [
         f"--project={fuse_path(project)}",
         f"--client={fuse_path(client)}",
@@ -126,6 +128,8 @@ def launcher_parameters(
     ]
     if heartbeat is not None:
         parameters.append(f"--heartbeat={heartbeat:g}")
+    if metrics:
+        parameters.append(f"--system-metrics={metrics:g}")
     return parameters
 
 

@@ -19,6 +19,7 @@ from reprorun.backends.base import (
     tracking_options,
 )
 from reprorun.backends.heartbeat import interval as heartbeat_interval
+from reprorun.backends.heartbeat import metrics_interval
 from reprorun.backends.kubernetes.api import Cluster, connect
 from reprorun.backends.kubernetes.job import KubernetesJob
 from reprorun.backends.kubernetes.manifest import dns_label, job_manifest, job_name, keep_manifest
@@ -113,6 +114,7 @@ class KubernetesBackend(Backend):
                 env={**self.config.env_vars, **spec.job_env},
                 namespace=namespace,
                 heartbeat=heartbeat_interval(),
+                metrics=metrics_interval(spec),
             )
             return with_deadline(manifest, spec.timeout_seconds)  # --timeout
 

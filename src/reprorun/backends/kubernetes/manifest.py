@@ -44,12 +44,14 @@ def job_manifest(
     env: Mapping[str, str],
     namespace: str,
     heartbeat: float | None = None,
+    metrics: float | None = None,
 ) -> dict[str, Any]:
     """The Job to create: the template (left as it is) with its name and namespace, and its
     first container's name, image, command, working folder and the run's variables filled
     in. Template variables the run sets are replaced; strings in ``env`` (MLflow's example
     has a placeholder there) are dropped. ``heartbeat``: the command runs under the heartbeat
-    wrapper, a beat (and the log so far) every that many seconds."""
+    wrapper, a beat (and the log so far) every that many seconds; ``metrics``: its samples of
+    the system metrics every that many seconds (None: off)."""
     manifest: dict[str, Any] = copy.deepcopy(dict(template))
     metadata = manifest.get("metadata") or {}
     metadata["name"] = name
@@ -64,7 +66,8 @@ def job_manifest(
     # Kubernetes expands $(VAR) and turns $$ into $ in command and env values: "$$" keeps a
     # "$" as it is, so bash gets the command exactly as the run rendered it.
     if heartbeat is not None:
-        command = wrapped(command, heartbeat)  # bash then runs the wrapper (or the command)
+        # bash then runs the wrapper (or the command)
+        command = wrapped(command, heartbeat, metrics=metrics)
     first["command"] = ["bash", "-c", _literal(command)]  # shell syntax, as every run's
     first["workingDir"] = workdir
     kept = [e for e in first.get("env") or [] if isinstance(e, dict) and e.get("name") not in env]

@@ -29,7 +29,7 @@ from reprorun.backends.base import (
     tracking_options,
 )
 from reprorun.backends.heartbeat import interval as heartbeat_interval
-from reprorun.backends.heartbeat import wrapped
+from reprorun.backends.heartbeat import metrics_interval, wrapped
 from reprorun.backends.ray.api import JobsApi
 from reprorun.backends.ray.job import RayJob
 from reprorun.backends.ray.options import JOB_PREFIX, TIMEOUT_KEY, RayBackendConfig, jobs_address
@@ -103,7 +103,9 @@ class RayBackend(Backend):
     ) -> dict[str, Any]:
         """The body of ``POST /api/jobs/``."""
         body: dict[str, Any] = {
-            "entrypoint": entrypoint(spec.command, spec.subdirectory, heartbeat_interval()),
+            "entrypoint": entrypoint(
+                spec.command, spec.subdirectory, heartbeat_interval(), metrics_interval(spec)
+            ),
             "submission_id": submission_id,
             "runtime_env": runtime_env,
             "metadata": {
@@ -141,12 +143,17 @@ class RayBackend(Backend):
         return RayJob(self.api, run_id, job_id, store, artifact_uri, tracking_uri)
 
 
-def entrypoint(command: str, subdirectory: str, heartbeat: float | None = None) -> str:
+def entrypoint(
+    command: str, subdirectory: str, heartbeat: float | None = None, metrics: float | None = None
+) -> str:
     """The job's shell command: Ray runs it with /bin/sh in the shipped tree; the project's
     command is bash syntax, run in its subdirectory, under the heartbeat wrapper when
-    ``heartbeat`` (seconds between beats) is given."""
+    ``heartbeat`` (seconds between beats) is given, sampling the system metrics every
+    ``metrics`` seconds when given."""
     run = (
-        f"exec bash -c {shlex.quote(command)}" if heartbeat is None else wrapped(command, heartbeat)
+        f"exec bash -c {shlex.quote(command)}"
+        if heartbeat is None
+        else wrapped(command, heartbeat, metrics=metrics)
     )
     return f"cd {shlex.quote(subdirectory)} && {run}" if subdirectory else run
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from reprorun.backends.base import JOB_ID_TAG, Backend, LaunchSpec, SubmittedRun, parse_options
 from reprorun.backends.heartbeat import interval as heartbeat_interval
+from reprorun.backends.heartbeat import metrics_interval
 from reprorun.backends.slurm.commands import slurm
 from reprorun.backends.slurm.job import SlurmJob
 from reprorun.backends.slurm.options import SlurmBackendConfig, bad_option, with_timeout
@@ -85,6 +86,7 @@ class SlurmBackend(Backend):
             path=[str(command_shim().parent), *spec.path_prefix],
             pythonpath=[str(client)],
             heartbeat=heartbeat_interval(),
+            metrics=metrics_interval(spec),
         )
         script_path = folder / SCRIPT_NAME
         script_path.write_text(script, encoding="utf-8")

@@ -24,6 +24,7 @@ def render_script(
     path: Sequence[str] = (),
     pythonpath: Sequence[str] = (),
     heartbeat: float | None = None,
+    metrics: float | None = None,
 ) -> str:
     """The sbatch script of one run: pure, so what a config gives can be read and tested.
 
@@ -32,7 +33,8 @@ def render_script(
     --export=NONE: nothing of this process leaks in), ``path`` folders put first on PATH,
     ``pythonpath`` first on PYTHONPATH (after the setup lines, which may load a Python).
     ``heartbeat``: seconds between the heartbeats (and live log uploads) of the wrapper the
-    command runs under (None: the command alone).
+    command runs under (None: the command alone); ``metrics``: seconds between its samples of
+    the system metrics (None: off).
     """
     q = shlex.quote
     options = [
@@ -72,7 +74,11 @@ def render_script(
     lines += [
         f"cd {q(str(workdir))}",
         "set +e",
-        f"bash -c {q(command)}" if heartbeat is None else wrapped(command, heartbeat, exec_=False),
+        (
+            f"bash -c {q(command)}"
+            if heartbeat is None
+            else wrapped(command, heartbeat, exec_=False, metrics=metrics)
+        ),
         "code=$?",
         # Kept for when Slurm has forgotten the job (MinJobAge) and there is no accounting.
         f'echo "$SLURM_JOB_ID $code" > {q(str(folder / EXIT_CODE_NAME))}',
