@@ -113,7 +113,10 @@ class Watched(SubmittedRun):
         if status.is_terminal:
             return status
         run = close_if_lost(self.store, self.store.get_run(self.run_id))
-        return run.info.status if run.info.status.is_terminal else status
+        lost = run.data.tags.get(SystemTags.EXIT_REASON) == ExitReason.NODE_LOST.value
+        # Only a lost heartbeat ends it here: code that ended its own run FAILED while its
+        # command goes on is followed until the command ends, as before.
+        return run.info.status if run.info.status.is_terminal and lost else status
 
     def wait(self) -> bool:
         import time
