@@ -69,7 +69,7 @@ class LaunchSpec:
     # The calling thread waits for the command to end (a synchronous run, a supervisor): the
     # command is killed if that thread's process dies (the parent-death signal).
     tied_to_caller: bool = False
-    # The local backend logs system/* metrics of the machine and the command's process tree.
+    # Log system/* metrics of the machine and the command's process tree (every backend).
     system_metrics: bool = True
 
     @property

@@ -322,6 +322,7 @@ def launch(
                     artifact_dir,
                     ready.job_tracking_uri,
                     request.timeout,
+                    request.system_metrics,
                 )
                 submitted = backend_impl.submit(spec)
                 job_tags = {JOB_ID_TAG: submitted.job_id}
@@ -431,6 +432,7 @@ def _remote_spec(
     artifact_dir: Path,
     tracking_uri: str,
     timeout: float | None = None,
+    system_metrics: bool = True,
 ) -> LaunchSpec:
     """What a job elsewhere gets: the tree to ship, the run's variables only, the lock."""
     run_id, exp_id = created.info.run_id, created.info.experiment_id
@@ -453,6 +455,7 @@ def _remote_spec(
         docker_image=prepared.docker.image if prepared.docker else None,
         project_name=the_plan.project.name,
         timeout_seconds=timeout,
+        system_metrics=system_metrics,
     )
 
 

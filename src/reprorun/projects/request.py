@@ -45,7 +45,7 @@ class RunRequest:
     env_lock: Path | None = None  # build the environment from this lock (rerun)
     archive_sha256: str | None = None  # the archive source must have this digest
     timeout: float | None = None  # seconds the command may run (--timeout): reason timeout
-    system_metrics: bool = True  # local runs: log system/* metrics while the command runs
+    system_metrics: bool = True  # log system/* metrics while the command runs (any backend)
     notify: tuple[str, ...] = ()  # where the run's end is notified (backends/notify.py)
     # Retries by class (projects/retry.py): how many more attempts an attempt that ended for
     # one of ``retry_on`` (None: the default classes) gets, each a run of its own; an OOM
