@@ -79,7 +79,7 @@ SETTINGS = (
         "system_metrics_interval",
         "REPRORUN_SYSTEM_METRICS_INTERVAL",
         "10",
-        "Seconds between a local run's system metrics (system/cpu_utilization_percentage, "
+        "Seconds between a run's system metrics (system/cpu_utilization_percentage, "
         "...: MLflow's names), logged while its command runs; --no-system-metrics turns "
         "them off for one run.",
     ),
