@@ -372,7 +372,9 @@ def test_synchronous_run_builds_submits_and_follows_the_job(
     assert container["name"] == "k8s-demo"
     assert container["image"] == f"{tag}@{digest}"
     # Under the heartbeat wrapper (issue 18), which runs the command alone without the client.
-    assert container["command"] == ["bash", "-c", wrapped("python3 train.py --alpha 0.7", 15)]
+    # (System metrics are on by default: the wrapper samples every 10 s.)
+    command = wrapped("python3 train.py --alpha 0.7", 15, metrics=10)
+    assert container["command"] == ["bash", "-c", command]
     assert container["workingDir"] == "/mlflow/projects/code"
     assert container["resources"] == {
         "limits": {"memory": "512Mi"},
