@@ -1,16 +1,6 @@
-"""Run a project as a job of a Ray cluster, through the Jobs REST API of its dashboard.
-
-The client is reprorun's own (tracking/http.py) speaking Ray's documented REST API
-(``/api/jobs/``, ``/api/packages/``), not the ``ray`` package: that package is ~100 MB, and its
-version must match the cluster's, while the REST API is the stable interface Ray's own SDK uses.
-
-A submission ships the project's tree as the job's ``working_dir`` (a zip uploaded to the
-cluster, as Ray's SDK does), asks Ray to build the run's environment on the worker from the
-lock (``runtime_env.pip``), and names the job ``reprorun-<run id>``, so anyone can find it.
-reprorun's in-run client (standard library only) goes with every job as a ``py_modules``
-package, first on the job's PYTHONPATH: ``import reprorun`` works whatever Python the
-cluster's nodes have.
-"""
+"""The Ray backend's submission: the project's tree as the job's working directory, its
+environment from the lock, the in-run client as a ``py_modules`` package (see the package's
+docstring for why the REST API and not the ``ray`` package)."""
 
 from __future__ import annotations
 
