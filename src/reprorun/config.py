@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from reprorun.errors import InvalidTrackingUri, UserInputError
+from reprorun.errors import InvalidTrackingUri, UnsupportedArtifactLocation, UserInputError
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ SETTINGS = (
         "artifact_root",
         "REPRORUN_ARTIFACT_ROOT",
         "artifacts/ beside the SQLite file (<home>/artifacts)",
-        "Where new experiments keep their runs' artifacts (a folder or file:// URI).",
+        "Where new experiments keep their runs' artifacts: a folder, a file:// URI or "
+        "s3://BUCKET/PREFIX (docs/s3.md).",
     ),
     Setting(
         "server_token",
@@ -166,7 +167,7 @@ class TrackingTarget:
     """A resolved tracking URI: the database URL and where artifacts of new experiments go."""
 
     uri: str  # normalised; what child processes receive
-    artifact_root: str  # a file:// URI
+    artifact_root: str  # a file:// or s3:// URI
     sqlite_path: str | None  # set for the stdlib SQLite fast path
 
     @property
@@ -200,7 +201,7 @@ def resolve_tracking(tracking_uri: str | None = None) -> TrackingTarget:
     if scheme and len(scheme) > 1:
         # Any other SQLAlchemy URL (postgresql://, sqlite+pysqlite://, ...).
         root = setting("artifact_root") or str(home() / "artifacts")
-        return TrackingTarget(raw, _artifact_root(Path(root)), None)
+        return TrackingTarget(raw, _artifact_root(root), None)
     return _sqlite_target(Path(raw))
 
 
@@ -213,12 +214,44 @@ def _sqlite_target(path: Path) -> TrackingTarget:
     if path.exists() and not path.is_file():
         raise InvalidTrackingUri(f"Tracking store {path} exists but is not a file.")
     root = setting("artifact_root")
-    artifact_root = _artifact_root(Path(root) if root else path.parent / "artifacts")
+    artifact_root = _artifact_root(root or path.parent / "artifacts")
     return TrackingTarget(f"sqlite:///{path}", artifact_root, str(path))
 
 
 def _artifact_root(value: Path | str) -> str:
-    text = str(value)
-    if text.startswith("file://"):
+    return artifact_location(str(value), "REPRORUN_ARTIFACT_ROOT")
+
+
+# Also valid as an experiment's location: a tracking server's artifact proxy.
+PROXIED_SCHEMES = ("mlflow-artifacts", "http", "https")
+
+
+def artifact_location(value: str, source: str, *, proxied: bool = False) -> str:
+    """An artifact root or location as stored: a folder becomes its absolute file:// URI and
+    ``s3://bucket/prefix`` stays as given. Any other scheme is refused, naming ``source``
+    (the setting or option it came from), what was given and what is supported; with
+    ``proxied``, a tracking server's ``mlflow-artifacts:``/http(s) locations are kept too."""
+    text = value.strip()
+    scheme = urlparse(text).scheme.lower()
+    if scheme == "file":
         return text.rstrip("/")
+    if scheme == "s3":
+        parsed = urlparse(text)
+        if not parsed.netloc:
+            raise UnsupportedArtifactLocation(
+                f"{source}={value!r} names no bucket: use s3://BUCKET or s3://BUCKET/PREFIX."
+            )
+        return f"s3://{parsed.netloc}{parsed.path.rstrip('/')}"
+    if proxied and scheme in PROXIED_SCHEMES:
+        return text.rstrip("/")
+    if len(scheme) > 1:  # one letter would be a Windows drive
+        supported = ", ".join(
+            ["a folder (a path or file:///...)", "s3://BUCKET/PREFIX"]
+            + (["mlflow-artifacts:/PATH", "http(s)://SERVER/..."] if proxied else [])
+        )
+        raise UnsupportedArtifactLocation(
+            f"{source}={value!r}: reprorun cannot store artifacts at a {scheme}:// URI. "
+            f"Supported: {supported} (S3-compatible servers through MLFLOW_S3_ENDPOINT_URL). "
+            "A folder whose name has a colon can be written ./NAME."
+        )
     return Path(text).expanduser().resolve().as_uri()

@@ -9,6 +9,7 @@
     │   │   └── GitError          a git command failed: git's words, credentials removed
     │   ├── UnknownNameError      a registry miss (backend, env manager): lists valid names
     │   ├── InvalidTrackingUri    a tracking URI reprorun cannot use
+    │   ├── UnsupportedArtifactLocation  an artifact location whose scheme reprorun cannot store to
     │   ├── SearchError           a search filter, order_by or page token that does not parse
     │   ├── SweepSyntaxError      a sweep expression that does not parse or expand: points at where
     │   ├── SweepError            a sweep that cannot do what was asked (unknown id, driven, moved)
@@ -20,6 +21,7 @@
     │   ├── StoreVersionError     a store written by a newer reprorun
     │   ├── StoreFileError        a SQLite store that is damaged, not a store, read-only or full
     │   ├── ServerUnavailable     a tracking server that cannot be reached or answered 5xx
+    │   ├── ArtifactStorageError  object storage (S3) refused or could not be reached: says why
     │   └── RunNotRecorded        the store refused the end of a run: kept in a journal
     ├── ExecutionError            the run could not be launched or supervised
     │   ├── RunFailed             a synchronous run ended FAILED (as MLflow raises)
@@ -117,6 +119,11 @@ class InvalidTrackingUri(UserInputError):
     """A tracking URI that reprorun cannot use."""
 
 
+class UnsupportedArtifactLocation(UserInputError):
+    """An artifact location (setting, option or experiment's location) whose URI scheme
+    reprorun cannot store to; names where it came from, what was given and what works."""
+
+
 class SearchError(UserInputError):
     """A search filter, order_by clause or page token that does not parse; points at where."""
 
@@ -198,6 +205,12 @@ class ServerUnavailable(TrackingError):
     """A tracking server that could not be reached, or failed with a 5xx answer."""
 
 
+class ArtifactStorageError(TrackingError):
+    """Object storage (S3 or an S3-compatible server) refused an artifact operation or could
+    not be reached: a missing bucket, rejected or missing credentials, a network error. The
+    message names the bucket, the endpoint and what to check; nothing half-written is left."""
+
+
 class RunNotRecorded(TrackingError):
     """The store refused to record how a run's command ended, even after retries (a full
     disk, a read-only or broken file). The true end is kept in a journal (``journal``, None
@@ -268,6 +281,7 @@ class RunInterrupted(ReprorunError):
 
 
 __all__ = [
+    "ArtifactStorageError",
     "EntryPointNotFound",
     "EnvBuildError",
     "ExecutionError",
@@ -292,6 +306,7 @@ __all__ = [
     "SweepSyntaxError",
     "TrackingError",
     "UnknownNameError",
+    "UnsupportedArtifactLocation",
     "UserInputError",
     "WorkspaceError",
 ]

@@ -1,5 +1,7 @@
-"""Artifact storage. A run's artifacts live in a folder named by its file:// URI, or behind a
-tracking server's artifact proxy (``mlflow-artifacts:/...``, streamed over HTTP).
+"""Artifact storage. A run's artifacts live in a folder named by its file:// URI, in S3 or an
+S3-compatible server (``s3://bucket/prefix``, through boto3: ``tracking/s3.py``), or behind a
+tracking server's artifact proxy (``mlflow-artifacts:/...``, streamed over HTTP). Each function
+below takes any of them; ``is_remote`` says the location is not a folder on this machine.
 
 Every artifact path stays inside the folder it is asked under (the run's or model's artifact
 folder): a path with ``..``, an absolute path, a NUL or their percent-encoded forms is refused
@@ -39,7 +41,18 @@ PROXY_PATH = "/api/2.0/mlflow-artifacts/artifacts"
 
 
 def is_remote(artifact_uri: str) -> bool:
-    return urlparse(artifact_uri).scheme in ("mlflow-artifacts", "http", "https")
+    """Whether the artifacts are not a folder on this machine (a server's proxy, or S3)."""
+    return urlparse(artifact_uri).scheme in ("mlflow-artifacts", "http", "https", "s3")
+
+
+def is_s3(artifact_uri: str) -> bool:
+    return urlparse(artifact_uri).scheme == "s3"
+
+
+def _s3_at(artifact_uri: str, rel: PurePosixPath | str = "") -> Any:
+    from reprorun.tracking.s3 import Location
+
+    return Location.parse(artifact_uri).join(rel)
 
 
 def local_dir(artifact_uri: str) -> Path:
@@ -47,9 +60,10 @@ def local_dir(artifact_uri: str) -> Path:
     parsed = urlparse(artifact_uri)
     if parsed.scheme in ("", "file"):
         return Path(unquote(parsed.path))
+    where = "in object storage" if parsed.scheme == "s3" else "served by a tracking server"
     raise TrackingError(
-        f"Artifact location {artifact_uri!r} is not a local folder (it is served by a tracking "
-        "server); download what you need with reprorun runs artifacts / the API."
+        f"Artifact location {artifact_uri!r} is not a local folder (it is {where}); "
+        "download what you need with reprorun runs artifacts / the API."
     )
 
 
@@ -227,8 +241,13 @@ def _copy_inside(root: Path, rel: PurePosixPath, src: Path) -> None:
 
 
 def write_text(artifact_uri: str, artifact_file: str, text: str) -> None:
-    """Write ``text`` (UTF-8) as the artifact file ``artifact_file`` of a local folder."""
+    """Write ``text`` (UTF-8) as the artifact file ``artifact_file`` (a folder or S3)."""
     rel = safe_relative(artifact_file)
+    if is_s3(artifact_uri):
+        from reprorun.tracking import s3
+
+        s3.put_bytes(_s3_at(artifact_uri, rel), text.encode("utf-8"))
+        return
     _write_inside(local_dir(artifact_uri), rel, lambda out: out.write(text.encode("utf-8")))
 
 
@@ -244,6 +263,11 @@ def log_file(
     if not src.is_file():
         raise UserInputError(f"Cannot log artifact {src}: no such file.")
     rel = safe_relative(artifact_path) / src.name
+    if is_s3(artifact_uri):
+        from reprorun.tracking import s3
+
+        s3.upload_file(_s3_at(artifact_uri, rel), src)
+        return str(rel)
     if is_remote(artifact_uri):
         _upload(artifact_uri, src, rel, tracking_uri)
         return str(rel)
@@ -267,7 +291,13 @@ def log_dir(
         root = src.resolve()
         for file in sorted(root.rglob("*")):
             if file.is_file():
-                _upload(artifact_uri, file, rel / file.relative_to(root).as_posix(), tracking_uri)
+                name = rel / file.relative_to(root).as_posix()
+                if is_s3(artifact_uri):
+                    from reprorun.tracking import s3
+
+                    s3.upload_file(_s3_at(artifact_uri, name), file)
+                else:
+                    _upload(artifact_uri, file, name, tracking_uri)
         return str(rel)
     folder = local_dir(artifact_uri)
     dest = local_path(artifact_uri, str(rel)) if rel.parts else folder.resolve()
@@ -290,9 +320,19 @@ def list_artifacts(
     recursive: bool = False,
     tracking_uri: str | None = None,
 ) -> list[FileInfo]:
+    if is_s3(artifact_uri):
+        return _list_s3(artifact_uri, safe_relative(path), recursive)
     if is_remote(artifact_uri):
         return _list_remote(artifact_uri, safe_relative(path), recursive, tracking_uri)
     return [info for info, _ in _walk_local(artifact_uri, path, recursive)]
+
+
+def _list_s3(artifact_uri: str, rel: PurePosixPath, recursive: bool) -> list[FileInfo]:
+    """The listing under ``rel`` in S3 (empty when ``rel`` is a file, as a folder's is)."""
+    from reprorun.tracking import s3
+
+    found = s3.listing(_s3_at(artifact_uri, rel), recursive)
+    return [FileInfo((rel / e.name).as_posix(), e.is_dir, e.size) for e in found]
 
 
 def _walk_local(
@@ -363,6 +403,8 @@ def download(
         else:
             raise UserInputError(f"No artifact {path!r} in {artifact_uri}.")
         return target
+    if is_s3(artifact_uri):
+        return _download_s3(artifact_uri, rel, path, target)
     entries = _list_remote(artifact_uri, rel.parent, False, tracking_uri)
     entry = next((e for e in entries if e.path == rel.as_posix()), None)
     if entry is None:
@@ -379,4 +421,22 @@ def download(
             for chunk in client.download(f"{base}/{f.path}"):
                 out.write(chunk)
         partial.replace(local)
+    return target
+
+
+def _download_s3(artifact_uri: str, rel: PurePosixPath, path: str, target: Path) -> Path:
+    from reprorun.tracking import s3
+
+    where = _s3_at(artifact_uri, rel)
+    if rel.parts and s3.head(where) is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(where, target)
+        return target
+    files = [e for e in s3.listing(where, True) if not e.is_dir]
+    if not files:
+        raise UserInputError(f"No artifact {path!r} in {artifact_uri}.")
+    for f in files:
+        local = target / f.name
+        local.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(where.join(f.name), local)
     return target

@@ -1,0 +1,481 @@
+"""Artifacts on S3 or an S3-compatible server (``s3://bucket/prefix``), through boto3.
+
+boto3 is what MLflow's own S3 repository uses, so a deployment configured for MLflow works
+unchanged: credentials come from boto3's usual chain (``AWS_ACCESS_KEY_ID``/
+``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` and ``~/.aws/credentials``/
+``~/.aws/config``, SSO, instance and container roles), the region from ``AWS_REGION``/
+``AWS_DEFAULT_REGION`` or the profile, and the endpoint of an S3-compatible server from
+``MLFLOW_S3_ENDPOINT_URL`` as MLflow reads it (else boto3's ``AWS_ENDPOINT_URL_S3``/
+``AWS_ENDPOINT_URL``); ``MLFLOW_S3_IGNORE_TLS=true`` skips certificate checks, as MLflow's.
+boto3 is imported on first use only (~150 ms): never on the path of a run whose artifacts are
+elsewhere.
+
+Files go up through s3transfer: a file of ``MULTIPART_BYTES`` or more streams in parts of that
+size (a few at once), and a failed part aborts the whole upload, so S3 never shows a partial
+object (a single PUT is all-or-nothing too). Every failure becomes an ``ArtifactStorageError``
+that names the bucket, the endpoint and what to check (missing bucket, refused or missing
+credentials, an endpoint that cannot be reached).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from reprorun.errors import ArtifactStorageError, UserInputError
+
+MULTIPART_BYTES = 8 * 1024 * 1024  # S3 takes parts of 5 MiB at least (the last excepted)
+MAX_PARTS = 10_000  # S3's limit on the parts of one upload
+_CLIENTS: dict[tuple[str | None, ...], Any] = {}
+_LOCK = threading.Lock()
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a bucket: ``key`` has no leading or trailing '/' ('' is the bucket)."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> Location:
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise UserInputError(f"{uri!r} is not an S3 location (s3://BUCKET/PREFIX).")
+        return cls(parsed.netloc, parsed.path.strip("/"))
+
+    def join(self, rel: PurePosixPath | str) -> Location:
+        tail = PurePosixPath(rel).as_posix().strip("/")
+        if tail in ("", "."):
+            return self
+        return Location(self.bucket, f"{self.key}/{tail}" if self.key else tail)
+
+    @property
+    def folder(self) -> str:
+        """The key prefix of what lies under this location."""
+        return f"{self.key}/" if self.key else ""
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def endpoint_url() -> str | None:
+    """The S3-compatible server to talk to (None: AWS's own, or boto3's AWS_ENDPOINT_URL*)."""
+    return os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
+
+
+def _where() -> str:
+    return endpoint_url() or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
+
+
+def client() -> Any:
+    """A boto3 S3 client, one per endpoint and credentials in the environment (tests and
+    long-lived processes may change them)."""
+    ignore_tls = os.environ.get("MLFLOW_S3_IGNORE_TLS", "").lower() in ("true", "1")
+    key = (
+        endpoint_url(),
+        str(ignore_tls),
+        *(
+            os.environ.get(name)
+            for name in (
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+                "AWS_PROFILE",
+                "AWS_REGION",
+                "AWS_DEFAULT_REGION",
+            )
+        ),
+    )
+    with _LOCK:
+        found = _CLIENTS.get(key)
+        if found is None:
+            try:
+                import boto3
+                from botocore.config import Config
+            except ImportError:
+                raise ArtifactStorageError(
+                    "Artifacts on S3 need boto3, which this Python environment lacks: "
+                    "pip install 'reprorun[s3]' (or boto3) where reprorun runs; in a run's own "
+                    "environment add boto3 to its dependencies (as MLflow's S3 artifacts need "
+                    "it), or log through a tracking server (reprorun server "
+                    "--artifacts-destination s3://...)."
+                ) from None
+            config = Config(
+                signature_version="s3v4",
+                connect_timeout=10,
+                read_timeout=60,
+                retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=16,
+            )
+            found = boto3.session.Session().client(
+                "s3",
+                endpoint_url=endpoint_url(),
+                verify=False if ignore_tls else None,
+                config=config,
+            )
+            _CLIENTS[key] = found
+    return found
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+_MISSING = ("NoSuchBucket",)  # and a 404 to HeadBucket (a HEAD answer has no body)
+_DENIED = (
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "AllAccessDisabled",
+    "403",
+)
+
+
+def _code(exc: BaseException) -> tuple[str, str] | None:
+    """(code, message) of a ClientError (also one an s3transfer error wraps)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            error = response["Error"]
+            return str(error.get("Code", "")), str(error.get("Message", ""))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def storage_error(exc: BaseException, where: Location, action: str) -> ArtifactStorageError:
+    """The error a user can act on for a failed S3 call (``action`` on ``where``)."""
+    from botocore import exceptions as boto
+
+    endpoint = _where()
+    head = f"Cannot {action} {where} ({endpoint})"
+    found = _code(exc)
+    if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
+        return ArtifactStorageError(
+            f"{head}: no AWS credentials found. Set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or ~/.aws/credentials)."
+        )
+    if found is not None:
+        code, message = found
+        if code in _MISSING or (code in ("404", "NotFound") and action == "open"):
+            return ArtifactStorageError(
+                f"{head}: the bucket {where.bucket!r} does not exist. Create it, or point "
+                "the artifact root at an existing one."
+            )
+        if code in _DENIED:
+            return ArtifactStorageError(
+                f"{head}: the credentials were refused ({code}: {message or 'access denied'}). "
+                "Check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and that they "
+                f"may read and write s3://{where.bucket}."
+            )
+        return ArtifactStorageError(f"{head}: {code}: {message}".rstrip(": "))
+    if isinstance(
+        exc,
+        boto.EndpointConnectionError
+        | boto.ConnectionClosedError
+        | boto.ConnectTimeoutError
+        | boto.ReadTimeoutError
+        | ConnectionError,
+    ):
+        return ArtifactStorageError(
+            f"{head}: the storage endpoint could not be reached or broke the connection "
+            f"({exc}). Check MLFLOW_S3_ENDPOINT_URL / the network; nothing partial is kept."
+        )
+    return ArtifactStorageError(f"{head}: {exc}")
+
+
+@contextmanager
+def _failing(where: Location, action: str) -> Iterator[None]:
+    try:
+        yield
+    except (ArtifactStorageError, UserInputError):
+        raise
+    except Exception as exc:
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+        from s3transfer.exceptions import RetriesExceededError, S3UploadFailedError
+
+        failures = (BotoCoreError, ClientError, Boto3Error, RetriesExceededError)
+        if isinstance(exc, (*failures, S3UploadFailedError, ConnectionError)):
+            raise storage_error(exc, where, action) from exc
+        raise
+
+
+def call(where: Location, action: str, fn: Callable[[Any], T]) -> T:
+    """``fn(client)`` with its failure said as an ``ArtifactStorageError``."""
+    with _failing(where, action):
+        return fn(client())
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def content_type(name: str) -> str | None:
+    guessed, _ = mimetypes.guess_type(name)
+    return guessed
+
+
+def _transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(
+        multipart_threshold=MULTIPART_BYTES,
+        multipart_chunksize=MULTIPART_BYTES,
+        max_concurrency=4,
+        use_threads=True,
+    )
+
+
+def upload_file(where: Location, src: Path) -> None:
+    """Upload a file as the object ``where``: in parts when large, never half-visible."""
+    from s3transfer.manager import TransferManager
+
+    extra = {"ContentType": t} if (t := content_type(src.name)) else {}
+
+    def run(s3: Any) -> None:
+        with TransferManager(s3, _transfer_config()) as manager:
+            manager.upload(str(src), where.bucket, where.key, extra_args=extra).result()
+
+    call(where, f"upload {src} to", run)
+
+
+def put_bytes(where: Location, data: bytes) -> None:
+    extra = {"ContentType": t} if (t := content_type(where.key)) else {}
+    call(
+        where,
+        "write",
+        lambda s3: s3.put_object(Bucket=where.bucket, Key=where.key, Body=data, **extra),
+    )
+
+
+def head(where: Location) -> int | None:
+    """The size of the object ``where``; None if there is none (the bucket must exist)."""
+    from botocore.exceptions import ClientError
+
+    with _failing(where, "read"):
+        try:
+            answer = client().head_object(Bucket=where.bucket, Key=where.key)
+        except ClientError as exc:
+            code = (_code(exc) or ("", ""))[0]
+            if code in ("404", "NoSuchKey", "NotFound"):
+                if where.key:
+                    check_bucket(where)
+                return None
+            raise
+    return int(answer["ContentLength"])
+
+
+def check_bucket(where: Location) -> None:
+    """Raise the ``ArtifactStorageError`` a missing or forbidden bucket gives."""
+    call(where, "open", lambda s3: s3.head_bucket(Bucket=where.bucket))
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An entry under a location: ``name`` relative to it, '/'-separated."""
+
+    name: str
+    is_dir: bool
+    size: int | None
+
+
+def listing(where: Location, recursive: bool) -> list[Listed]:
+    """What lies under ``where`` (a folder-like prefix): one level, or every file and folder
+    below it. Keys ending in '/' (folder markers some tools write) are not files."""
+    prefix = where.folder
+    found: dict[str, Listed] = {}
+
+    def run(s3: Any) -> None:
+        paginator = s3.get_paginator("list_objects_v2")
+        args: dict[str, Any] = {"Bucket": where.bucket, "Prefix": prefix}
+        if not recursive:
+            args["Delimiter"] = "/"
+        for page in paginator.paginate(**args):
+            for sub in page.get("CommonPrefixes", []):
+                name = sub["Prefix"][len(prefix) :].strip("/")
+                if name:
+                    found[name] = Listed(name, True, None)
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(prefix) :]
+                if not name or name.endswith("/"):
+                    if recursive and name.strip("/"):
+                        _folders(found, name.strip("/") + "/x")
+                    continue
+                found[name] = Listed(name, False, int(obj["Size"]))
+                if recursive:
+                    _folders(found, name)
+
+    call(where, "list", run)
+    return sorted(found.values(), key=lambda e: e.name)
+
+
+def _folders(found: dict[str, Listed], name: str) -> None:
+    parts = name.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        folder = "/".join(parts[:i])
+        found.setdefault(folder, Listed(folder, True, None))
+
+
+def download_file(where: Location, dest: Path) -> None:
+    """Download the object ``where`` to ``dest`` (written beside it, then renamed)."""
+    from s3transfer.manager import TransferManager
+
+    partial = dest.with_name(dest.name + ".part")
+
+    def run(s3: Any) -> None:
+        with TransferManager(s3, _transfer_config()) as manager:
+            manager.download(where.bucket, where.key, str(partial)).result()
+
+    try:
+        call(where, "download", run)
+        partial.replace(dest)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def stream(where: Location, chunk: int = 1024 * 1024) -> tuple[int, Iterator[bytes]]:
+    """The object's size and its bytes in chunks (for a server's download response)."""
+    answer = call(where, "read", lambda s3: s3.get_object(Bucket=where.bucket, Key=where.key))
+    body = answer["Body"]
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            with _failing(where, "read"):
+                yield from body.iter_chunks(chunk)
+        finally:
+            body.close()
+
+    return int(answer["ContentLength"]), chunks()
+
+
+def delete(where: Location) -> None:
+    """Delete the object ``where`` and everything under it as a folder."""
+
+    def run(s3: Any) -> None:
+        keys = [where.key] if where.key else []
+        paginator = s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=where.bucket, Prefix=where.folder):
+            keys += [obj["Key"] for obj in page.get("Contents", [])]
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes 1,000 keys at most
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            s3.delete_objects(Bucket=where.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    call(where, "delete", run)
+
+
+# --- multipart uploads and presigned URLs (the server signs, clients move the bytes) -------
+
+
+def presign(where: Location, method: str, expires: int, **params: Any) -> str:
+    """A presigned URL for ``method`` (a client method: put_object, get_object, upload_part)."""
+    url: str = call(
+        where,
+        "sign a URL for",
+        lambda s3: s3.generate_presigned_url(
+            method,
+            Params={"Bucket": where.bucket, "Key": where.key, **params},
+            ExpiresIn=expires,
+        ),
+    )
+    return url
+
+
+def create_multipart(where: Location) -> str:
+    extra = {"ContentType": t} if (t := content_type(where.key)) else {}
+    answer = call(
+        where,
+        "start a multipart upload to",
+        lambda s3: s3.create_multipart_upload(Bucket=where.bucket, Key=where.key, **extra),
+    )
+    return str(answer["UploadId"])
+
+
+def complete_multipart(where: Location, upload_id: str, parts: list[dict[str, Any]]) -> None:
+    call(
+        where,
+        "complete the multipart upload to",
+        lambda s3: s3.complete_multipart_upload(
+            Bucket=where.bucket,
+            Key=where.key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+        ),
+    )
+
+
+def abort_multipart(where: Location, upload_id: str) -> None:
+    call(
+        where,
+        "abort the multipart upload to",
+        lambda s3: s3.abort_multipart_upload(
+            Bucket=where.bucket, Key=where.key, UploadId=upload_id
+        ),
+    )
+
+
+class StreamingUpload:
+    """An object written from a stream of chunks of unknown length (a proxied PUT): bodies
+    below ``MULTIPART_BYTES`` go up in one PUT, longer ones in parts of that size; ``abort``
+    (or a failure) removes the parts, so nothing partial is ever visible."""
+
+    def __init__(self, where: Location):
+        self.where = where
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+
+    def write(self, chunk: bytes) -> None:
+        """Take ``chunk``; sends a part when enough has come (blocking: call in a thread)."""
+        self.buffer += chunk
+        while len(self.buffer) >= MULTIPART_BYTES:
+            part = bytes(self.buffer[:MULTIPART_BYTES])
+            del self.buffer[:MULTIPART_BYTES]
+            self._send(part)
+
+    def _send(self, part: bytes) -> None:
+        if self.upload_id is None:
+            self.upload_id = create_multipart(self.where)
+        number = len(self.parts) + 1
+        if number > MAX_PARTS:
+            raise UserInputError(f"Cannot upload {self.where}: too large for S3.")
+        upload_id = self.upload_id
+        answer = call(
+            self.where,
+            "upload a part to",
+            lambda s3: s3.upload_part(
+                Bucket=self.where.bucket,
+                Key=self.where.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=part,
+            ),
+        )
+        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+    def close(self) -> None:
+        """Send what is left and make the object visible."""
+        if self.upload_id is None:
+            put_bytes(self.where, bytes(self.buffer))
+            return
+        if self.buffer:
+            self._send(bytes(self.buffer))
+            self.buffer.clear()
+        complete_multipart(self.where, self.upload_id, self.parts)
+        self.upload_id = None
+
+    def abort(self) -> None:
+        """Drop the parts sent so far (best effort: S3 also expires abandoned uploads when
+        the bucket has a lifecycle rule)."""
+        if self.upload_id is not None:
+            upload_id, self.upload_id = self.upload_id, None
+            with suppress(ArtifactStorageError):
+                abort_multipart(self.where, upload_id)
