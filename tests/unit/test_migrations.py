@@ -14,6 +14,7 @@ Backends: stdlib sqlite3, SQLAlchemy over pysqlite (the other migration path), a
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import subprocess
 import sys
@@ -128,23 +129,32 @@ CREATE TABLE tags (
 """
 
 OPENERS = 4
+V5_COPIES = ("params", "tags", "latest_metrics")
 NEWER = SCHEMA_VERSION + 1
 RUN_ID = "0123456789abcdef0123456789abcdef"
 ROOT = "file:///stores/artifacts"
 
 
 def v1_metadata() -> MetaData:
-    """reprorun 0.1's tables: today's schema without what versions 2 to 4 added."""
+    """reprorun 0.1's tables: today's schema without what versions 2 to 5 added."""
     from sqlalchemy import Index
 
     v1 = MetaData()
     for table in schema.metadata.sorted_tables:
-        if table.name not in V2_TABLES:
-            copy = table.to_metadata(v1)
-            if copy.name == "metrics":  # version 3 replaced 0.1's index on metric points
-                for index in list(copy.indexes):
-                    copy.indexes.discard(index)
-                Index("ix_metrics_run_key_step", copy.c.run_uuid, copy.c.key, copy.c.step)
+        if table.name in V2_TABLES:
+            continue
+        # Version 5 copied the run's experiment and start time into these, with new indexes.
+        copy = table.to_metadata(v1)
+        for index in list(copy.indexes):
+            copy.indexes.discard(index)
+        if table.name in V5_COPIES:  # version 5 copied the run's experiment and start time
+            for name in ("experiment_id", "start_time"):
+                if name in copy.c:
+                    copy._columns.remove(copy.c[name])
+        if copy.name == "metrics":  # version 3 replaced 0.1's index on metric points
+            Index("ix_metrics_run_key_step", copy.c.run_uuid, copy.c.key, copy.c.step)
+        if copy.name == "runs":  # version 5 replaced it by (experiment, newest first, run)
+            Index("ix_runs_experiment_start", copy.c.experiment_id, copy.c.start_time)
     return v1
 
 
@@ -291,13 +301,31 @@ class Backend:
                         (tuple(f["constrained_columns"]), f["referred_table"])
                         for f in insp.get_foreign_keys(table)
                     ),
-                    "indexes": sorted(
-                        (i["name"], tuple(i["column_names"])) for i in insp.get_indexes(table)
-                    ),
+                    "indexes": self.indexes(engine, table),
                 }
             return shape
         finally:
             engine.dispose()
+
+
+    @staticmethod
+    def indexes(engine: Any, table: str) -> list[tuple[str, str]]:
+        """Each index's name and definition as the database keeps it (expressions, order,
+        partial conditions: what SQLAlchemy's reflection skips on SQLite)."""
+        if engine.dialect.name == "sqlite":
+            sql = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t"
+        else:
+            sql = (
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = :t "
+                "AND schemaname = current_schema()"
+            )
+        with engine.connect() as conn:
+            rows = conn.execute(text(sql), {"t": table}).fetchall()
+        # PostgreSQL names the schema (each test has its own): leave it out.
+        return sorted(
+            (str(name), re.sub(r" ON \w+\.", " ON ", " ".join(str(d or "").split())))
+            for name, d in rows
+        )
 
 
 def _default(value: Any) -> str | None:

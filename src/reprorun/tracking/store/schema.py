@@ -3,7 +3,9 @@
 ``schema_sqlite.sql`` beside this file is generated from it (run this module to print it);
 ``tests/unit/test_schema_and_package.py`` fails when the two drift apart. Version 1 is the
 first schema, 2 adds MLflow 3's logged models, 3 indexes metric points by step and time, 4
-adds the metrics attached to logged models.
+adds the metrics attached to logged models, 5 copies each run's experiment (and start time) into
+its params, tags and latest metrics and indexes them so search reads one index range whatever the
+number of runs (``search/plans.py``).
 Every change bumps ``SCHEMA_VERSION`` (defined once, in ``version.py``) and adds an
 alembic revision under ``migrations/versions`` named by the version (``0003``);
 ``migrations.upgrade`` brings an older store up to date. A store written by a newer version is
@@ -13,6 +15,8 @@ Importing this module imports SQLAlchemy: only the SQLAlchemy path and the tests
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -26,11 +30,38 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    func,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from reprorun.tracking.store.version import SCHEMA_VERSION
 
 metadata = MetaData()
+
+# A param value is ordered by its first PARAM_PREFIX characters in the index (PostgreSQL's B-tree
+# takes at most ~2,700 bytes an entry; values reach 8,000 characters); search uses that index
+# only for a key whose values all fit (see search/plans.py). On PostgreSQL params are compared
+# by code point (COLLATE "C"), as SQLite compares them, whatever the database's collation.
+PARAM_PREFIX = 200
+
+
+class param_sort_value(FunctionElement[Any]):
+    """``substr(value, 1, PARAM_PREFIX)``, by code point on PostgreSQL: what params sort by."""
+
+    inherit_cache = True
+    name = "param_sort_value"
+
+
+@compiles(param_sort_value)
+def _sort_value(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, {PARAM_PREFIX})"
+
+
+@compiles(param_sort_value, "postgresql")
+def _sort_value_pg(element: Any, compiler: Any, **kw: Any) -> str:
+    return f'substr({compiler.process(element.clauses, **kw)}, 1, {PARAM_PREFIX}) COLLATE "C"'
+
 
 # BIGINT autoincrement is only a rowid alias on SQLite when spelt INTEGER.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -73,8 +104,9 @@ runs = Table(
     Column("end_time", BigInteger),
     Column("artifact_uri", String(1000), nullable=False),
     Column("lifecycle_stage", String(20), nullable=False, server_default="active"),
-    Index("ix_runs_experiment_start", "experiment_id", "start_time"),
 )
+# Search's first page and the runs without an order key: newest first, then run id.
+Index("ix_runs_experiment_order", runs.c.experiment_id, runs.c.start_time.desc(), runs.c.run_uuid)
 
 params = Table(
     "params",
@@ -82,7 +114,35 @@ params = Table(
     Column("run_uuid", String(32), ForeignKey("runs.run_uuid"), nullable=False),
     Column("key", String(250), nullable=False),
     Column("value", String(8000), nullable=False),
+    # The run's experiment and start time, copied (neither ever changes): see search/plans.py.
+    Column("experiment_id", Integer),
+    Column("start_time", BigInteger),
     PrimaryKeyConstraint("run_uuid", "key"),
+)
+# order_by params.<key>: ascending is read forwards from the first, descending backwards from
+# the second (ties: newest first, then run id, as MLflow); the third finds long values.
+Index(
+    "ix_params_order_asc",
+    params.c.experiment_id,
+    params.c.key,
+    param_sort_value(params.c.value),
+    params.c.start_time.desc(),
+    params.c.run_uuid,
+)
+Index(
+    "ix_params_order_desc",
+    params.c.experiment_id,
+    params.c.key,
+    param_sort_value(params.c.value),
+    params.c.start_time,
+    params.c.run_uuid.desc(),
+)
+Index(
+    "ix_params_long",
+    params.c.experiment_id,
+    params.c.key,
+    sqlite_where=func.length(params.c.value) > PARAM_PREFIX,
+    postgresql_where=func.length(params.c.value) > PARAM_PREFIX,
 )
 
 tags = Table(
@@ -91,8 +151,10 @@ tags = Table(
     Column("run_uuid", String(32), ForeignKey("runs.run_uuid"), nullable=False),
     Column("key", String(250), nullable=False),
     Column("value", String(8000)),
+    Column("experiment_id", Integer),  # the run's, copied: the keys an experiment uses
     PrimaryKeyConstraint("run_uuid", "key"),
 )
+Index("ix_tags_experiment_key", tags.c.experiment_id, tags.c.key)
 
 metrics = Table(
     "metrics",
@@ -117,7 +179,30 @@ latest_metrics = Table(
     Column("is_nan", Boolean, nullable=False, server_default="0"),
     Column("step", BigInteger, nullable=False),
     Column("timestamp", BigInteger, nullable=False),
+    # The run's experiment and start time, copied (neither ever changes): see search/plans.py.
+    Column("experiment_id", Integer),
+    Column("start_time", BigInteger),
     PrimaryKeyConstraint("run_uuid", "key"),
+)
+# order_by metrics.<key>: real values (is_nan false), then NaN; ascending read forwards from the
+# first index, descending backwards from the second (ties: newest first, then run id).
+Index(
+    "ix_latest_metrics_order_asc",
+    latest_metrics.c.experiment_id,
+    latest_metrics.c.key,
+    latest_metrics.c.is_nan,
+    latest_metrics.c.value,
+    latest_metrics.c.start_time.desc(),
+    latest_metrics.c.run_uuid,
+)
+Index(
+    "ix_latest_metrics_order_desc",
+    latest_metrics.c.experiment_id,
+    latest_metrics.c.key,
+    latest_metrics.c.is_nan,
+    latest_metrics.c.value,
+    latest_metrics.c.start_time,
+    latest_metrics.c.run_uuid.desc(),
 )
 
 # MLflow 3's logged models (what mlflow.<flavor>.log_model creates).

@@ -1,6 +1,6 @@
 -- Generated from reprorun/tracking/store/schema.py by
 --   python -m reprorun.tracking.store.schema > schema_sqlite.sql
--- schema version 4; do not edit by hand.
+-- schema version 5; do not edit by hand.
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
@@ -61,7 +61,7 @@ CREATE TABLE runs (
 	FOREIGN KEY(experiment_id) REFERENCES experiments (experiment_id)
 );
 
-CREATE INDEX ix_runs_experiment_start ON runs (experiment_id, start_time);
+CREATE INDEX ix_runs_experiment_order ON runs (experiment_id, start_time DESC, run_uuid);
 
 CREATE TABLE latest_metrics (
 	run_uuid VARCHAR(32) NOT NULL, 
@@ -70,9 +70,15 @@ CREATE TABLE latest_metrics (
 	is_nan BOOLEAN DEFAULT '0' NOT NULL, 
 	step BIGINT NOT NULL, 
 	timestamp BIGINT NOT NULL, 
+	experiment_id INTEGER, 
+	start_time BIGINT, 
 	PRIMARY KEY (run_uuid, "key"), 
 	FOREIGN KEY(run_uuid) REFERENCES runs (run_uuid)
 );
+
+CREATE INDEX ix_latest_metrics_order_asc ON latest_metrics (experiment_id, "key", is_nan, value, start_time DESC, run_uuid);
+
+CREATE INDEX ix_latest_metrics_order_desc ON latest_metrics (experiment_id, "key", is_nan, value, start_time, run_uuid DESC);
 
 CREATE TABLE logged_model_metrics (
 	model_id VARCHAR(64) NOT NULL, 
@@ -125,14 +131,25 @@ CREATE TABLE params (
 	run_uuid VARCHAR(32) NOT NULL, 
 	"key" VARCHAR(250) NOT NULL, 
 	value VARCHAR(8000) NOT NULL, 
+	experiment_id INTEGER, 
+	start_time BIGINT, 
 	PRIMARY KEY (run_uuid, "key"), 
 	FOREIGN KEY(run_uuid) REFERENCES runs (run_uuid)
 );
+
+CREATE INDEX ix_params_long ON params (experiment_id, "key") WHERE length(value) > 200;
+
+CREATE INDEX ix_params_order_asc ON params (experiment_id, "key", substr(value, 1, 200), start_time DESC, run_uuid);
+
+CREATE INDEX ix_params_order_desc ON params (experiment_id, "key", substr(value, 1, 200), start_time, run_uuid DESC);
 
 CREATE TABLE tags (
 	run_uuid VARCHAR(32) NOT NULL, 
 	"key" VARCHAR(250) NOT NULL, 
 	value VARCHAR(8000), 
+	experiment_id INTEGER, 
 	PRIMARY KEY (run_uuid, "key"), 
 	FOREIGN KEY(run_uuid) REFERENCES runs (run_uuid)
 );
+
+CREATE INDEX ix_tags_experiment_key ON tags (experiment_id, "key");

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from reprorun.errors import ParamConflict, ResourceNotFound, UserInputError
+from reprorun.errors import ParamConflict, ResourceNotFound, SearchError, UserInputError
 from reprorun.tracking import validation
 from reprorun.tracking.entities import (
     Metric,
@@ -41,6 +41,9 @@ _RUN_COLUMNS = (
     "run_uuid, experiment_id, name, status, start_time, end_time, artifact_uri, user_id, "
     "lifecycle_stage"
 )
+# What params and latest_metrics copy from their run (search/plans.py reads them), selected
+# from the run itself: ``INSERT ... SELECT :id, ..., {_RUN_COPY}``.
+_RUN_COPY = "experiment_id, start_time FROM runs WHERE run_uuid = :id"
 
 
 class RunStore(StoreBase):
@@ -136,24 +139,40 @@ class RunStore(StoreBase):
         page_token: str | None = None,
     ) -> Page[Run]:
         """MLflow's SearchRuns: the runs of the experiments matching ``filter_string`` (MLflow's
-        grammar), ordered by ``order_by`` then newest first, one page at a time."""
+        grammar), ordered by ``order_by`` then newest first, one page at a time.
+
+        One experiment ordered by nothing, a metric or a param is read through an index plan
+        (``search.plans``) with keyset page tokens; anything else as one sorted statement with
+        offset tokens. Both give the same runs in the same order."""
         from reprorun.tracking import search
+        from reprorun.tracking.search import plans
 
         clauses = search.parse_filter(filter_string)
         order = search.parse_order_by(order_by, search.RUN_ORDER_ATTRIBUTES)
         limit = check_max_results(max_results)
-        offset = search.decode_page_token(page_token)
+        position = plans.decode_token(page_token)
         if not experiment_ids:
             return Page([])
+        fingerprint = plans.query_fingerprint(
+            sorted(str(e) for e in experiment_ids),
+            run_view_type.value,
+            filter_string or "",
+            list(order_by or []),
+        )
+        if isinstance(position, plans.Cursor) and position.query != fingerprint:
+            raise SearchError(
+                "Invalid page token: it belongs to another search (other experiments, filter or "
+                "order_by); send the same search with it, or start from the first page."
+            )
         sql = search.SqlBuilder(self.db.dialect)
         exps = ", ".join(sql.bind(exp_int(e)) for e in experiment_ids)
         stages = ", ".join(sql.bind(s) for s in run_view_type.stages)
-        conditions = [f"r.experiment_id IN ({exps})", f"r.lifecycle_stage IN ({stages})"]
+        stage = f"r.lifecycle_stage IN ({stages})"
+        conditions = [f"r.experiment_id IN ({exps})", stage]
         scope = dict(sql.params)  # the experiments and stages only, bound before the rest
-        terms = search.compile_runs_order(order, sql)
         columns = ", ".join("r." + c.strip() for c in _RUN_COLUMNS.split(","))
 
-        def read(conn: Connection) -> list[Run]:
+        def read(conn: Connection) -> Page[Run]:
             dataset_runs = None
             if any(c.entity == search.DATASET for c in clauses):
                 inputs = conn.fetch(
@@ -164,13 +183,62 @@ class RunStore(StoreBase):
                 dataset_runs = search.runs_matching_datasets(
                     clauses, [(r[0], r[1]) for r in inputs]
                 )
-            where = conditions + search.compile_runs_filter(clauses, sql, dataset_runs=dataset_runs)
-            statement = f"SELECT {columns} FROM runs r {' '.join(sql.joins)} " + page_clause(
-                where, terms, limit, offset
-            )
-            return self._runs_from(conn, conn.fetch(statement, sql.params))
+            filters = search.compile_runs_filter(clauses, sql, dataset_runs=dataset_runs)
+            kind = plans.plan_kind(order, experiment_ids)
+            if kind == "param":
+                probe = {"e": exp_int(experiment_ids[0]), "k": order[0].key}
+                if conn.fetch(plans.long_param_probe(lambda name: ":" + name), probe):
+                    kind = None  # a value longer than the index's prefix: sort them all
+            if isinstance(position, plans.Cursor) and position.kind != kind:
+                raise SearchError(
+                    "Invalid page token: the runs changed since it was given in a way that "
+                    "changes how this search is read (a param value over "
+                    f"{plans.PARAM_PREFIX} characters); start again from the first page."
+                )
+            if kind is None:
+                offset = position if isinstance(position, int) else 0
+                terms = search.compile_runs_order(order, sql)
+                statement = f"SELECT {columns} FROM runs r {' '.join(sql.joins)} " + page_clause(
+                    conditions + filters, terms, limit, offset
+                )
+                return page(self._runs_from(conn, conn.fetch(statement, sql.params)), limit, offset)
+            if isinstance(position, int) and position:
+                raise SearchError(
+                    "Invalid page token: an offset token (from an older reprorun) cannot "
+                    "continue this search, which now pages by position; start from the first page."
+                )
+            plan = plans.build_plan(kind, order, sql.bind, self.db.dialect)
+            experiment = sql.bind(exp_int(experiment_ids[0]))
+            cursor = position if isinstance(position, plans.Cursor) else None
+            first = cursor.segment if cursor else 0
+            if not 0 <= first < len(plan.segments):
+                raise SearchError("Invalid page token: no such part of this search.")
+            found: list[tuple[Row, int, tuple[Any, ...]]] = []
+            for index in range(first, len(plan.segments)):
+                segment = plan.segments[index]
+                where = [*plans.scope(segment, experiment), *segment.where, stage, *filters]
+                if cursor is not None and index == cursor.segment:
+                    where.append(plans.after_condition(segment.order, cursor.after, sql.bind))
+                keys = ", ".join(expr for expr, _ in segment.order)
+                order_sql = ", ".join(f"{e} {'ASC' if asc else 'DESC'}" for e, asc in segment.order)
+                rows = conn.fetch(
+                    f"SELECT {columns}, {keys} FROM {segment.source} "
+                    f"WHERE {' AND '.join(where)} ORDER BY {order_sql} "
+                    f"LIMIT {limit + 1 - len(found)}",
+                    sql.params,
+                )
+                width = len(segment.order)
+                found += [(row[:-width], index, tuple(row[-width:])) for row in rows]
+                if len(found) > limit:
+                    break
+            runs = self._runs_from(conn, [row for row, _, _ in found[:limit]])
+            if len(found) <= limit:
+                return Page(runs)
+            _, index, values = found[limit - 1]
+            after = tuple(float(v) if isinstance(v, float) else v for v in values)
+            return Page(runs, plans.encode_cursor(plans.Cursor(kind, index, after, fingerprint)))
 
-        return page(self.db.read(read), limit, offset)
+        return self.db.read(read)
 
     def delete_run(self, run_id: str) -> None:
         self._set_run_stage(run_id, "deleted")
@@ -340,13 +408,15 @@ class RunStore(StoreBase):
             if key in existing and existing[key] != value:
                 raise ParamConflict(run_id, key, existing[key], value)
         conn.executemany(
-            'INSERT INTO params (run_uuid, "key", value) VALUES (:id, :k, :v)',
+            'INSERT INTO params (run_uuid, "key", value, experiment_id, start_time) '
+            f"SELECT :id, :k, :v, {_RUN_COPY}",
             [{"id": run_id, "k": k, "v": v} for k, v in params.items() if k not in existing],
         )
 
     def _write_tags(self, conn: Connection, run_id: str, tags: Mapping[str, str]) -> None:
         conn.executemany(
-            'INSERT INTO tags (run_uuid, "key", value) VALUES (:id, :k, :v) '
+            'INSERT INTO tags (run_uuid, "key", value, experiment_id) '
+            "SELECT :id, :k, :v, experiment_id FROM runs WHERE run_uuid = :id "
             'ON CONFLICT (run_uuid, "key") DO UPDATE SET value = excluded.value',
             [{"id": run_id, "k": k, "v": v} for k, v in tags.items()],
         )
@@ -395,8 +465,8 @@ class RunStore(StoreBase):
             if best is None or (r["s"], r["t"]) >= (best["s"], best["t"]):
                 latest[r["k"]] = r
         conn.executemany(
-            'INSERT INTO latest_metrics (run_uuid, "key", value, is_nan, step, "timestamp") '
-            "VALUES (:id, :k, :v, :nan, :s, :t) "
+            'INSERT INTO latest_metrics (run_uuid, "key", value, is_nan, step, "timestamp", '
+            f"experiment_id, start_time) SELECT :id, :k, :v, :nan, :s, :t, {_RUN_COPY} "
             'ON CONFLICT (run_uuid, "key") DO UPDATE SET value = excluded.value, '
             'is_nan = excluded.is_nan, step = excluded.step, "timestamp" = excluded."timestamp" '
             "WHERE excluded.step > latest_metrics.step OR (excluded.step = latest_metrics.step "

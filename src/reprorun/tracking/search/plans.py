@@ -1,0 +1,192 @@
+"""Index-driven plans for the run searches people send most, so a page costs the same at 10,000
+runs as at a million.
+
+A search of one experiment ordered by nothing (newest first), by one metric or by one param is
+read as a short sequence of *segments*, each an ordered range of one index (schema version 5):
+
+- newest first: ``runs`` by (experiment, start_time DESC, run_uuid);
+- ``metrics.k``: the runs with a real value of k (``latest_metrics`` by experiment, key, value,
+  then newest first and run id), then those whose value is NaN, then the runs without k;
+- ``params.k``: the runs with k by its value, then the runs without it. A param is ordered
+  through the first ``schema.PARAM_PREFIX`` characters the index holds, so this plan serves a
+  key only while none of its values is longer (one probe of ``ix_params_long`` tells).
+
+That is MLflow's order exactly (real values, NaN, missing; ties newest first, then run id), the
+one ``sql.compile_runs_order`` writes as one ORDER BY over every run. Filters are tested on each
+row read, in index order, and reading stops when a page is full. Pages continue where the last
+left off (keyset): the token names the segment and the last row's order values, so a deep page
+reads no more than the first. Any other search (several experiments, several order clauses, an
+attribute or tag order, a param key with long values) keeps the single statement with OFFSET
+tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reprorun.errors import SearchError
+from reprorun.tracking.search.grammar import ATTRIBUTE, METRIC, PARAM, OrderBy
+
+PARAM_PREFIX = 200  # schema.PARAM_PREFIX; schema.py imports SQLAlchemy, this module must not
+TOKEN_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One ordered index range: rows of ``source`` (the run aliased ``r``) meeting ``where``,
+    in ``order`` ((expression, ascending) terms, the last ones making it total)."""
+
+    name: str
+    source: str
+    where: tuple[str, ...]
+    order: tuple[tuple[str, bool], ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str  # "runs", "metric" or "param"
+    segments: tuple[Segment, ...]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a keyset page token says the next page starts: after ``after`` in ``segment``."""
+
+    kind: str
+    segment: int
+    after: tuple[Any, ...]
+    query: str
+
+
+_NEWEST = (("r.start_time", False), ("r.run_uuid", True))
+
+
+def param_sort_value(column: str, dialect: str) -> str:
+    """What params sort by: as the index expression of schema.param_sort_value, exactly."""
+    collate = ' COLLATE "C"' if dialect == "postgresql" else ""
+    return f"substr({column}, 1, {PARAM_PREFIX}){collate}"
+
+
+def plan_kind(order: Sequence[OrderBy], experiment_ids: Sequence[str]) -> str | None:
+    """Which plan serves this search, or None for the general statement."""
+    if len(experiment_ids) != 1:
+        return None
+    if not order:
+        return "runs"
+    if len(order) != 1:
+        return None
+    o = order[0]
+    if o.entity == ATTRIBUTE:
+        return "runs" if o.key.lower() in ("start_time", "created") and not o.ascending else None
+    return {METRIC: "metric", PARAM: "param"}.get(o.entity)
+
+
+def long_param_probe(bind: Any) -> str:
+    """A statement whose one row tells that a param key has values beyond the index's prefix
+    (``bind(value)`` names a parameter); it reads ``ix_params_long`` only."""
+    return (
+        f'SELECT 1 FROM params x WHERE x.experiment_id = {bind("e")} AND x."key" = {bind("k")} '  # noqa: S608
+        f"AND length(x.value) > {PARAM_PREFIX} LIMIT 1"
+    )
+
+
+def build_plan(kind: str, order: Sequence[OrderBy], bind: Any, dialect: str) -> Plan:
+    """The segments of plan ``kind``; ``bind(value)`` binds a value and returns its name."""
+    runs = Segment("runs", "runs r", (), _NEWEST)
+    if kind == "runs":
+        return Plan(kind, (runs,))
+    o = order[0]
+    key = bind(o.key)
+    table = "latest_metrics" if kind == "metric" else "params"
+    # SQLite's CROSS JOIN keeps the table order as written: the index range drives the join
+    # (PostgreSQL plans it as any inner join).
+    source = f"{table} o CROSS JOIN runs r"
+    link = ("r.run_uuid = o.run_uuid", f'o."key" = {key}')
+    ties = (("o.start_time", False), ("o.run_uuid", True))
+    absent = f"NOT EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND "  # noqa: S608
+    missing = Segment("missing", "runs r", (f'{absent}x."key" = {key})',), _NEWEST)
+    if kind == "metric":
+        real = Segment(
+            "value",
+            source,
+            (*link, f"o.is_nan = {bind(False)}"),
+            (("o.value", o.ascending), *ties),
+        )
+        nan = Segment("nan", source, (*link, f"o.is_nan = {bind(True)}"), ties)
+        return Plan(kind, (real, nan, missing))
+    value = Segment(
+        "value", source, link, ((param_sort_value("o.value", dialect), o.ascending), *ties)
+    )
+    return Plan(kind, (value, missing))
+
+
+def scope(segment: Segment, experiment: str) -> list[str]:
+    """The experiment condition on the column the segment's index starts with."""
+    alias = "r" if segment.source == "runs r" else "o"
+    return [f"{alias}.experiment_id = {experiment}"]
+
+
+def after_condition(order: Sequence[tuple[str, bool]], values: Sequence[Any], bind: Any) -> str:
+    """Rows strictly after ``values`` in ``order`` (no value is NULL): a range on the first
+    term, which the index reads, and the exact lexicographic test."""
+    if len(values) != len(order):
+        raise SearchError("Invalid page token: it does not fit this search; start from page one.")
+    names = [bind(v) for v in values]
+    alternatives = []
+    for i, (expr, ascending) in enumerate(order):
+        equal = [f"{e} = {n}" for (e, _), n in zip(order[:i], names[:i], strict=True)]
+        alternatives.append(
+            " AND ".join([*equal, f"{expr} {'>' if ascending else '<'} {names[i]}"])
+        )
+    first, ascending = order[0]
+    lead = f"{first} {'>=' if ascending else '<='} {names[0]}"
+    return f"({lead} AND ({' OR '.join(f'({a})' for a in alternatives)}))"
+
+
+def query_fingerprint(*parts: Any) -> str:
+    """A short digest of the search a keyset token belongs to."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    body = {
+        "v": TOKEN_VERSION,
+        "plan": cursor.kind,
+        "seg": cursor.segment,
+        "after": list(cursor.after),
+        "q": cursor.query,
+    }
+    return base64.b64encode(json.dumps(body).encode()).decode()
+
+
+def decode_token(token: str | None) -> int | Cursor:
+    """An offset (MLflow-style ``{"offset": n}`` tokens, which older reprorun gave and the
+    general statement still gives) or the keyset cursor of an index plan's token."""
+    from reprorun.tracking.search.pages import decode_page_token
+
+    if not token:
+        return 0
+    try:
+        body = json.loads(base64.b64decode(token, validate=True))
+    except (binascii.Error, ValueError, RecursionError) as exc:
+        raise SearchError(f"Invalid page token {token!r}: {exc}") from None
+    if not isinstance(body, dict) or "v" not in body:
+        return decode_page_token(token)
+    try:
+        if body["v"] != TOKEN_VERSION:
+            raise ValueError(f"version {body['v']!r}, this reprorun reads {TOKEN_VERSION}")
+        after = body["after"]
+        if not isinstance(after, list) or not all(
+            isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in after
+        ):
+            raise ValueError("bad 'after'")
+        return Cursor(str(body["plan"]), int(body["seg"]), tuple(after), str(body["q"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SearchError(f"Invalid page token {token!r}: {exc}") from None
