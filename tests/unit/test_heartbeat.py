@@ -292,3 +292,109 @@ def test_a_lost_heartbeat_is_notified_once(
     (line,) = heard.read_text().splitlines()
     said = json.loads(line)
     assert (said["event"], said["run_id"], said["status"]) == ("node-lost", run_id, "FAILED")
+
+
+def test_the_wrapper_says_its_command_ended_after_the_log_is_stored(home: Path) -> None:
+    store = open_store()
+    run = store.create_run("0")
+    proc = _wrapper(5.0, "echo out; exit 3", _run_env(store, run.info.run_id))
+    proc.communicate(timeout=20)
+    assert proc.returncode == 3
+    tags = store.get_run(run.info.run_id).data.tags
+    assert tags[SystemTags.COMMAND_EXIT] == "3"
+    assert local_path(run.info.artifact_uri, "logs/run.log").read_bytes() == b"out\n"
+
+
+def test_a_long_log_is_uploaded_less_often(home: Path, tmp_path: Path) -> None:
+    from reprorun.tracking import heartbeat as wrapper
+
+    store = open_store()
+    run = store.create_run("0")
+    reporter = wrapper.Reporter(store, run.info.run_id, run.info.artifact_uri, "")
+    uploads: list[int] = []
+    reporter._upload = lambda _spool, size: uploads.append(size)  # type: ignore[method-assign]
+    spool = tmp_path / "spool"
+    mb = wrapper._UPLOAD_BYTES_PER_BEAT
+    for beat in range(1, 13):  # a log growing by 1 MB a beat
+        reporter.beat(spool, beat * mb)
+    # each upload of N MB is followed by N beats without one: ~1 MB uploaded per beat
+    assert uploads == [1 * mb, 3 * mb, 7 * mb]
+    reporter.beat(spool, 13 * mb, last=True)  # the command's end: always the whole log
+    assert uploads[-1] == 13 * mb
+    assert sum(uploads) <= 2 * 13 * mb
+
+
+def _ended_unseen(store: TrackingStore, code: int) -> str:
+    run_id = _running(store, "slurm", now_ms() - 5_000)
+    store.set_tag(run_id, SystemTags.COMMAND_EXIT, str(code))
+    return run_id
+
+
+def test_a_job_whose_wrapper_said_it_ended_is_closed_from_that_report(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard = tmp_path / "heard"
+    script = tmp_path / "hear.sh"
+    script.write_text(f"#!/bin/sh\ncat >> {heard}\necho >> {heard}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("REPRORUN_NOTIFY", f"cmd:{script}")
+    monkeypatch.setenv("REPRORUN_HEARTBEAT_TIMEOUT", "2")
+    store = open_store()
+    ok, bad, killed = (_ended_unseen(store, code) for code in (0, 3, 137))
+    recent = _running(store, "slurm", now_ms())  # ended just now: its engine says how first
+    store.set_tag(recent, SystemTags.COMMAND_EXIT, "0")
+    for _ in range(2):  # as the server reads (no engine asked), twice: closed once
+        for run_id in (ok, bad, killed, recent):
+            refresh(store, store.get_run(run_id), engines=False)
+    run = store.get_run(ok)
+    assert run.info.status is RunStatus.FINISHED
+    assert run.data.tags[SystemTags.EXIT_REASON] == ExitReason.SUCCEEDED.value
+    assert "as its wrapper reported" in run.data.tags[SystemTags.EXIT_DETAIL]
+    run = store.get_run(bad)
+    assert run.info.status is RunStatus.FAILED
+    assert run.data.tags[SystemTags.EXIT_REASON] == ExitReason.CODE_ERROR.value
+    assert run.data.tags[SystemTags.EXIT_CODE] == "3"
+    assert store.get_run(killed).data.tags[SystemTags.EXIT_SIGNAL] == "SIGKILL"
+    assert store.get_run(recent).info.status is RunStatus.RUNNING
+    said = [json.loads(line) for line in heard.read_text().splitlines()]
+    assert sorted((s["run_id"], s["event"]) for s in said) == sorted(
+        [(ok, "finished"), (bad, "failed"), (killed, "failed")]
+    )
+
+
+def test_a_wrapper_that_said_its_command_ended_is_never_lost(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPRORUN_HEARTBEAT_TIMEOUT", "2")
+    store = open_store()
+    run = store.get_run(_ended_unseen(store, 0))
+    assert not heartbeat_lost(run)
+
+
+class _Hung(_Running):
+    """The engine still says RUNNING; reprorun may ask it to stop the job."""
+
+    abandoned = 0
+
+    def abandon(self) -> None:
+        self.abandoned += 1
+
+
+def test_waiting_on_a_job_whose_heartbeat_stopped_abandons_it(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPRORUN_HEARTBEAT_TIMEOUT", "1")
+    store = open_store()
+    run_id = _running(store, "slurm", now_ms())
+    hung = _Hung(run_id)
+    watched = Watched(store, hung)
+    started = time.monotonic()
+    assert watched.wait() is False  # returns once the heartbeat is older than the window
+    assert 1 <= time.monotonic() - started < 15
+    assert hung.abandoned >= 1
+    assert watched.ended_here  # this waiter closed it (and told the targets)
+    run = store.get_run(run_id)
+    assert (run.info.status, run.data.tags[SystemTags.EXIT_REASON]) == (
+        RunStatus.FAILED,
+        ExitReason.NODE_LOST.value,
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from reprorun.backends.base import FAILURE_TAG
 from reprorun.backends.job import JobState, RemoteJob
 from reprorun.errors import ExecutionError
@@ -242,3 +244,43 @@ def test_a_job_stopped_past_its_timeout_elsewhere_ends_timeout_not_cancelled(hom
     tags = store.get_run(job.run_id).data.tags
     assert tags[SystemTags.EXIT_REASON] == "timeout"
     assert tags[FAILURE_TAG] == "stopped by reprorun: --timeout 4 s passed"
+
+
+def test_an_abandoned_job_is_stopped_and_its_lost_node_stays_the_reason(home: Path) -> None:
+    job, store = new_job(home)
+    job.state = JobState(RunStatus.RUNNING)
+    assert job.get_status() is RunStatus.RUNNING
+    # A reader closed the run: its heartbeat stopped (backends.heartbeat.close_if_lost).
+    store.update_run(job.run_id, status=RunStatus.FAILED, only_if_status=RunStatus.RUNNING)
+    store.set_tag(job.run_id, SystemTags.EXIT_REASON, ExitReason.NODE_LOST.value)
+    job.abandon()
+    assert job.stopped == 1  # the engine was asked to stop the job
+    assert log_of(store, job) == "hello\n"  # with the log it had
+    again = FakeJob(store, job.run_id, store.get_run(job.run_id).info.artifact_uri)
+    again.state = JobState(RunStatus.KILLED, "stopped by the engine")
+    assert again.get_status() is RunStatus.FAILED  # the engine's later word changes nothing
+    assert again.stopped == 0
+    tags = store.get_run(job.run_id).data.tags
+    assert tags[SystemTags.EXIT_REASON] == ExitReason.NODE_LOST.value
+
+
+def test_the_handle_that_writes_the_end_tells_the_targets_once(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    heard = tmp_path / "heard"
+    script = tmp_path / "hear.sh"
+    script.write_text(f"#!/bin/sh\ncat >> {heard}\necho >> {heard}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("REPRORUN_NOTIFY", f"cmd:{script} setting")
+    job, store = new_job(home)
+    job.notify_targets = (f"cmd:{script} given",)
+    other = FakeJob(store, job.run_id, store.get_run(job.run_id).info.artifact_uri)
+    for handle in (job, other):
+        handle.state = JobState(RunStatus.FINISHED, exit_code=0)
+    assert job.get_status() is RunStatus.FINISHED
+    assert other.get_status() is RunStatus.FINISHED  # a second reader: nothing more to tell
+    assert (job.ended_here, other.ended_here) == (True, False)
+    said = [json.loads(line) for line in heard.read_text().splitlines()]
+    assert [(s["event"], s["run_id"]) for s in said] == [("finished", job.run_id)] * 2

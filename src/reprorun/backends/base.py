@@ -140,6 +140,11 @@ class SubmittedRun(abc.ABC):
 
     backend: str = "local"
     job_url: str | None = None  # where the engine shows the job, when it has a page
+    # Remote jobs (issue 18): the waiting process's --notify targets, told (with the
+    # setting's and the experiment's) by whichever handle writes the run's end; and whether
+    # this handle did (else the process that did told its own targets).
+    notify_targets: tuple[str, ...] = ()
+    ended_here: bool = False
 
     @property
     @abc.abstractmethod
@@ -166,6 +171,11 @@ class SubmittedRun(abc.ABC):
     def logs(self, start: int = 0) -> bytes:
         """The job's output so far (all of it once the run has ended), from byte ``start``."""
         return b""
+
+    def abandon(self) -> None:
+        """The run was closed without its engine (a lost heartbeat): stop following the job,
+        and ask the engine to stop it where it can. Nothing to do for local runs."""
+        return None
 
 
 class Backend(abc.ABC):

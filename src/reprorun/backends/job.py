@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import tempfile
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,10 +162,29 @@ class RemoteJob(SubmittedRun):
         if state.reason and state.status is not RunStatus.FINISHED:
             tags[FAILURE_TAG] = state.reason[:8000]
         self.store.log_batch(self._run_id, tags=tags)
-        if ends_over(recorded, state.status):
-            self.store.update_run(
-                self._run_id, status=state.status, end_time=now_ms(), only_if_status=recorded
-            )
+        closed = ends_over(recorded, state.status) and self.store.update_run(
+            self._run_id, status=state.status, end_time=now_ms(), only_if_status=recorded
+        )
+        run = self.store.get_run(self._run_id)
+        self._final = run.info.status
+        if closed or recorded.is_terminal:
+            # This handle wrote the job's end (the run's own, or after the code's): it tells.
+            self.ended_here = True
+            from reprorun.backends.notify import notify_end
+
+            notify_end(self.store, self._run_id, run.info.experiment_id, self.notify_targets)
+
+    def abandon(self) -> None:
+        """Ask the engine to stop the job of a run closed for a lost heartbeat (best effort:
+        its node may be gone), keep the log it has, and record the job's end as seen, so that
+        the engine's later word does not rewrite why the run ended."""
+        if self._final is not None:
+            return
+        with suppress(Exception):  # an engine that cannot be asked now: the job is left to it
+            self._stop()
+        with suppress(Exception):
+            self._keep_log()
+        self.store.set_tag(self._run_id, JOB_ENDED_TAG, "true")
         self._final = self.store.get_run(self._run_id).info.status
 
     def _keep_log(self) -> None:

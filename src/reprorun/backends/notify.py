@@ -112,11 +112,18 @@ def targets_for(store: TrackingStore, experiment_id: str, given: Iterable[str] =
 
 
 def notify_end(
-    store: TrackingStore, run_id: str, experiment_id: str, given: Iterable[str] = ()
+    store: TrackingStore,
+    run_id: str,
+    experiment_id: str,
+    given: Iterable[str] = (),
+    *,
+    only_given: bool = False,
 ) -> None:
-    """Notify the run's targets that it ended (its stored status says how). Nothing is read
-    beyond the experiment when there is no target."""
-    targets = targets_for(store, experiment_id, given)
+    """Notify the run's targets that it ended (its stored status says how); never raises.
+    ``only_given``: the ``given`` ones alone (another process wrote the end, and told the
+    setting's and the experiment's). Nothing is read beyond the experiment when there is no
+    target."""
+    targets = list(dict.fromkeys(given)) if only_given else targets_for(store, experiment_id, given)
     if not targets:
         return
     try:

@@ -7,7 +7,7 @@ import json
 
 from reprorun._utils import owner_is_gone
 from reprorun.backends.base import CONFIG_TAG, JOB_ID_TAG, SubmittedRun
-from reprorun.backends.heartbeat import close_if_lost
+from reprorun.backends.heartbeat import Watched, close_if_lost
 from reprorun.backends.registry import get_backend
 from reprorun.tracking.entities import Run, SystemTags
 from reprorun.tracking.store.base import TrackingStore
@@ -50,14 +50,21 @@ def refresh(store: TrackingStore, run: Run, *, engines: bool = True) -> Run:
     if engine in _UNANSWERED:
         return close_if_lost(store, run)  # one timeout per engine and process
     try:
-        attach(store, run).get_status()
+        handle = attach(store, run)
     except Exception:  # an engine that cannot be asked, a client that fails: left as it is
         if engine[0] != "local":
             _UNANSWERED.add(engine)
         return close_if_lost(store, run)
-    # The engine first (its words are more precise), then the heartbeat: a job the engine
-    # still calls RUNNING whose wrapper stopped answering is a lost node.
-    return close_if_lost(store, store.get_run(run.info.run_id))
+    try:
+        # The engine first (its words are more precise), then the heartbeat: a job the
+        # engine still calls RUNNING whose wrapper stopped answering is a lost node, and is
+        # abandoned (its engine asked to stop it).
+        (Watched(store, handle) if backend != "local" else handle).get_status()
+    except Exception:
+        if engine[0] != "local":
+            _UNANSWERED.add(engine)
+        return close_if_lost(store, run)
+    return store.get_run(run.info.run_id)
 
 
 # Engines (backend, options) that failed to answer in this process: not asked again.

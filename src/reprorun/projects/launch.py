@@ -26,6 +26,7 @@ from reprorun.backends.base import (
     SubmittedRun,
     follow,
 )
+from reprorun.backends.heartbeat import Watched
 from reprorun.backends.registry import get_backend
 from reprorun.backends.supervised import STOPS_ON_SIGTERM_TAG
 from reprorun.config import TrackingTarget, resolve_tracking
@@ -56,6 +57,7 @@ from reprorun.projects.request import (
     default_experiment_name,
     load_backend_config,
 )
+from reprorun.tracking.artifacts import is_remote as stored_elsewhere
 from reprorun.tracking.entities import RunStatus, SystemTags
 from reprorun.tracking.store.base import TrackingStore
 
@@ -296,8 +298,8 @@ def launch(
         held = prepared.env_dir if prepared.release else None
         finish = Finish(store, run_id, prepared.release, held)
         try:
-            if target.is_remote:
-                # The server keeps the artifacts: stage them here, upload when the run ends.
+            if target.is_remote or stored_elsewhere(created.info.artifact_uri):
+                # The server (or S3) keeps the artifacts: stage them here, upload at the end.
                 artifact_dir = workspace.artifact_dir(workspace.staging_uri(run_id), exp_id)
                 finish.upload(artifact_dir, created.info.artifact_uri, target.uri)
             else:
@@ -399,12 +401,21 @@ def launch(
         stopper.attach(submitted)
         if on_submit:
             on_submit(submitted)
-        if backend_impl.remote and (write := echo_writer(echo)) is not None:
-            follow(submitted, write)  # the job's log, as the engine has it
+        if backend_impl.remote:
+            # A job the engine still calls RUNNING whose heartbeat stopped is waited for no
+            # longer (node-lost, and abandoned: a retry never runs beside it). Whichever
+            # handle writes its end tells the targets.
+            submitted = Watched(store, submitted)
+            submitted.notify_targets = request.notify
+            if (write := echo_writer(echo)) is not None:
+                follow(submitted, write)  # the job's log, as the engine has it
         submitted.wait()
     from reprorun.backends.notify import notify_end
 
-    notify_end(store, run_id, exp_id, request.notify)  # its end is written; never raises
+    # Its end is written; never raises. A remote run's end was told by whoever wrote it: only
+    # this process's --notify targets are left when that was another process.
+    if not (backend_impl.remote and submitted.ended_here):
+        notify_end(store, run_id, exp_id, request.notify, only_given=backend_impl.remote)
     stopper.check(run_id)
     if submitted.get_status() is RunStatus.FAILED:
         raise RunFailed(run_id)

@@ -236,6 +236,9 @@ class SystemTags:
     ATTEMPT = "reprorun.attempt"  # 1, 2, ...: retries of one run are runs of their own
     ATTEMPT_OF = "reprorun.attemptOf"  # the first attempt's run id (on attempts 2, 3, ...)
     HEARTBEAT = "reprorun.heartbeat"  # ms since the epoch of a remote job's last sign of life
+    # A remote job's command ended with this exit status (as a shell gives it), said by its
+    # heartbeat wrapper once the log is stored: its silence from then on is no lost node.
+    COMMAND_EXIT = "reprorun.commandExit"
     PEAK_MEMORY = "reprorun.peakMemoryMB"  # the run's process tree's peak resident memory
     NOTIFY_ERROR = "reprorun.notifyError"  # a notification that could not be delivered
     LOG_ARTIFACT = "reprorun.log"

@@ -7,7 +7,14 @@ engine's log is what it was, and every ``S`` seconds, while the command runs:
 - sets the run's ``reprorun.heartbeat`` tag (ms since the epoch): a run whose heartbeat stops
   is closed FAILED with reason ``node-lost`` (``backends.heartbeat``);
 - stores the output so far as the run's log artifact (``logs/run.log``), so the UI and
-  ``reprorun runs logs`` show it while the job runs instead of only at its end.
+  ``reprorun runs logs`` show it while the job runs instead of only at its end. The whole log
+  is uploaded each time (artifact stores cannot append), so a long log is uploaded less often:
+  at most about ``_UPLOAD_BYTES_PER_BEAT`` per heartbeat on average, whatever its size.
+
+Once the command has ended it stores the whole log, then sets ``reprorun.commandExit`` (the
+command's exit status): a reader that finds a run whose wrapper said so and whose engine has
+not been asked since closes it from that report (``backends.heartbeat``), so a detached job
+ends (and is notified) even if nobody asks its engine.
 
 With ``--system-metrics S`` (the run's system-metrics switch on: the backends pass
 REPRORUN_SYSTEM_METRICS_INTERVAL; absent or 0, off) it also logs, every ``S`` seconds, the
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
 LOG_ARTIFACT = "logs/run.log"  # the run's log, as every backend keeps it
 _CHUNK = 1 << 16
 _LAST_BEAT_SECONDS = 60.0
+_UPLOAD_BYTES_PER_BEAT = 1 << 20  # a log of N MB is uploaded every N heartbeats at most
 _DRAIN_SECONDS = 5.0
 
 
@@ -59,10 +67,12 @@ class Reporter:
         self.tracking_uri = tracking_uri
         self.uploaded = -1  # bytes of the spool stored so far
         self.started = False  # the run has been said RUNNING
+        self.beats_to_skip = 0  # heartbeats left before the (long) log is uploaded again
         self._complained = False
 
-    def beat(self, spool: Path, size: int) -> None:
-        """One heartbeat, and the spool's first ``size`` bytes as the run's log if it grew."""
+    def beat(self, spool: Path, size: int, *, last: bool = False) -> None:
+        """One heartbeat, and the spool's first ``size`` bytes as the run's log if it grew
+        (a long log not at every beat: see the module's docstring; ``last``: always)."""
         try:
             self.store.set_tag(self.run_id, SystemTags.HEARTBEAT, str(now_ms()))
             if not self.started:
@@ -71,13 +81,23 @@ class Reporter:
                     self.run_id, status=RunStatus.RUNNING, only_if_status=RunStatus.SCHEDULED
                 )
                 self.started = True
-            if size != self.uploaded:
+            if size != self.uploaded and (last or self.beats_to_skip <= 0):
                 self._upload(spool, size)
                 self.uploaded = size
+                self.beats_to_skip = size // _UPLOAD_BYTES_PER_BEAT
+            else:
+                self.beats_to_skip -= 1
         except Exception as exc:  # a store that went away: the job goes on regardless
             if not self._complained:
                 self._complained = True
                 print(f"[reprorun] heartbeat or live log not sent: {exc}", file=sys.stderr)
+
+    def ended(self, status: int) -> None:
+        """Say that the command ended with exit ``status`` (its log is stored by then)."""
+        try:
+            self.store.set_tag(self.run_id, SystemTags.COMMAND_EXIT, str(status))
+        except Exception as exc:  # the engine still says how the job ended
+            print(f"[reprorun] the command's end not stored: {exc}", file=sys.stderr, flush=True)
 
     def peak(self, sampler: SystemMetrics) -> None:
         """Stop ``sampler`` and store the tree's peak memory it saw (if any) on the run."""
@@ -220,11 +240,14 @@ def run(
         copying.join(_DRAIN_SECONDS)  # what the command wrote last
         done.set()
         beats.join(_LAST_BEAT_SECONDS)  # a store that hangs does not hold the job's end long
+        status = 128 - code if code < 0 else code
         if found and not beats.is_alive():
-            found[0].beat(spool_path, state.size)  # the whole log, once the command has ended
+            # the whole log, once the command has ended
+            found[0].beat(spool_path, state.size, last=True)
             if samplers:
                 found[0].peak(samplers[0])
-    return 128 - code if code < 0 else code
+            found[0].ended(status)
+    return status
 
 
 def _copy_output(pipe: io.BufferedReader, out: IO[bytes], spool_path: Path, state: _Spool) -> None:
