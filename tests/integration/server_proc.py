@@ -3,10 +3,13 @@
     with server_process(tmp_path, "--auth-token", "T") as server:
         urllib.request.urlopen(server.url + "/health")  # (401 here: the token is required)
 
-The server gets a SQLite store and an artifact folder of its own under ``workdir``, an
-environment without REPRORUN_*/MLFLOW_* (so it never touches the caller's store), and is
-stopped (terminate, then kill after a bound) when the block ends; a server that dies early or
-does not answer ``/health`` within ``timeout`` seconds raises with its log.
+The server gets a SQLite store (or the database ``store_uri`` names, e.g. a PostgreSQL schema
+from ``tests/pg.py``) and an artifact folder of its own under ``workdir``, an environment
+without REPRORUN_*/MLFLOW_* (so it never touches the caller's store), and is stopped
+(terminate, then kill after a bound) when the block ends; a server that dies early or does not
+answer ``/health`` within ``timeout`` seconds raises with its log. ``workers=N`` starts
+``--workers N`` and yields once every worker has built its app (``server.workers()`` lists
+their pids).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -58,8 +62,45 @@ class ServerProcess:
         path = self.workdir / "server.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def output(self) -> str:  # as mlflow_env.TrackingServer, for run_client()
+        return self.log()
+
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def workers(self) -> list[int]:
+        """The pids of uvicorn's worker processes (none for a one-process server)."""
+        return worker_pids(self.process.pid)
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The processes uvicorn's supervisor ``pid`` started to serve: its children, but for
+    multiprocessing's resource tracker (reprorun forks its workers; spawned ones would run
+    ``spawn_main``)."""
+    found = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return []
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue
+        for child in children:
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if b"resource_tracker" not in cmdline:
+                found.append(int(child))
+    return found
+
+
+def started_workers(log: str) -> list[int]:
+    """The pids of the workers whose app is built, from the server's log (uvicorn's
+    ``Started server process [pid]``, logged after the app factory returned)."""
+    return [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", log)]
 
 
 def _health_status(host: str, port: int) -> int | None:
@@ -93,12 +134,16 @@ def server_process(
     host: str | None = "127.0.0.1",
     port: int | None = None,
     store: bool = True,
+    store_uri: str | None = None,
+    workers: int = 1,
     timeout: float = START_TIMEOUT,
 ) -> Iterator[ServerProcess]:
-    """Start ``reprorun server *args`` in ``workdir``; yield it once /health answers; stop it.
+    """Start ``reprorun server *args`` in ``workdir``; yield it once /health answers (and,
+    with ``workers`` > 1, once every worker has started); stop it.
 
     ``host=None`` leaves ``--host`` out (the server's default bind; clients use 127.0.0.1).
-    ``store=False`` leaves out ``--backend-store-uri``/``--artifacts-destination``.
+    ``store=False`` leaves out ``--backend-store-uri``/``--artifacts-destination``;
+    ``store_uri`` replaces the SQLite file under ``workdir``.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -108,10 +153,12 @@ def server_process(
     if store:
         command += [
             "--backend-store-uri",
-            f"sqlite:///{workdir / 'store.db'}",
+            store_uri or f"sqlite:///{workdir / 'store.db'}",
             "--artifacts-destination",
             str(workdir / "artifacts"),
         ]
+    if workers != 1:
+        command += ["--workers", str(workers)]
     command += args
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRORUN_", "MLFLOW_"))}
     env["REPRORUN_HOME"] = str(workdir / "home")
@@ -128,7 +175,9 @@ def server_process(
     server = ServerProcess(process, port, workdir)
     try:
         deadline = time.monotonic() + timeout
-        while _health_status(server.host, port) is None:
+        while _health_status(server.host, port) is None or (
+            workers > 1 and len(set(started_workers(server.log()))) < workers
+        ):
             if process.poll() is not None:
                 raise RuntimeError(
                     f"reprorun server exited with {process.returncode} before answering "

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from tests.conftest import reprorun_cli
-from tests.integration.server_proc import ServerProcess, server_process
+from tests.integration.server_proc import ServerProcess, server_process, worker_pids
 
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
@@ -746,13 +746,8 @@ class Writer:
 
 
 def _worker_pids(pid: int) -> list[int]:
-    """The processes uvicorn spawned to serve (its multiprocessing children, not the tracker)."""
-    children = [
-        int(child)
-        for task in Path(f"/proc/{pid}/task").iterdir()
-        for child in (task / "children").read_text().split()
-    ]
-    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    """The processes uvicorn's supervisor started to serve."""
+    return worker_pids(pid)
 
 
 @pytest.mark.slow

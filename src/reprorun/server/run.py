@@ -1,10 +1,68 @@
-"""Start the server with uvicorn (one process, or ``workers`` processes sharing the port)."""
+"""Start the server with uvicorn: one process, or ``workers`` processes sharing the port.
+
+With ``--workers N`` uvicorn's supervisor binds the port, spawns N worker processes that each
+build the app from the configuration in ``CONFIG_ENV`` (each with its own store connection or
+pool), restarts a worker that dies, restarts them all one at a time on SIGHUP, and stops them
+all on SIGTERM or Ctrl-C. The store is opened (and migrated) once in the supervisor before any
+worker starts, so a bad ``--backend-store-uri`` fails with its message and workers never race
+to create tables; the supervisor then closes it: it serves nothing. The workers' lifecycle
+(started, died, stopped) is logged; requests are not.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
 
 from reprorun.server.app import CONFIG_ENV, ServerConfig
+
+# What the workers' log keeps of uvicorn's messages: lifecycle, warnings and errors. The
+# per-worker lifespan chatter ("Waiting for application startup." ...) says nothing here.
+_LIFESPAN_CHATTER = (
+    "Waiting for application startup",
+    "Application startup complete",
+    "Waiting for application shutdown",
+    "Application shutdown complete",
+)
+
+
+class WorkerLogFilter(logging.Filter):
+    """Drops uvicorn's per-worker lifespan messages from the ``--workers`` log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not str(record.msg).startswith(_LIFESPAN_CHATTER)
+
+
+def workers_log_config() -> dict[str, Any]:
+    """uvicorn's logging for ``--workers``: its lifecycle messages at INFO on stderr
+    (``Started server process [pid]``, ``Child process [pid] died``, ``Received SIGTERM``), no
+    access log. Applied again in every worker process."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"lifecycle": {"()": f"{__name__}.WorkerLogFilter"}},
+        "formatters": {
+            "default": {
+                "()": "uvicorn.logging.DefaultFormatter",
+                "fmt": "%(levelprefix)s %(message)s",
+                "use_colors": None,
+            }
+        },
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["lifecycle"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }
 
 
 def serve(config: ServerConfig, *, host: str, port: int, workers: int = 1) -> None:
@@ -12,12 +70,19 @@ def serve(config: ServerConfig, *, host: str, port: int, workers: int = 1) -> No
 
     from reprorun.server.app import application_for, create_app
 
-    # Open the store before binding, so a bad --backend-store-uri fails with its message
-    # rather than inside a worker. Worker processes build their application the same way.
-    app = create_app(config, application_for(config))
+    # Open (and migrate) the store before binding, so a bad --backend-store-uri fails with its
+    # message rather than inside a worker, and workers never create tables at once.
+    application = application_for(config)
+    app = create_app(config, application)
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
         return
+    from reprorun.tracking.store import close_stores
+
+    # The supervisor serves nothing: no pool kept open, none inherited by a worker, which
+    # opens its own store.
+    close_stores()
+    _fork_workers()
     # Worker processes import the app by name and read the configuration from the env.
     os.environ[CONFIG_ENV] = config.to_env()
     uvicorn.run(
@@ -26,9 +91,22 @@ def serve(config: ServerConfig, *, host: str, port: int, workers: int = 1) -> No
         host=host,
         port=port,
         workers=workers,
-        log_level="warning",
+        log_config=workers_log_config(),
         access_log=False,
     )
+
+
+def _fork_workers() -> None:
+    """Start uvicorn's workers by fork rather than spawn: each inherits the supervisor's
+    imported modules (Starlette, SQLAlchemy, the store code) instead of importing them again,
+    and shares their pages until written. The supervisor holds no connection, thread or open
+    store by then. uvicorn has no option for it: its module-level context is replaced."""
+    import multiprocessing
+
+    from uvicorn import _subprocess
+
+    if hasattr(_subprocess, "spawn") and "fork" in multiprocessing.get_all_start_methods():
+        _subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
 
 
 def pick_port(host: str, port: int) -> int:

@@ -1,0 +1,276 @@
+"""`reprorun server --workers 4` as a real process tree: the same results as one worker.
+
+On PostgreSQL (the deployment for a shared server) 8 concurrent writers lose and duplicate no
+metric point, and the requests spread over the workers; reads that close stale runs (a local
+run whose supervisor died, a remote run whose heartbeat stopped) close each run once across
+workers, with one notification, on PostgreSQL and on SQLite (WAL, writes under BEGIN
+IMMEDIATE with a busy timeout: several processes on one file are safe there too). uvicorn's
+supervisor restarts a worker that dies, and SIGTERM stops every worker.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reprorun.tracking.entities import SystemTags
+from tests.integration.server_proc import ServerProcess, server_process, started_workers
+from tests.integration.test_server import (
+    LOAD_THREADS,
+    Writer,
+    call,
+    create_run,
+    metric_history,
+    ok,
+    run_data,
+)
+from tests.integration.test_stale_runs_read import _dead_identity
+
+WORKERS = 4
+LOAD_SECONDS = 15.0  # shorter than test_server's 30 s: the same checks, at N=4
+READERS = 16  # concurrent readers of the stale runs
+STALE_RUNS = 12  # of each kind
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store_uri(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The server's store: a fresh PostgreSQL schema, or (None) server_process's SQLite file."""
+    if request.param == "sqlite":
+        yield None
+        return
+    yield request.getfixturevalue("postgres_url")
+
+
+# --- load: 8 writers, 4 workers, PostgreSQL --------------------------------------------------
+
+
+@pytest.mark.slow
+def test_concurrent_writers_on_4_workers_and_postgresql_store_every_point_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    with server_process(tmp_path / "srv", store_uri=postgres_url, workers=WORKERS) as srv:
+        workers = srv.workers()
+        assert len(workers) == WORKERS, srv.log()
+        busy_before = {pid: cpu_seconds(pid) for pid in workers}
+        runs = [create_run(srv), create_run(srv)]
+        writers = [Writer(i, runs[i % 2], f"load.w{i}") for i in range(LOAD_THREADS)]
+        deadline = time.monotonic() + LOAD_SECONDS
+        threads = [threading.Thread(target=w.run, args=(srv, deadline)) for w in writers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()) + 120)
+        assert not any(t.is_alive() for t in threads), "writers still running after the bound"
+        assert srv.alive(), srv.log()
+        assert sorted(srv.workers()) == sorted(workers), "a worker died under load"
+        busy = {pid: cpu_seconds(pid) - busy_before[pid] for pid in workers}
+
+        assert [e for w in writers for e in w.errors] == []
+        assert [w.unknown for w in writers] == [[] for _ in writers]
+        assert [w.reconnects for w in writers] == [0] * LOAD_THREADS  # keep-alive held
+        for w in writers:
+            assert w.requests >= 10, f"writer {w.index} sent only {w.requests} requests"
+            stored = metric_history(srv, w.run_id, w.key)
+            duplicates = [p for p, n in Counter(stored).items() if n > 1]
+            assert duplicates == [], (w.key, duplicates[:5])
+            assert Counter(stored) == Counter(w.acked), w.key
+        for run_id in runs:
+            latest = run_data(srv, run_id)["metrics"]
+            assert latest == {w.key: max(w.acked)[1] for w in writers if w.run_id == run_id}
+        # The 8 keep-alive connections were spread over the workers, not served by one.
+        serving = [pid for pid, seconds in busy.items() if seconds > 0.5]
+        assert len(serving) >= 2, busy
+        total = sum(len(w.acked) for w in writers)
+        print(f"{total} points in {sum(w.requests for w in writers)} requests; CPU s {busy}")
+
+
+# --- reads that close stale runs: once across workers ---------------------------------------
+
+
+def _append_script(tmp_path: Path) -> tuple[Path, Path]:
+    """A notification command that appends each payload it gets as one line of a file."""
+    received = tmp_path / "notified.jsonl"
+    script = tmp_path / "append.py"
+    script.write_text(
+        "import json, sys\n"
+        "data = json.load(sys.stdin)\n"
+        f"with open({str(received)!r}, 'a') as out:\n"
+        "    out.write(json.dumps(data) + '\\n')\n"
+    )
+    return script, received
+
+
+def _stale_runs(srv: ServerProcess, experiment_id: str) -> tuple[list[str], list[str]]:
+    """Runs a read must close: local ones whose supervisor is dead, remote ones (a Slurm
+    job) whose last heartbeat is an hour old."""
+    local, remote = [], []
+    hour_ago = str(int(time.time() * 1000) - 3_600_000)
+    for _ in range(STALE_RUNS):
+        run_id = create_run(srv, experiment_id)
+        tag = {"run_id": run_id, "key": SystemTags.SUPERVISOR, "value": _dead_identity()}
+        ok(call(srv, "POST", "runs/set-tag", tag))
+        local.append(run_id)
+    for _ in range(STALE_RUNS):
+        run_id = create_run(srv, experiment_id)
+        tags = [
+            {"key": SystemTags.BACKEND, "value": "slurm"},
+            {"key": SystemTags.HEARTBEAT, "value": hour_ago},
+        ]
+        ok(call(srv, "POST", "runs/log-batch", {"run_id": run_id, "tags": tags}))
+        remote.append(run_id)
+    return local, remote
+
+
+def _read_all_at_once(srv: ServerProcess, experiment_id: str, run_ids: list[str]) -> list[str]:
+    """READERS threads, released together, each searching the experiment and getting every
+    run on a connection of its own; returns what went wrong."""
+    barrier = threading.Barrier(READERS)
+    errors: list[str] = []
+
+    def reader(index: int) -> None:
+        conn = srv.connection(timeout=120)
+        headers = {"Content-Type": "application/json"}
+        try:
+            conn.connect()
+            barrier.wait(timeout=60)
+            requests: list[tuple[str, str, Any]] = [
+                ("POST", "runs/search", {"experiment_ids": [experiment_id], "max_results": 100})
+            ]
+            order = run_ids[index % len(run_ids) :] + run_ids[: index % len(run_ids)]
+            requests += [("GET", f"runs/get?run_id={r}", None) for r in order]
+            for method, path, body in requests:
+                data = None if body is None else json.dumps(body)
+                conn.request(method, f"/api/2.0/mlflow/{path}", body=data, headers=headers)
+                response = conn.getresponse()
+                answer = response.read()
+                if response.status != 200:
+                    errors.append(f"{method} {path}: {response.status} {answer[:300]!r}")
+        except (OSError, http.client.HTTPException, threading.BrokenBarrierError) as exc:
+            errors.append(f"reader {index}: {exc!r}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(READERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "readers still running after the bound"
+    return errors
+
+
+@pytest.mark.slow
+def test_concurrent_reads_on_4_workers_close_each_stale_run_once(
+    tmp_path: Path, store_uri: str | None
+) -> None:
+    script, received = _append_script(tmp_path)
+    with server_process(tmp_path / "srv", store_uri=store_uri, workers=WORKERS) as srv:
+        workers = srv.workers()
+        experiment = ok(call(srv, "POST", "experiments/create", {"name": "stale"}))
+        experiment_id = experiment["experiment_id"]
+        notify = {"experiment_id": experiment_id, "key": "reprorun.notify"}
+        ok(
+            call(
+                srv,
+                "POST",
+                "experiments/set-experiment-tag",
+                {**notify, "value": f"cmd:{sys.executable} {script}"},
+            )
+        )
+        local, remote = _stale_runs(srv, experiment_id)
+        busy_before = {pid: cpu_seconds(pid) for pid in workers}
+
+        assert _read_all_at_once(srv, experiment_id, local + remote) == []
+
+        assert sorted(srv.workers()) == sorted(workers), srv.log()
+        busy = {pid: cpu_seconds(pid) - busy_before[pid] for pid in workers}
+        assert len([s for s in busy.values() if s > 0.05]) >= 2, busy  # several workers read
+        runs = {
+            r: ok(call(srv, "GET", "runs/get", query={"run_id": r}))["run"] for r in local + remote
+        }
+        for run_id, run in runs.items():
+            tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+            assert run["info"]["status"] == "FAILED", (run_id, run["info"])
+            assert run["info"]["end_time"] > 0
+            assert tags[SystemTags.EXIT_REASON] == "node-lost", (run_id, tags)
+        # One notification per remote run (a lost heartbeat notifies; whoever closed it
+        # sends it): none twice, none missing.
+        lines = received.read_text().splitlines() if received.exists() else []
+        notified = Counter(json.loads(line)["run_id"] for line in lines)
+        assert notified == Counter(remote), notified
+        assert {json.loads(line)["event"] for line in lines} == {"node-lost"}
+        # Closed once: reading again changes nothing (end times are those first written).
+        again = ok(call(srv, "POST", "runs/search", {"experiment_ids": [experiment_id]}))
+        ends = {r["info"]["run_id"]: r["info"]["end_time"] for r in again["runs"]}
+        assert ends == {r: run["info"]["end_time"] for r, run in runs.items()}
+        assert len(received.read_text().splitlines()) == len(remote)
+
+
+# --- the process tree: a dead worker is replaced; SIGTERM stops them all --------------------
+
+
+def _wait(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout} s")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path: Path) -> None:
+    with server_process(tmp_path / "srv", workers=WORKERS) as srv:
+        workers = srv.workers()
+        assert len(workers) == WORKERS, srv.log()
+        run_id = create_run(srv)
+
+        os.kill(workers[0], signal.SIGKILL)
+        _wait(
+            lambda: len(set(srv.workers()) - {workers[0]}) == WORKERS,
+            30,
+            f"uvicorn did not replace the killed worker {workers[0]}",
+        )
+        replacement = (set(srv.workers()) - set(workers)).pop()
+        _wait(
+            lambda: replacement in started_workers(srv.log()), 30, "the replacement never started"
+        )
+        assert f"Child process [{workers[0]}] died" in srv.log()
+        for _ in range(2 * WORKERS):  # every worker answers, the new one too
+            got = ok(call(srv, "GET", "runs/get", query={"run_id": run_id}))
+            assert got["run"]["info"]["run_id"] == run_id
+
+        everyone = [srv.process.pid, *srv.workers()]
+        srv.process.send_signal(signal.SIGTERM)
+        assert srv.process.wait(timeout=30) == 0, srv.log()
+        _wait(
+            lambda: not [p for p in everyone if _running(p)],
+            10,
+            "workers still running after the supervisor's SIGTERM",
+        )
+        assert "Received SIGTERM" in srv.log()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not a zombie waiting for its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
