@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from reprorun.tracking.entities import SystemTags
+from tests.conftest import reprorun_cli
 from tests.integration.server_proc import ServerProcess, server_process, started_workers
 from tests.integration.test_server import (
     LOAD_THREADS,
@@ -265,6 +266,28 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path: Pa
             "workers still running after the supervisor's SIGTERM",
         )
         assert "Received SIGTERM" in srv.log()
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_start_stops_the_server_with_the_reason(tmp_path: Path) -> None:
+    """Not a restart loop: the password file is gone when a dead worker is replaced."""
+    passwords = tmp_path / "passwords"
+    added = reprorun_cli("server-user", "add", str(passwords), "alice", "--password", "a-long-pw!")
+    assert added.returncode == 0, added.stderr
+    args = ("--basic-auth-file", str(passwords))
+    with server_process(tmp_path / "srv", *args, workers=2) as srv:
+        victim = srv.workers()[0]
+        passwords.unlink()
+        os.kill(victim, signal.SIGKILL)
+        assert srv.process.wait(timeout=30) == 1, srv.log()
+        assert [p for p in srv.workers() if _running(p)] == []
+        log = srv.log()
+        assert "Cannot read the password file" in log
+        assert log.count("cannot start") == 1, log  # tried once, not in a loop
+        assert log.rstrip().endswith(
+            f"Error: A server worker could not start, so the server stopped: Cannot read the "
+            f"password file {passwords}: No such file or directory."
+        ), log
 
 
 def _running(pid: int) -> bool:

@@ -24,6 +24,7 @@ _LIFESPAN_CHATTER = (
     "Application startup complete",
     "Waiting for application shutdown",
     "Application shutdown complete",
+    "Waiting for child process",
 )
 
 
@@ -85,8 +86,10 @@ def serve(config: ServerConfig, *, host: str, port: int, workers: int = 1) -> No
     _fork_workers()
     # Worker processes import the app by name and read the configuration from the env.
     os.environ[CONFIG_ENV] = config.to_env()
+    global _failure
+    _failure = _shared_text()
     uvicorn.run(
-        "reprorun.server.app:create_app",
+        f"{__name__}:worker_app",
         factory=True,
         host=host,
         port=port,
@@ -94,6 +97,43 @@ def serve(config: ServerConfig, *, host: str, port: int, workers: int = 1) -> No
         log_config=workers_log_config(),
         access_log=False,
     )
+    why = _failure.value.decode(errors="replace") if _failure is not None else ""
+    if why:
+        from reprorun.errors import ReprorunError
+
+        raise ReprorunError(f"A server worker could not start, so the server stopped: {why}")
+
+
+# Written by a --workers process that cannot build its app, read by the supervisor once
+# uvicorn has stopped (shared memory, inherited by the forked workers).
+_failure: Any = None
+_STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that cannot start: it stops them all
+
+
+def _shared_text() -> Any:
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return multiprocessing.get_context("fork").Array("c", 2000, lock=False)
+
+
+def worker_app() -> Any:
+    """The app of one ``--workers`` process (uvicorn's factory). A worker that cannot build
+    it (the database unreachable when a dead worker is replaced, the password file gone)
+    logs why and exits with uvicorn's start-up failure code: uvicorn then stops the server
+    instead of restarting that worker in a loop, and the supervisor reports the reason."""
+    from reprorun.errors import ReprorunError
+    from reprorun.server.app import create_app
+
+    try:
+        return create_app()
+    except Exception as exc:
+        why = str(exc) if isinstance(exc, ReprorunError) else f"{type(exc).__name__}: {exc}"
+        logging.getLogger("uvicorn.error").error("Worker [%d] cannot start: %s", os.getpid(), why)
+        if _failure is not None:
+            _failure.value = why.encode()[: len(_failure) - 1]
+        raise SystemExit(_STARTUP_FAILURE) from None
 
 
 def _fork_workers() -> None:
