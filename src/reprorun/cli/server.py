@@ -27,7 +27,16 @@ from reprorun.cli._common import cli, current_app, handle_errors
     show_default=True,
     help="Proxy artifact uploads and downloads (clients see mlflow-artifacts:/ URIs).",
 )
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes serving requests on the one port, each with its own database "
+    "connections (up to 15 on PostgreSQL); a dead one is replaced, SIGTERM stops all. For a "
+    "shared server on PostgreSQL, about one per core. SQLite takes several too (WAL: one "
+    "writer at a time, so more workers add little there).",
+)
 @click.option(
     "--auth-token",
     help="Require this bearer token on every request (env: REPRORUN_SERVER_TOKEN); at least "
