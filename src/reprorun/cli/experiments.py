@@ -33,7 +33,8 @@ def list_experiments(tracking_uri: str | None, as_json: bool) -> None:
 @experiments.command("create")
 @click.argument("name")
 @click.option(
-    "--artifact-location", help="Where the experiment's runs keep artifacts (file:// URI)."
+    "--artifact-location",
+    help="Where the experiment's runs keep artifacts: a folder, file:// URI or s3://BUCKET/PREFIX.",
 )
 @tracking_uri_option
 @handle_errors
@@ -41,6 +42,10 @@ def create_experiment(name: str, artifact_location: str | None, tracking_uri: st
     """Create an experiment called NAME and print its id."""
     from reprorun.errors import ResourceAlreadyExists, UserInputError
 
+    if artifact_location and ":" in artifact_location.split("/", 1)[0]:  # a URI, not a folder
+        from reprorun.config import artifact_location as checked
+
+        artifact_location = checked(artifact_location, "--artifact-location", proxied=True)
     try:
         exp_id = current_app().store_at(tracking_uri).create_experiment(name, artifact_location)
     except ResourceAlreadyExists as exc:

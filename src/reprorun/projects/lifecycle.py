@@ -232,11 +232,25 @@ def child_env(
     return env
 
 
+# Where a job finds S3 artifacts (docs/s3.md); none of them is a secret.
+S3_LOCATION_VARS = (
+    "MLFLOW_S3_ENDPOINT_URL",
+    "MLFLOW_S3_IGNORE_TLS",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
 def run_job_env(
     extra: Mapping[str, str], run_id: str, experiment_id: str, tracking_uri: str
 ) -> dict[str, str]:
-    """A remote job's variables: only the run's own (never this machine's environment)."""
-    env = {**extra, **run_env(run_id, experiment_id, tracking_uri)}
+    """A remote job's variables: only the run's own (never this machine's environment), and
+    where S3 artifacts are (endpoint and region, never credentials: the job's own machine
+    provides those, as an instance role, a Kubernetes secret or ~/.aws)."""
+    env = {k: os.environ[k] for k in S3_LOCATION_VARS if os.environ.get(k)}
+    env.update({**extra, **run_env(run_id, experiment_id, tracking_uri)})
     if tracking_uri.startswith(("http://", "https://")):
         env.update(mlflow_env(tracking_uri, run_id, experiment_id))
     return env

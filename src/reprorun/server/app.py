@@ -16,7 +16,6 @@ import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -28,16 +27,16 @@ from starlette.routing import Route
 from reprorun import __version__
 from reprorun.server.artifacts import (
     MAX_UPLOAD_ARTIFACT_BYTES,
-    ArtifactProxy,
-    download_response,
+    MULTIPART_DOCS,
+    artifact_response,
+    multipart_routes,
     not_serving,
+    proxy_for,
+    storage_failure,
     write_run_file,
 )
 from reprorun.server.auth import Authenticator
-from reprorun.server.files import (
-    artifact_file,
-    safe_artifact_path,
-)
+from reprorun.server.files import safe_artifact_path
 from reprorun.server.guards import AuthMiddleware, CrossSiteMiddleware, HostMiddleware
 from reprorun.server.responses import (
     BodyTooLarge,
@@ -53,7 +52,7 @@ from reprorun.server.ui import ui_routes
 from reprorun.tracking.endpoint.request_rules import body_type_refusal
 from reprorun.tracking.mlflow_api.api import MlflowApi
 from reprorun.tracking.mlflow_api.context import ArtifactUris
-from reprorun.tracking.mlflow_api.errors import ApiError, error_for, invalid
+from reprorun.tracking.mlflow_api.errors import ApiError, invalid
 from reprorun.tracking.mlflow_api.routes import is_endpoint, openapi
 from reprorun.tracking.mlflow_api.routing import API, ARTIFACTS_API, MLFLOW_API_VERSION
 
@@ -100,10 +99,11 @@ def application_for(config: ServerConfig) -> Reprorun:
     """The application object over the store ``config`` names (the embedded default if none),
     its new experiments' artifacts under ``--artifacts-destination`` when given."""
     from reprorun.app import Reprorun
+    from reprorun.config import artifact_location
 
     artifact_root = None
-    if config.artifacts_destination:
-        artifact_root = Path(config.artifacts_destination).expanduser().resolve().as_uri()
+    if config.artifacts_destination:  # a folder or s3://bucket/prefix; any other scheme refused
+        artifact_root = artifact_location(config.artifacts_destination, "--artifacts-destination")
     return Reprorun(config.backend_store_uri, artifact_root=artifact_root)
 
 
@@ -145,7 +145,7 @@ def create_app(
         )
         return json_response(status, payload)
 
-    artifacts = ArtifactProxy(uris.root_dir, config.max_artifact_bytes)
+    artifacts = proxy_for(uris.root, config.max_artifact_bytes)
 
     async def artifact(request: Request) -> Response:
         if not config.serve_artifacts:
@@ -164,10 +164,9 @@ def create_app(
             if not run_id:
                 raise invalid("Missing value for required parameter 'run_id'.")
             run = await run_in_threadpool(store.get_run, run_id)
-            target = artifact_file(run.info.artifact_uri, query.get("path", ""))
+            return await artifact_response(run.info.artifact_uri, query.get("path", ""))
         except Exception as exc:
-            return error_response(error_for(exc))
-        return download_response(target)
+            return error_response(storage_failure(exc))
 
     async def logged_model_file(request: Request) -> Response:
         """MLflow's ``GET logged-models/{id}/artifacts/files?artifact_file_path=``: one file of
@@ -178,10 +177,9 @@ def create_app(
                 raise invalid("Missing value for required parameter 'artifact_file_path'.")
             model_id = request.path_params["model_id"]
             model = await run_in_threadpool(store.get_logged_model, model_id)
-            target = artifact_file(model.artifact_location, raw)
+            return await artifact_response(model.artifact_location, raw)
         except Exception as exc:
-            return error_response(error_for(exc))
-        return download_response(target)
+            return error_response(storage_failure(exc))
 
     async def upload_artifact(request: Request) -> Response:
         """MLflow's ``POST upload-artifact?run_uuid=&path=`` (its web UI's): the body becomes
@@ -204,11 +202,9 @@ def create_app(
             if not data:
                 raise invalid("Request must specify data.")
             run = await run_in_threadpool(store.get_run, run_id)
-            await run_in_threadpool(
-                write_run_file, uris.root_dir.resolve(), run.info.artifact_uri, raw, data
-            )
+            await run_in_threadpool(write_run_file, uris.root, run.info.artifact_uri, raw, data)
         except Exception as exc:
-            return error_response(error_for(exc))
+            return error_response(storage_failure(exc))
         return json_response(200, {})
 
     # /version answers the MLflow version whose API is served (MLflow's clients compare it);
@@ -236,6 +232,7 @@ def create_app(
             ("GET", ARTIFACTS_API + "/{artifact_path}", "Download an artifact (streamed)."),
             ("PUT", ARTIFACTS_API + "/{artifact_path}", "Upload an artifact (streamed)."),
             ("DELETE", ARTIFACTS_API + "/{artifact_path}", "Delete an artifact."),
+            *MULTIPART_DOCS,
             ("GET", "/", "The web UI (static page; assets under /static)."),
             ("GET", "/ui-api/experiments", "Experiments with runs count and last activity."),
             ("GET", "/ui-api/keys", "Param, metric and tag keys of experiments' runs."),
@@ -263,6 +260,7 @@ def create_app(
             Route("/openapi.json", openapi_json),
             Route(ARTIFACTS_API, artifact, methods=["GET"]),
             Route(ARTIFACTS_API + "/{path:path}", artifact, methods=["GET", "PUT", "DELETE"]),
+            *multipart_routes(artifacts, config.serve_artifacts),
             *[
                 Route(prefix + UPLOAD_ARTIFACT, upload_artifact, methods=["POST"])
                 for prefix in ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")

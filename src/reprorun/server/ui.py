@@ -19,7 +19,10 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from reprorun.errors import TrackingError
+from reprorun.server.artifacts import artifact_size, read_artifact, s3_file_response
 from reprorun.server.files import DOWNLOAD_HEADERS, artifact_file
+from reprorun.tracking.artifacts import is_s3
 from reprorun.tracking.entities import SystemTags
 from reprorun.tracking.mlflow_api.errors import ApiError, error_for, invalid
 
@@ -60,9 +63,8 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
         path = run.data.tags.get("reprorun.log", "logs/run.log")
         status = run.info.status.value
         reason = run.data.tags.get(SystemTags.EXIT_REASON)  # why it ended, once it has
-        try:
-            target = artifact_file(run.info.artifact_uri, path)
-        except ApiError:  # no log (yet): the run did not start, or logs elsewhere
+        size = artifact_size(run.info.artifact_uri, path)  # a folder's or S3's
+        if size is None:  # no log (yet): the run did not start, or logs elsewhere
             return {
                 "text": "",
                 "offset": 0,
@@ -71,14 +73,11 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
                 "exit_reason": reason,
                 "exists": False,
             }
-        with open(target, "rb") as f:
-            size = f.seek(0, 2)
-            start = offset if 0 <= offset <= size else 0
-            # Only the tail of a huge log on the first request; the page follows from there.
-            if offset == 0 and size > LOG_CHUNK:
-                start = size - LOG_CHUNK
-            f.seek(start)
-            data = f.read(LOG_CHUNK)
+        start = offset if 0 <= offset <= size else 0
+        # Only the tail of a huge log on the first request; the page follows from there.
+        if offset == 0 and size > LOG_CHUNK:
+            start = size - LOG_CHUNK
+        data = read_artifact(run.info.artifact_uri, path, start, LOG_CHUNK)
         # Whole characters only: a UTF-8 sequence cut by the chunk's start or end (or by a
         # writer mid-write) is skipped at the start and left for the next read at the end.
         if start > 0 and offset == 0:
@@ -201,9 +200,10 @@ def _complete_utf8(data: bytes) -> int:
 def _mlmodel(artifact_uri: str, path: str) -> str | None:
     """The text of a model's MLmodel file (its flavors, signature, sizes), if it has one."""
     try:
-        text = artifact_file(artifact_uri, path).read_text(encoding="utf-8", errors="replace")
-    except (ApiError, OSError):
+        data = read_artifact(artifact_uri, path, 0, PREVIEW_BYTES)
+    except (ApiError, OSError, TrackingError):  # none, or its storage cannot be read now
         return None
+    text = data.decode("utf-8", errors="replace")
     return text[:PREVIEW_BYTES]
 
 
@@ -228,12 +228,11 @@ def _int_param(request: Request, name: str, default: int) -> int:
 
 
 def _file_response(request: Request, artifact_uri: str) -> Response:
-    target = artifact_file(artifact_uri, request.query_params.get("path", ""))
+    raw = request.query_params.get("path", "")
     # ?preview=1: the file's first bytes, as text, for the page to show.
     if request.query_params.get("preview"):
-        with open(target, "rb") as f:
-            data = f.read(PREVIEW_BYTES)
-        truncated = "1" if target.stat().st_size > len(data) else "0"
+        data = read_artifact(artifact_uri, raw, 0, PREVIEW_BYTES)
+        truncated = "1" if (artifact_size(artifact_uri, raw) or 0) > len(data) else "0"
         return Response(
             data,
             media_type="application/octet-stream",
@@ -246,7 +245,10 @@ def _file_response(request: Request, artifact_uri: str) -> Response:
     disposition = "inline" if request.query_params.get("inline") else "attachment"
     # Only images are shown in the page; everything else downloads as bytes, so an uploaded
     # .html or .svg artifact can never run script in the UI's origin.
-    media_type = _image_type(target) if disposition == "inline" else None
+    media_type = _image_type(Path(raw)) if disposition == "inline" else None
+    if is_s3(artifact_uri):
+        return s3_file_response(artifact_uri, raw, media_type)
+    target = artifact_file(artifact_uri, raw)
     return FileResponse(
         target,
         filename=target.name,

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from reprorun.errors import (
+    ArtifactStorageError,
     ParamConflict,
     ResourceAlreadyExists,
     ResourceNotFound,
@@ -47,7 +48,7 @@ def error_for(exc: Exception) -> ApiError:
         return invalid(str(exc))
     if isinstance(exc, RecursionError):  # JSON nested deeper than Python can follow
         return invalid("The request nests arrays or objects too deeply.")
-    if isinstance(exc, (ServerUnavailable, StoreFileError)):
+    if isinstance(exc, (ServerUnavailable, StoreFileError, ArtifactStorageError)):
         return ApiError(503, "TEMPORARILY_UNAVAILABLE", str(exc))
     if isinstance(exc, TrackingError):
         return ApiError(400, "INVALID_STATE", str(exc))

@@ -30,6 +30,10 @@ def create_experiment(api: ApiContext, body: Json, _: dict[str, str]) -> Json:
     if location and "://" not in location and ":" not in location.split("/", 1)[0]:
         # A relative folder is the server's (MLflow resolves it against its working folder).
         location = str(Path.cwd() / location)
+    elif location:  # a URI: one reprorun can store to (a folder, S3, a server's proxy)
+        from reprorun.config import artifact_location
+
+        location = artifact_location(location, "artifact_location", proxied=True)
     tags = _key_values(body, "tags", "experiment tag")
     return {"experiment_id": api.store.create_experiment(name, location, tags)}
 
