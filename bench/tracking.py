@@ -65,7 +65,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -147,9 +147,13 @@ class SeedRun:
 
 def seed_runs(n: int) -> list[SeedRun]:
     """The same runs for every tool: a fixed random seed."""
+    return list(iter_seed_runs(n))
+
+
+def iter_seed_runs(n: int) -> Iterator[SeedRun]:
+    """seed_runs(n), one at a time (a million runs do not fit in memory as a list)."""
     rng = random.Random(20240601)
     base = 1_700_000_000_000
-    runs = []
     for i in range(n):
         params = {
             "model": rng.choice(MODELS),
@@ -157,10 +161,7 @@ def seed_runs(n: int) -> list[SeedRun]:
             "depth": str(rng.randint(2, 12)),
         }
         tags = {"team": rng.choice(("vision", "nlp", "tabular"))}
-        runs.append(
-            SeedRun(f"seed-{i:05d}", base + i * 1000, params, tags, rng.random(), rng.random())
-        )
-    return runs
+        yield SeedRun(f"seed-{i:05d}", base + i * 1000, params, tags, rng.random(), rng.random())
 
 
 # --- clients: the same operations through reprorun's store or MLflow's client ----------------
@@ -1107,6 +1108,301 @@ def single_table(result: dict[str, Any], budget: Budget) -> None:
         print(f"WARNING: {problem}")
 
 
+# --- scale: the searches people send, at 10k, 100k and 1M runs ------------------------------
+
+SCALE_SIZES = (10_000, 100_000, 1_000_000)
+SCALE_TARGET_MS = 50.0
+SCALE_PAGE = 100
+# (label, filter, order_by, deep): what the UI and users send. "deep" requests the page that
+# starts half-way through the result, with the page token a client holds there.
+SCALE_REQUESTS: dict[str, tuple[str, str | None, list[str] | None, bool]] = {
+    "first_page": ("first page, no filter", None, None, False),
+    "filter_metric_param": (f"filter: {SEARCH_FILTER}", SEARCH_FILTER, None, False),
+    "filter_tag": ("filter: tags.team = 'vision'", "tags.team = 'vision'", None, False),
+    "order_metric": (f"order_by {SEARCH_ORDER}", None, [SEARCH_ORDER], False),
+    "order_param": ("order_by params.depth ASC", None, ["params.depth ASC"], False),
+    "filter_order": (
+        "params.model = 'tree', order_by metrics.acc",
+        "params.model = 'tree'",
+        ["metrics.acc ASC"],
+        False,
+    ),
+    "deep_page": (f"page at run n/2, order_by {SEARCH_ORDER}", None, [SEARCH_ORDER], True),
+}
+WALK_PAGE = 10_000  # the page size a client walks with to reach the deep page (MLflow's)
+MLFLOW_CACHED_VENV = Path.home() / ".cache" / "reprorun-tests" / "mlflow-3.17.2"
+
+
+def scale_search(
+    client: Any,
+    exp: str,
+    filter_string: str | None,
+    order_by: list[str] | None,
+    *,
+    max_results: int,
+    token: str | None,
+) -> tuple[list[tuple[str, float | None]], str | None]:
+    """One page through either client: (run id, acc) of each run, and the next page's token."""
+    if isinstance(client, ReprorunClient):
+        page = client.store.search_runs(
+            [exp], filter_string, max_results=max_results, order_by=order_by, page_token=token
+        )
+    else:
+        page = client.client.search_runs(
+            [exp],
+            filter_string=filter_string or "",
+            max_results=max_results,
+            order_by=order_by,
+            page_token=token,
+        )
+    return [(r.info.run_id, r.data.metrics.get("acc")) for r in page], page.token
+
+
+def deep_token(client: Any, exp: str, order_by: list[str] | None, depth: int) -> str | None:
+    """The token a client holds after reading ``depth`` runs, walked page by page."""
+    token = None
+    read = 0
+    while read < depth:
+        size = min(WALK_PAGE, depth - read)
+        found, token = scale_search(client, exp, None, order_by, max_results=size, token=token)
+        read += len(found)
+        if not token:
+            break
+    return token
+
+
+def check_scale(key: str, found: list[tuple[str, float | None]], n: int) -> str | None:
+    """Whether a scale request found what the seeded data says (streamed: 1M runs)."""
+    accs = [a for _, a in found]
+    if any(a is None for a in accs):
+        return f"{key}: a run without acc"
+    if key in ("order_metric", "deep_page"):
+        every = sorted((r.acc for r in iter_seed_runs(n)), reverse=True)
+        start = n // 2 if key == "deep_page" else 0
+        expected = every[start : start + SCALE_PAGE]
+        ok = len(accs) == len(expected) and all(
+            a is not None and abs(a - e) < 1e-12 for a, e in zip(accs, expected, strict=True)
+        )
+        return None if ok else f"{key}: not the runs ranked {start + 1} to {start + SCALE_PAGE}"
+    if key == "filter_order":
+        every = sorted(r.acc for r in iter_seed_runs(n) if r.params["model"] == "tree")
+        ok = accs == every[:SCALE_PAGE]
+        return None if ok else f"{key}: not the lowest acc of the 'tree' runs"
+    if key == "order_param":
+        depths = sorted(r.params["depth"] for r in iter_seed_runs(n))[:SCALE_PAGE]
+        return None if len(found) == len(depths) else f"{key}: {len(found)} runs"
+    return None if len(found) == SCALE_PAGE else f"{key}: {len(found)} runs, not {SCALE_PAGE}"
+
+
+def measure_scale(client: Any, n: int, repeats: int) -> dict[str, Any]:
+    """Median latency (ms) of each scale request on the seeded experiment of n runs."""
+    exp = seeded_experiment(client, n)
+    result: dict[str, Any] = {"problems": []}
+    for key, (label, filter_string, order_by, deep) in SCALE_REQUESTS.items():
+        token = deep_token(client, exp, order_by, n // 2) if deep else None
+        times = []
+        found: list[tuple[str, float | None]] = []
+        for _ in range(repeats + 1):  # the first is a warm-up
+            start = time.perf_counter()
+            found, _ = scale_search(
+                client, exp, filter_string, order_by, max_results=SCALE_PAGE, token=token
+            )
+            times.append(time.perf_counter() - start)
+        result[key] = statistics.median(times[1:]) * 1000
+        problem = check_scale(key, found, n)
+        if problem:
+            result["problems"].append(problem)
+        say(f"  {label}: {result[key]:,.1f} ms" + (f"  ({problem})" if problem else ""))
+    if isinstance(client, ReprorunClient):
+        store: Any = client.store  # the SqlStore: run_keys is what /ui-api/keys answers with
+        times = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            keys = store.run_keys([exp])
+            times.append(time.perf_counter() - start)
+        result["keys"] = statistics.median(times[1:]) * 1000
+        if sorted(keys["metrics"]) != ["acc", "loss"]:
+            result["problems"].append(f"keys: {keys}")
+        say(f"  /ui-api/keys (run_keys): {result['keys']:,.1f} ms")
+    return result
+
+
+def postgres_schema_url(url: str, schema: str) -> str:
+    """``url`` with ``schema`` first on the search path (created when missing)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    from reprorun.tracking.store.database import _with_driver
+
+    url = _with_driver(url)  # the installed driver (SQLAlchemy 2.1 assumes psycopg 3)
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    finally:
+        engine.dispose()
+    parsed = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    return parsed.render_as_string(hide_password=False)
+
+
+def drop_postgres_schema(url: str, schema: str) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from reprorun.tracking.store.database import _with_driver
+
+    engine = create_engine(_with_driver(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        engine.dispose()
+
+
+def mlflow_python(given: str | None) -> str | None:
+    for candidate in (given, MLFLOW_VENV / "bin" / "python", MLFLOW_CACHED_VENV / "bin" / "python"):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    return None
+
+
+def scale_target(
+    python: str, client: str, uri: str, n: int, quick: bool, env: dict[str, str]
+) -> dict[str, Any]:
+    """One target measured by this script in a process of its own (the MLflow venv's for
+    MLflow)."""
+    with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
+        out = Path(tmp) / "result.json"
+        argv = [
+            python,
+            str(Path(__file__).resolve()),
+            "--tracking-uri",
+            uri,
+            "--client",
+            client,
+            "--scale-measure",
+            str(n),
+            "--json",
+            str(out),
+            *(["--quick"] if quick else []),
+        ]
+        subprocess.run(argv, env=env, check=True)
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+
+def run_scale(args: argparse.Namespace) -> dict[str, Any]:
+    """Seed and measure every backend and size; returns {column: result}."""
+    from seed_runs import seed
+
+    sizes = [10_000] if args.quick else [int(x) for x in args.scale_runs.split(",")]
+    backends = [b.strip() for b in args.scale_backends.split(",") if b.strip()]
+    pg_url = args.postgres_url or os.environ.get("REPRORUN_TEST_POSTGRES_URL")
+    if "postgresql" in backends and not pg_url:
+        sys.exit(
+            "--scale on postgresql needs --postgres-url (or REPRORUN_TEST_POSTGRES_URL): a "
+            "database the user may create schemas in; or pass --scale-backends sqlite"
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRORUN_", "MLFLOW_"))}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    keep = args.scale_dir is not None
+    root = Path(args.scale_dir or tempfile.mkdtemp(prefix="scale-bench-", dir=args.work_dir))
+    root.mkdir(parents=True, exist_ok=True)
+    env["REPRORUN_HOME"] = str(root / "reprorun-home")
+    results: dict[str, Any] = {}
+    schemas: list[str] = []
+    try:
+        if not args.skip_mlflow:
+            python = mlflow_python(args.mlflow_python)
+            if python is None:
+                from env_build import install_mlflow
+
+                say(f"MLflow {install_mlflow()} in {MLFLOW_VENV}")
+                python = str(MLFLOW_VENV / "bin" / "python")
+            say(f"\n== MLflow embedded, SQLite, 10,000 runs ({python})")
+            uri = sqlite_uri(root / "mlflow-10000.db")
+            results["mlflow-sqlite-10000"] = scale_target(
+                python, "mlflow", uri, 10_000, args.quick, env
+            )
+        for backend in backends:
+            for n in sizes:
+                if backend == "sqlite":
+                    uri = str(root / f"reprorun-{n}.db")
+                else:
+                    assert pg_url is not None
+                    schema = f"bench_scale_{n}"
+                    schemas.append(schema)
+                    uri = postgres_schema_url(pg_url, schema)
+                say(f"\n== reprorun, {backend}, {n:,} runs")
+                start = time.perf_counter()
+                seed(uri, n)
+                say(f"  store ready in {time.perf_counter() - start:.0f} s")
+                results[f"reprorun-{backend}-{n}"] = scale_target(
+                    sys.executable, "reprorun", uri, n, args.quick, env
+                )
+    finally:
+        if keep:
+            say(
+                f"\nseeded stores kept in {root}"
+                + (f" and PostgreSQL schemas {', '.join(schemas)}" if schemas else "")
+            )
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+            for schema in schemas:
+                assert pg_url is not None
+                drop_postgres_schema(pg_url, schema)
+    return results
+
+
+def scale_table(results: dict[str, Any]) -> bool:
+    """Print the table; True when every reprorun request at the largest size is under target."""
+    columns = list(results)
+    largest = max(
+        (int(c.rsplit("-", 1)[1]) for c in columns if c.startswith("reprorun")), default=0
+    )
+
+    def title(column: str) -> str:
+        tool, backend, n = column.split("-")
+        size = f"{int(n) // 1000:,}k" if int(n) < 1_000_000 else f"{int(n) // 1_000_000}M"
+        who = "MLflow" if tool == "mlflow" else "rr"
+        return f"{who} {'PG' if backend == 'postgresql' else 'SQLite'} {size}"
+
+    rows = [["request (ms, median)", *(title(c) for c in columns), "target", "verdict"]]
+    labels = {k: v[0] for k, v in SCALE_REQUESTS.items()}
+    labels["keys"] = "/ui-api/keys (run_keys)"
+    ok = True
+    for key, label in labels.items():
+        cells = [label]
+        for c in columns:
+            value = results[c].get(key)
+            cells.append("-" if value is None else f"{value:,.1f}")
+        at_largest = [
+            results[c][key]
+            for c in columns
+            if c.startswith("reprorun") and c.endswith(f"-{largest}") and key in results[c]
+        ]
+        passed = bool(at_largest) and all(v < SCALE_TARGET_MS for v in at_largest)
+        ok = ok and passed
+        cells += [f"< {SCALE_TARGET_MS:g} at {largest:,}", "PASS" if passed else "FAIL"]
+        rows.append(cells)
+    print()
+    print_rows(rows)
+    print(
+        f"\n{SCALE_PAGE} runs a page; each request timed {SCALE_REPEATS} times after a warm-up "
+        "(--quick: 3). rr = reprorun, embedded store (open_store), one process per column;\n"
+        "MLflow = mlflow.MlflowClient on its SQLite store (the same seeded runs). PostgreSQL is "
+        "ANALYZEd after seeding (as autovacuum does); SQLite has no statistics (as every store)."
+    )
+    for c in columns:
+        for problem in results[c].get("problems", []):
+            print(f"WARNING {c}: {problem}")
+    return ok
+
+
+SCALE_REPEATS = 7
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 
@@ -1133,8 +1429,48 @@ def main() -> None:
         "e.g. /dev/shm to take the disk's fsync out of the comparison)",
     )
     parser.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="the scale comparison instead: searches on 10k, 100k and 1M seeded runs, SQLite and "
+        "PostgreSQL, MLflow at 10k (with --quick: 10k only)",
+    )
+    parser.add_argument("--scale-runs", default=",".join(str(n) for n in SCALE_SIZES))
+    parser.add_argument("--scale-backends", default="sqlite,postgresql")
+    parser.add_argument(
+        "--postgres-url",
+        help="scale: a PostgreSQL database to seed in (one schema per size; default: "
+        "REPRORUN_TEST_POSTGRES_URL)",
+    )
+    parser.add_argument(
+        "--scale-dir",
+        type=Path,
+        help="scale: keep the seeded stores here (and the PostgreSQL schemas) and reuse them",
+    )
+    parser.add_argument("--mlflow-python", help="scale: the python of a venv with mlflow")
+    parser.add_argument("--scale-measure", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     budget = QUICK if args.quick else FULL
+
+    if args.scale_measure:
+        client: Client = (
+            MlflowClientAdapter(args.tracking_uri)
+            if args.client == "mlflow"
+            else ReprorunClient(args.tracking_uri)
+        )
+        repeats = 3 if args.quick else SCALE_REPEATS
+        measured = measure_scale(client, args.scale_measure, repeats)
+        if args.json:
+            args.json.write_text(json.dumps(measured, indent=1))
+        return
+    if args.scale:
+        scale_results = run_scale(args)
+        if args.json:
+            args.json.write_text(json.dumps(scale_results, indent=1))
+        passed = scale_table(scale_results)
+        if not passed and not args.quick:
+            sys.exit(1)
+        return
 
     if args.tracking_uri and not args.suite:
         with tempfile.TemporaryDirectory(prefix="tracking-bench-") as tmp:
@@ -1142,7 +1478,7 @@ def main() -> None:
                 from mlflow import MlflowClient  # noqa: F401  (fail early, with its message)
             client_name = args.client
             if args.seed_only:
-                client: Client = (
+                client = (
                     MlflowClientAdapter(args.tracking_uri)
                     if client_name == "mlflow"
                     else ReprorunClient(args.tracking_uri)

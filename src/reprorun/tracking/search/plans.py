@@ -87,11 +87,13 @@ def plan_kind(order: Sequence[OrderBy], experiment_ids: Sequence[str]) -> str | 
     return {METRIC: "metric", PARAM: "param"}.get(o.entity)
 
 
-def long_param_probe(bind: Any) -> str:
-    """A statement whose one row tells that a param key has values beyond the index's prefix
-    (``bind(value)`` names a parameter); it reads ``ix_params_long`` only."""
+def long_param_probe(dialect: str) -> str:
+    """A statement whose one row tells that param ``:k`` of experiment ``:e`` has values beyond
+    the index's prefix; it reads the partial index ``ix_params_long`` only (SQLite's planner,
+    without statistics, must be told)."""
+    hint = " INDEXED BY ix_params_long" if dialect == "sqlite" else ""
     return (
-        f'SELECT 1 FROM params x WHERE x.experiment_id = {bind("e")} AND x."key" = {bind("k")} '  # noqa: S608
+        f'SELECT 1 FROM params x{hint} WHERE x.experiment_id = :e AND x."key" = :k '  # noqa: S608
         f"AND length(x.value) > {PARAM_PREFIX} LIMIT 1"
     )
 

@@ -187,7 +187,7 @@ class RunStore(StoreBase):
             kind = plans.plan_kind(order, experiment_ids)
             if kind == "param":
                 probe = {"e": exp_int(experiment_ids[0]), "k": order[0].key}
-                if conn.fetch(plans.long_param_probe(lambda name: ":" + name), probe):
+                if conn.fetch(plans.long_param_probe(self.db.dialect), probe):
                     kind = None  # a value longer than the index's prefix: sort them all
             if isinstance(position, plans.Cursor) and position.kind != kind:
                 raise SearchError(

@@ -41,22 +41,35 @@ class UiQueries(StoreBase):
         return self.db.read(read)
 
     def run_keys(self, experiment_ids: Sequence[str], limit: int = 2000) -> dict[str, list[str]]:
-        """The param, metric and tag keys used by the experiments' active runs (sorted)."""
-        ids = {f"e{i}": exp_int(e) for i, e in enumerate(experiment_ids)}
-        in_list = ", ".join(":" + k for k in ids)
+        """The param, metric and tag keys used by the experiments' active runs (sorted).
+
+        One index seek a key, not a read of every run: a recursive query walks the distinct
+        keys of (experiment, key) in the index, each checked for one active run."""
+        ids = [exp_int(e) for e in experiment_ids]
+        visit = 10 * int(limit)  # keys looked at, kept or not (those of deleted runs only)
 
         def read(conn: Connection) -> dict[str, list[str]]:
             found = {}
             tables = {"params": "params", "metrics": "latest_metrics", "tags": "tags"}
             for name, table in tables.items():
-                rows = conn.fetch(
-                    f'SELECT DISTINCT x."key" FROM {table} x '
-                    "JOIN runs r ON r.run_uuid = x.run_uuid "
-                    f"WHERE r.experiment_id IN ({in_list}) AND r.lifecycle_stage = 'active' "
-                    f'ORDER BY x."key" LIMIT {int(limit)}',
-                    ids,
-                )
-                found[name] = [r[0] for r in rows]
+                keys: set[str] = set()
+                for exp in ids:
+                    rows = conn.fetch(
+                        "WITH RECURSIVE k (name, n) AS (SELECT "
+                        f'(SELECT MIN(x."key") FROM {table} x WHERE x.experiment_id = :e), 1 '
+                        f'UNION ALL SELECT (SELECT MIN(x."key") FROM {table} x '
+                        'WHERE x.experiment_id = :e AND x."key" > k.name), k.n + 1 FROM k '
+                        f"WHERE k.name IS NOT NULL AND k.n < {visit}) "
+                        # A scalar subquery, not EXISTS: PostgreSQL would turn EXISTS into
+                        # a join over every row of the experiment.
+                        "SELECT k.name FROM k WHERE k.name IS NOT NULL AND ("
+                        f"SELECT 1 FROM {table} x CROSS JOIN runs r WHERE x.experiment_id = :e "
+                        'AND x."key" = k.name AND r.run_uuid = x.run_uuid '
+                        f"AND r.lifecycle_stage = 'active' LIMIT 1) = 1 LIMIT {int(limit)}",
+                        {"e": exp},
+                    )
+                    keys.update(r[0] for r in rows)
+                found[name] = sorted(keys)[: int(limit)]
             return found
 
         return self.db.read(read)
