@@ -372,3 +372,49 @@ def test_a_path_parameter_given_a_url_is_read_in_the_container(home: Path, tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
     assert "a,b\n1,2\n" in result.stdout
     assert "read-only" in result.stdout  # the container cannot change the downloads cache
+
+
+def test_docker_args_limit_the_container_and_its_oom_kill_is_out_of_memory(
+    home: Path, tmp_path: Path
+) -> None:
+    """MLflow's -A/--docker-args reach `docker run`; a container killed by the OOM killer at
+    its memory limit ends the run with reason out-of-memory (the engine's oom event), and a
+    rerun keeps the options."""
+    grab = "python3 -c 'x = bytearray(400 * 1024 * 1024); print(len(x))'"
+    project = docker_project(
+        tmp_path,
+        command=f"echo limit $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max); {grab}",
+    )
+    args = ("-A", "memory=64m", "--docker-args", "memory-swap=64m")
+    result = reprorun_cli("run", str(project), *args, timeout=180)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"limit {64 * 1024 * 1024}" in result.stdout  # the container got the limit
+    run = only_run()
+    tags = run["data"]["tags"]
+    assert run["info"]["status"] == "FAILED"
+    assert tags["reprorun.exitReason"] == "out-of-memory", tags
+    assert "OOM kill of container" in tags["reprorun.exitDetail"]
+    assert json.loads(tags["reprorun.docker.args"]) == ["memory=64m", "memory-swap=64m"]
+    assert container_names(run["info"]["run_id"]) == []
+    # A rerun runs with the same options (and ends the same way).
+    again = reprorun_cli("rerun", run["info"]["run_id"], timeout=180)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"limit {64 * 1024 * 1024}" in again.stdout
+    # A command that fails on its own with 137 is not taken for an OOM kill.
+    plain = docker_project(tmp_path / "plain", command="exit 137")
+    ended = reprorun_cli("run", str(plain), *args, timeout=180)
+    assert ended.returncode == 1, ended.stdout + ended.stderr
+    (latest, *_rest) = all_runs()
+    assert latest["data"]["tags"]["reprorun.exitReason"] == "code-error"
+
+
+def test_docker_args_are_checked_before_anything_runs(home: Path, tmp_path: Path) -> None:
+    project = docker_project(tmp_path)
+    bad = reprorun_cli("run", str(project), "-A", "--privileged", timeout=60)
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert "expected NAME=VALUE or NAME" in bad.stderr
+    local = make_project(tmp_path / "local", "entry_points:\n  main:\n    command: 'true'\n")
+    refused = reprorun_cli("run", str(local), "-A", "memory=1g", timeout=60)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "apply to docker_env projects only" in refused.stderr
+    assert all_runs() == []

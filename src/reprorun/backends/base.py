@@ -48,6 +48,7 @@ class LaunchSpec:
     echo: Echo | None = None  # receives the child's output as it arrives
     argv: list[str] | None = None  # run this instead of `bash -c command` (containers)
     stop_argv: list[str] | None = None  # run this too when the run is cancelled
+    container: bool = False  # argv runs a docker_env container (named after the run)
     on_finish: Callable[[], None] | None = None  # once the run has ended (release resources)
     # For jobs that run elsewhere (remote backends):
     experiment_id: str = "0"

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -230,6 +231,7 @@ class LocalSubmittedRun(SubmittedRun):
         self._oom: OomWatch | None = None
         with contextlib.suppress(Exception):  # no evidence is no reason to fail the run
             self._oom = OomWatch(proc.pid)
+        self._started = time.time()  # (the Docker engine's events are asked from then)
         self._timer: threading.Timer | None = None
         if spec.timeout_seconds is not None:
             self._timer = threading.Timer(spec.timeout_seconds, self._time_out)
@@ -308,6 +310,13 @@ class LocalSubmittedRun(SubmittedRun):
         if not stopped and self._oom is not None:
             with contextlib.suppress(Exception):
                 oom = self._oom.evidence(returncode)
+        if not stopped and oom is None and self._spec.container and returncode == 137:
+            # `docker run` exits 137 when the container's process was SIGKILLed; the
+            # container's cgroup is the engine's, so the engine says whether it was the OOM
+            # killer (a --docker-args memory limit, or the machine's memory).
+            from reprorun.envs.docker import oom_killed
+
+            oom = oom_killed(self._spec.run_id, self._started)
         detail = None
         if self._timed_out:
             detail = f"stopped by --timeout after {self._spec.timeout_seconds:g} s"

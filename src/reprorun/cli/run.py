@@ -109,6 +109,15 @@ if TYPE_CHECKING:
     "for hooks.slack.com), an e-mail address (REPRORUN_SMTP_URL) or cmd:/path/to/script (the "
     "payload as JSON on stdin). Also REPRORUN_NOTIFY and the experiment's reprorun.notify tag.",
 )
+@click.option(
+    "-A",
+    "--docker-args",
+    "docker_args",
+    multiple=True,
+    metavar="NAME[=VALUE]",
+    help="docker_env projects: an option for `docker run`, as MLflow's -A (repeatable): "
+    "memory=2g gives --memory 2g, gpus=all --gpus all, t the flag -t.",
+)
 @retry_options
 @click.option("--help-params", is_flag=True, help="List the entry point's parameters and exit.")
 @json_option
@@ -134,6 +143,7 @@ def run_command(
     system_metrics: bool,
     run_id_file: str | None,
     notify: tuple[str, ...],
+    docker_args: tuple[str, ...],
     retries: int,
     retry_on: tuple[str, ...] | None,
     retry_memory: float | None,
@@ -186,6 +196,7 @@ def run_command(
         timeout=timeout,
         system_metrics=system_metrics,
         notify=notify,
+        docker_args=docker_args,
         retries=retries,
         retry_on=retry_on,
         retry_memory=retry_memory,

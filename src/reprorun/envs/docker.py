@@ -8,9 +8,11 @@ are mounted at the same paths, so the code inside logs to the same run.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from reprorun.envs.base import EnvManager, PreparedEnv, Progress
@@ -19,6 +21,7 @@ from reprorun.envs.declared import DockerEnv, ProjectFiles
 from reprorun.errors import ExecutionError, UserInputError
 
 CLIENT_MOUNT = "/opt/reprorun-client"
+_EVENT_WAIT = 2.0  # seconds the engine gets to report a container's OOM kill
 
 
 def _docker(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -78,6 +81,49 @@ def container_name(run_id: str) -> str:
     return f"reprorun-{run_id}"
 
 
+_ARG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+
+
+def run_options(docker_args: Sequence[str]) -> list[str]:
+    """``docker run`` options from MLflow's ``--docker-args`` items: ``NAME=VALUE`` gives
+    ``--NAME VALUE`` (``-N VALUE`` for a one-letter name), ``NAME`` alone the flag
+    ``--NAME`` (``-N``). UserInputError for a name that is not an option's."""
+    argv: list[str] = []
+    for item in docker_args:
+        name, eq, value = item.partition("=")
+        if not _ARG_NAME.fullmatch(name):
+            raise UserInputError(
+                f"--docker-args {item!r}: expected NAME=VALUE or NAME, where NAME is a "
+                f"`docker run` option without its dashes (memory=2g, gpus=all, t)."
+            )
+        flag = f"-{name}" if len(name) == 1 else f"--{name}"
+        argv += [flag, value] if eq else [flag]
+    return argv
+
+
+def oom_killed(run_id: str, since: float) -> str | None:
+    """The engine's word that the run's container was OOM-killed (its ``oom`` event since
+    ``since``, a Unix time), or None. Asked only when ``docker run`` ended with 137: waits up
+    to ``_EVENT_WAIT`` seconds for the engine's events."""
+    name = container_name(run_id)
+    until = str(int(time.time() + _EVENT_WAIT))
+    try:
+        found = _docker(
+            [
+                "events",
+                *("--since", str(int(since) - 1), "--until", until),
+                *("--filter", f"container={name}", "--filter", "event=oom"),
+                *("--format", "{{.Status}}"),
+            ],
+            timeout=_EVENT_WAIT + 15,
+        )
+    except (ExecutionError, UserInputError):
+        return None
+    if found.returncode != 0 or "oom" not in found.stdout.split():
+        return None
+    return f"the Docker engine reported an OOM kill of container {name} (its memory limit)"
+
+
 def docker_argv(
     docker: DockerEnv,
     *,
@@ -88,10 +134,11 @@ def docker_argv(
     mounts: list[Path],
     client_dir: Path,
     read_only: tuple[Path, ...] = (),
+    docker_args: Sequence[str] = (),
 ) -> list[str]:
     """``docker run`` for the command: host network (servers bind 127.0.0.1), the working
     folder and ``mounts`` at their own paths (``read_only`` ones too, read-only), reprorun's
-    client on PYTHONPATH."""
+    client on PYTHONPATH, and the options the user gave (``--docker-args``, as MLflow)."""
     argv = [
         "docker",
         "run",
@@ -101,6 +148,7 @@ def docker_argv(
         "host",
         "--name",
         container_name(run_id),
+        *run_options(docker_args),
     ]
     for folder in dict.fromkeys([cwd, *mounts]):
         argv += ["-v", f"{folder}:{folder}"]

@@ -9,7 +9,7 @@ behind. ``run`` is the Python API's form (``reprorun.projects.run``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +94,7 @@ def run(
     retry_memory: float | None = None,
     retry_backoff: float | None = None,
     on_retry: Callable[[str], None] | None = None,
+    docker_args: Mapping[str, str | bool] | Sequence[str] | None = None,
 ) -> SubmittedRun:
     """Run a project and record it: the counterpart of ``mlflow.projects.run``.
 
@@ -122,6 +123,9 @@ def run(
     the first, up to ``retries`` times, after ``retry_backoff`` seconds (default 10, doubling,
     capped at 10 minutes); an out-of-memory retry multiplies the backend's memory request by
     ``retry_memory``; ``on_retry`` hears each retry (``projects.retry``).
+
+    ``docker_args`` (docker_env projects): ``docker run`` options, as MLflow's: a mapping
+    ``{"memory": "2g", "t": True}`` or items ``["memory=2g", "t"]``.
     """
     request = RunRequest(
         uri,
@@ -148,6 +152,7 @@ def run(
         retry_on=tuple(retry_on.split(",")) if isinstance(retry_on, str) else retry_on,
         retry_memory=retry_memory,
         retry_backoff=retry_backoff,
+        docker_args=docker_arg_items(docker_args),
     )
     return run_request(
         request,
@@ -199,6 +204,12 @@ def run_request(
     if not backend_impl.remote:  # (a remote job cannot see a copy made here: it gets the URL)
         the_plan = download_path_params(the_plan, progress)
     env_impl = get_env_manager(request.env_manager or default_env_manager(the_plan.project))
+    if request.docker_args and env_impl.name != "docker":
+        raise UserInputError(
+            f"--docker-args are options of `docker run`, and this run uses the "
+            f"{env_impl.name} environment manager: they apply to docker_env projects only "
+            f"(--env-manager docker)."
+        )
     warnings = plan_warnings(the_plan, env_impl.name)
     target = resolve_tracking(request.tracking_uri)  # once: the store, the child and containers
     job_tracking_uri = target.uri
@@ -240,6 +251,20 @@ def run_request(
         backend_impl, env_impl.name, prepared, identity, store, exp_id, target, job_tracking_uri
     )
     return launch(request, the_plan, ready, echo=echo, on_submit=on_submit, on_create=on_create)
+
+
+def docker_arg_items(given: Mapping[str, str | bool] | Sequence[str] | None) -> tuple[str, ...]:
+    """MLflow's ``docker_args`` mapping (a name with True is a flag, False is left out) or
+    ``NAME=VALUE`` items, as items."""
+    if given is None or isinstance(given, str):
+        return (given,) if given else ()
+    if isinstance(given, Mapping):
+        return tuple(
+            name if value is True else f"{name}={value}"
+            for name, value in given.items()
+            if value is not False
+        )
+    return tuple(given)
 
 
 @dataclass(frozen=True)
@@ -288,6 +313,7 @@ def launch(
                 **_owner_tags(backend_impl, request.backend_config is not None, stopper),
                 **_env_tags(prepared),
                 **ready.identity.tags,
+                **_docker_tags(request.docker_args),
                 **request.tags,
             },
             params={p.name: p.text for p in the_plan.params},
@@ -373,7 +399,14 @@ def launch(
                     tied_to_caller=stopper is not None,
                     system_metrics=request.system_metrics,
                     **workspace.container_argv(
-                        prepared, run_id, the_plan.command, workdir, env, artifact_dir, target
+                        prepared,
+                        run_id,
+                        the_plan.command,
+                        workdir,
+                        env,
+                        artifact_dir,
+                        target,
+                        request.docker_args,
                     ),
                 )
                 if detach:
@@ -420,6 +453,13 @@ def launch(
     if submitted.get_status() is RunStatus.FAILED:
         raise RunFailed(run_id)
     return submitted
+
+
+def _docker_tags(docker_args: tuple[str, ...]) -> dict[str, str]:
+    """The run's --docker-args, kept for reruns."""
+    import json
+
+    return {SystemTags.DOCKER_ARGS: json.dumps(list(docker_args))} if docker_args else {}
 
 
 def _owner_tags(backend: Backend, configured: bool, stopper: Stopper | None) -> dict[str, str]:

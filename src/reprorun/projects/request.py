@@ -47,6 +47,9 @@ class RunRequest:
     timeout: float | None = None  # seconds the command may run (--timeout): reason timeout
     system_metrics: bool = True  # log system/* metrics while the command runs (any backend)
     notify: tuple[str, ...] = ()  # where the run's end is notified (backends/notify.py)
+    # docker_env projects: options for `docker run`, as MLflow's --docker-args (NAME=VALUE
+    # or NAME: memory=2g, gpus=all), recorded on the run (reprorun.docker.args) for reruns.
+    docker_args: tuple[str, ...] = ()
     # Retries by class (projects/retry.py): how many more attempts an attempt that ended for
     # one of ``retry_on`` (None: the default classes) gets, each a run of its own; an OOM
     # retry multiplies the backend's memory request by ``retry_memory``; the first wait is
@@ -61,6 +64,7 @@ class RunRequest:
         object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters or {})))
         object.__setattr__(self, "tags", MappingProxyType(dict(self.tags or {})))
         object.__setattr__(self, "notify", tuple(self.notify))  # (a list, from JSON)
+        object.__setattr__(self, "docker_args", tuple(self.docker_args))
         if self.retry_on is not None:  # (a list, from JSON)
             object.__setattr__(self, "retry_on", tuple(self.retry_on))
 
@@ -102,6 +106,10 @@ class RunRequest:
                 "has none: set REPRORUN_NOTIFY or tag the experiment reprorun.notify instead "
                 "(a detached local run's supervisor honours both)."
             )
+        if self.docker_args:
+            from reprorun.envs.docker import run_options
+
+            run_options(self.docker_args)  # a name that is no option is bad input
         if self.notify:
             from reprorun.backends.notify import parse_target
 

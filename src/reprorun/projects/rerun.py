@@ -28,6 +28,7 @@ class RerunSpec:
     env_lock: Path | None
     archive_sha256: str | None
     source_tags: dict[str, str]  # the original's source tags that a rerun keeps
+    docker_args: tuple[str, ...]  # the original's --docker-args
     warnings: tuple[str, ...]
 
     def request(
@@ -55,6 +56,7 @@ class RerunSpec:
             patch=self.patch,
             env_lock=self.env_lock,
             archive_sha256=self.archive_sha256,
+            docker_args=self.docker_args,
         )
 
 
@@ -133,6 +135,7 @@ def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpe
             )
             if k in tags and kind == "local"
         },
+        docker_args=tuple(json.loads(tags.get(SystemTags.DOCKER_ARGS) or "[]")),
         warnings=tuple(warnings),
     )
 

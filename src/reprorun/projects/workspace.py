@@ -103,8 +103,10 @@ def container_argv(
     env: Mapping[str, str],
     artifact_dir: Path,
     target: TrackingTarget,
+    docker_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """For docker_env: the argv that runs the command in a container, and how to stop it."""
+    """For docker_env: the argv that runs the command in a container (with the user's
+    ``docker_args``), how to stop it, and the container's run for OOM evidence."""
     if prepared.docker is None:
         return {}
     from reprorun.envs.docker import docker_argv, stop_argv
@@ -127,5 +129,6 @@ def container_argv(
         mounts=mounts,
         client_dir=prepared.client_dir,
         read_only=(downloads,) if downloads.is_dir() else (),
+        docker_args=docker_args,
     )
-    return {"argv": argv, "stop_argv": stop_argv(run_id)}
+    return {"argv": argv, "stop_argv": stop_argv(run_id), "container": True}

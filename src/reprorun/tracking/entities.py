@@ -239,6 +239,7 @@ class SystemTags:
     # A remote job's command ended with this exit status (as a shell gives it), said by its
     # heartbeat wrapper once the log is stored: its silence from then on is no lost node.
     COMMAND_EXIT = "reprorun.commandExit"
+    DOCKER_ARGS = "reprorun.docker.args"  # --docker-args as given (a JSON list), for reruns
     PEAK_MEMORY = "reprorun.peakMemoryMB"  # the run's process tree's peak resident memory
     NOTIFY_ERROR = "reprorun.notifyError"  # a notification that could not be delivered
     LOG_ARTIFACT = "reprorun.log"
