@@ -21,6 +21,7 @@ import pytest
 
 import reprorun.projects
 from reprorun.backends.base import SubmittedRun
+from reprorun.backends.job import RemoteJob
 from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags
 from reprorun.tracking.store import open_store
 from tests.conftest import make_project
@@ -122,6 +123,13 @@ def _live_then_lost(server: ServerProcess, submitted: SubmittedRun) -> None:
         assert run.info.status is RunStatus.FAILED
         assert run.data.tags[SystemTags.EXIT_REASON] == ExitReason.NODE_LOST.value
         assert "no heartbeat from the job" in run.data.tags[SystemTags.EXIT_DETAIL]
+        # The reader that closed it asked the engine to stop the hung job (abandoned), and
+        # the engine's later word does not change why the run ended.
+        assert isinstance(submitted, RemoteJob)
+        _until(lambda: submitted._state().status.is_terminal, 60, "the engine to stop the job")
+        assert submitted.get_status() is RunStatus.FAILED
+        tags = store.get_run(run_id).data.tags
+        assert tags[SystemTags.EXIT_REASON] == ExitReason.NODE_LOST.value
 
 
 @pytest.mark.slow
