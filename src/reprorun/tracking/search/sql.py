@@ -164,8 +164,11 @@ def compile_runs_order(order: Sequence[OrderBy], sql: SqlBuilder, run: str = "r"
             terms.append(f"CASE WHEN {alias}.value IS NULL THEN 2 WHEN {nan} THEN 1 ELSE 0 END")
             terms.append(f"CASE WHEN {nan} THEN NULL ELSE {alias}.value END {direction}")
         else:
+            # Params and tags by code point on every database (PostgreSQL's own collation
+            # would order them by language rules; search/plans.py reads params in this order).
+            collate = ' COLLATE "C"' if sql.dialect == "postgresql" else ""
             terms.append(f"CASE WHEN {alias}.value IS NULL THEN 1 ELSE 0 END")
-            terms.append(f"{alias}.value {direction}")
+            terms.append(f"{alias}.value{collate} {direction}")
     # MLflow's tie-breakers: newest first, then run id.
     terms += [f"{run}.start_time DESC", f"{run}.run_uuid"]
     return terms
