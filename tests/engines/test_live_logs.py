@@ -171,3 +171,47 @@ def test_ray_job_log_is_live_on_the_server_and_a_stopped_wrapper_is_node_lost(
         finally:
             with suppress(Exception):
                 submitted.cancel(force=True)
+
+
+@pytest.mark.slow
+def test_a_detached_slurm_job_is_closed_and_notified_by_the_server_that_reads_it(
+    slurm_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody waits for the job and nobody asks Slurm: its wrapper reports the command's
+    end, and the server's next read after the heartbeat window closes the run from that
+    report and tells the server's notification targets, once."""
+    heard = tmp_path / "heard"
+    script = tmp_path / "hear.sh"
+    script.write_text(f"#!/bin/sh\ncat >> {heard}\necho >> {heard}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("REPRORUN_HEARTBEAT_INTERVAL", "0.5")
+    path = make_project(tmp_path / "p", "entry_points:\n  main:\n    command: 'echo done'\n")
+    settings = {"REPRORUN_HEARTBEAT_TIMEOUT": str(WINDOW), "REPRORUN_NOTIFY": f"cmd:{script}"}
+    with server_process(tmp_path / "server", env=settings) as server:
+        submitted = reprorun.projects.run(
+            str(path),
+            backend="slurm",
+            backend_config={"partition": slurm_cluster, "time": "5"},
+            env_manager="local",
+            tracking_uri=server.url,
+            synchronous=False,
+        )
+        store = open_store(server.url)
+        _until(
+            lambda: SystemTags.COMMAND_EXIT in store.get_run(submitted.run_id).data.tags,
+            90,
+            "the wrapper to report the command's end",
+        )
+        run = _until(
+            lambda: (got := store.get_run(submitted.run_id)).info.status.is_terminal and got,
+            WINDOW + 30,
+            "a read to close the run",
+        )
+        assert run.info.status is RunStatus.FINISHED
+        assert run.data.tags[SystemTags.EXIT_REASON] == ExitReason.SUCCEEDED.value
+        assert "as its wrapper reported" in run.data.tags[SystemTags.EXIT_DETAIL]
+        for _ in range(3):
+            store.get_run(submitted.run_id)  # more reads tell nobody again
+        said = [json.loads(line) for line in heard.read_text().splitlines()]
+        assert [(s["event"], s["run_id"]) for s in said] == [("finished", submitted.run_id)]
+        assert submitted.get_status() is RunStatus.FINISHED  # Slurm agrees when asked

@@ -137,13 +137,15 @@ def server_process(
     store_uri: str | None = None,
     workers: int = 1,
     timeout: float = START_TIMEOUT,
+    env: dict[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
     """Start ``reprorun server *args`` in ``workdir``; yield it once /health answers (and,
     with ``workers`` > 1, once every worker has started); stop it.
 
     ``host=None`` leaves ``--host`` out (the server's default bind; clients use 127.0.0.1).
     ``store=False`` leaves out ``--backend-store-uri``/``--artifacts-destination``;
-    ``store_uri`` replaces the SQLite file under ``workdir``.
+    ``store_uri`` replaces the SQLite file under ``workdir``. The server gets none of this
+    process's REPRORUN_/MLFLOW_ variables, only ``env``'s on top of the rest.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -160,8 +162,10 @@ def server_process(
     if workers != 1:
         command += ["--workers", str(workers)]
     command += args
+    given = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRORUN_", "MLFLOW_"))}
     env["REPRORUN_HOME"] = str(workdir / "home")
+    env.update(given)
     with open(workdir / "server.log", "ab") as log:
         process = subprocess.Popen(
             command,
