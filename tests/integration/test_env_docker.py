@@ -418,3 +418,29 @@ def test_docker_args_are_checked_before_anything_runs(home: Path, tmp_path: Path
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "apply to docker_env projects only" in refused.stderr
     assert all_runs() == []
+
+
+def test_an_out_of_memory_container_is_retried_with_more_memory(home: Path, tmp_path: Path) -> None:
+    """--retries with --retry-memory on a docker_env run: the first attempt is OOM-killed at
+    its --docker-args limit, the retry gets the limit raised and finishes, a linked run."""
+    grab = "python3 -c 'x = bytearray(150 * 1024 * 1024); print(\"got\", len(x))'"
+    project = docker_project(tmp_path, command=grab)
+    result = reprorun_cli(
+        "run",
+        str(project),
+        *("-A", "memory=64m", "-A", "memory-swap=64m"),
+        *("--retries", "1", "--retry-on", "out-of-memory", "--retry-memory", "x4"),
+        *("--retry-backoff", "0"),
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "docker memory 64m -> 256m, docker memory-swap 64m -> 256m" in result.stderr
+    assert "got 157286400" in result.stdout
+    (second,) = all_runs()  # runs list shows the attempts as one line: the last
+    first = open_store().get_run(second["data"]["tags"]["reprorun.attemptOf"])
+    assert first.data.tags["reprorun.exitReason"] == "out-of-memory"
+    assert second["info"]["status"] == "FINISHED"
+    assert json.loads(second["data"]["tags"]["reprorun.docker.args"]) == [
+        "memory=256m",
+        "memory-swap=256m",
+    ]

@@ -314,3 +314,19 @@ def test_a_retry_is_notified(home: Path, tmp_path: Path, said: list[str]) -> Non
     assert [(e["event"], e["run_id"]) for e in events] == [
         ("retry", pipeline.runs()[0].info.run_id)
     ]
+
+
+def test_a_docker_env_runs_memory_limits_are_raised() -> None:
+    from reprorun.projects.retry import raise_docker_memory
+
+    given = ("memory=64m", "memory-swap=128M", "gpus=all", "t", "memory-reservation=1.5g")
+    raised, what = raise_docker_memory(given, 2)
+    assert raised == ("memory=128m", "memory-swap=256M", "gpus=all", "t", "memory-reservation=3g")
+    assert what == (
+        "docker memory 64m -> 128m, docker memory-swap 128M -> 256M, "
+        "docker memory-reservation 1.5g -> 3g"
+    )
+    assert raise_docker_memory(("memory-swap=-1", "gpus=all"), 2) == (
+        ("memory-swap=-1", "gpus=all"),
+        None,
+    )

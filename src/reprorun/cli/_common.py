@@ -126,7 +126,8 @@ def retry_options(command: Callable[..., Any]) -> Callable[..., Any]:
             callback=_memory_factor,
             metavar="xF",
             help="With --retries: an out-of-memory retry multiplies the backend's memory "
-            "request (Slurm mem, Ray memory, the Kubernetes template's memory) by F, e.g. x2.",
+            "request (Slurm mem, Ray memory, the Kubernetes template's memory, a docker_env "
+            "run's --docker-args memory) by F, e.g. x2.",
         ),
         click.option(
             "--retry-backoff",

@@ -162,6 +162,28 @@ def raise_memory(
     return options, None
 
 
+_DOCKER_MEMORY_NAMES = ("memory", "m", "memory-swap", "memory-reservation")
+_DOCKER_BYTES = re.compile(r"(\d+(?:\.\d+)?)([bkmg]?)", re.IGNORECASE)
+
+
+def raise_docker_memory(
+    docker_args: tuple[str, ...], factor: float
+) -> tuple[tuple[str, ...], str | None]:
+    """A docker_env run's ``--docker-args`` with its memory limits (memory, memory-swap,
+    memory-reservation) multiplied by ``factor``, and what was raised (None: there is none;
+    a memory-swap of -1, unlimited, stays)."""
+    raised: list[str] = []
+    items = []
+    for item in docker_args:
+        name, eq, value = item.partition("=")
+        match = _DOCKER_BYTES.fullmatch(value.strip()) if eq else None
+        if name in _DOCKER_MEMORY_NAMES and match:
+            item = f"{name}={_times(match[1], factor)}{match[2]}"
+            raised.append(f"docker {name} {value} -> {item.partition('=')[2]}")
+        items.append(item)
+    return tuple(items), ", ".join(raised) or None
+
+
 def _raise_kubernetes(
     options: dict[str, Any], factor: float, source: str
 ) -> tuple[dict[str, Any], str | None]:
@@ -253,11 +275,17 @@ def run_attempts(
         if reason is ExitReason.OUT_OF_MEMORY and policy.memory_factor is not None:
             config, source = load_backend_config(attempt_request.backend_config)
             raised, what = raise_memory(request.backend, config, policy.memory_factor, source)
-            if what is None:
-                note = f"; the {request.backend} backend's options have no memory request to raise"
-            else:
+            docker_args, docker_what = raise_docker_memory(
+                attempt_request.docker_args, policy.memory_factor
+            )
+            if what is not None:
                 attempt_request = replace(attempt_request, backend_config=raised)
                 note = f"; {what}"
+            elif docker_what is not None:
+                attempt_request = replace(attempt_request, docker_args=docker_args)
+                note = f"; {docker_what}"
+            else:
+                note = f"; the {request.backend} backend's options have no memory request to raise"
         say(
             f"attempt {attempt} ended {status.value} ({reason.value}); retrying in "
             f"{_seconds(wait)} (attempt {attempt + 1} of {policy.max_attempts}){note}"
