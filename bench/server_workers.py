@@ -15,7 +15,9 @@ after) is measured:
              processes, one keep-alive connection each, for --seconds; requests per second
   write      the same clients, each on a run of its own, cycling log-metric (1 point),
              log-batch (20 points) and set-tag; requests per second. Every answer must be
-             200: a failed request stops the bench.
+             200: a failed request fails that row (the others are still measured).
+  other load the cores that processes other than the server, its clients and PostgreSQL
+             kept busy during the loads: above ~0.25 of a core the req/s are noisy.
 MLflow is the real client virtualenv the compatibility tests build
 (~/.cache/reprorun-tests/mlflow-3.17.2, see tests/integration/mlflow_env.py), its default
 uvicorn server; on PostgreSQL it is given this interpreter's psycopg2 (same Python version)
@@ -52,9 +54,12 @@ sys.path.insert(0, str(HERE))
 
 from run_overhead import reprorun_argv  # noqa: E402
 from tracking import (  # noqa: E402
+    CLOCK_TICKS,
     _kib,
+    busy_cpu_seconds,
     compile_reprorun,
     free_port,
+    own_cpu_seconds,
     process_tree,
     start_server,
     stop_server,
@@ -244,6 +249,22 @@ def worker_processes(pid: int) -> list[int]:
     return pythons[-1:] or [pid]
 
 
+def database_cpu_seconds() -> float:
+    """CPU time of the PostgreSQL server's processes (they work for the server measured)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(stat[11]) + int(stat[12])) / CLOCK_TICKS
+    return total
+
+
 def memory(pid: int) -> tuple[float, float]:
     """Mean VmRSS of a worker and PSS of the whole tree, in MB."""
     workers = worker_processes(pid)
@@ -254,6 +275,9 @@ def memory(pid: int) -> tuple[float, float]:
 
 def argv(target: Target, port: int, uri: str, work: Path) -> list[str]:
     art = str(work / f"artifacts-{uuid.uuid4().hex[:8]}")
+    if target.tool == "mlflow" and uri.startswith("postgresql://"):
+        # SQLAlchemy 2.1 (MLflow's virtualenv) reads a bare postgresql:// as psycopg 3.
+        uri = "postgresql+psycopg2://" + uri.removeprefix("postgresql://")
     common = ["--port", str(port), "--backend-store-uri", uri, "--artifacts-destination", art]
     if target.tool == "reprorun":
         return [*reprorun_argv(), "server", *common, "--workers", str(target.workers)]
@@ -271,8 +295,15 @@ def measure(
         try:
             pids = worker_processes(proc.pid)
             read_run, write_runs = seed(port, args.clients)
+            busy = busy_cpu_seconds()
+            own = own_cpu_seconds([proc.pid]) + database_cpu_seconds()
+            started = time.perf_counter()
             reads = load("read", port, [read_run] * args.clients, args.seconds)
             writes = load("write", port, write_runs, args.seconds)
+            elapsed = time.perf_counter() - started
+            # Cores that other processes (not the server tree, not its clients) kept busy.
+            ours = own_cpu_seconds([proc.pid]) + database_cpu_seconds() - own
+            others = busy_cpu_seconds() - busy - ours
             rss, pss = memory(proc.pid)
             alive = all(Path(f"/proc/{p}").exists() for p in pids)
         finally:
@@ -286,6 +317,7 @@ def measure(
         "read": reads,
         "write": writes,
         "same_workers": alive,
+        "other_cores": max(others, 0.0) / elapsed,
     }
 
 
@@ -331,7 +363,11 @@ def main() -> None:
                 for n in counts:
                     target = Target(tool, store, n)
                     print(f"measuring {tool} on {store} with {n} worker(s)...", file=sys.stderr)
-                    results.append((target, measure(target, args, work, env)))
+                    try:
+                        results.append((target, measure(target, args, work, env)))
+                    except (Exception, SystemExit) as exc:  # the others are still measured
+                        print(f"  {tool} on {store} x{n} failed: {exc}", file=sys.stderr)
+                        results.append((target, {"failed": str(exc).splitlines()[0][:60]}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     show(results, args)
@@ -343,10 +379,13 @@ def main() -> None:
 def show(results: list[tuple[Target, dict[str, Any]]], args: argparse.Namespace) -> None:
     head = [
         "server", "store", "workers", "start-up", "all up", "RSS/worker", "PSS total",
-        "read req/s", "write req/s",
+        "read req/s", "write req/s", "other load",
     ]  # fmt: skip
     rows = [head]
     for t, r in results:
+        if "failed" in r:
+            rows.append([t.tool, t.store, str(t.workers), "failed: " + r["failed"]] + [""] * 6)
+            continue
         rows.append(
             [
                 t.tool,
@@ -358,12 +397,15 @@ def show(results: list[tuple[Target, dict[str, Any]]], args: argparse.Namespace)
                 f"{r['pss']:.0f} MB",
                 f"{r['read']:,.0f}",
                 f"{r['write']:,.0f}",
+                f"{r['other_cores']:.2f} cores",
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     print(
         f"\n{args.clients} client processes, {args.seconds:g} s per load, "
-        f"{os.cpu_count()} cores; write = log-metric / log-batch ({BATCH}) / set-tag"
+        f"{os.cpu_count()} cores; write = log-metric / log-batch ({BATCH}) / set-tag; "
+        "other load: cores used meanwhile by processes other than the server, its clients and "
+        "PostgreSQL (above ~0.25 the numbers are noisy)"
     )
     for i, row in enumerate(rows):
         print(
