@@ -289,15 +289,15 @@ def log_dir(
     rel = safe_relative(artifact_path)
     if is_remote(artifact_uri):
         root = src.resolve()
-        for file in sorted(root.rglob("*")):
-            if file.is_file():
-                name = rel / file.relative_to(root).as_posix()
-                if is_s3(artifact_uri):
-                    from reprorun.tracking import s3
+        named = [(f, rel / f.relative_to(root).as_posix()) for f in sorted(root.rglob("*"))]
+        named = [(f, name) for f, name in named if f.is_file()]
+        if is_s3(artifact_uri):
+            from reprorun.tracking import s3
 
-                    s3.upload_file(_s3_at(artifact_uri, name), file)
-                else:
-                    _upload(artifact_uri, file, name, tracking_uri)
+            s3.upload_files([(_s3_at(artifact_uri, name), f) for f, name in named])
+            return str(rel)
+        for file, name in named:
+            _upload(artifact_uri, file, name, tracking_uri)
         return str(rel)
     folder = local_dir(artifact_uri)
     dest = local_path(artifact_uri, str(rel)) if rel.parts else folder.resolve()
@@ -428,15 +428,15 @@ def _download_s3(artifact_uri: str, rel: PurePosixPath, path: str, target: Path)
     from reprorun.tracking import s3
 
     where = _s3_at(artifact_uri, rel)
-    if rel.parts and s3.head(where) is not None:
+    size = s3.head(where) if rel.parts else None
+    if size is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(where, target)
+        s3.download_file(where, target, size)
         return target
     files = [e for e in s3.listing(where, True) if not e.is_dir]
     if not files:
         raise UserInputError(f"No artifact {path!r} in {artifact_uri}.")
     for f in files:
-        local = target / f.name
-        local.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(where.join(f.name), local)
+        (target / f.name).parent.mkdir(parents=True, exist_ok=True)
+    s3.download_files([(where.join(f.name), target / f.name, f.size) for f in files])
     return target

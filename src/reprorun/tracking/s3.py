@@ -230,22 +230,58 @@ def _transfer_config() -> Any:
     return TransferConfig(
         multipart_threshold=MULTIPART_BYTES,
         multipart_chunksize=MULTIPART_BYTES,
-        max_concurrency=4,
+        max_concurrency=PARALLEL,
         use_threads=True,
     )
 
 
-def upload_file(where: Location, src: Path) -> None:
-    """Upload a file as the object ``where``: in parts when large, never half-visible."""
-    from s3transfer.manager import TransferManager
+PARALLEL = 8  # parts of one large file, or small files of a folder, sent at once
 
+
+def upload_file(where: Location, src: Path) -> None:
+    """Upload a file as the object ``where``: one PUT when small, else in parts (a few at
+    once) through s3transfer; never half-visible."""
     extra = {"ContentType": t} if (t := content_type(src.name)) else {}
+    if src.stat().st_size < MULTIPART_BYTES:  # no thread pool for one request
+
+        def put(s3: Any) -> None:
+            with open(src, "rb") as body:
+                s3.put_object(Bucket=where.bucket, Key=where.key, Body=body, **extra)
+
+        call(where, f"upload {src} to", put)
+        return
+    from s3transfer.manager import TransferManager
 
     def run(s3: Any) -> None:
         with TransferManager(s3, _transfer_config()) as manager:
             manager.upload(str(src), where.bucket, where.key, extra_args=extra).result()
 
     call(where, f"upload {src} to", run)
+
+
+def upload_files(pairs: list[tuple[Location, Path]]) -> None:
+    """Upload many files, ``PARALLEL`` at a time; the first failure is raised once the
+    uploads under way have ended (each file is whole or absent)."""
+    _each(pairs, upload_file)
+
+
+def download_files(pairs: list[tuple[Location, Path, int | None]]) -> None:
+    """Download many objects (with their sizes when known), ``PARALLEL`` at a time."""
+    _each(pairs, lambda where, dest, size: download_file(where, dest, size))
+
+
+def _each(items: list[Any], fn: Callable[..., None]) -> None:
+    if len(items) <= 1:
+        for item in items:
+            fn(*item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        futures = [pool.submit(fn, *item) for item in items]
+        failed = next((f.exception() for f in futures if f.exception() is not None), None)
+    if failed is not None:
+        raise failed
 
 
 def put_bytes(where: Location, data: bytes) -> None:
@@ -325,18 +361,35 @@ def _folders(found: dict[str, Listed], name: str) -> None:
         found.setdefault(folder, Listed(folder, True, None))
 
 
-def download_file(where: Location, dest: Path) -> None:
-    """Download the object ``where`` to ``dest`` (written beside it, then renamed)."""
-    from s3transfer.manager import TransferManager
-
+def download_file(where: Location, dest: Path, size: int | None = None) -> None:
+    """Download the object ``where`` (of ``size`` bytes, when known) to ``dest``, written
+    beside it then renamed: one GET when small, else in ranges through s3transfer."""
     partial = dest.with_name(dest.name + ".part")
 
-    def run(s3: Any) -> None:
+    def get(s3: Any) -> None:
+        body = s3.get_object(Bucket=where.bucket, Key=where.key)["Body"]
+        try:
+            with open(partial, "wb") as out:
+                for chunk in body.iter_chunks(1024 * 1024):
+                    out.write(chunk)
+        finally:
+            body.close()
+
+    def ranges(s3: Any) -> None:
+        from s3transfer.manager import TransferManager
+        from s3transfer.subscribers import BaseSubscriber
+
+        class Sized(BaseSubscriber):  # type: ignore[misc]
+            def on_queued(self, future: Any, **kwargs: Any) -> None:
+                if size is not None:  # known already: s3transfer need not ask again
+                    future.meta.provide_transfer_size(size)
+
         with TransferManager(s3, _transfer_config()) as manager:
-            manager.download(where.bucket, where.key, str(partial)).result()
+            manager.download(where.bucket, where.key, str(partial), subscribers=[Sized()]).result()
 
     try:
-        call(where, "download", run)
+        small = size is not None and size < MULTIPART_BYTES
+        call(where, "download", get if small else ranges)
         partial.replace(dest)
     finally:
         partial.unlink(missing_ok=True)
