@@ -9,7 +9,7 @@ read as a short sequence of *segments*, each an ordered range of one index (sche
   then newest first and run id), then those whose value is NaN, then the runs without k;
 - ``params.k``: the runs with k by its value, then the runs without it. A param is ordered
   through the first ``schema.PARAM_PREFIX`` characters the index holds, so this plan serves a
-  key only while none of its values is longer (one probe of ``ix_params_long`` tells).
+  key only while none of its values is longer (one seek in ``ix_params_length`` tells).
 
 That is MLflow's order exactly (real values, NaN, missing; ties newest first, then run id), the
 one ``sql.compile_runs_order`` writes as one ORDER BY over every run. Filters are tested on each
@@ -89,9 +89,9 @@ def plan_kind(order: Sequence[OrderBy], experiment_ids: Sequence[str]) -> str | 
 
 def long_param_probe(dialect: str) -> str:
     """A statement whose one row tells that param ``:k`` of experiment ``:e`` has values beyond
-    the index's prefix; it reads the partial index ``ix_params_long`` only (SQLite's planner,
-    without statistics, must be told)."""
-    hint = " INDEXED BY ix_params_long" if dialect == "sqlite" else ""
+    the index's prefix: one seek in ``ix_params_length`` (SQLite's planner, without
+    statistics, is told which index)."""
+    hint = " INDEXED BY ix_params_length" if dialect == "sqlite" else ""
     return (
         f'SELECT 1 FROM params x{hint} WHERE x.experiment_id = :e AND x."key" = :k '  # noqa: S608
         f"AND length(x.value) > {PARAM_PREFIX} LIMIT 1"
@@ -111,8 +111,9 @@ def build_plan(kind: str, order: Sequence[OrderBy], bind: Any, dialect: str) -> 
     source = f"{table} o CROSS JOIN runs r"
     link = ("r.run_uuid = o.run_uuid", f'o."key" = {key}')
     ties = (("o.start_time", False), ("o.run_uuid", True))
+    # A probe a run (see sql.compile_runs_filter's probe), not an anti-join over every row.
     absent = f"NOT EXISTS (SELECT 1 FROM {table} x WHERE x.run_uuid = r.run_uuid AND "  # noqa: S608
-    missing = Segment("missing", "runs r", (f'{absent}x."key" = {key})',), _NEWEST)
+    missing = Segment("missing", "runs r", (f'{absent}x."key" = {key} LIMIT 1 OFFSET 0)',), _NEWEST)
     if kind == "metric":
         real = Segment(
             "value",

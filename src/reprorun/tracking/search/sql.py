@@ -98,9 +98,16 @@ def compile_runs_filter(
     sql: SqlBuilder,
     run: str = "r",
     dataset_runs: Sequence[str] | None = None,
+    *,
+    probe: bool = False,
 ) -> list[str]:
     """WHERE conditions over the runs table aliased ``run``. ``datasets.*`` clauses keep the
-    runs ``dataset_runs`` names (what ``runs_matching_datasets`` found); they need it."""
+    runs ``dataset_runs`` names (what ``runs_matching_datasets`` found); they need it.
+
+    ``probe``: each param/metric/tag test stays a lookup made for each run read (what an index
+    plan wants: it reads runs in order and stops at a full page). PostgreSQL would otherwise
+    turn EXISTS into a join over every row of the key and sort; an OFFSET keeps it a probe."""
+    keep = " LIMIT 1 OFFSET 0" if probe else ""
     conditions: list[str] = []
     if any(c.entity == DATASET for c in clauses):
         if dataset_runs is None:
@@ -126,13 +133,15 @@ def compile_runs_filter(
         key = sql.bind(c.key)
         link = f'x.run_uuid = {run}.run_uuid AND x."key" = {key}'
         if c.op == "IS NULL":
-            conditions.append(f"NOT EXISTS (SELECT 1 FROM {table} x WHERE {link})")
+            conditions.append(f"NOT EXISTS (SELECT 1 FROM {table} x WHERE {link}{keep})")
         elif c.op == "IS NOT NULL":
-            conditions.append(f"EXISTS (SELECT 1 FROM {table} x WHERE {link})")
+            conditions.append(f"EXISTS (SELECT 1 FROM {table} x WHERE {link}{keep})")
         else:
             extra = f" AND x.is_nan = {sql.bind(False)}" if c.entity == METRIC else ""
             test = sql.compare("x.value", c.op, c.value)
-            conditions.append(f"EXISTS (SELECT 1 FROM {table} x WHERE {link}{extra} AND {test})")
+            conditions.append(
+                f"EXISTS (SELECT 1 FROM {table} x WHERE {link}{extra} AND {test}{keep})"
+            )
     return conditions
 
 

@@ -120,7 +120,8 @@ params = Table(
     PrimaryKeyConstraint("run_uuid", "key"),
 )
 # order_by params.<key>: ascending is read forwards from the first, descending backwards from
-# the second (ties: newest first, then run id, as MLflow); the third finds long values.
+# the second (ties: newest first, then run id, as MLflow); the third tells whether a key has
+# values longer than the prefix (one seek).
 Index(
     "ix_params_order_asc",
     params.c.experiment_id,
@@ -137,13 +138,7 @@ Index(
     params.c.start_time,
     params.c.run_uuid.desc(),
 )
-Index(
-    "ix_params_long",
-    params.c.experiment_id,
-    params.c.key,
-    sqlite_where=func.length(params.c.value) > PARAM_PREFIX,
-    postgresql_where=func.length(params.c.value) > PARAM_PREFIX,
-)
+Index("ix_params_length", params.c.experiment_id, params.c.key, func.length(params.c.value))
 
 tags = Table(
     "tags",

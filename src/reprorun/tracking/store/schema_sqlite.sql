@@ -137,7 +137,7 @@ CREATE TABLE params (
 	FOREIGN KEY(run_uuid) REFERENCES runs (run_uuid)
 );
 
-CREATE INDEX ix_params_long ON params (experiment_id, "key") WHERE length(value) > 200;
+CREATE INDEX ix_params_length ON params (experiment_id, "key", length(value));
 
 CREATE INDEX ix_params_order_asc ON params (experiment_id, "key", substr(value, 1, 200), start_time DESC, run_uuid);
 

@@ -183,7 +183,6 @@ class RunStore(StoreBase):
                 dataset_runs = search.runs_matching_datasets(
                     clauses, [(r[0], r[1]) for r in inputs]
                 )
-            filters = search.compile_runs_filter(clauses, sql, dataset_runs=dataset_runs)
             kind = plans.plan_kind(order, experiment_ids)
             if kind == "param":
                 probe = {"e": exp_int(experiment_ids[0]), "k": order[0].key}
@@ -195,6 +194,9 @@ class RunStore(StoreBase):
                     "changes how this search is read (a param value over "
                     f"{plans.PARAM_PREFIX} characters); start again from the first page."
                 )
+            filters = search.compile_runs_filter(
+                clauses, sql, dataset_runs=dataset_runs, probe=kind is not None
+            )
             if kind is None:
                 offset = position if isinstance(position, int) else 0
                 terms = search.compile_runs_order(order, sql)

@@ -56,13 +56,8 @@ def upgrade() -> None:
             "latest_metrics",
             ["experiment_id", "key", "is_nan", "value", sa.text(start), sa.text(run)],
         )
-    long_value = sa.text(f"length(value) > {PREFIX}")
     op.create_index(
-        "ix_params_long",
-        "params",
-        ["experiment_id", "key"],
-        sqlite_where=long_value,
-        postgresql_where=long_value,
+        "ix_params_length", "params", ["experiment_id", "key", sa.text("length(value)")]
     )
     op.create_index("ix_tags_experiment_key", "tags", ["experiment_id", "key"])
     op.execute("UPDATE schema_version SET version = 5")
