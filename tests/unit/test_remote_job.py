@@ -284,3 +284,32 @@ def test_the_handle_that_writes_the_end_tells_the_targets_once(
     assert (job.ended_here, other.ended_here) == (True, False)
     said = [json.loads(line) for line in heard.read_text().splitlines()]
     assert [(s["event"], s["run_id"]) for s in said] == [("finished", job.run_id)] * 2
+
+
+def test_a_run_closed_from_its_wrappers_report_is_not_told_twice(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    heard = tmp_path / "heard"
+    script = tmp_path / "hear.sh"
+    script.write_text(f"#!/bin/sh\ncat >> {heard}\necho >> {heard}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("REPRORUN_NOTIFY", f"cmd:{script}")
+    job, store = new_job(home)
+    store.update_run(job.run_id, status=RunStatus.RUNNING)
+    # A reader closed it from the wrapper's report (backends.heartbeat.close_if_lost) and
+    # told the targets; the engine's later word refines why, and tells nobody again.
+    store.update_run(job.run_id, status=RunStatus.FAILED, only_if_status=RunStatus.RUNNING)
+    store.log_batch(job.run_id, tags={SystemTags.EXIT_REASON: ExitReason.CODE_ERROR.value})
+    job.state = JobState(RunStatus.FAILED, "oom", 137, ExitReason.OUT_OF_MEMORY)
+    assert job.get_status() is RunStatus.FAILED
+    assert store.get_run(job.run_id).data.tags[SystemTags.EXIT_REASON] == "out-of-memory"
+    assert not heard.exists()
+    # A run its code ended FINISHED is told once the job's end is known.
+    code_ended, _ = new_job(home)
+    store.update_run(code_ended.run_id, status=RunStatus.FINISHED)
+    code_ended.state = JobState(RunStatus.FINISHED, exit_code=0)
+    assert code_ended.get_status() is RunStatus.FINISHED
+    said = [json.loads(line) for line in heard.read_text().splitlines()]
+    assert [(s["event"], s["run_id"]) for s in said] == [("finished", code_ended.run_id)]

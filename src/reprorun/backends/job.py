@@ -158,6 +158,9 @@ class RemoteJob(SubmittedRun):
         no-op). Why it ended (reason, the engine's words, code, signal) is written in one
         batch with the end marker, before the status: whoever reads the ended run has it."""
         self._keep_log()
+        # A run ended with a reason was ended (and told) by reprorun already (the wrapper's
+        # report, a lost heartbeat); one without was ended by its code, which tells nobody.
+        told = SystemTags.EXIT_REASON in self.store.get_run(self._run_id).data.tags
         tags = {JOB_ENDED_TAG: "true", **state.end_tags()}
         if state.reason and state.status is not RunStatus.FINISHED:
             tags[FAILURE_TAG] = state.reason[:8000]
@@ -167,7 +170,7 @@ class RemoteJob(SubmittedRun):
         )
         run = self.store.get_run(self._run_id)
         self._final = run.info.status
-        if closed or recorded.is_terminal:
+        if closed or (recorded.is_terminal and not told):
             # This handle wrote the job's end (the run's own, or after the code's): it tells.
             self.ended_here = True
             from reprorun.backends.notify import notify_end
