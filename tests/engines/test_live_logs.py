@@ -25,6 +25,7 @@ from reprorun.backends.job import RemoteJob
 from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags
 from reprorun.tracking.store import open_store
 from tests.conftest import make_project
+from tests.heard import Heard
 from tests.integration.server_proc import ServerProcess, server_process
 
 REPRORUN = (sys.executable, "-m", "reprorun")
@@ -180,13 +181,10 @@ def test_a_detached_slurm_job_is_closed_and_notified_by_the_server_that_reads_it
     """Nobody waits for the job and nobody asks Slurm: its wrapper reports the command's
     end, and the server's next read after the heartbeat window closes the run from that
     report and tells the server's notification targets, once."""
-    heard = tmp_path / "heard"
-    script = tmp_path / "hear.sh"
-    script.write_text(f"#!/bin/sh\ncat >> {heard}\necho >> {heard}\n")
-    script.chmod(0o755)
+    heard = Heard(tmp_path)
     monkeypatch.setenv("REPRORUN_HEARTBEAT_INTERVAL", "0.5")
     path = make_project(tmp_path / "p", "entry_points:\n  main:\n    command: 'echo done'\n")
-    settings = {"REPRORUN_HEARTBEAT_TIMEOUT": str(WINDOW), "REPRORUN_NOTIFY": f"cmd:{script}"}
+    settings = {"REPRORUN_HEARTBEAT_TIMEOUT": str(WINDOW), "REPRORUN_NOTIFY": heard.target}
     with server_process(tmp_path / "server", env=settings) as server:
         submitted = reprorun.projects.run(
             str(path),
@@ -212,6 +210,5 @@ def test_a_detached_slurm_job_is_closed_and_notified_by_the_server_that_reads_it
         assert "as its wrapper reported" in run.data.tags[SystemTags.EXIT_DETAIL]
         for _ in range(3):
             store.get_run(submitted.run_id)  # more reads tell nobody again
-        said = [json.loads(line) for line in heard.read_text().splitlines()]
-        assert [(s["event"], s["run_id"]) for s in said] == [("finished", submitted.run_id)]
+        assert heard.events() == [("finished", submitted.run_id)]
         assert submitted.get_status() is RunStatus.FINISHED  # Slurm agrees when asked

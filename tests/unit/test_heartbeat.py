@@ -3,7 +3,6 @@ processes against a real store) and the heartbeat window that closes a silent ru
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from reprorun.tracking.artifacts import local_path
 from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags, now_ms
 from reprorun.tracking.store import open_store
 from reprorun.tracking.store.base import TrackingStore
+from tests.heard import Heard
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -279,18 +279,14 @@ def test_a_queued_run_is_running_once_its_wrapper_runs(home: Path) -> None:
 def test_a_lost_heartbeat_is_notified_once(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    heard = tmp_path / "heard"
-    script = tmp_path / "hear.sh"
-    script.write_text(f"#!/bin/sh\ncat >> {heard}\necho >> {heard}\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("REPRORUN_NOTIFY", f"cmd:{script}")
+    heard = Heard(tmp_path)
+    monkeypatch.setenv("REPRORUN_NOTIFY", heard.target)
     monkeypatch.setenv("REPRORUN_HEARTBEAT_TIMEOUT", "1")
     store = open_store()
     run_id = _running(store, "kubernetes", now_ms() - 5_000)
     for _ in range(2):  # read twice: closed (and notified) once
         refresh(store, store.get_run(run_id), engines=False)
-    (line,) = heard.read_text().splitlines()
-    said = json.loads(line)
+    (said,) = heard.said()
     assert (said["event"], said["run_id"], said["status"]) == ("node-lost", run_id, "FAILED")
 
 
@@ -333,11 +329,8 @@ def _ended_unseen(store: TrackingStore, code: int) -> str:
 def test_a_job_whose_wrapper_said_it_ended_is_closed_from_that_report(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    heard = tmp_path / "heard"
-    script = tmp_path / "hear.sh"
-    script.write_text(f"#!/bin/sh\ncat >> {heard}\necho >> {heard}\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("REPRORUN_NOTIFY", f"cmd:{script}")
+    heard = Heard(tmp_path)
+    monkeypatch.setenv("REPRORUN_NOTIFY", heard.target)
     monkeypatch.setenv("REPRORUN_HEARTBEAT_TIMEOUT", "2")
     store = open_store()
     ok, bad, killed = (_ended_unseen(store, code) for code in (0, 3, 137))
@@ -356,10 +349,7 @@ def test_a_job_whose_wrapper_said_it_ended_is_closed_from_that_report(
     assert run.data.tags[SystemTags.EXIT_CODE] == "3"
     assert store.get_run(killed).data.tags[SystemTags.EXIT_SIGNAL] == "SIGKILL"
     assert store.get_run(recent).info.status is RunStatus.RUNNING
-    said = [json.loads(line) for line in heard.read_text().splitlines()]
-    assert sorted((s["run_id"], s["event"]) for s in said) == sorted(
-        [(ok, "finished"), (bad, "failed"), (killed, "failed")]
-    )
+    assert sorted(heard.events()) == sorted([("finished", ok), ("failed", bad), ("failed", killed)])
 
 
 def test_a_wrapper_that_said_its_command_ended_is_never_lost(

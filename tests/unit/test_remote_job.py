@@ -12,6 +12,7 @@ from reprorun.errors import ExecutionError
 from reprorun.tracking.entities import ExitReason, RunStatus, SystemTags
 from reprorun.tracking.store import open_store
 from reprorun.tracking.store.base import TrackingStore
+from tests.heard import Heard
 
 
 class FakeJob(RemoteJob):
@@ -267,35 +268,26 @@ def test_an_abandoned_job_is_stopped_and_its_lost_node_stays_the_reason(home: Pa
 def test_the_handle_that_writes_the_end_tells_the_targets_once(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
 
-    heard = tmp_path / "heard"
-    script = tmp_path / "hear.sh"
-    script.write_text(f"#!/bin/sh\ncat >> {heard}\necho >> {heard}\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("REPRORUN_NOTIFY", f"cmd:{script} setting")
+    heard = Heard(tmp_path)
+    monkeypatch.setenv("REPRORUN_NOTIFY", heard.target + " setting")
     job, store = new_job(home)
-    job.notify_targets = (f"cmd:{script} given",)
+    job.notify_targets = (heard.target + " given",)
     other = FakeJob(store, job.run_id, store.get_run(job.run_id).info.artifact_uri)
     for handle in (job, other):
         handle.state = JobState(RunStatus.FINISHED, exit_code=0)
     assert job.get_status() is RunStatus.FINISHED
     assert other.get_status() is RunStatus.FINISHED  # a second reader: nothing more to tell
     assert (job.ended_here, other.ended_here) == (True, False)
-    said = [json.loads(line) for line in heard.read_text().splitlines()]
-    assert [(s["event"], s["run_id"]) for s in said] == [("finished", job.run_id)] * 2
+    assert heard.events() == [("finished", job.run_id)] * 2
 
 
 def test_a_run_closed_from_its_wrappers_report_is_not_told_twice(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
 
-    heard = tmp_path / "heard"
-    script = tmp_path / "hear.sh"
-    script.write_text(f"#!/bin/sh\ncat >> {heard}\necho >> {heard}\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("REPRORUN_NOTIFY", f"cmd:{script}")
+    heard = Heard(tmp_path)
+    monkeypatch.setenv("REPRORUN_NOTIFY", heard.target)
     job, store = new_job(home)
     store.update_run(job.run_id, status=RunStatus.RUNNING)
     # A reader closed it from the wrapper's report (backends.heartbeat.close_if_lost) and
@@ -305,11 +297,10 @@ def test_a_run_closed_from_its_wrappers_report_is_not_told_twice(
     job.state = JobState(RunStatus.FAILED, "oom", 137, ExitReason.OUT_OF_MEMORY)
     assert job.get_status() is RunStatus.FAILED
     assert store.get_run(job.run_id).data.tags[SystemTags.EXIT_REASON] == "out-of-memory"
-    assert not heard.exists()
+    assert heard.said() == []
     # A run its code ended FINISHED is told once the job's end is known.
     code_ended, _ = new_job(home)
     store.update_run(code_ended.run_id, status=RunStatus.FINISHED)
     code_ended.state = JobState(RunStatus.FINISHED, exit_code=0)
     assert code_ended.get_status() is RunStatus.FINISHED
-    said = [json.loads(line) for line in heard.read_text().splitlines()]
-    assert [(s["event"], s["run_id"]) for s in said] == [("finished", code_ended.run_id)]
+    assert heard.events() == [("finished", code_ended.run_id)]
