@@ -160,3 +160,80 @@ def test_boto3_is_not_imported_unless_the_artifacts_are_in_s3(tmp_path: Path) ->
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# --- the real MLflow client inside `reprorun run` -----------------------------------------------
+
+MLFLOW_TRAIN = """
+import mlflow
+from sklearn.linear_model import LinearRegression
+
+open("report.txt", "w").write("r2=1.0")
+with mlflow.start_run():  # the run reprorun made (MLFLOW_RUN_ID), through its own endpoint
+    mlflow.log_param("alpha", 0.5)
+    mlflow.log_artifact("report.txt", "eval")
+    model = LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0])
+    mlflow.sklearn.log_model(model, name="model")
+print("logged with mlflow")
+"""
+
+
+def mlflow_project(root: Path, boto: Path) -> Path:
+    """A project whose command runs the real MLflow client (its test virtualenv) with boto3
+    from this interpreter, as MLflow's S3 artifacts need (and nothing else added)."""
+    from tests.integration.mlflow_env import client_python
+
+    python = client_python()
+    return make_project(
+        root,
+        f'name: mlflow-s3\nentry_points:\n  main:\n    command: "PYTHONPATH={boto} {python} train.py"\n',
+        {"train.py": MLFLOW_TRAIN},
+    )
+
+
+def boto_only(tmp_path: Path) -> Path:
+    """A folder with boto3 and its own dependencies only (links into this interpreter's)."""
+    import boto3
+
+    site = Path(boto3.__file__).parent.parent
+    folder = tmp_path / "boto"
+    folder.mkdir()
+    for name in ("boto3", "botocore", "s3transfer", "jmespath"):
+        (folder / name).symlink_to(site / name)
+    return folder
+
+
+def test_mlflow_client_in_a_run_logs_straight_into_the_bucket(
+    s3_bucket: S3,  # noqa: F811 - the fixture
+    home: Path,
+    tmp_path: Path,
+) -> None:
+    project = mlflow_project(tmp_path / "p", boto_only(tmp_path))
+    env = env_for(s3_bucket, home, f"s3://{s3_bucket.bucket}/team")
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    result = reprorun_cli("run", str(project), "--env-manager", "local", env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "logged with mlflow" in result.stdout
+    status, artifact_uri, _ = only_run(home)
+    assert status == "FINISHED"
+    prefix = artifact_uri[len(f"s3://{s3_bucket.bucket}/") :]
+    keys = s3_bucket.keys("team/")
+    assert keys[f"{prefix}/eval/report.txt"] == b"r2=1.0"
+    model_files = [k for k in keys if "/models/" in k and k.endswith("/MLmodel")]
+    assert len(model_files) == 1  # MLflow 3's logged model, under the experiment's models/
+    assert not list(tmp_path.rglob("s3:"))
+
+
+def test_mlflow_client_in_a_run_fails_it_when_the_bucket_is_missing(
+    s3_bucket: S3,  # noqa: F811 - the fixture
+    home: Path,
+    tmp_path: Path,
+) -> None:
+    project = mlflow_project(tmp_path / "p", boto_only(tmp_path))
+    env = env_for(s3_bucket, home, "s3://no-such-bucket-here/team")
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    result = reprorun_cli("run", str(project), "--env-manager", "local", env=env, timeout=300)
+    assert result.returncode != 0
+    status, _, _ = only_run(home)
+    assert status == "FAILED"  # not FINISHED with its model missing
+    assert "NoSuchBucket" in result.stdout + result.stderr
