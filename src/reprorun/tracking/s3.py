@@ -73,7 +73,9 @@ def endpoint_url() -> str | None:
 
 
 def _where() -> str:
-    return endpoint_url() or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
+    """The endpoint in messages: the one boto3 is given or finds itself, else AWS's."""
+    env = os.environ.get
+    return endpoint_url() or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL") or "AWS S3"
 
 
 def client() -> Any:
@@ -92,6 +94,10 @@ def client() -> Any:
                 "AWS_PROFILE",
                 "AWS_REGION",
                 "AWS_DEFAULT_REGION",
+                "AWS_ENDPOINT_URL",
+                "AWS_ENDPOINT_URL_S3",
+                "AWS_CONFIG_FILE",
+                "AWS_SHARED_CREDENTIALS_FILE",
             )
         ),
     )
