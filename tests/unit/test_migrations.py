@@ -44,6 +44,14 @@ V2_TABLES = (
     "logged_model_metrics",
     "alembic_version",
 )
+# Version 6's model registry.
+V6_TABLES = (
+    "registered_models",
+    "registered_model_tags",
+    "registered_model_aliases",
+    "model_versions",
+    "model_version_tags",
+)
 
 # reprorun 0.1's schema_sqlite.sql (its header comment and trailing spaces left out).
 V1_SQLITE_DDL = """\
@@ -136,12 +144,12 @@ ROOT = "file:///stores/artifacts"
 
 
 def v1_metadata() -> MetaData:
-    """reprorun 0.1's tables: today's schema without what versions 2 to 5 added."""
+    """reprorun 0.1's tables: today's schema without what versions 2 to 6 added."""
     from sqlalchemy import Index
 
     v1 = MetaData()
     for table in schema.metadata.sorted_tables:
-        if table.name in V2_TABLES:
+        if table.name in V2_TABLES or table.name in V6_TABLES:
             continue
         # Version 5 copied the run's experiment and start time into these, with new indexes.
         copy = table.to_metadata(v1)
@@ -306,7 +314,6 @@ class Backend:
             return shape
         finally:
             engine.dispose()
-
 
     @staticmethod
     def indexes(engine: Any, table: str) -> list[tuple[str, str]]:

@@ -17,9 +17,10 @@ from reprorun.tracking.entities import (
     RunStatus,
     ViewType,
 )
+from reprorun.tracking.store.registry_base import ModelRegistry
 
 
-class TrackingStore(Protocol):
+class TrackingStore(ModelRegistry, Protocol):
     artifact_root: str  # where new experiments keep artifacts ("" when the server decides)
 
     def close(self) -> None: ...

@@ -25,13 +25,14 @@ from reprorun.tracking.entities import (
 )
 from reprorun.tracking.http import client_for
 from reprorun.tracking.store.base import get_or_create_experiment, run_id_prefix
+from reprorun.tracking.store.rest_registry import RestRegistry
 
 API = "/api/2.0/mlflow"
 _BATCH = 100  # params/tags per log-batch request (MLflow's limit)
 _METRIC_BATCH = 1000
 
 
-class RestStore:
+class RestStore(RestRegistry):
     """A remote tracking store. ``artifact_root`` is empty: the server chooses locations."""
 
     artifact_root = ""

@@ -5,7 +5,8 @@
 first schema, 2 adds MLflow 3's logged models, 3 indexes metric points by step and time, 4
 adds the metrics attached to logged models, 5 copies each run's experiment (and start time) into
 its params, tags and latest metrics and indexes them so search reads one index range whatever the
-number of runs (``search/plans.py``).
+number of runs (``search/plans.py``), 6 adds the model registry (registered models, versions,
+their tags and aliases).
 Every change bumps ``SCHEMA_VERSION`` (defined once, in ``version.py``) and adds an
 alembic revision under ``migrations/versions`` named by the version (``0003``);
 ``migrations.upgrade`` brings an older store up to date. A store written by a newer version is
@@ -253,6 +254,68 @@ logged_model_metrics = Table(
     Column("dataset_digest", String(36)),
     PrimaryKeyConstraint("model_id", "metric_name", "metric_timestamp_ms", "metric_step", "run_id"),
     Index("ix_logged_model_metrics_dataset", "dataset_name", "dataset_digest"),
+)
+
+# The model registry (MLflow's): registered models by name, their numbered versions (a deleted
+# version keeps its number in the stage 'Deleted_Internal', never reused), tags and aliases.
+# Everything of a model names it; a rename rewrites the name in each table.
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("creation_time", BigInteger, nullable=False),
+    Column("last_updated_time", BigInteger, nullable=False),
+    Column("description", String(5000)),
+)
+
+registered_model_tags = Table(
+    "registered_model_tags",
+    metadata,
+    Column("name", String(256), ForeignKey("registered_models.name"), nullable=False),
+    Column("key", String(250), nullable=False),
+    Column("value", String(5000)),
+    PrimaryKeyConstraint("name", "key"),
+)
+
+registered_model_aliases = Table(
+    "registered_model_aliases",
+    metadata,
+    Column("name", String(256), ForeignKey("registered_models.name"), nullable=False),
+    Column("alias", String(256), nullable=False),
+    Column("version", Integer, nullable=False),
+    PrimaryKeyConstraint("name", "alias"),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("name", String(256), ForeignKey("registered_models.name"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("creation_time", BigInteger, nullable=False),
+    Column("last_updated_time", BigInteger, nullable=False),
+    Column("description", String(5000)),
+    Column("user_id", String(256)),
+    Column("current_stage", String(20), nullable=False),
+    Column("source", String(1000), nullable=False),
+    Column("storage_location", String(1000)),
+    Column("run_id", String(32)),
+    Column("run_link", String(500)),
+    Column("model_id", String(64)),
+    Column("status", String(20), nullable=False),
+    Column("status_message", String(500)),
+    PrimaryKeyConstraint("name", "version"),
+    Index("ix_model_versions_run", "run_id"),
+    Index("ix_model_versions_model", "model_id"),
+)
+
+model_version_tags = Table(
+    "model_version_tags",
+    metadata,
+    Column("name", String(256), ForeignKey("registered_models.name"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("key", String(250), nullable=False),
+    Column("value", String(5000)),
+    PrimaryKeyConstraint("name", "version", "key"),
 )
 
 # alembic's own bookkeeping, created with the schema so a new store is already at head.

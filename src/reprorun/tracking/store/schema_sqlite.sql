@@ -1,6 +1,6 @@
 -- Generated from reprorun/tracking/store/schema.py by
 --   python -m reprorun.tracking.store.schema > schema_sqlite.sql
--- schema version 5; do not edit by hand.
+-- schema version 6; do not edit by hand.
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
@@ -15,6 +15,14 @@ CREATE TABLE experiments (
 	last_update_time BIGINT, 
 	PRIMARY KEY (experiment_id), 
 	UNIQUE (name)
+);
+
+CREATE TABLE registered_models (
+	name VARCHAR(256) NOT NULL, 
+	creation_time BIGINT NOT NULL, 
+	last_updated_time BIGINT NOT NULL, 
+	description VARCHAR(5000), 
+	PRIMARY KEY (name)
 );
 
 CREATE TABLE schema_version (
@@ -46,6 +54,54 @@ CREATE TABLE logged_models (
 );
 
 CREATE INDEX ix_logged_models_experiment ON logged_models (experiment_id, creation_timestamp_ms);
+
+CREATE TABLE model_version_tags (
+	name VARCHAR(256) NOT NULL, 
+	version INTEGER NOT NULL, 
+	"key" VARCHAR(250) NOT NULL, 
+	value VARCHAR(5000), 
+	PRIMARY KEY (name, version, "key"), 
+	FOREIGN KEY(name) REFERENCES registered_models (name)
+);
+
+CREATE TABLE model_versions (
+	name VARCHAR(256) NOT NULL, 
+	version INTEGER NOT NULL, 
+	creation_time BIGINT NOT NULL, 
+	last_updated_time BIGINT NOT NULL, 
+	description VARCHAR(5000), 
+	user_id VARCHAR(256), 
+	current_stage VARCHAR(20) NOT NULL, 
+	source VARCHAR(1000) NOT NULL, 
+	storage_location VARCHAR(1000), 
+	run_id VARCHAR(32), 
+	run_link VARCHAR(500), 
+	model_id VARCHAR(64), 
+	status VARCHAR(20) NOT NULL, 
+	status_message VARCHAR(500), 
+	PRIMARY KEY (name, version), 
+	FOREIGN KEY(name) REFERENCES registered_models (name)
+);
+
+CREATE INDEX ix_model_versions_model ON model_versions (model_id);
+
+CREATE INDEX ix_model_versions_run ON model_versions (run_id);
+
+CREATE TABLE registered_model_aliases (
+	name VARCHAR(256) NOT NULL, 
+	alias VARCHAR(256) NOT NULL, 
+	version INTEGER NOT NULL, 
+	PRIMARY KEY (name, alias), 
+	FOREIGN KEY(name) REFERENCES registered_models (name)
+);
+
+CREATE TABLE registered_model_tags (
+	name VARCHAR(256) NOT NULL, 
+	"key" VARCHAR(250) NOT NULL, 
+	value VARCHAR(5000), 
+	PRIMARY KEY (name, "key"), 
+	FOREIGN KEY(name) REFERENCES registered_models (name)
+);
 
 CREATE TABLE runs (
 	run_uuid VARCHAR(32) NOT NULL, 

@@ -5,4 +5,4 @@ Every schema change bumps it, changes ``schema.py`` (and the generated ``schema_
 and adds an alembic revision under ``migrations/versions`` named by the version (``0006``).
 """
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
