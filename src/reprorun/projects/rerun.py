@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from reprorun.errors import SourceNotFound
+from reprorun.errors import SourceNotFound, UserInputError
 from reprorun.projects.request import RunRequest
 from reprorun.tracking.entities import Run, SystemTags
 
@@ -60,10 +60,27 @@ class RerunSpec:
         )
 
 
-def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpec:
-    """Work out the source, version and parameters of ``run``; no side effect."""
-    from reprorun.tracking.artifacts import local_path
+def _artifact_file(run: Run, rel: str) -> Path:
+    """Where one of ``run``'s artifact files is on this machine: in its artifact folder, or a
+    copy fetched from S3 (or a tracking server) into ``<home>/staging/rerun-<run id>``; a
+    path that does not exist when the run has no such file."""
+    from reprorun.tracking.artifacts import download, is_remote, local_path
 
+    uri = run.info.artifact_uri
+    if not is_remote(uri):
+        return local_path(uri, rel)
+    from reprorun.config import home
+
+    folder = home() / "staging" / f"rerun-{run.info.run_id}" / PurePosixPath(rel).parent
+    try:
+        return download(uri, rel, folder)
+    except UserInputError:  # no such artifact: the caller says what is missing
+        return folder / PurePosixPath(rel).name
+
+
+def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpec:
+    """Work out the source, version and parameters of ``run``; no side effect but a copy of
+    its stored diff and lock when its artifacts are not a local folder (S3, a server)."""
     tags = run.data.tags
     kind = tags.get(SystemTags.SOURCE_KIND, "local")
     commit = tags.get(SystemTags.GIT_COMMIT)
@@ -101,11 +118,11 @@ def rerun_spec(run: Run, overrides: Mapping[str, str] | None = None) -> RerunSpe
             "rerunning the bare commit"
         )
     elif diff:
-        patch = local_path(run.info.artifact_uri, diff)
+        patch = _artifact_file(run, diff)
     env_manager = tags.get(SystemTags.ENV)
     env_lock: Path | None = None
     if env_manager in ("uv", "virtualenv") and tags.get(SystemTags.ENV_LOCK):
-        env_lock = local_path(run.info.artifact_uri, tags[SystemTags.ENV_LOCK])
+        env_lock = _artifact_file(run, tags[SystemTags.ENV_LOCK])
         if not env_lock.is_file():
             warnings.append(f"the environment lock {env_lock} is missing; rebuilding from the spec")
             env_lock = None
