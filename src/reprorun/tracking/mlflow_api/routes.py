@@ -10,6 +10,7 @@ from collections.abc import Sequence
 # isort: off
 from reprorun.tracking.mlflow_api import experiments, runs, datasets, metrics  # noqa: F401
 from reprorun.tracking.mlflow_api import artifacts, logged_models  # noqa: F401
+from reprorun.tracking.mlflow_api import registry  # noqa: F401
 
 # isort: on
 from reprorun.tracking.mlflow_api.context import ApiContext
