@@ -415,3 +415,24 @@ def test_real_mlflow_client_logs_into_the_bucket(
     assert len(model_keys) >= 3, model_keys  # MLmodel, the model, its environment
     assert s3_bucket.uploads() == []
     assert report["version"] == MLFLOW_VERSION
+
+
+def test_ui_follows_a_running_log_staged_on_this_machine_then_the_bucket(
+    served: ServerProcess,
+    s3_bucket: S3,  # noqa: F811
+) -> None:
+    """A run of this machine writes its log in its staging folder while it runs (its artifacts
+    are in the bucket); the UI reads it there, and from the bucket once it is uploaded."""
+    run_id, rel = new_run(served)
+    staged = served.workdir / "home" / "staging" / run_id / "logs" / "run.log"
+    staged.parent.mkdir(parents=True)
+    staged.write_text("epoch 1\n")
+    status, log = call(served, "GET", f"/ui-api/runs/{run_id}/log")
+    assert status == 200 and log["exists"] and log["text"] == "epoch 1\n"
+    staged.unlink()
+    status, log = call(served, "GET", f"/ui-api/runs/{run_id}/log")
+    assert log["exists"] is False
+    key = f"{PREFIX}/{rel}/logs/run.log"
+    s3_bucket.client().put_object(Bucket=s3_bucket.bucket, Key=key, Body=b"epoch 1\nepoch 2\n")
+    status, log = call(served, "GET", f"/ui-api/runs/{run_id}/log?offset=8")
+    assert log["text"] == "epoch 2\n" and log["size"] == 16 and log["start"] == 8

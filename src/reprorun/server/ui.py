@@ -19,10 +19,10 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from reprorun.errors import TrackingError
+from reprorun.errors import TrackingError, UserInputError
 from reprorun.server.artifacts import artifact_size, read_artifact, s3_file_response
 from reprorun.server.files import DOWNLOAD_HEADERS, artifact_file
-from reprorun.tracking.artifacts import is_s3
+from reprorun.tracking.artifacts import is_remote, is_s3
 from reprorun.tracking.entities import SystemTags
 from reprorun.tracking.mlflow_api.errors import ApiError, error_for, invalid
 
@@ -63,7 +63,8 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
         path = run.data.tags.get("reprorun.log", "logs/run.log")
         status = run.info.status.value
         reason = run.data.tags.get(SystemTags.EXIT_REASON)  # why it ended, once it has
-        size = artifact_size(run.info.artifact_uri, path)  # a folder's or S3's
+        uri = _live_log_folder(run.info.run_id, run.info.artifact_uri, path)
+        size = artifact_size(uri, path)  # a folder's or S3's
         if size is None:  # no log (yet): the run did not start, or logs elsewhere
             return {
                 "text": "",
@@ -77,7 +78,7 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
         # Only the tail of a huge log on the first request; the page follows from there.
         if offset == 0 and size > LOG_CHUNK:
             start = size - LOG_CHUNK
-        data = read_artifact(run.info.artifact_uri, path, start, LOG_CHUNK)
+        data = read_artifact(uri, path, start, LOG_CHUNK)
         # Whole characters only: a UTF-8 sequence cut by the chunk's start or end (or by a
         # writer mid-write) is skipped at the start and left for the next read at the end.
         if start > 0 and offset == 0:
@@ -195,6 +196,22 @@ def _complete_utf8(data: bytes) -> int:
         )
         return len(data) - back if needed > back else len(data)
     return len(data)
+
+
+def _live_log_folder(run_id: str, artifact_uri: str, path: str) -> str:
+    """Where a run's log is read from: a run of this machine whose artifacts are in S3 or
+    behind a server writes it in its staging folder until it ends (then uploads it)."""
+    if not is_remote(artifact_uri):
+        return artifact_uri
+    from reprorun.config import home
+    from reprorun.tracking.artifacts import safe_relative
+
+    staged = home() / "staging" / run_id
+    try:
+        found = (staged / safe_relative(path)).is_file()
+    except (OSError, UserInputError):
+        found = False
+    return staged.as_uri() if found else artifact_uri
 
 
 def _mlmodel(artifact_uri: str, path: str) -> str | None:
