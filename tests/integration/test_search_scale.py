@@ -223,3 +223,36 @@ def test_keys_seek_each_key_in_the_index(seeded: tuple[SqlStore, str], recorder:
             # first (PostgreSQL may read it from the table's start when most rows have it).
             assert not any(line.startswith(("Hash", "Sort", "Aggregate")) for line in lines), text
             assert "Index Only Scan [ix_" in text, text
+
+
+@pytest.mark.parametrize(
+    ("order_by", "index"),
+    [
+        (None, "ix_runs_experiment_order"),
+        (["attributes.start_time ASC"], "ix_runs_experiment_order"),
+        (["metrics.acc DESC"], "ix_latest_metrics_order_desc"),
+        (["params.p ASC"], "ix_params_order_asc"),
+    ],
+)
+def test_several_experiments_read_one_range_each_and_merge_a_page(
+    seeded: tuple[SqlStore, str], recorder: Recorder, order_by: list[str] | None, index: str
+) -> None:
+    store, exp = seeded
+    other = store.get_experiment_by_name("beside")
+    assert other is not None
+    page = store.search_runs([other.experiment_id, exp], order_by=order_by, max_results=100)
+    assert len(page) == 100
+    (statement, params), *_ = recorder.searches()
+    lines = plan(store, statement, params)
+    text = "\n".join(lines)
+    if store.db.dialect == "sqlite":
+        # Each arm a co-routine reading its range; only the arms' rows are sorted and merged.
+        assert not any(line.startswith(("SCAN r", "SCAN o", "SCAN x")) for line in lines), text
+        assert text.count(index) == 2, text  # one range an experiment
+    else:
+        # The arms are merged (Merge Append of ordered ranges, or an Append whose few rows
+        # are sorted above it): nothing below the merge is sorted.
+        assert not any(line.startswith("Seq Scan") for line in lines), text
+        assert text.count(f"[{index}]") == 2, text
+        merge = next(x for x in lines if x.startswith(("Append", "Merge Append")))
+        assert not any(line.startswith("Sort") for line in lines[lines.index(merge) :]), text

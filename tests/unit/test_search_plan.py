@@ -53,7 +53,9 @@ ORDERS = [
     ["params.q"],
     ["params.q DESC"],
     ["attributes.start_time DESC"],
+    ["attributes.start_time ASC"],
     ["metrics.absent DESC"],
+    ["tags.t DESC"],
 ]
 
 
@@ -76,6 +78,7 @@ run_strategy = st.fixed_dictionaries(
         "q": st.one_of(st.none(), st.sampled_from(PARAM_VALUES)),
         "t": st.one_of(st.none(), st.sampled_from(TAG_VALUES)),
         "deleted": st.booleans(),
+        "second": st.booleans(),  # in the second experiment
     }
 )
 search_strategy = st.fixed_dictionaries(
@@ -84,31 +87,38 @@ search_strategy = st.fixed_dictionaries(
         "order": st.sampled_from(ORDERS),
         "view": st.sampled_from(list(ViewType)),
         "page": st.integers(1, 7),
+        "experiments": st.sampled_from([(0,), (1,), (0, 1), (1, 0, 1)]),
     }
 )
 
 
-def make_experiment(store: SqlStore, runs: list[dict[str, Any]], counter: list[int]) -> str:
+def make_experiments(
+    store: SqlStore, runs: list[dict[str, Any]], counter: list[int]
+) -> tuple[str, str]:
     counter[0] += 1
-    exp = store.create_experiment(f"plans-{counter[0]}")
+    exps = (
+        store.create_experiment(f"plans-{counter[0]}"),
+        store.create_experiment(f"plans-{counter[0]}-b"),
+    )
     for spec in runs:
         params = {k: spec[k] for k in ("p", "q") if spec[k] is not None}
         tags = {"t": spec["t"]} if spec["t"] is not None else {}
+        exp = exps[spec["second"]]
         run = store.create_run(exp, start_time=spec["start"], params=params, tags=tags)
         if spec["m"] is not None:
             store.log_metric(run.info.run_id, Metric("m", spec["m"], 1, 0))
         if spec["deleted"]:
             store.delete_run(run.info.run_id)
-    return exp
+    return exps
 
 
-def walk(store: SqlStore, exp: str, search: dict[str, Any]) -> list[str]:
+def walk(store: SqlStore, exp: list[str], search: dict[str, Any]) -> list[str]:
     """Every run found, page by page."""
     found: list[str] = []
     token = None
     for _ in range(100):
         page = store.search_runs(
-            [exp],
+            exp,
             search["filter"],
             run_view_type=search["view"],
             order_by=search["order"],
@@ -122,13 +132,13 @@ def walk(store: SqlStore, exp: str, search: dict[str, Any]) -> list[str]:
     raise AssertionError("more pages than runs")
 
 
-def full_sort(store: SqlStore, exp: str, search: dict[str, Any]) -> list[str]:
+def full_sort(store: SqlStore, exp: list[str], search: dict[str, Any]) -> list[str]:
     """What the single sorted statement returns, in one page (the plans switched off)."""
     original = plans.plan_kind
     plans.plan_kind = lambda order, experiment_ids: None  # type: ignore[assignment]
     try:
         page = store.search_runs(
-            [exp],
+            exp,
             search["filter"],
             run_view_type=search["view"],
             order_by=search["order"],
@@ -154,9 +164,10 @@ def test_the_plans_page_through_exactly_what_the_full_sort_returns(
 ) -> None:
     counter = getattr(store, "_plan_counter", [0])
     store._plan_counter = counter  # type: ignore[attr-defined]
-    exp = make_experiment(store, runs, counter)
+    exps = make_experiments(store, runs, counter)
     for search in searches:
-        assert walk(store, exp, search) == full_sort(store, exp, search), search
+        chosen = [exps[i] for i in search["experiments"]]
+        assert walk(store, chosen, search) == full_sort(store, chosen, search), search
 
 
 def test_each_kind_of_search_takes_the_plan_it_should(store: SqlStore) -> None:
@@ -166,7 +177,8 @@ def test_each_kind_of_search_takes_the_plan_it_should(store: SqlStore) -> None:
     store.log_metric(short, Metric("m", 1.0, 1, 0))
     store.create_run(exp, start_time=2, params={"p": "b", "q": "c"})
     assert plans.plan_kind([], [exp]) == "runs"
-    assert plans.plan_kind([], [exp, "0"]) is None
+    assert plans.plan_kind([], [exp, "0", exp]) == "runs"
+    assert plans.plan_kind([], [str(i) for i in range(plans.MAX_EXPERIMENTS + 1)]) is None
     for order, kind in ((["params.p"], "param"), (["metrics.m"], "metric")):
         page = store.search_runs([exp], order_by=order, max_results=1)
         body = json.loads(base64.b64decode(str(page.token)))
@@ -180,8 +192,10 @@ def test_old_offset_tokens_still_page_a_full_sort_search(store: SqlStore) -> Non
     ids = [store.create_run(exp, start_time=t).info.run_id for t in range(5)]
     other = store.create_experiment("old-tokens-2")
     store.create_run(other, start_time=9)
-    # Several experiments: the full sort, whose tokens are still {"offset": n}.
-    page = store.search_runs([exp, other], max_results=2, page_token=encode_page_token(4))
+    # Ordered by a tag: the full sort, whose tokens are still {"offset": n}.
+    page = store.search_runs(
+        [exp, other], max_results=2, order_by=["tags.t"], page_token=encode_page_token(4)
+    )
     assert [r.info.run_id for r in page] == [ids[1], ids[0]]
     # An index plan cannot start at an offset: it says so rather than repeat page one.
     with pytest.raises(SearchError, match="offset token"):

@@ -1,10 +1,12 @@
 """Index-driven plans for the run searches people send most, so a page costs the same at 10,000
 runs as at a million.
 
-A search of one experiment ordered by nothing (newest first), by one metric or by one param is
-read as a short sequence of *segments*, each an ordered range of one index (schema version 5):
+A search ordered by nothing (newest first), by start time, by one metric or by one param is read
+as a short sequence of *segments*, each an ordered range of one index (schema version 5) a
+searched experiment (several experiments' ranges are merged, each read no further than a page):
 
-- newest first: ``runs`` by (experiment, start_time DESC, run_uuid);
+- newest first: ``runs`` by (experiment, start_time DESC, run_uuid); oldest first reads it
+  backwards (the rare runs started in the same millisecond sorted by id);
 - ``metrics.k``: the runs with a real value of k (``latest_metrics`` by experiment, key, value,
   then newest first and run id), then those whose value is NaN, then the runs without k;
 - ``params.k``: the runs with k by its value, then the runs without it. A param is ordered
@@ -15,9 +17,9 @@ That is MLflow's order exactly (real values, NaN, missing; ties newest first, th
 one ``sql.compile_runs_order`` writes as one ORDER BY over every run. Filters are tested on each
 row read, in index order, and reading stops when a page is full. Pages continue where the last
 left off (keyset): the token names the segment and the last row's order values, so a deep page
-reads no more than the first. Any other search (several experiments, several order clauses, an
-attribute or tag order, a param key with long values) keeps the single statement with OFFSET
-tokens.
+reads no more than the first. Any other search (over 50 experiments, several order clauses, an
+order by another attribute or a tag, a param key with long values) keeps the single statement
+with OFFSET tokens.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from reprorun.errors import SearchError
 from reprorun.tracking.search.grammar import ATTRIBUTE, METRIC, PARAM, OrderBy
 
 PARAM_PREFIX = 200  # schema.PARAM_PREFIX; schema.py imports SQLAlchemy, this module must not
+# Several experiments: each one's index range, merged (UNION ALL of one arm an experiment).
+MAX_EXPERIMENTS = 50
 TOKEN_VERSION = 2
 
 
@@ -75,7 +79,7 @@ def param_sort_value(column: str, dialect: str) -> str:
 
 def plan_kind(order: Sequence[OrderBy], experiment_ids: Sequence[str]) -> str | None:
     """Which plan serves this search, or None for the general statement."""
-    if len(experiment_ids) != 1:
+    if not 1 <= len(set(experiment_ids)) <= MAX_EXPERIMENTS:
         return None
     if not order:
         return "runs"
@@ -83,7 +87,9 @@ def plan_kind(order: Sequence[OrderBy], experiment_ids: Sequence[str]) -> str | 
         return None
     o = order[0]
     if o.entity == ATTRIBUTE:
-        return "runs" if o.key.lower() in ("start_time", "created") and not o.ascending else None
+        if o.key.lower() not in ("start_time", "created"):
+            return None
+        return "oldest" if o.ascending else "runs"
     return {METRIC: "metric", PARAM: "param"}.get(o.entity)
 
 
@@ -103,6 +109,8 @@ def build_plan(kind: str, order: Sequence[OrderBy], bind: Any, dialect: str) -> 
     runs = Segment("runs", "runs r", (), _NEWEST)
     if kind == "runs":
         return Plan(kind, (runs,))
+    if kind == "oldest":  # start_time ASC, then run id (ties on a millisecond are rare)
+        return Plan(kind, (Segment("runs", "runs r", (), (("r.start_time", True), *_NEWEST[1:])),))
     o = order[0]
     key = bind(o.key)
     table = "latest_metrics" if kind == "metric" else "params"
@@ -133,6 +141,38 @@ def scope(segment: Segment, experiment: str) -> list[str]:
     """The experiment condition on the column the segment's index starts with."""
     alias = "r" if segment.source == "runs r" else "o"
     return [f"{alias}.experiment_id = {experiment}"]
+
+
+def segment_statement(
+    segment: Segment,
+    experiments: Sequence[str],
+    conditions: Sequence[str],
+    columns: str,
+    limit: int,
+) -> str:
+    """The statement reading ``limit`` rows of the segment: ``columns`` then the order values
+    (``k0``, ``k1``...). ``experiments`` are bound names; several are read one index range
+    each, the ranges merged (each arm reads at most ``limit`` rows)."""
+    keys = ", ".join(f"{expr} AS k{i}" for i, (expr, _) in enumerate(segment.order))
+    inner = ", ".join(f"{e} {'ASC' if asc else 'DESC'}" for e, asc in segment.order)
+
+    def arm(experiment: str) -> str:
+        where = " AND ".join([*scope(segment, experiment), *conditions])
+        return (
+            f"SELECT {columns}, {keys} FROM {segment.source} WHERE {where} "  # noqa: S608
+            f"ORDER BY {inner} LIMIT {limit}"
+        )
+
+    if len(experiments) == 1:
+        return arm(experiments[0])
+    outer = ", ".join(
+        f"k{i} {'ASC' if asc else 'DESC'}" for i, (_, asc) in enumerate(segment.order)
+    )
+    arms = " UNION ALL ".join(
+        f"SELECT * FROM ({arm(e)}) a{n}"  # noqa: S608
+        for n, e in enumerate(experiments)
+    )
+    return f"{arms} ORDER BY {outer} LIMIT {limit}"
 
 
 def after_condition(order: Sequence[tuple[str, bool]], values: Sequence[Any], bind: Any) -> str:

@@ -171,6 +171,7 @@ class RunStore(StoreBase):
         conditions = [f"r.experiment_id IN ({exps})", stage]
         scope = dict(sql.params)  # the experiments and stages only, bound before the rest
         columns = ", ".join("r." + c.strip() for c in _RUN_COLUMNS.split(","))
+        unique = list(dict.fromkeys(exp_int(e) for e in experiment_ids))
 
         def read(conn: Connection) -> Page[Run]:
             dataset_runs = None
@@ -184,10 +185,11 @@ class RunStore(StoreBase):
                     clauses, [(r[0], r[1]) for r in inputs]
                 )
             kind = plans.plan_kind(order, experiment_ids)
-            if kind == "param":
-                probe = {"e": exp_int(experiment_ids[0]), "k": order[0].key}
-                if conn.fetch(plans.long_param_probe(self.db.dialect), probe):
-                    kind = None  # a value longer than the index's prefix: sort them all
+            if kind == "param" and any(
+                conn.fetch(plans.long_param_probe(self.db.dialect), {"e": e, "k": order[0].key})
+                for e in unique
+            ):
+                kind = None  # a value longer than the index's prefix: sort them all
             if isinstance(position, plans.Cursor) and position.kind != kind:
                 raise SearchError(
                     "Invalid page token: the runs changed since it was given in a way that "
@@ -210,7 +212,7 @@ class RunStore(StoreBase):
                     "continue this search, which now pages by position; start from the first page."
                 )
             plan = plans.build_plan(kind, order, sql.bind, self.db.dialect)
-            experiment = sql.bind(exp_int(experiment_ids[0]))
+            experiments = [sql.bind(e) for e in unique]
             cursor = position if isinstance(position, plans.Cursor) else None
             first = cursor.segment if cursor else 0
             if not 0 <= first < len(plan.segments):
@@ -218,17 +220,13 @@ class RunStore(StoreBase):
             found: list[tuple[Row, int, tuple[Any, ...]]] = []
             for index in range(first, len(plan.segments)):
                 segment = plan.segments[index]
-                where = [*plans.scope(segment, experiment), *segment.where, stage, *filters]
+                where = [*segment.where, stage, *filters]
                 if cursor is not None and index == cursor.segment:
                     where.append(plans.after_condition(segment.order, cursor.after, sql.bind))
-                keys = ", ".join(expr for expr, _ in segment.order)
-                order_sql = ", ".join(f"{e} {'ASC' if asc else 'DESC'}" for e, asc in segment.order)
-                rows = conn.fetch(
-                    f"SELECT {columns}, {keys} FROM {segment.source} "
-                    f"WHERE {' AND '.join(where)} ORDER BY {order_sql} "
-                    f"LIMIT {limit + 1 - len(found)}",
-                    sql.params,
+                statement = plans.segment_statement(
+                    segment, experiments, where, columns, limit + 1 - len(found)
                 )
+                rows = conn.fetch(statement, sql.params)
                 width = len(segment.order)
                 found += [(row[:-width], index, tuple(row[-width:])) for row in rows]
                 if len(found) > limit:
