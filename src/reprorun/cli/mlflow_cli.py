@@ -111,7 +111,11 @@ def list_command(run_id: str, artifact_path: str | None) -> None:
 @artifacts.command("download")
 @click.option("-r", "--run-id", help="The run (with --artifact-path).")
 @click.option("-a", "--artifact-path", help="The artifact under the run (default: all).")
-@click.option("-u", "--artifact-uri", help="runs:/RUN_ID/PATH, or an artifact location.")
+@click.option(
+    "-u",
+    "--artifact-uri",
+    help="runs:/RUN_ID/PATH, models:/NAME/VERSION (or @ALIAS), or a location.",
+)
 @click.option("-d", "--dst-path", type=click.Path(file_okay=False), help="Where to put it.")
 @handle_errors
 def download_command(
@@ -135,7 +139,8 @@ def download_command(
 
 
 def _split_artifact_uri(artifact_uri: str, tracking_uri: str | None) -> tuple[str, str]:
-    """A ``runs:/RUN_ID/path`` or artifact location as (artifact root, path under it)."""
+    """A ``runs:/RUN_ID/path``, ``models:/...`` or artifact location as (artifact root, path
+    under it)."""
     from reprorun.errors import UserInputError
 
     if artifact_uri.startswith("runs:/"):
@@ -143,10 +148,10 @@ def _split_artifact_uri(artifact_uri: str, tracking_uri: str | None) -> tuple[st
         if not run_id:
             raise UserInputError(f"{artifact_uri!r} names no run: use runs:/RUN_ID/PATH.")
         return _artifact_uri(run_id, tracking_uri), path
-    if artifact_uri.startswith("models:/"):
-        raise UserInputError(
-            f"{artifact_uri!r}: reprorun has no model registry yet; use runs:/RUN_ID/PATH."
-        )
+    if artifact_uri.startswith("models:"):  # the R package's mlflow_load_model("models:/...")
+        from reprorun.tracking.registry import resolve_model_uri
+
+        artifact_uri = resolve_model_uri(artifact_uri, tracking_uri)
     parent, _, name = artifact_uri.rstrip("/").rpartition("/")
     if not parent or not name:
         raise UserInputError(f"Cannot download {artifact_uri!r}: name a file or folder in it.")

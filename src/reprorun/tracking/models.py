@@ -100,9 +100,21 @@ def log_model(obj: Any, artifact_path: str = "model") -> dict[str, Any]:
 
 
 def model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
-    """The local folder of ``runs:/<run_id>/<path>``, ``file://...`` or a plain path."""
+    """The local folder of ``runs:/<run_id>/<path>``, a ``models:/`` URI (registered
+    ``NAME/VERSION``, ``NAME@ALIAS``, ``NAME/latest``, or a logged model's ``m-<id>``),
+    ``file://...`` or a plain path; files kept elsewhere are downloaded first."""
     from reprorun.tracking import artifacts
 
+    if model_uri.startswith("models:"):
+        from reprorun.tracking.registry import resolve_model_uri
+        from reprorun.tracking.store import open_store
+
+        uri = resolve_model_uri(model_uri, tracking_uri)
+        if artifacts.is_remote(uri):
+            store = open_store(tracking_uri)
+            cache = Path(tempfile.mkdtemp(prefix="reprorun-model-"))
+            return artifacts.download(uri, "", cache, tracking_uri=getattr(store, "uri", None))
+        return artifacts.local_dir(uri)
     if model_uri.startswith("runs:/"):
         rest = model_uri[len("runs:/") :].strip("/")
         run_id, _, sub = rest.partition("/")
