@@ -436,3 +436,49 @@ def test_ui_follows_a_running_log_staged_on_this_machine_then_the_bucket(
     s3_bucket.client().put_object(Bucket=s3_bucket.bucket, Key=key, Body=b"epoch 1\nepoch 2\n")
     status, log = call(served, "GET", f"/ui-api/runs/{run_id}/log?offset=8")
     assert log["text"] == "epoch 2\n" and log["size"] == 16 and log["start"] == 8
+
+
+# --- reprorun's own client: large files straight to the bucket in presigned parts ---------------
+
+
+def test_reprorun_client_sends_large_files_straight_to_the_bucket(
+    served: ServerProcess,
+    s3_bucket: S3,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reprorun.tracking import artifacts, s3_presigned
+
+    monkeypatch.setattr(s3_presigned, "DIRECT_BYTES", 1024 * 1024)
+    monkeypatch.setattr(s3_presigned, "PART_BYTES", 5 * 1024 * 1024)
+    _, rel = new_run(served)
+    big = tmp_path / "model.bin"
+    big.write_bytes(os.urandom(1024 * 1024) * 12)
+    artifacts.log_file(f"mlflow-artifacts:/{rel}", big, "model", tracking_uri=served.url)
+    key = f"{PREFIX}/{rel}/model/model.bin"
+    head = s3_bucket.client().head_object(Bucket=s3_bucket.bucket, Key=key)
+    # 3 parts of 5 MiB sent by the client (the proxy would have sent 2 of 8 MiB).
+    assert head["ETag"].strip('"').endswith("-3") and head["ContentLength"] == 12 * 1024 * 1024
+    assert s3_bucket.keys(key)[key] == big.read_bytes()
+    assert s3_bucket.uploads() == []
+    # Switched off as MLflow's client is: through the proxy.
+    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
+    artifacts.log_file(f"mlflow-artifacts:/{rel}", big, "again", tracking_uri=served.url)
+    head = s3_bucket.client().head_object(
+        Bucket=s3_bucket.bucket, Key=f"{PREFIX}/{rel}/again/model.bin"
+    )
+    assert head["ETag"].strip('"').endswith("-2")
+
+
+def test_reprorun_client_falls_back_to_the_proxy_over_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reprorun.tracking import artifacts, s3_presigned
+
+    monkeypatch.setattr(s3_presigned, "DIRECT_BYTES", 1024)
+    with server_process(tmp_path / "srv") as server:
+        _, rel = new_run(server)
+        big = tmp_path / "model.bin"
+        big.write_bytes(os.urandom(4096))
+        artifacts.log_file(f"mlflow-artifacts:/{rel}", big, tracking_uri=server.url)
+        assert (server.artifacts / rel / "model.bin").read_bytes() == big.read_bytes()

@@ -100,7 +100,14 @@ def _client(base: str) -> Any:
 
 def _upload(artifact_uri: str, src: Path, rel: PurePosixPath, tracking_uri: str | None) -> None:
     client, base = _proxy(artifact_uri, tracking_uri)
+    from reprorun.tracking import s3_presigned
     from reprorun.tracking.http import error_from_response
+
+    # A large file straight to the server's bucket in presigned parts, when it can sign them.
+    large = src.stat().st_size >= s3_presigned.DIRECT_BYTES
+    direct = large and base.startswith(PROXY_PATH) and s3_presigned.enabled()
+    if direct and s3_presigned.upload(client, base[len(PROXY_PATH) :], src, rel):
+        return
 
     with open(src, "rb") as body:  # http.client streams a file object in blocks
         response = client.request(
