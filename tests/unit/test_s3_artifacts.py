@@ -282,3 +282,21 @@ def test_server_killed_mid_upload_is_a_clear_error(
             killer.join()
     finally:
         server.stop()
+
+
+def test_without_boto3_the_error_says_what_to_install(
+    bucket: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's own environment without boto3 (a venv the project declared): a clear error,
+    not an ImportError from deep inside."""
+    import sys
+
+    monkeypatch.setattr(s3, "_CLIENTS", {})
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    src = tmp_path / "f.txt"
+    src.write_text("x")
+    with pytest.raises(ArtifactStorageError) as caught:
+        artifacts.log_file(uri(bucket), src)
+    message = str(caught.value)
+    assert "need boto3" in message and "reprorun[s3]" in message
+    assert "add boto3 to its dependencies" in message
