@@ -198,3 +198,19 @@ def test_models_uris_parse_as_mlflow_reads_them() -> None:
     for bad in ("models:/", "models:/iris/nope", "runs:/x/y"):
         with pytest.raises(UserInputError):
             parse_models_uri(bad)
+
+
+def test_prompts_are_left_out_unless_asked_for(store: SqlStore) -> None:
+    """MLflow keeps prompts as models tagged mlflow.prompt.is_prompt; its clients add
+    ``!= 'true'`` to every search, which a model without the tag satisfies."""
+    store.create_registered_model("model")
+    store.create_registered_model("prompt", tags={"mlflow.prompt.is_prompt": "true"})
+    store.create_model_version("prompt", "/p")
+    store.create_model_version("model", "/m")
+    not_prompts = "tags.`mlflow.prompt.is_prompt` != 'true'"
+    prompts = "tags.`mlflow.prompt.is_prompt` = 'true'"
+    for text in (None, not_prompts):
+        assert [m.name for m in store.search_registered_models(text)] == ["model"]
+        assert [v.name for v in store.search_model_versions(text)] == ["model"]
+    assert [m.name for m in store.search_registered_models(prompts)] == ["prompt"]
+    assert [v.name for v in store.search_model_versions(prompts)] == ["prompt"]

@@ -110,10 +110,12 @@ def model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
         from reprorun.tracking.store import open_store
 
         uri = resolve_model_uri(model_uri, tracking_uri)
-        if artifacts.is_remote(uri):
+        if artifacts.is_remote(uri):  # the folder, downloaded from its parent's listing
             store = open_store(tracking_uri)
             cache = Path(tempfile.mkdtemp(prefix="reprorun-model-"))
-            return artifacts.download(uri, "", cache, tracking_uri=getattr(store, "uri", None))
+            parent, _, name = uri.rstrip("/").rpartition("/")
+            server = getattr(store, "uri", None)
+            return artifacts.download(parent, name, cache, tracking_uri=server)
         return artifacts.local_dir(uri)
     if model_uri.startswith("runs:/"):
         rest = model_uri[len("runs:/") :].strip("/")

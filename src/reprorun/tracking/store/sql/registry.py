@@ -35,7 +35,8 @@ MAX_DESCRIPTION = 5000
 MAX_SOURCE = 1000
 MAX_MODELS_PAGE = 1000  # MLflow's limits for search_registered_models / search_model_versions
 MAX_VERSIONS_PAGE = 200_000
-MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # on a logged model: the versions made from it
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
+PROMPT_TAG = "mlflow.prompt.is_prompt"  # on a logged model: the versions made from it
 
 _ALIAS = re.compile(r"^[\w\-]*$")
 _VERSION_ALIAS = re.compile(r"^[vV]\d+$")
@@ -245,9 +246,12 @@ class RegistryStore(StoreBase):
         limit = _max_results(max_results, MAX_MODELS_PAGE)
         offset = search.decode_page_token(page_token)
         sql = search.SqlBuilder(self.db.dialect)
-        conditions = ["1 = 1"]
-        for c in _parse_filter(filter_string, frozenset(), _MODEL_FILTER_KEYS):
+        clauses = _parse_filter(filter_string, frozenset(), _MODEL_FILTER_KEYS)
+        conditions = [_prompts(clauses, "m.name")]
+        for c in clauses:
             _check_filter_clause(c, _MODEL_FILTER_KEYS, "registered models")
+            if c.entity == search.TAG and c.key == PROMPT_TAG:
+                continue
             if c.entity == search.TAG:
                 link = f'x.name = m.name AND x."key" = {sql.bind(c.key)}'
                 test = sql.compare("x.value", c.op, c.value)
@@ -470,10 +474,13 @@ class RegistryStore(StoreBase):
         limit = _max_results(max_results, MAX_VERSIONS_PAGE)
         offset = search.decode_page_token(page_token)
         sql = search.SqlBuilder(self.db.dialect)
-        conditions = [f"v.current_stage != {sql.bind(STAGE_DELETED)}"]
         numeric = frozenset({"version_number"})
-        for c in _parse_filter(filter_string, numeric, _VERSION_FILTER_KEYS):
+        clauses = _parse_filter(filter_string, numeric, _VERSION_FILTER_KEYS)
+        conditions = [f"v.current_stage != {sql.bind(STAGE_DELETED)}", _prompts(clauses, "v.name")]
+        for c in clauses:
             _check_filter_clause(c, _VERSION_FILTER_KEYS, "model versions")
+            if c.entity == search.TAG and c.key == PROMPT_TAG:
+                continue
             if c.entity == search.TAG:
                 link = f'x.name = v.name AND x.version = v.version AND x."key" = {sql.bind(c.key)}'
                 test = sql.compare("x.value", c.op, c.value)
@@ -594,6 +601,24 @@ def _write_tags(
         f'ON CONFLICT ({columns}, "key") DO UPDATE SET value = excluded.value',
         [{**owner, "k": k, "val": v} for k, v in tags.items()],
     )
+
+
+def _prompts(clauses: Sequence[Any], name_column: str) -> str:
+    """MLflow keeps prompts in the registry as models tagged ``mlflow.prompt.is_prompt``:
+    a search returns only the others unless its filter asks for prompts
+    (``tags.`mlflow.prompt.is_prompt` = 'true'``). MLflow's clients add
+    ``!= 'true'`` to every search, which models without the tag satisfy."""
+    prompt = (
+        f"EXISTS (SELECT 1 FROM registered_model_tags p WHERE p.name = {name_column} AND "
+        f"p.\"key\" = '{PROMPT_TAG}' AND p.value = 'true')"
+    )
+    for c in clauses:
+        if c.entity == "tag" and c.key == PROMPT_TAG and isinstance(c.value, str):
+            wanted = (c.op == "=" and c.value.lower() == "true") or (
+                c.op == "!=" and c.value.lower() == "false"
+            )
+            return prompt if wanted else f"NOT {prompt}"
+    return f"NOT {prompt}"
 
 
 def _check_filter_clause(clause: Any, keys: frozenset[str], what: str) -> None:
@@ -781,7 +806,10 @@ def _note_version_on_logged_model(conn: Connection, model_id: str, name: str, nu
         listed = []
     if not isinstance(listed, list):
         listed = []
-    listed.append({"name": name, "version": number})
+    entry = {"name": name, "version": number}
+    if entry in listed:
+        return
+    listed.append(entry)
     conn.execute(
         'INSERT INTO logged_model_tags (model_id, "key", value) VALUES (:id, :k, :v) '
         'ON CONFLICT (model_id, "key") DO UPDATE SET value = excluded.value',
