@@ -13,7 +13,7 @@ import pytest
 
 from reprorun.config import artifact_location, resolve_tracking
 from reprorun.errors import ArtifactStorageError, UnsupportedArtifactLocation, UserInputError
-from reprorun.tracking import artifacts, s3
+from reprorun.tracking import artifacts, s3, s3_multipart
 from tests.s3 import (  # noqa: F401 - fixtures
     S3,
     CutProxy,
@@ -107,13 +107,13 @@ def test_large_file_goes_up_in_parts(bucket: S3, tmp_path: Path) -> None:
 
 def test_streaming_upload_parts_and_abort(bucket: S3) -> None:
     where = s3.Location.parse(uri(bucket)).join("stream.bin")
-    up = s3.StreamingUpload(where)
+    up = s3_multipart.StreamingUpload(where)
     for _ in range(5):
         up.write(b"x" * (3 * 1024 * 1024))  # 15 MiB in chunks that do not match a part
     up.close()
     assert bucket.keys(where.key)[where.key] == b"x" * (15 * 1024 * 1024)
 
-    aborted = s3.StreamingUpload(s3.Location.parse(uri(bucket)).join("aborted.bin"))
+    aborted = s3_multipart.StreamingUpload(s3.Location.parse(uri(bucket)).join("aborted.bin"))
     aborted.write(b"y" * (9 * 1024 * 1024))  # one part sent
     assert bucket.uploads() == [f"root/{RUN}/aborted.bin"]
     aborted.abort()

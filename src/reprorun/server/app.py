@@ -27,15 +27,12 @@ from starlette.routing import Route
 from reprorun import __version__
 from reprorun.server.artifacts import (
     MAX_UPLOAD_ARTIFACT_BYTES,
-    MULTIPART_DOCS,
-    artifact_response,
-    multipart_routes,
     not_serving,
-    proxy_for,
     storage_failure,
     write_run_file,
 )
 from reprorun.server.auth import Authenticator
+from reprorun.server.bucket import MULTIPART_DOCS, artifact_response, multipart_routes, proxy_for
 from reprorun.server.files import safe_artifact_path
 from reprorun.server.guards import AuthMiddleware, CrossSiteMiddleware, HostMiddleware
 from reprorun.server.responses import (

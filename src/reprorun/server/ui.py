@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from reprorun.errors import TrackingError, UserInputError
-from reprorun.server.artifacts import artifact_size, read_artifact, s3_file_response
+from reprorun.server.bucket import artifact_size, read_artifact, s3_file_response
 from reprorun.server.files import DOWNLOAD_HEADERS, artifact_file
 from reprorun.tracking.artifacts import is_remote, is_s3
 from reprorun.tracking.entities import SystemTags

@@ -63,7 +63,7 @@ def _expiration(body: Json, default: int) -> int:
 def presigned_upload_url(api: ApiContext, body: Json, _: dict[str, str]) -> Json:
     """MLflow 3's presigned upload: a URL to PUT one file of a run's (``run_id``) or logged
     model's (``model_id``) artifacts straight into S3, and the headers to send with it."""
-    from reprorun.tracking import s3
+    from reprorun.tracking import s3, s3_multipart
 
     run_id, model_id = _text(body, "run_id"), _text(body, "model_id")
     if bool(run_id) == bool(model_id):
@@ -76,7 +76,7 @@ def presigned_upload_url(api: ApiContext, body: Json, _: dict[str, str]) -> Json
         uri = api.store.get_logged_model(str(model_id)).artifact_location
     where = _signed_location(uri, raw, NO_PRESIGNED_UPLOAD)
     kind = s3.content_type(where.key) or "application/octet-stream"
-    url = s3.presign(where, "put_object", expires, ContentType=kind)
+    url = s3_multipart.presign(where, "put_object", expires, ContentType=kind)
     return {"presigned_url": url, "headers": {"Content-Type": kind}}
 
 
@@ -84,7 +84,7 @@ def presigned_upload_url(api: ApiContext, body: Json, _: dict[str, str]) -> Json
 def presigned_download_url(api: ApiContext, body: Json, _: dict[str, str]) -> Json:
     """MLflow 3's presigned download: a URL to GET one file of a run's artifacts straight
     from S3 (as an attachment), with its size."""
-    from reprorun.tracking import s3
+    from reprorun.tracking import s3, s3_multipart
 
     run = api.store.get_run(_need(body, "run_id"))
     raw = _need(body, "path")
@@ -96,7 +96,7 @@ def presigned_download_url(api: ApiContext, body: Json, _: dict[str, str]) -> Js
             404, "RESOURCE_DOES_NOT_EXIST", f"No artifact {raw!r} in run {run.info.run_id}."
         )
     name = where.key.rsplit("/", 1)[-1].replace("\\", "\\\\").replace('"', '\\"')
-    url = s3.presign(
+    url = s3_multipart.presign(
         where, "get_object", expires, ResponseContentDisposition=f'attachment; filename="{name}"'
     )
     return {"presigned_url": url, "headers": {}, "file_size": size}
