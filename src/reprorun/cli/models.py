@@ -87,7 +87,10 @@ def register(
     or an artifact location."""
     from reprorun.cli.render import echo_json
     from reprorun.tracking.registry import register_model
+    from reprorun.tracking.store.sql.registry import check_alias
 
+    for alias in aliases:  # before anything is registered
+        check_alias(alias)
     store = current_app().store_at(tracking_uri)
     done = register_model(
         model_uri, name, tags=_pairs(tags, "--tag"), description=description, store=store
