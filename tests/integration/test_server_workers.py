@@ -5,7 +5,8 @@ metric point, and the requests spread over the workers; reads that close stale r
 run whose supervisor died, a remote run whose heartbeat stopped) close each run once across
 workers, with one notification, on PostgreSQL and on SQLite (WAL, writes under BEGIN
 IMMEDIATE with a busy timeout: several processes on one file are safe there too). uvicorn's
-supervisor restarts a worker that dies, and SIGTERM stops every worker.
+supervisor restarts a worker that dies, and SIGTERM stops every worker once the requests in
+flight are answered; a worker that cannot start stops the server with the reason.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from reprorun.tracking.entities import SystemTags
 from tests.conftest import reprorun_cli
 from tests.integration.server_proc import ServerProcess, server_process, started_workers
 from tests.integration.test_server import (
+    ARTIFACTS,
     LOAD_THREADS,
     Writer,
     call,
@@ -236,7 +238,9 @@ def _wait(condition: Any, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path: Path) -> None:
+def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker_after_its_requests(
+    tmp_path: Path,
+) -> None:
     with server_process(tmp_path / "srv", workers=WORKERS) as srv:
         workers = srv.workers()
         assert len(workers) == WORKERS, srv.log()
@@ -257,8 +261,28 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path: Pa
             got = ok(call(srv, "GET", "runs/get", query={"run_id": run_id}))
             assert got["run"]["info"]["run_id"] == run_id
 
+        # SIGTERM while an upload is half sent: the upload completes, then all stop.
         everyone = [srv.process.pid, *srv.workers()]
+        body = os.urandom(2 * 1024 * 1024)
+        upload = srv.connection(timeout=60)
+        upload.putrequest("PUT", f"{ARTIFACTS}/in-flight/data.bin")
+        upload.putheader("Content-Type", "application/octet-stream")
+        upload.putheader("Content-Length", str(len(body)))
+        upload.endheaders()
+        upload.send(body[: len(body) // 2])
+        time.sleep(0.5)  # a worker is reading it
         srv.process.send_signal(signal.SIGTERM)
+        _wait(lambda: "Received SIGTERM" in srv.log(), 10, "the supervisor did not get SIGTERM")
+        _wait(
+            lambda: srv.log().count("Shutting down") == WORKERS,
+            10,
+            "the workers did not start shutting down",
+        )
+        upload.send(body[len(body) // 2 :])
+        answer = upload.getresponse()
+        assert answer.status == 200, answer.read()
+        assert (srv.artifacts / "in-flight" / "data.bin").read_bytes() == body
+        upload.close()
         assert srv.process.wait(timeout=30) == 0, srv.log()
         _wait(
             lambda: not [p for p in everyone if _running(p)],

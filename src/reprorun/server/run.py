@@ -3,7 +3,8 @@
 With ``--workers N`` uvicorn's supervisor binds the port, spawns N worker processes that each
 build the app from the configuration in ``CONFIG_ENV`` (each with its own store connection or
 pool), restarts a worker that dies, restarts them all one at a time on SIGHUP, and stops them
-all on SIGTERM or Ctrl-C. The store is opened (and migrated) once in the supervisor before any
+all on SIGTERM or Ctrl-C once their requests in flight are answered (``GRACE_SECONDS`` at
+most). The store is opened (and migrated) once in the supervisor before any
 worker starts, so a bad ``--backend-store-uri`` fails with its message and workers never race
 to create tables; the supervisor then closes it: it serves nothing. The workers' lifecycle
 (started, died, stopped) is logged; requests are not.
@@ -16,6 +17,9 @@ import os
 from typing import Any
 
 from reprorun.server.app import CONFIG_ENV, ServerConfig
+
+# On SIGTERM or Ctrl-C, requests in flight get this long to finish before they are cut.
+GRACE_SECONDS = 30
 
 # What the workers' log keeps of uvicorn's messages: lifecycle, warnings and errors. The
 # per-worker lifespan chatter ("Waiting for application startup." ...) says nothing here.
@@ -76,7 +80,14 @@ def serve(config: ServerConfig, *, host: str, port: int, workers: int = 1) -> No
     application = application_for(config)
     app = create_app(config, application)
     if workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=GRACE_SECONDS,
+        )
         return
     from reprorun.tracking.store import close_stores
 
@@ -96,6 +107,7 @@ def serve(config: ServerConfig, *, host: str, port: int, workers: int = 1) -> No
         workers=workers,
         log_config=workers_log_config(),
         access_log=False,
+        timeout_graceful_shutdown=GRACE_SECONDS,
     )
     why = _failure.value.decode(errors="replace") if _failure is not None else ""
     if why:
