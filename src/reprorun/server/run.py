@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from reprorun.server.app import CONFIG_ENV, ServerConfig
@@ -125,8 +126,8 @@ _STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that cannot start: it s
 def _shared_text() -> Any:
     import multiprocessing
 
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return None
+    if not sys.platform.startswith("linux"):
+        return None  # spawned workers would not share it
     return multiprocessing.get_context("fork").Array("c", 2000, lock=False)
 
 
@@ -157,7 +158,8 @@ def _fork_workers() -> None:
 
     from uvicorn import _subprocess
 
-    if hasattr(_subprocess, "spawn") and "fork" in multiprocessing.get_all_start_methods():
+    # Linux only: macOS's system libraries are not fork-safe (Python spawns there by default).
+    if hasattr(_subprocess, "spawn") and sys.platform.startswith("linux"):
         _subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
 
 
