@@ -375,3 +375,57 @@ def test_why_a_run_ended_shows_in_the_table_and_on_its_page(page: Any, seeded: S
     expect(page.locator("body")).to_contain_text(
         "FAILED (out-of-memory) · exit code -9 (SIGKILL): the kernel's OOM killer killed process 12"
     )
+
+
+def test_models_page_lists_versions_with_their_run_commit_and_lock(
+    page: Any, seeded: Seeded, screenshots: Path | None
+) -> None:
+    """Issue 20: the models page (names, versions, aliases, the run and commit each version
+    came from, its lock), linked from the run page; names render as text."""
+    from reprorun.tracking.store.rest import RestStore
+
+    store = RestStore(seeded.url)
+    store.create_registered_model("iris-ui", description="the workshop's tree")
+    source = f"runs:/{seeded.iris_run}/model"
+    store.create_model_version("iris-ui", source, run_id=seeded.iris_run)
+    store.create_model_version("iris-ui", source, run_id=seeded.iris_run)
+    store.set_registered_model_alias("iris-ui", "champion", "2")
+    hostile = "<img src=x onerror=alert(1)>"
+    store.create_registered_model(hostile)
+
+    page.goto(f"{seeded.url}/#/models")
+    from reprorun import __version__
+
+    expect(page.locator("#version")).to_have_text(f"reprorun {__version__}")  # not MLflow's
+    row = page.locator("#models-table tr[data-model='iris-ui']")
+    expect(row.locator(".latest")).to_have_text("iris-ui v2")
+    expect(row.locator(".aliases")).to_have_text("@champion → v2")
+    expect(page.locator(f"#models-table tr[data-model='{hostile}'] td").first).to_have_text(hostile)
+    page.fill("#model-filter", "iris")
+    page.press("#model-filter", "Enter")
+    expect(page.locator("#models-table tbody tr")).to_have_count(1)
+    shot(page, screenshots, "models")
+
+    row.locator("td").first.locator("a").click()
+    expect(page.locator("#model-name")).to_have_text("iris-ui")
+    expect(page.locator("#model-description")).to_have_text("the workshop's tree")
+    version = page.locator("#versions tr[data-version='2']")
+    expect(version.locator(".aliases")).to_have_text("@champion")
+    expect(version.locator(".run-link")).to_have_text("iris-real")
+    expect(version.locator(".commit")).to_have_attribute(
+        "href", re.compile(re.escape(REPO_URL) + "/commit/[0-9a-f]{40}$")
+    )
+    expect(version.locator(".source")).to_have_text(source)
+    expect(page.locator("#model-load")).to_have_text('reprorun.load_model("models:/iris-ui/2")')
+    expect(page.locator("#versions tbody tr")).to_have_count(2)
+
+    # The version's run page says what it was registered as, and links back.
+    version.locator(".run-link").click()
+    expect(page.locator("#run-name")).to_have_text("iris-real")
+    registered = page.locator("#registered-versions li[data-version='2']")
+    expect(registered).to_contain_text("iris-ui v2")
+    expect(registered).to_contain_text("@champion")
+    registered.locator(".model-link").click()
+    expect(page.locator("#versions tr[data-version='2']")).to_have_class("selected")
+    page.goto(f"{seeded.url}/#/models/no-such-model")
+    expect(page.locator(".error")).to_contain_text("no-such-model")

@@ -1,7 +1,7 @@
 """The web UI: one static page (``ui/static``, no build step, nothing fetched from the
 internet) and the few read-only endpoints it needs beyond MLflow's REST API, under
 ``/ui-api``: experiment summaries, the keys of an experiment's runs, a run's log from an
-offset, its artifact files and logged models.
+offset, its artifact files and logged models, and the model registry (``ui_models``).
 
 Everything a user typed reaches the page as JSON and is rendered as text by ``app.js``; the
 artifact endpoints serve only files under the run's (or model's) artifact folder.
@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from reprorun.errors import TrackingError, UserInputError
 from reprorun.server.bucket import artifact_size, read_artifact, s3_file_response
 from reprorun.server.files import DOWNLOAD_HEADERS, artifact_file
+from reprorun.server.ui_models import registry_routes
 from reprorun.tracking.artifacts import is_remote, is_s3
 from reprorun.tracking.entities import SystemTags
 from reprorun.tracking.mlflow_api.errors import ApiError, error_for, invalid
@@ -176,6 +177,7 @@ def ui_routes(store: Any, json_response: Callable[[int, Any], Response]) -> list
         Route("/ui-api/runs/{run_id}/artifact", endpoint(artifact)),
         Route("/ui-api/runs/{run_id}/models", endpoint(models)),
         Route("/ui-api/models/{model_id}/artifact", endpoint(model_artifact)),
+        *registry_routes(store, endpoint),
     ]
 
 

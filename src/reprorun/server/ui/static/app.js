@@ -1,6 +1,7 @@
 /* reprorun web UI: plain JavaScript, no build step, nothing loaded from outside this server.
  *
- * Pages are hash routes (#/, #/experiments/1,2, #/runs/<id>, #/compare?runs=a,b) over
+ * Pages are hash routes (#/, #/experiments/1,2, #/runs/<id>, #/compare?runs=a,b, #/models in
+ * models.js) over
  * MLflow's REST API (/ajax-api/2.0/mlflow) and a few read-only /ui-api endpoints.
  * Every value from the store is put in the page as text (textContent), never as HTML.
  */
@@ -261,6 +262,7 @@ async function route() {
     else if (parts[0] === "experiments" && parts[1]) await runsPage(page, parts[1].split(","), query);
     else if (parts[0] === "runs" && parts[1]) await runPage(page, parts[1], query);
     else if (parts[0] === "compare") await comparePage(page, query);
+    else if (parts[0] === "models") await modelsPage(page, parts[1], query);
     else page.append(errorBox(`No page at #${parts.join("/")}.`), h("a", { href: "#/" }, "Back to the experiments"));
   } catch (err) {
     page.append(errorBox(err));
@@ -269,7 +271,8 @@ async function route() {
 
 window.addEventListener("hashchange", route);
 window.addEventListener("DOMContentLoaded", () => {
-  fetch("/version").then((r) => (r.ok ? r.text() : "")).then((v) => {
+  // /version answers the MLflow API version (its clients compare it); reprorun's is the header.
+  fetch("/version").then((r) => (r.ok ? r.headers.get("X-Reprorun-Version") || "" : "")).then((v) => {
     if (v) document.getElementById("version").textContent = `reprorun ${v}`;
   }).catch(() => {});
   route();
@@ -757,6 +760,7 @@ async function showModels(card, runId) {
       m.description ? [h("div", { class: "muted" }, "MLmodel"), h("pre", { class: "preview model-description" }, m.description)] : h("p", { class: "muted" }, "No MLmodel file.")))
       : [h("p", { class: "muted" }, "No logged models (MLflow 3's log_model records them here; older models are among the artifacts).")];
     card.replaceChildren(h("h2", {}, `Logged models (${models.length})`), ...body);
+    await showRegisteredVersions(card, runId);
   } catch (err) { card.replaceChildren(h("h2", {}, "Logged models"), errorBox(err)); }
 }
 
