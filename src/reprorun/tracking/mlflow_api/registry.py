@@ -109,6 +109,13 @@ def delete_registered_model(api: ApiContext, body: Json, _: dict[str, str]) -> J
     return {}
 
 
+@route("POST", "/registered-models/search")
+def search_registered_models_post(api: ApiContext, body: Json, _: dict[str, str]) -> Json:
+    """Search registered models by POST (the MLflow R package's mlflow_search_registered_models
+    sends one; MLflow's server takes only GET)."""
+    return search_registered_models(api, body, _)
+
+
 @route("GET", "/registered-models/search")
 def search_registered_models(api: ApiContext, body: Json, _: dict[str, str]) -> Json:
     """Search registered models (name, tags.*)."""
