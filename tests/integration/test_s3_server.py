@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration.mlflow_env import MLFLOW_VERSION, client_python
 from tests.integration.server_proc import ServerProcess, server_process
-from tests.s3 import S3, moto_server, s3_bucket  # noqa: F401 - fixtures
+from tests.s3 import S3, MotoServer, moto_server, s3_bucket  # noqa: F401 - fixtures
 
 PREFIX = "mlruns"
 
@@ -369,9 +369,11 @@ CLIENT = textwrap.dedent(
 def test_real_mlflow_client_logs_into_the_bucket(
     served: ServerProcess,
     s3_bucket: S3,  # noqa: F811
+    moto_server: MotoServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     python = client_python()
+    log_start = len(moto_server.output())
     work = tmp_path / "client"
     work.mkdir()
     script = work / "client.py"
@@ -382,8 +384,9 @@ def test_real_mlflow_client_logs_into_the_bucket(
         MLFLOW_DISABLE_TELEMETRY="true",
         DO_NOT_TRACK="true",
         MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
-        # Large files through MLflow's multipart endpoints: the parts go to the bucket.
-        MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD="true",
+        # The server's /server-info says it signs multipart uploads and downloads (as MLflow's
+        # does over S3): the client then sends large files' parts, and fetches files, straight
+        # to and from the bucket, without MLFLOW_ENABLE_PROXY_MULTIPART_* set.
         MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE=str(10 * 1024 * 1024),
         MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE=str(5 * 1024 * 1024),
     )
@@ -415,6 +418,19 @@ def test_real_mlflow_client_logs_into_the_bucket(
     assert len(model_keys) >= 3, model_keys  # MLmodel, the model, its environment
     assert s3_bucket.uploads() == []
     assert report["version"] == MLFLOW_VERSION
+    status, info = call(served, "GET", "/api/3.0/mlflow/server-info")
+    assert (
+        status == 200 and info["multipart_uploads_enabled"] and info["multipart_downloads_enabled"]
+    )
+    # The S3 server's own request log: presigned requests (signed in the query string, as
+    # only presigned URLs are) came from the client, straight to the bucket.
+    signed = [
+        line
+        for line in moto_server.output()[log_start:].splitlines()
+        if "X-Amz-Signature=" in line and f"/{s3_bucket.bucket}/" in line
+    ]
+    assert any('"PUT ' in line and "/large/big.bin?partNumber=" in line for line in signed)
+    assert any('"GET ' in line and "/large/big.bin?" in line for line in signed)
 
 
 def test_ui_follows_a_running_log_staged_on_this_machine_then_the_bucket(

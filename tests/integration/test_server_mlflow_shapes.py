@@ -62,6 +62,10 @@ def test_server_info_answers_what_newer_clients_probe(server: ServerProcess, pre
         "store_type": "SqlStore",
         "workspaces_enabled": False,
         "trace_archival_enabled": False,
+        "multipart_uploads_enabled": False,  # a folder root: through the proxy (docs/s3.md)
+        "multipart_downloads_enabled": False,
+        "presigned_upload_run_id_supported": True,
+        "presigned_upload_model_id_supported": True,
     }
 
 

@@ -21,7 +21,19 @@ from reprorun.tracking.mlflow_api.routing import _ROUTES, API3, Handler, route
 @route("GET", "/server-info", prefix=API3)
 def server_info(api: ApiContext, body: Json, _: dict[str, str]) -> Json:
     """What the server supports (MLflow 3.18 clients ask before using workspaces)."""
-    return {"store_type": "SqlStore", "workspaces_enabled": False, "trace_archival_enabled": False}
+    # As MLflow's server: a proxied S3 root signs multipart uploads and downloads, and MLflow's
+    # clients then move large files straight to and from the bucket (mlflow-artifacts/mpu,
+    # mlflow-artifacts/presigned) without being told by a variable.
+    signs = api.uris.proxied and api.uris.root.startswith("s3://")
+    return {
+        "store_type": "SqlStore",
+        "workspaces_enabled": False,
+        "trace_archival_enabled": False,
+        "multipart_uploads_enabled": signs,
+        "multipart_downloads_enabled": signs,
+        "presigned_upload_run_id_supported": True,
+        "presigned_upload_model_id_supported": True,
+    }
 
 
 def find(method: str, path: str) -> tuple[Handler, dict[str, str]]:
