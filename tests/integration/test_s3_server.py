@@ -498,3 +498,39 @@ def test_reprorun_client_falls_back_to_the_proxy_over_a_folder(
         big.write_bytes(os.urandom(4096))
         artifacts.log_file(f"mlflow-artifacts:/{rel}", big, tracking_uri=server.url)
         assert (server.artifacts / rel / "model.bin").read_bytes() == big.read_bytes()
+
+
+def test_multipart_uploads_across_workers(
+    s3_bucket: S3,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With --workers 2, a multipart upload created by one worker is completed by whichever
+    answers next: its state is in the bucket, not in a worker."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_bucket.endpoint)
+    work = tmp_path / "srv"
+    with server_process(
+        work,
+        "--backend-store-uri",
+        f"sqlite:///{work / 'store.db'}",
+        "--artifacts-destination",
+        f"s3://{s3_bucket.bucket}/{PREFIX}",
+        store=False,
+        workers=2,
+    ) as server:
+        assert len(server.workers()) == 2
+        _, rel = new_run(server)
+        for i in range(8):
+            name = f"f{i}.bin"
+            status, created = call(
+                server, "POST", f"{MPU}/create/{rel}", {"path": name, "num_parts": 1}
+            )
+            assert status == 200, created
+            with fetch(created["credentials"][0]["url"], "PUT", b"x" * 100) as answer:
+                etag = answer.headers["ETag"]
+            parts = [{"part_number": 1, "etag": etag}]
+            body = {"path": name, "upload_id": created["upload_id"], "parts": parts}
+            status, done = call(server, "POST", f"{MPU}/complete/{rel}", body)
+            assert status == 200, done
+        status, listed = call(server, "GET", f"{ARTIFACTS}?path={rel}")
+        assert [f["path"] for f in listed["files"]] == [f"f{i}.bin" for i in range(8)]
