@@ -18,8 +18,9 @@ from reprorun.cli._common import cli, current_app, handle_errors
 )
 @click.option(
     "--artifacts-destination",
-    metavar="DIR",
-    help="Folder for the artifacts of new experiments (default: artifacts/ beside the store).",
+    metavar="DIR|S3_URI",
+    help="Where new experiments keep artifacts: a folder or s3://BUCKET/PREFIX (docs/s3.md); "
+    "default: artifacts/ beside the store.",
 )
 @click.option(
     "--serve-artifacts/--no-serve-artifacts",
