@@ -237,3 +237,15 @@ def test_mlflow_client_in_a_run_fails_it_when_the_bucket_is_missing(
     status, _, _ = only_run(home)
     assert status == "FAILED"  # not FINISHED with its model missing
     assert "NoSuchBucket" in result.stdout + result.stderr
+
+
+def test_experiments_create_refuses_a_location_it_cannot_store_to(home: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPRORUN_", "MLFLOW_"))}
+    env["REPRORUN_HOME"] = str(home)
+    bad = reprorun_cli("experiments", "create", "e", "--artifact-location", "hdfs://nn/p", env=env)
+    assert bad.returncode == 2
+    assert "--artifact-location='hdfs://nn/p'" in bad.stderr and "Traceback" not in bad.stderr
+    good = reprorun_cli("experiments", "create", "e", "--artifact-location", "s3://b/p/", env=env)
+    assert good.returncode == 0, good.stderr
+    listed = reprorun_cli("experiments", "list", env=env)
+    assert "s3://b/p" in listed.stdout

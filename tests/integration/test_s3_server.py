@@ -534,3 +534,23 @@ def test_multipart_uploads_across_workers(
             assert status == 200, done
         status, listed = call(server, "GET", f"{ARTIFACTS}?path={rel}")
         assert [f["path"] for f in listed["files"]] == [f"f{i}.bin" for i in range(8)]
+
+
+def test_experiment_locations_reprorun_cannot_store_to_are_refused(
+    served: ServerProcess,
+    s3_bucket: S3,  # noqa: F811
+) -> None:
+    create = "/api/2.0/mlflow/experiments/create"
+    status, answer = call(served, "POST", create, {"name": "g", "artifact_location": "gs://b/p"})
+    assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "artifact_location='gs://b/p'" in answer["message"]
+    assert "s3://BUCKET/PREFIX" in answer["message"]
+    # Another bucket is fine: the experiment's runs keep their artifacts there, and the
+    # proxy does not show them as its own (clients write there with their credentials).
+    location = f"s3://{s3_bucket.bucket}/elsewhere"
+    status, answer = call(served, "POST", create, {"name": "s", "artifact_location": location})
+    assert status == 200, answer
+    status, got = call(
+        served, "GET", f"/api/2.0/mlflow/experiments/get?experiment_id={answer['experiment_id']}"
+    )
+    assert got["experiment"]["artifact_location"] == location
