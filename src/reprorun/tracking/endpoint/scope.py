@@ -12,11 +12,15 @@ Allowed (anything else MLflow's REST API offers is refused with 403 PERMISSION_D
   their tags and logging their params (``mlflow.<flavor>.log_model``);
 - metrics attached to logged models (``model_id``) of the run's experiment only;
 - reads of the run's experiment: the experiment itself (by id, or by its name), its runs, their
-  metric histories and artifact listings, its logged models.
+  metric histories and artifact listings, its logged models;
+- the model registry: reading it (``mlflow.pyfunc.load_model("models:/iris@champion")``),
+  creating registered models, and versions made from its own runs' or logged models' files
+  (``log_model(registered_model_name=...)``, ``mlflow.register_model``).
 
 Refused: creating, renaming, deleting, restoring or tagging experiments, searching every
 experiment, deleting or restoring runs, deleting logged models, and any write to a run or
-logged model this endpoint did not create.
+logged model this endpoint did not create; in the registry, everything that changes what others
+load (aliases, stages, descriptions, tags, renames, deletions) and versions of other files.
 """
 
 from __future__ import annotations
@@ -30,6 +34,18 @@ from reprorun.tracking.mlflow_api.routing import path_pattern
 
 API = "/api/2.0/mlflow"
 PARENT_TAG = "mlflow.parentRunId"
+# The model registry's reads: any run's code may load a registered model.
+REGISTRY_READS = (
+    ("GET", "/registered-models/get"),
+    ("GET", "/registered-models/search"),
+    ("POST", "/registered-models/search"),
+    ("GET", "/registered-models/alias"),
+    ("GET", "/registered-models/get-latest-versions"),
+    ("POST", "/registered-models/get-latest-versions"),
+    ("GET", "/model-versions/get"),
+    ("GET", "/model-versions/search"),
+    ("GET", "/model-versions/get-download-uri"),
+)
 Request = Mapping[str, Any]
 
 
@@ -102,6 +118,11 @@ class RunScope:
             allowed[("POST", f"/runs/{name}")] = run_write
         for name in ("log-metric", "log-batch"):
             allowed[("POST", f"/runs/{name}")] = lambda r, _: self._writes_metrics(r)
+        anyone: Check = lambda _, __: None  # noqa: E731
+        for method, path in REGISTRY_READS:
+            allowed[(method, path)] = anyone
+        allowed[("POST", "/registered-models/create")] = anyone
+        allowed[("POST", "/model-versions/create")] = lambda r, _: self._registers_own(r)
         self._allowed = [
             (method, path_pattern(API + path), check) for (method, path), check in allowed.items()
         ]
@@ -216,6 +237,16 @@ class RunScope:
         if str(experiment) == self.experiment_id:
             return None
         return f"logged model {model_id!r} is in another experiment ({experiment})"
+
+    def _registers_own(self, request: Request) -> str | None:
+        """A new model version made from a logged model this run's code created, or from the
+        files of a run it may write to (the server checks the source is inside them)."""
+        model_id = _field(request, "model_id")
+        if isinstance(model_id, str) and model_id:
+            return self._own_model(model_id)
+        if _field(request, "run_id") is None:
+            return "a model version must name the run (run_id) or logged model it comes from"
+        return self._own_run(request)
 
     def _is_experiment(self, request: Request) -> str | None:
         wanted = _field(request, "experiment_id")
