@@ -214,3 +214,20 @@ def test_prompts_are_left_out_unless_asked_for(store: SqlStore) -> None:
         assert [v.name for v in store.search_model_versions(text)] == ["model"]
     assert [m.name for m in store.search_registered_models(prompts)] == ["prompt"]
     assert [v.name for v in store.search_model_versions(prompts)] == ["prompt"]
+
+
+def test_concurrent_registrations_get_distinct_numbers(store: SqlStore, tmp_path: Path) -> None:
+    """Writers racing to add versions of one model (several connections of one store, as a
+    server's threads) each get their own number, with none lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store.create_registered_model("race")
+
+    def add(i: int) -> int:
+        return store.create_model_version("race", f"/s/{i}").version
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        numbers = list(pool.map(add, range(24)))
+    assert sorted(numbers) == list(range(1, 25))
+    sources = {v.version: v.source for v in store.search_model_versions("name = 'race'")}
+    assert sorted(sources.values()) == sorted(f"/s/{i}" for i in range(24))
