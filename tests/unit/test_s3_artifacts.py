@@ -159,6 +159,12 @@ def test_experiment_locations_may_be_proxied() -> None:
         artifact_location("ftp://h/p", "--artifact-location", proxied=True)
 
 
+def test_a_location_of_another_scheme_says_it_cannot_be_read() -> None:
+    """An experiment MLflow recorded elsewhere (gs://): a clear error, not a folder 'gs:'."""
+    with pytest.raises(Exception, match=r"reprorun cannot read gs: locations"):
+        artifacts.list_artifacts("gs://bucket/1/run/artifacts")
+
+
 def test_s3_is_not_a_local_folder() -> None:
     assert artifacts.is_remote("s3://b/p") and not artifacts.is_remote("file:///tmp/x")
     with pytest.raises(Exception, match="in object storage"):

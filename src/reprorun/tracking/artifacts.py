@@ -60,6 +60,11 @@ def local_dir(artifact_uri: str) -> Path:
     parsed = urlparse(artifact_uri)
     if parsed.scheme in ("", "file"):
         return Path(unquote(parsed.path))
+    if not is_remote(artifact_uri):  # recorded elsewhere (by MLflow): gs://, dbfs:/, ...
+        raise TrackingError(
+            f"Artifact location {artifact_uri!r}: reprorun cannot read {parsed.scheme}: "
+            "locations (it reads folders, s3://... and tracking servers' mlflow-artifacts:/)."
+        )
     where = "in object storage" if parsed.scheme == "s3" else "served by a tracking server"
     raise TrackingError(
         f"Artifact location {artifact_uri!r} is not a local folder (it is {where}); "
