@@ -314,6 +314,21 @@ def test_a_worker_that_cannot_start_stops_the_server_with_the_reason(tmp_path: P
         ), log
 
 
+def test_a_port_in_use_is_a_clear_error_before_any_worker_starts(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        db = f"sqlite:///{tmp_path / 'store.db'}"
+        args = ("--port", str(port), "--backend-store-uri", db, "--workers", "2")
+        busy = reprorun_cli("server", *args, timeout=60)
+    assert busy.returncode == 2, busy.stderr
+    assert f"Port {port} on 127.0.0.1 is already in use" in busy.stderr
+    assert "Traceback" not in busy.stderr
+
+
 def _running(pid: int) -> bool:
     """Whether ``pid`` is a live process (not a zombie waiting for its parent)."""
     try:

@@ -9,7 +9,9 @@ from reprorun.cli._common import cli, current_app, handle_errors
 
 @cli.command("server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=5000, show_default=True, type=int, help="Port to bind.")
+@click.option(
+    "--port", default=5000, show_default=True, type=int, help="Port to bind (0: any free port)."
+)
 @click.option(
     "--backend-store-uri",
     metavar="URI",
@@ -82,7 +84,7 @@ def server(
     from reprorun.config import server_token
     from reprorun.server.app import ServerConfig
     from reprorun.server.auth import Authenticator, check_token
-    from reprorun.server.run import serve
+    from reprorun.server.run import pick_port, serve
 
     if auth_token is None:
         auth_token = server_token()
@@ -104,6 +106,7 @@ def server(
             "read and change every run. Consider --auth-token or --basic-auth-file.",
             err=True,
         )
+    port = pick_port(host, port)  # a clear error if taken; --port 0: the free port chosen
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"reprorun server {shown}:{port} (MLFLOW_TRACKING_URI=http://{shown}:{port})", err=True
