@@ -112,8 +112,9 @@ def _append_script(tmp_path: Path) -> tuple[Path, Path]:
     received = tmp_path / "notified.jsonl"
     script = tmp_path / "append.py"
     script.write_text(
-        "import json, sys\n"
+        "import json, os, sys\n"
         "data = json.load(sys.stdin)\n"
+        "data['environment'] = sorted(os.environ)\n"
         f"with open({str(received)!r}, 'a') as out:\n"
         "    out.write(json.dumps(data) + '\\n')\n"
     )
@@ -219,6 +220,10 @@ def test_concurrent_reads_on_4_workers_close_each_stale_run_once(
         notified = Counter(json.loads(line)["run_id"] for line in lines)
         assert notified == Counter(remote), notified
         assert {json.loads(line)["event"] for line in lines} == {"node-lost"}
+        # The workers' configuration (it may hold the auth token) is not passed on.
+        assert not [
+            line for line in lines if "REPRORUN_SERVER_CONFIG" in json.loads(line)["environment"]
+        ]
         # Closed once: reading again changes nothing (end times are those first written).
         again = ok(call(srv, "POST", "runs/search", {"experiment_ids": [experiment_id]}))
         ends = {r["info"]["run_id"]: r["info"]["end_time"] for r in again["runs"]}

@@ -137,10 +137,14 @@ def worker_app() -> Any:
     logs why and exits with uvicorn's start-up failure code: uvicorn then stops the server
     instead of restarting that worker in a loop, and the supervisor reports the reason."""
     from reprorun.errors import ReprorunError
-    from reprorun.server.app import create_app
+    from reprorun.server.app import ServerConfig, create_app
 
     try:
-        return create_app()
+        config = ServerConfig.from_env()
+        # Read once, then gone: it may hold the auth token, and what the worker starts (a
+        # notification's command) inherits its environment.
+        os.environ.pop(CONFIG_ENV, None)
+        return create_app(config)
     except Exception as exc:
         why = str(exc) if isinstance(exc, ReprorunError) else f"{type(exc).__name__}: {exc}"
         logging.getLogger("uvicorn.error").error("Worker [%d] cannot start: %s", os.getpid(), why)
