@@ -660,92 +660,122 @@ def _order_terms(order_by: Sequence[str] | None, columns: Mapping[str, str], tie
     return terms
 
 
+_CHUNK = 500  # names bound per statement (SQLite's default limit on binds is 32,766)
+
+
+def _by_names(
+    conn: Connection, sql: str, names: Sequence[str], extra: Mapping[str, Any] | None = None
+) -> list[Any]:
+    """Rows of ``sql`` (whose ``{names}`` is replaced by ``(:n0, :n1, ...)``) for every name,
+    a chunk of names per statement: plain bound IN lists, which both databases answer from
+    the name's index."""
+    unique = sorted(set(names))
+    rows: list[Any] = []
+    for i in range(0, len(unique), _CHUNK):
+        chunk = unique[i : i + _CHUNK]
+        binds = {f"n{j}": name for j, name in enumerate(chunk)}
+        listed = "(" + ", ".join(":" + b for b in binds) + ")"
+        rows += conn.fetch(sql.replace("{names}", listed), {**binds, **(extra or {})})
+    return rows
+
+
 def _versions(conn: Connection, where: str, params: Mapping[str, Any]) -> list[ModelVersion]:
+    """The versions ``where`` selects, with their tags and aliases (three statements whatever
+    their number)."""
     columns = ", ".join("v." + c.strip() for c in _VERSION_COLUMNS.split(","))
     rows = conn.fetch(f"SELECT {columns} FROM model_versions v {where}", params)
-    result = []
-    for r in rows:
-        key = {"n": r[0], "v": r[1]}
-        tags = {
-            k: v
-            for k, v in conn.fetch(
-                'SELECT "key", value FROM model_version_tags WHERE name = :n AND version = :v',
-                key,
-            )
-        }
-        aliases = [
-            a[0]
-            for a in conn.fetch(
-                "SELECT alias FROM registered_model_aliases WHERE name = :n AND version = :v "
-                "ORDER BY alias",
-                key,
-            )
-        ]
-        result.append(
-            ModelVersion(
-                name=r[0],
-                version=int(r[1]),
-                creation_timestamp=int(r[2]),
-                last_updated_timestamp=int(r[3]),
-                description=r[4],
-                user_id=r[5],
-                current_stage=r[6],
-                source=r[7],
-                storage_location=r[8],
-                run_id=r[9],
-                run_link=r[10],
-                model_id=r[11],
-                status=r[12],
-                status_message=r[13],
-                tags=tags,
-                aliases=aliases,
-            )
+    if not rows:
+        return []
+    names = [r[0] for r in rows]
+    tags: dict[tuple[str, int], dict[str, str]] = {}
+    for name, version, key, value in _by_names(
+        conn,
+        'SELECT name, version, "key", value FROM model_version_tags WHERE name IN {names}',
+        names,
+    ):
+        tags.setdefault((name, int(version)), {})[key] = value
+    aliases: dict[tuple[str, int], list[str]] = {}
+    for name, alias, version in _by_names(
+        conn,
+        "SELECT name, alias, version FROM registered_model_aliases WHERE name IN {names} "
+        "ORDER BY alias",
+        names,
+    ):
+        aliases.setdefault((name, int(version)), []).append(alias)
+    return [
+        ModelVersion(
+            name=r[0],
+            version=int(r[1]),
+            creation_timestamp=int(r[2]),
+            last_updated_timestamp=int(r[3]),
+            description=r[4],
+            user_id=r[5],
+            current_stage=r[6],
+            source=r[7],
+            storage_location=r[8],
+            run_id=r[9],
+            run_link=r[10],
+            model_id=r[11],
+            status=r[12],
+            status_message=r[13],
+            tags=tags.get((r[0], int(r[1])), {}),
+            aliases=aliases.get((r[0], int(r[1])), []),
         )
-    return result
+        for r in rows
+    ]
 
 
 def _models(conn: Connection, where: str, params: Mapping[str, Any]) -> list[RegisteredModel]:
+    """The registered models ``where`` selects, with their tags, aliases and latest version
+    of each stage (a fixed number of statements whatever their number)."""
     rows = conn.fetch(
         "SELECT m.name, m.creation_time, m.last_updated_time, m.description "
         f"FROM registered_models m {where}",
         params,
     )
-    result = []
-    for r in rows:
-        key = {"n": r[0]}
-        tags = {
-            k: v
-            for k, v in conn.fetch(
-                'SELECT "key", value FROM registered_model_tags WHERE name = :n', key
-            )
-        }
-        aliases = {
-            a: int(v)
-            for a, v in conn.fetch(
-                "SELECT alias, version FROM registered_model_aliases WHERE name = :n "
-                "ORDER BY alias",
-                key,
-            )
-        }
-        latest = _versions(
-            conn,
-            "WHERE v.name = :n AND v.current_stage != :deleted AND v.version = (SELECT "
-            "MAX(w.version) FROM model_versions w WHERE w.name = v.name AND "
-            "w.current_stage = v.current_stage) ORDER BY v.version",
-            {**key, "deleted": STAGE_DELETED},
+    if not rows:
+        return []
+    names = [r[0] for r in rows]
+    tags: dict[str, dict[str, str]] = {}
+    for name, key, value in _by_names(
+        conn, 'SELECT name, "key", value FROM registered_model_tags WHERE name IN {names}', names
+    ):
+        tags.setdefault(name, {})[key] = value
+    aliases: dict[str, dict[str, int]] = {}
+    for name, alias, version in _by_names(
+        conn,
+        "SELECT name, alias, version FROM registered_model_aliases WHERE name IN {names} "
+        "ORDER BY alias",
+        names,
+    ):
+        aliases.setdefault(name, {})[alias] = int(version)
+    # The newest version of each (model, stage), in full.
+    latest: dict[str, list[ModelVersion]] = {}
+    unique = sorted(set(names))
+    for i in range(0, len(unique), _CHUNK):
+        binds: dict[str, Any] = {f"n{j}": n for j, n in enumerate(unique[i : i + _CHUNK])}
+        listed = ", ".join(":" + b for b in binds)
+        newest = (
+            "JOIN (SELECT name, current_stage, MAX(version) AS newest FROM model_versions "
+            f"WHERE name IN ({listed}) AND current_stage != :deleted "
+            "GROUP BY name, current_stage) l ON v.name = l.name AND v.version = l.newest"
         )
-        result.append(
-            RegisteredModel(
-                name=r[0],
-                creation_timestamp=int(r[1]),
-                last_updated_timestamp=int(r[2]),
-                description=r[3],
-                tags=tags,
-                aliases=aliases,
-                latest_versions=latest,
-            )
+        for v in _versions(conn, newest, {**binds, "deleted": STAGE_DELETED}):
+            latest.setdefault(v.name, []).append(v)
+    for found in latest.values():
+        found.sort(key=lambda v: v.version)
+    return [
+        RegisteredModel(
+            name=r[0],
+            creation_timestamp=int(r[1]),
+            last_updated_timestamp=int(r[2]),
+            description=r[3],
+            tags=tags.get(r[0], {}),
+            aliases=aliases.get(r[0], {}),
+            latest_versions=latest.get(r[0], []),
         )
-    return result
+        for r in rows
+    ]
 
 
 def _source_location(conn: Connection, source: str) -> tuple[str | None, str | None, str | None]:
