@@ -231,3 +231,29 @@ def test_concurrent_registrations_get_distinct_numbers(store: SqlStore, tmp_path
     assert sorted(numbers) == list(range(1, 25))
     sources = {v.version: v.source for v in store.search_model_versions("name = 'race'")}
     assert sorted(sources.values()) == sorted(f"/s/{i}" for i in range(24))
+
+
+def test_pages_read_in_chunks_keep_every_models_details(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tags, aliases and latest versions are read for a page's names a chunk at a time."""
+    from reprorun.tracking.store.sql import registry
+
+    monkeypatch.setattr(registry, "_CHUNK", 2)
+    for i in range(5):
+        store.create_registered_model(f"m{i}", tags={"i": str(i)})
+        for _ in range(i + 1):
+            store.create_model_version(f"m{i}", f"/s/{i}", tags={"of": f"m{i}"})
+        store.set_registered_model_alias(f"m{i}", "best", 1)
+    store.transition_model_version_stage("m4", 2, "Staging")
+    found = store.search_registered_models()
+    assert [(m.name, m.tags, m.aliases) for m in found] == [
+        (f"m{i}", {"i": str(i)}, {"best": 1}) for i in range(5)
+    ]
+    assert [[v.version for v in m.latest_versions] for m in found] == [[1], [2], [3], [4], [2, 5]]
+    versions = store.search_model_versions()
+    assert len(versions) == 15
+    assert all(v.tags == {"of": v.name} for v in versions)
+    assert sorted((v.name, v.aliases) for v in versions if v.aliases) == [
+        (f"m{i}", ["best"]) for i in range(5)
+    ]
