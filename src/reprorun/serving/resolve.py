@@ -3,7 +3,6 @@ path."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from reprorun.errors import UserInputError
@@ -13,13 +12,6 @@ def model_folder(uri: str, tracking_uri: str | None = None) -> Path:
     """The local folder holding the model at ``uri`` (downloaded when it is remote)."""
     from reprorun.tracking.models import model_dir
 
-    if (
-        uri.startswith("models:/")
-        and importlib.util.find_spec("reprorun.tracking.registry") is None
-    ):
-        raise UserInputError(
-            f"{uri}: this reprorun has no model registry; use runs:/<run_id>/<path> or a path."
-        )
     folder = model_dir(uri, tracking_uri)
     if folder.is_file() and folder.name == "MLmodel":
         folder = folder.parent

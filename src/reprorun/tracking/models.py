@@ -132,6 +132,8 @@ def model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
             uri, sub = logged.artifact_location, ""
         if artifacts.is_remote(uri):  # served by a tracking server: fetch a local copy
             cache = Path(tempfile.mkdtemp(prefix="reprorun-model-"))
+            if not sub:  # a whole folder (a logged model's): downloaded from its parent's listing
+                uri, _, sub = uri.rstrip("/").rpartition("/")
             return artifacts.download(uri, sub, cache, tracking_uri=getattr(store, "uri", None))
         return artifacts.local_path(uri, sub)
     return artifacts.local_dir(model_uri)
