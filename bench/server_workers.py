@@ -8,8 +8,9 @@ schema in the PostgreSQL database of --pg-url, default REPRORUN_TEST_POSTGRES_UR
 after) is measured:
   start-up   launch to the first 200 on /health; "all up": until the process tree went idle
              (every worker has started), as bench/tracking.py's start_server
-  memory     VmRSS of each worker process (the mean; the server itself with one worker), and
-             PSS summed over the whole process tree (supervisor and workers; shared pages
+  memory     VmRSS of each worker process (the mean: the processes holding the listening
+             socket, or uvicorn's spawned workers), and PSS summed over the whole process tree
+             (for MLflow: its CLI process, job runner and huey consumers too; shared pages
              counted once), after the load. MB = 2**20 bytes.
   read       GET runs/get of a run with 20 params, 20 metrics and 20 tags: --clients client
              processes, one keep-alive connection each, for --seconds; requests per second
@@ -238,15 +239,36 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
-def worker_processes(pid: int) -> list[int]:
-    """The processes that serve requests: uvicorn's spawned workers, or the one server
-    process (the tree's deepest Python process) when there are none."""
+def worker_processes(pid: int, port: int) -> list[int]:
+    """The processes that serve requests: uvicorn's spawned workers, else those of the tree
+    that hold the listening socket (forked workers, or the one server process; not MLflow's
+    CLI, job runner or huey consumers)."""
     tree = process_tree(pid)
     spawned = [p for p in tree if b"spawn_main" in cmdline(p)]
     if spawned:
         return spawned
-    pythons = [p for p in tree if b"python" in cmdline(p) and b"resource_tracker" not in cmdline(p)]
-    return pythons[-1:] or [pid]
+    sockets = {f"socket:[{inode}]" for inode in listening_inodes(port)}
+    holders = []
+    for p in tree:
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in sockets for fd in Path(f"/proc/{p}/fd").iterdir()):
+                holders.append(p)
+    # Forked workers share the supervisor's socket: the supervisor (the tree's root) serves
+    # nothing when it has serving children.
+    serving = [p for p in holders if p != pid] or holders
+    return serving or [pid]
+
+
+def listening_inodes(port: int) -> list[str]:
+    """The inodes of the TCP sockets listening on ``port``, from /proc/net/tcp{,6}."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    found.append(fields[9])
+    return found
 
 
 def database_cpu_seconds() -> float:
@@ -265,9 +287,9 @@ def database_cpu_seconds() -> float:
     return total
 
 
-def memory(pid: int) -> tuple[float, float]:
+def memory(pid: int, port: int) -> tuple[float, float]:
     """Mean VmRSS of a worker and PSS of the whole tree, in MB."""
-    workers = worker_processes(pid)
+    workers = worker_processes(pid, port)
     rss = statistics.mean(_kib(Path(f"/proc/{p}/status"), "VmRSS") for p in workers) / 1024
     pss = sum(_kib(Path(f"/proc/{p}/smaps_rollup"), "Pss") for p in process_tree(pid)) / 1024
     return rss, pss
@@ -293,7 +315,11 @@ def measure(
         log = work / f"{target.tool}-{target.store}-{target.workers}.log"
         proc, healthy, settled = start_server(argv(target, port, uri, work), env, port, log)
         try:
-            pids = worker_processes(proc.pid)
+            pids = worker_processes(proc.pid, port)
+            if len(pids) != target.workers:
+                print(
+                    f"  found {len(pids)} serving processes, not {target.workers}", file=sys.stderr
+                )
             read_run, write_runs = seed(port, args.clients)
             busy = busy_cpu_seconds()
             own = own_cpu_seconds([proc.pid]) + database_cpu_seconds()
@@ -304,7 +330,7 @@ def measure(
             # Cores that other processes (not the server tree, not its clients) kept busy.
             ours = own_cpu_seconds([proc.pid]) + database_cpu_seconds() - own
             others = busy_cpu_seconds() - busy - ours
-            rss, pss = memory(proc.pid)
+            rss, pss = memory(proc.pid, port)
             alive = all(Path(f"/proc/{p}").exists() for p in pids)
         finally:
             stop_server(proc)
