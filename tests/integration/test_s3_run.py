@@ -105,7 +105,7 @@ def test_run_logs_straight_into_the_bucket(
     assert json.loads(load.stdout.strip().replace("'", '"')) == {"weights": [1, 2, 3]}
 
 
-def test_missing_bucket_fails_the_run_with_a_clear_error(
+def test_missing_bucket_stops_the_run_before_its_code(
     s3_bucket: S3,  # noqa: F811 - the fixture
     home: Path,
     tmp_path: Path,
@@ -114,17 +114,43 @@ def test_missing_bucket_fails_the_run_with_a_clear_error(
     env = env_for(s3_bucket, home, "s3://no-such-bucket-here/team")
     result = reprorun_cli("run", str(project), "--env-manager", "local", env=env)
     assert result.returncode != 0
+    assert "FAILED (launch-error)" in result.stderr
+    assert "the bucket 'no-such-bucket-here' does not exist" in result.stderr
+    assert "trained" not in result.stdout  # hours of training never start without a bucket
+    status, _, _ = only_run(home)
+    assert status == "FAILED"
+
+
+GONE = """
+import os, boto3
+boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"]).delete_bucket(
+    Bucket=os.environ["BUCKET"]
+)
+"""
+
+
+def test_bucket_gone_mid_run_fails_the_run_with_a_clear_error(
+    s3_bucket: S3,  # noqa: F811 - the fixture
+    home: Path,
+    tmp_path: Path,
+) -> None:
+    """The bucket disappears while the run runs: its code cannot store its model and fails,
+    so the run is never FINISHED without it; the runner's own files stay here, and say so."""
+    project = make_project(tmp_path / "p", MLPROJECT, {"train.py": GONE + TRAIN})
+    env = env_for(s3_bucket, home, f"s3://{s3_bucket.bucket}/team")
+    env["BUCKET"] = s3_bucket.bucket
+    result = reprorun_cli("run", str(project), "--env-manager", "local", env=env)
+    assert result.returncode != 0
     status, _, tags = only_run(home)
-    assert status == "FAILED"  # its model could not be stored: never FINISHED without it
-    log = home / "staging"
-    text = "\n".join(p.read_text(errors="replace") for p in log.rglob("run.log"))
-    assert "bucket 'no-such-bucket-here' does not exist" in text
-    # The staged files could not go up either: kept here, and the run says where.
+    assert status == "FAILED"
+    assert f"the bucket '{s3_bucket.bucket}' does not exist" in result.stdout + result.stderr
     assert "does not exist" in tags["reprorun.artifactUploadError"]
     assert "kept in" in tags["reprorun.artifactUploadError"]
+    staged = "\n".join(p.read_text(errors="replace") for p in home.rglob("staging/*/logs/run.log"))
+    assert "does not exist" in staged
 
 
-def test_unreachable_storage_fails_the_run(
+def test_unreachable_storage_stops_the_run(
     s3_bucket: S3,  # noqa: F811 - the fixture
     home: Path,
     tmp_path: Path,
@@ -134,6 +160,7 @@ def test_unreachable_storage_fails_the_run(
     env["MLFLOW_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
     result = reprorun_cli("run", str(project), "--env-manager", "local", env=env)
     assert result.returncode != 0
+    assert "could not be reached" in result.stderr and "MLFLOW_S3_ENDPOINT_URL" in result.stderr
     status, _, _ = only_run(home)
     assert status == "FAILED"
     assert s3_bucket.keys() == {}
@@ -224,13 +251,16 @@ def test_mlflow_client_in_a_run_logs_straight_into_the_bucket(
     assert not list(tmp_path.rglob("s3:"))
 
 
-def test_mlflow_client_in_a_run_fails_it_when_the_bucket_is_missing(
+def test_mlflow_client_in_a_run_fails_it_when_the_bucket_is_gone(
     s3_bucket: S3,  # noqa: F811 - the fixture
     home: Path,
     tmp_path: Path,
 ) -> None:
     project = mlflow_project(tmp_path / "p", boto_only(tmp_path))
-    env = env_for(s3_bucket, home, "s3://no-such-bucket-here/team")
+    train = project / "train.py"
+    train.write_text(GONE + train.read_text())
+    env = env_for(s3_bucket, home, f"s3://{s3_bucket.bucket}/team")
+    env["BUCKET"] = s3_bucket.bucket
     env.update(MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
     result = reprorun_cli("run", str(project), "--env-manager", "local", env=env, timeout=300)
     assert result.returncode != 0

@@ -57,6 +57,7 @@ from reprorun.projects.request import (
     default_experiment_name,
     load_backend_config,
 )
+from reprorun.tracking.artifacts import check_storage
 from reprorun.tracking.artifacts import is_remote as stored_elsewhere
 from reprorun.tracking.entities import RunStatus, SystemTags
 from reprorun.tracking.store.base import TrackingStore
@@ -326,6 +327,7 @@ def launch(
         try:
             if target.is_remote or stored_elsewhere(created.info.artifact_uri):
                 # The server (or S3) keeps the artifacts: stage them here, upload at the end.
+                check_storage(created.info.artifact_uri)  # no bucket: fail now, not at the end
                 artifact_dir = workspace.artifact_dir(workspace.staging_uri(run_id), exp_id)
                 finish.upload(artifact_dir, created.info.artifact_uri, target.uri)
             else:

@@ -55,6 +55,16 @@ def _s3_at(artifact_uri: str, rel: PurePosixPath | str = "") -> Any:
     return Location.parse(artifact_uri).join(rel)
 
 
+def check_storage(artifact_uri: str) -> None:
+    """Fail now, saying what to fix, when artifacts at ``artifact_uri`` cannot be stored:
+    for S3, boto3 or credentials missing, no such bucket, an endpoint out of reach (one
+    request). Nothing to check for a folder or a tracking server's proxy."""
+    if is_s3(artifact_uri):
+        from reprorun.tracking import s3
+
+        s3.preflight(_s3_at(artifact_uri))
+
+
 def local_dir(artifact_uri: str) -> Path:
     """The folder behind a file:// artifact URI (or a plain path)."""
     parsed = urlparse(artifact_uri)

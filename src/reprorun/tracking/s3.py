@@ -320,6 +320,18 @@ def check_bucket(where: Location) -> None:
     call(where, "open", lambda s3: s3.head_bucket(Bucket=where.bucket))
 
 
+def preflight(where: Location) -> None:
+    """Before a run: fail at once when its artifacts could not be stored (boto3 or
+    credentials missing, the bucket missing, the endpoint unreachable). A 403 passes: a
+    policy may allow writing under a prefix but not HeadBucket, and a write will tell."""
+    try:
+        check_bucket(where)
+    except ArtifactStorageError as exc:
+        if (_code(exc) or ("", ""))[0] in ("403", "AccessDenied"):
+            return
+        raise
+
+
 @dataclass(frozen=True)
 class Listed:
     """An entry under a location: ``name`` relative to it, '/'-separated."""
