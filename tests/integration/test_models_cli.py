@@ -73,6 +73,9 @@ def test_register_alias_and_load(run_id: str, tmp_path: Path) -> None:
     ]
     table = ok("models", "show", "iris")
     assert "champion" in table and "train" in table
+    shown_run = ok("runs", "show", run_id)  # the run lists the versions made from it
+    assert "Registered" in shown_run and "models:/iris/2" in shown_run
+    assert "@champion" in shown_run.split("models:/iris/2", 1)[1].splitlines()[0]
 
     ok("models", "tag", "iris", "team=vision")
     ok("models", "tag", "iris", "checked=yes", "--version", "1")

@@ -210,6 +210,7 @@ def show_run(run_id: str, log_lines: int, tracking_uri: str | None, as_json: boo
                 )
                 click.echo(f'    load with: reprorun.load_model("runs:/{info.run_id}/{path}")')
     _show_logged_models(store, run)
+    _show_registered(store, run)
     remote = getattr(store, "uri", None)
     files = [
         f
@@ -252,6 +253,32 @@ def _show_logged_models(store: Any, run: Any) -> None:
     )
     for m in models:
         click.echo(f"    runs:/{run.info.run_id}/{m.name} -> {m.artifact_location}")
+
+
+def _show_registered(store: Any, run: Any) -> None:
+    """The model registry's versions made from the run (``reprorun models register``)."""
+    from reprorun.cli.render import key_values
+    from reprorun.errors import ReprorunError
+
+    try:
+        found = store.search_model_versions(f"run_id = '{run.info.run_id}'", max_results=100)
+    except ReprorunError:  # a server without the registry
+        return
+    if not found:
+        return
+    click.echo(click.style("Registered", bold=True))
+    key_values(
+        [
+            (
+                f"models:/{v.name}/{v.version}",
+                "  ".join(
+                    [v.current_stage if v.current_stage != "None" else ""]
+                    + [f"@{a}" for a in v.aliases]
+                ).strip(),
+            )
+            for v in found
+        ]
+    )
 
 
 def _attempt_fields(store: Any, run: Any) -> dict[str, Any]:
