@@ -5,8 +5,8 @@ metric point, and the requests spread over the workers; reads that close stale r
 run whose supervisor died, a remote run whose heartbeat stopped) close each run once across
 workers, with one notification, on PostgreSQL and on SQLite (WAL, writes under BEGIN
 IMMEDIATE with a busy timeout: several processes on one file are safe there too). uvicorn's
-supervisor restarts a worker that dies, and SIGTERM stops every worker once the requests in
-flight are answered; a worker that cannot start stops the server with the reason.
+supervisor restarts a worker that dies, SIGHUP replaces them all, and SIGTERM stops every
+worker once the requests in flight are answered; a worker that cannot start stops the server with the reason.
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def _wait(condition: Any, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker_after_its_requests(
+def test_killed_worker_replaced_sighup_replaces_all_sigterm_stops_all_after_requests(
     tmp_path: Path,
 ) -> None:
     with server_process(tmp_path / "srv", workers=WORKERS) as srv:
@@ -266,6 +266,16 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker_after_its_re
             got = ok(call(srv, "GET", "runs/get", query={"run_id": run_id}))
             assert got["run"]["info"]["run_id"] == run_id
 
+        # SIGHUP replaces every worker, one at a time.
+        before = set(srv.workers())
+        srv.process.send_signal(signal.SIGHUP)
+        _wait(
+            lambda: len(set(srv.workers())) == WORKERS and not set(srv.workers()) & before,
+            60,
+            "SIGHUP did not replace every worker",
+        )
+        ok(call(srv, "GET", "runs/get", query={"run_id": run_id}))
+
         # SIGTERM while an upload is half sent: the upload completes, then all stop.
         everyone = [srv.process.pid, *srv.workers()]
         body = os.urandom(2 * 1024 * 1024)
@@ -276,10 +286,11 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker_after_its_re
         upload.endheaders()
         upload.send(body[: len(body) // 2])
         time.sleep(0.5)  # a worker is reading it
+        mark = len(srv.log())
         srv.process.send_signal(signal.SIGTERM)
         _wait(lambda: "Received SIGTERM" in srv.log(), 10, "the supervisor did not get SIGTERM")
         _wait(
-            lambda: srv.log().count("Shutting down") == WORKERS,
+            lambda: srv.log()[mark:].count("Shutting down") == WORKERS,
             10,
             "the workers did not start shutting down",
         )
