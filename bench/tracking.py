@@ -1293,8 +1293,12 @@ def scale_target(
             str(out),
             *(["--quick"] if quick else []),
         ]
+        before = (time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds([]))
         subprocess.run(argv, env=env, check=True)
+        after = (time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds([]))
         result: dict[str, Any] = json.loads(out.read_text())
+        others = (after[1] - before[1]) - (after[2] - before[2])
+        result["other_cores"] = max(0.0, others / (after[0] - before[0]))
         return result
 
 
@@ -1400,6 +1404,13 @@ def scale_table(results: dict[str, Any]) -> bool:
         "MLflow = mlflow.MlflowClient on its SQLite store (the same seeded runs). PostgreSQL is "
         "ANALYZEd after seeding (as autovacuum does); SQLite has no statistics (as every store)."
     )
+    busy = ", ".join(f"{title(c)} {results[c].get('other_cores', 0):.2f}" for c in columns)
+    print(
+        f"CPU used by other processes while each column was measured (PostgreSQL's server "
+        f"included), in cores of {CORES}: {busy}"
+    )
+    if any(results[c].get("other_cores", 0) > BUSY_CORES for c in columns):
+        print(f"WARNING: other work used over {BUSY_CORES} of a core: numbers are unreliable")
     for c in columns:
         for problem in results[c].get("problems", []):
             print(f"WARNING {c}: {problem}")
