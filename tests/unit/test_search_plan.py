@@ -248,3 +248,17 @@ def test_a_token_for_a_segment_the_search_does_not_have_is_refused(store: SqlSto
     bad = base64.b64encode(json.dumps(body).encode()).decode()
     with pytest.raises(SearchError, match="does not fit"):
         store.search_runs([exp], max_results=1, page_token=bad)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_params_sort_by_the_expression_their_index_holds(dialect: str) -> None:
+    # The plans order by the index's expression exactly, or the database would sort instead.
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from reprorun.tracking.store import schema
+
+    assert plans.PARAM_PREFIX == schema.PARAM_PREFIX
+    compiler = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}[dialect]
+    expression = schema.param_sort_value(schema.params.c.value)
+    compiled = str(expression.compile(dialect=compiler, compile_kwargs={"literal_binds": True}))
+    assert compiled == plans.param_sort_value("params.value", dialect)

@@ -3,8 +3,9 @@ clauses, compile both to SQL, match dataset inputs and encode page tokens.
 
 The package, one module per concern: grammar (the filter and order-by language: tokenizer,
 parser, the checks each entity's clauses get, and ``format_filter``, its inverse), sql (the
-parsed clauses as WHERE conditions and ORDER BY terms with named placeholders), datasets (a
-run's dataset inputs, which ``datasets.*`` clauses test in Python) and pages (page tokens).
+parsed clauses as WHERE conditions and ORDER BY terms with named placeholders), plans (the
+index-driven reading of the common run searches, with keyset page tokens), datasets (a run's
+dataset inputs, which ``datasets.*`` clauses test in Python) and pages (offset page tokens).
 The names the stores and the rest of reprorun use are here.
 """
 

@@ -54,7 +54,7 @@ class Segment:
 
 @dataclass(frozen=True)
 class Plan:
-    kind: str  # "runs", "metric" or "param"
+    kind: str  # "runs" (newest first), "oldest", "metric" or "param"
     segments: tuple[Segment, ...]
 
 
