@@ -195,16 +195,22 @@ def predict_file(
     chunk = rows or scoring.CHUNK_ROWS
     if prepared is None:
         try:
+            model = scoring.Model(folder)
+        except scoring.ModelLoadError as exc:
+            raise UserInputError(str(exc)) from None
+        try:
             return scoring.predict_file(
-                scoring.Model(folder),
+                model,
                 source,
                 target,
                 input_format=input_format,
                 output_format=output_format,
                 rows=chunk,
             )
-        except (scoring.ModelLoadError, scoring.ScoringError) as exc:
+        except scoring.ScoringError as exc:
             raise UserInputError(str(exc)) from None
+        finally:
+            model.close()
     argv = [
         _python(prepared),
         "-m",
