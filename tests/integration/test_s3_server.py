@@ -554,3 +554,35 @@ def test_experiment_locations_reprorun_cannot_store_to_are_refused(
         served, "GET", f"/api/2.0/mlflow/experiments/get?experiment_id={answer['experiment_id']}"
     )
     assert got["experiment"]["artifact_location"] == location
+
+
+def test_a_client_gone_mid_upload_leaves_nothing_in_the_bucket(
+    served: ServerProcess,
+    s3_bucket: S3,  # noqa: F811
+) -> None:
+    """The connection to the server breaks after 12 of 20 MiB (one 8 MiB part already in the
+    bucket): the server aborts the multipart upload; nothing is listed, nothing stays open."""
+    import socket
+    import time
+
+    _, rel = new_run(served)
+    with socket.create_connection(("127.0.0.1", served.port)) as sock:
+        head = (
+            f"PUT {ARTIFACTS}/{rel}/half.bin HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {20 * 1024 * 1024}\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        chunk = b"x" * (1024 * 1024)
+        for _ in range(12):
+            sock.sendall(chunk)
+        deadline = time.monotonic() + 30
+        while not s3_bucket.uploads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert s3_bucket.uploads() == [f"{PREFIX}/{rel}/half.bin"]  # a part went up
+    deadline = time.monotonic() + 30
+    while s3_bucket.uploads() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert s3_bucket.uploads() == []
+    status, listed = call(served, "GET", f"{ARTIFACTS}?path={rel}")
+    assert status == 200 and listed == {"files": []}
+    assert s3_bucket.keys(PREFIX) == {}
