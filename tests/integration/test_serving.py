@@ -112,8 +112,9 @@ def test_answers_match_mlflow_models_serve(
     mlflow = ScoringServer.mlflow(mlflow_python, saved["path"], tmp_path / "mlflow.log")
     mlflow.start()
     try:
-        for body in GOOD:
-            assert served.post(body) == mlflow.post(body)
+        integers = {"dataframe_split": {"columns": COLUMNS, "data": [[5, 3, 4, 1], [6, 3, 5, 2]]}}
+        for body in [*GOOD, json.dumps(integers), json.dumps({"inputs": ROWS})]:
+            assert served.post(body) == mlflow.post(body), body
         assert served.post(CSV, "text/csv") == mlflow.post(CSV, "text/csv")
         for what, body in BAD.items():
             ours, theirs = served.post(body), mlflow.post(body)

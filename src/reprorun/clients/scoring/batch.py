@@ -16,11 +16,11 @@ from reprorun.clients.scoring.protocol import (
     FORMATS,
     ScoringError,
     Table,
-    _default,
-    _optional,
-    _records,
+    json_default,
     jsonable,
+    optional,
     parse_json_request,
+    records_table,
 )
 
 CHUNK_ROWS = 10_000
@@ -50,16 +50,16 @@ def read_chunks(path: Path, fmt: str, rows: int = CHUNK_ROWS) -> Iterator[Table]
                     except ValueError as exc:
                         raise ScoringError(f"{path}, line {number}: not JSON: {exc}") from None
                 if len(batch) >= rows:
-                    yield _records(batch, "records")
+                    yield records_table(batch, "records")
                     batch = []
             if batch:
-                yield _records(batch, "records")
+                yield records_table(batch, "records")
     else:
         yield from _json_chunks(path, rows)
 
 
 def _csv_chunks(path: Path, rows: int) -> Iterator[Table]:
-    pandas = _optional("pandas")
+    pandas = optional("pandas")
     if pandas is not None:
         with pandas.read_csv(path, chunksize=rows) as reader:
             for frame in reader:
@@ -82,19 +82,19 @@ def _csv_chunks(path: Path, rows: int) -> Iterator[Table]:
 
 
 def _parquet_chunks(path: Path, rows: int) -> Iterator[Table]:
-    pq = _optional("pyarrow.parquet")
+    pq = optional("pyarrow.parquet")
     if pq is None:
         raise ScoringError(
             f"{path}: reading Parquet needs pyarrow in the model's environment (add it to the "
             "model's requirements, or convert the file to CSV)."
         )
-    pandas = _optional("pandas")
+    pandas = optional("pandas")
     for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
         if pandas is not None:
             yield Table(frame=batch.to_pandas())
         else:
             columns = [str(n) for n in batch.schema.names]
-            yield _records(batch.to_pylist(), "parquet") if columns else Table(rows=[])
+            yield records_table(batch.to_pylist(), "parquet") if columns else Table(rows=[])
 
 
 def _json_chunks(path: Path, rows: int) -> Iterator[Table]:
@@ -134,13 +134,13 @@ def _json_chunks(path: Path, rows: int) -> Iterator[Table]:
                     break
                 batch.append(record)
                 if len(batch) >= rows:
-                    yield _records(batch, "records")
+                    yield records_table(batch, "records")
                     batch = []
             buffer = buffer[position:]
             if not data:
                 done = True
         if batch:
-            yield _records(batch, "records")
+            yield records_table(batch, "records")
 
 
 class _Writer:
@@ -155,10 +155,10 @@ class _Writer:
         for value in predictions:
             if self.fmt == "json":
                 self.out.write(
-                    (",\n" if self.count else "\n") + json.dumps(value, default=_default)
+                    (",\n" if self.count else "\n") + json.dumps(value, default=json_default)
                 )
             elif self.fmt == "jsonl":
-                self.out.write(json.dumps(value, default=_default) + "\n")
+                self.out.write(json.dumps(value, default=json_default) + "\n")
             else:
                 self._csv_row(value)
             self.count += 1

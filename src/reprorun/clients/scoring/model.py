@@ -16,12 +16,12 @@ from reprorun.clients.scoring.protocol import (
     ModelLoadError,
     ScoringError,
     Table,
-    _cell,
-    _content_type,
-    _default,
-    _optional,
+    cell,
     dumps,
+    json_default,
     jsonable,
+    optional,
+    parse_content_type,
     parse_json_request,
     read_csv_text,
 )
@@ -36,7 +36,7 @@ def read_mlmodel(directory: Path) -> dict[str, Any]:
     try:
         loaded = json.loads(text)
     except ValueError:
-        yaml = _optional("yaml")
+        yaml = optional("yaml")
         if yaml is None:
             raise ModelLoadError(
                 f"{path} is YAML and this environment has no PyYAML: add pyyaml to the "
@@ -80,8 +80,8 @@ class Model:
         self.columns, self.types = _signature_columns(self.mlmodel)
         if "reprorun_pickle" in flavors:
             self.obj = self._unpickle(flavors["reprorun_pickle"].get("pickled_model", "model.pkl"))
-        elif "python_function" in flavors and _optional("mlflow") is not None:
-            self.pyfunc = _optional("mlflow.pyfunc").load_model(str(directory))
+        elif "python_function" in flavors and optional("mlflow") is not None:
+            self.pyfunc = optional("mlflow.pyfunc").load_model(str(directory))
             self.fast = self._fast_model(flavors["python_function"])
         elif "sklearn" in flavors:
             self.obj = self._sklearn(flavors["sklearn"])
@@ -109,7 +109,7 @@ class Model:
         name = str(flavor.get("pickled_model", "model.pkl"))
         if flavor.get("serialization_format") != "skops":
             return self._unpickle(name)
-        skops_io = _optional("skops.io")
+        skops_io = optional("skops.io")
         if skops_io is None:
             raise ModelLoadError(
                 f"{self.directory / name} is saved with skops, which this environment lacks: "
@@ -163,7 +163,7 @@ class Model:
             ) from exc
 
     def _model_input(self, table: Table) -> Any:
-        pandas = _optional("pandas")
+        pandas = optional("pandas")
         if table.frame is not None:
             frame = table.frame
             if self.columns is not None and self.pyfunc is None:
@@ -171,14 +171,14 @@ class Model:
                 frame = frame[self.columns]
             return frame
         if table.rows is None:  # a tensor
-            numpy = _optional("numpy")
+            numpy = optional("numpy")
             return numpy.asarray(table.tensor) if numpy is not None else table.tensor
         crate = isinstance(self.obj, RCrate)
         if table.text:
             numbers = None if crate else self._numeric_text(table)
             if numbers is not None:
                 return numbers
-            table = Table(table.columns, [[_cell(v) for v in row] for row in table.rows])
+            table = Table(table.columns, [[cell(v) for v in row] for row in table.rows])
         columns, rows = table.columns, table.rows
         assert rows is not None
         if columns is not None and self.columns is not None:
@@ -202,15 +202,15 @@ class Model:
             return [dict(zip(columns, row, strict=True)) for row in rows] if columns else rows
         if pandas is not None:
             return pandas.DataFrame(rows, columns=columns)
-        numpy = _optional("numpy")
+        numpy = optional("numpy")
         if numpy is not None:
             return numpy.asarray(rows, dtype=float if self._numeric(columns) else None)
         return rows
 
     def _numeric_text(self, table: Table) -> Any:
         """CSV rows as a float array read by numpy (fast), when every column is numeric."""
-        numpy = _optional("numpy")
-        if numpy is None or _optional("pandas") is not None or table.columns is None:
+        numpy = optional("numpy")
+        if numpy is None or optional("pandas") is not None or table.columns is None:
             return None
         if self.types and not self._numeric(self.columns):
             return None
@@ -255,7 +255,7 @@ class Model:
     # -- the HTTP protocol -----------------------------------------------------------------
     def invocations(self, body: bytes, content_type: str | None) -> tuple[int, bytes, str]:
         """(status, body, media type) of a ``POST /invocations``."""
-        mime, charset = _content_type(content_type)
+        mime, charset = parse_content_type(content_type)
         if charset != "utf-8":
             raise ScoringError("The scoring server only supports UTF-8", status=415)
         if mime not in CONTENT_TYPES:
@@ -297,7 +297,7 @@ class Model:
     def _fast_invocations(self, body: bytes) -> tuple[int, bytes, str] | None:
         """The answer for a JSON request of numbers for the signature's columns, or None
         (MLflow's own path answers: every error, CSV, params, other shapes)."""
-        numpy = _optional("numpy")
+        numpy = optional("numpy")
         try:
             table, params = parse_json_request(body.decode("utf-8"))
             if params is not None or table.columns is None or table.rows is None or numpy is None:
@@ -307,12 +307,17 @@ class Model:
                 return None
             index = [table.columns.index(c) for c in self.columns]
             rows = [[row[i] for i in index] for row in table.rows]
+            # ints for integer columns; ints or floats (MLflow casts them) for the others
+            allowed = [
+                (int,) if self.types.get(c) in ("long", "integer") else (int, float)
+                for c in self.columns
+            ]
             if not rows or any(
-                type(v) not in (int, float) or v != v  # v != v: NaN
+                len(row) != len(allowed)
+                or any(type(v) not in ok or v != v for v, ok in zip(row, allowed, strict=False))
                 for row in rows
-                for v in row
             ):
-                return None
+                return None  # v != v: NaN
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 predictions = self.fast.predict(numpy.asarray(rows, dtype=float))
@@ -321,8 +326,8 @@ class Model:
         return 200, dumps({"predictions": jsonable(predictions)}), "application/json"
 
     def _mlflow_invocations(self, body: bytes, content_type: str) -> tuple[int, bytes, str]:
-        mlflow_exception = _optional("mlflow.exceptions").MlflowException
-        scoring_server = _optional("mlflow.pyfunc.scoring_server")
+        mlflow_exception = optional("mlflow.exceptions").MlflowException
+        scoring_server = optional("mlflow.pyfunc.scoring_server")
 
         try:
             result = scoring_server.invocations(body, content_type, self.pyfunc, self.input_schema)
@@ -383,7 +388,7 @@ class RCrate:
 
     def predict(self, data: Any) -> Any:
         records = _records_of(data)
-        payload = json.dumps(records, default=_default).encode()
+        payload = json.dumps(records, default=json_default).encode()
         with self.lock:
             assert self.process.stdin is not None
             try:

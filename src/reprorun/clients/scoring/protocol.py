@@ -56,7 +56,7 @@ class Table:
         return len(self.tensor) if isinstance(self.tensor, list) else 1
 
 
-def _optional(name: str) -> Any:
+def optional(name: str) -> Any:
     """The module ``name``, or None when this environment does not have it."""
     try:
         return importlib.import_module(name)
@@ -64,7 +64,7 @@ def _optional(name: str) -> Any:
         return None
 
 
-def _content_type(header: str | None) -> tuple[str, str]:
+def parse_content_type(header: str | None) -> tuple[str, str]:
     parts = [p.strip() for p in (header or "").split(";")]
     params = {
         k.strip().lower(): v.strip().strip('"') for k, _, v in (p.partition("=") for p in parts[1:])
@@ -108,7 +108,7 @@ def table_of(key: str, value: Any) -> Table:
             raise ScoringError(
                 f"Dataframe records format must be a list of records. Got {type(value).__name__}."
             )
-        return _records(value, key)
+        return records_table(value, key)
     if key == "dataframe_split":
         if not isinstance(value, dict):
             raise ScoringError(
@@ -135,7 +135,7 @@ def table_of(key: str, value: Any) -> Table:
             raise ScoringError(f"The columns of '{key}' must all have the same length.")
         return Table(columns=columns, rows=[list(r) for r in zip(*lists, strict=True)])
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        return _records(value, key)
+        return records_table(value, key)
     if isinstance(value, list):
         return Table(tensor=value)
     raise ScoringError(
@@ -143,7 +143,7 @@ def table_of(key: str, value: Any) -> Table:
     )
 
 
-def _records(records: list[Any], key: str) -> Table:
+def records_table(records: list[Any], key: str) -> Table:
     columns: list[str] = []
     seen: set[str] = set()
     for record in records:
@@ -156,7 +156,7 @@ def _records(records: list[Any], key: str) -> Table:
     return Table(columns=columns, rows=[[r.get(c) for c in columns] for r in records])
 
 
-def _cell(text: str) -> Any:
+def cell(text: str) -> Any:
     """A CSV value: None when empty, a number when it reads as one, else the text."""
     if not text:
         return None
@@ -168,7 +168,7 @@ def _cell(text: str) -> Any:
 
 
 def read_csv_text(text: str) -> Table:
-    pandas = _optional("pandas")
+    pandas = optional("pandas")
     if pandas is not None:
         try:
             return Table(frame=pandas.read_csv(io.StringIO(text)))
@@ -199,7 +199,7 @@ def jsonable(predictions: Any) -> Any:
     return predictions
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     if hasattr(value, "tolist"):
@@ -210,7 +210,7 @@ def _default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, default=_default).encode()
+    return json.dumps(value, default=json_default).encode()
 
 
 # -- the server ------------------------------------------------------------------------------

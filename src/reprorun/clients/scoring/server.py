@@ -15,7 +15,7 @@ from typing import Any
 from reprorun.clients.scoring.model import Model
 from reprorun.clients.scoring.protocol import (
     ScoringError,
-    _optional,
+    optional,
 )
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # bytes; larger requests get 413
@@ -166,7 +166,7 @@ def make_server(
 
 
 def _version() -> str:
-    mlflow = _optional("mlflow")
+    mlflow = optional("mlflow")
     if mlflow is not None and getattr(mlflow, "__version__", None):
         return str(mlflow.__version__)
     try:
