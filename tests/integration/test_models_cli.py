@@ -103,6 +103,10 @@ def test_clear_errors(run_id: str) -> None:
     bad_alias = cli("models", "register", f"runs:/{run_id}/model", "-n", "m", "--alias", "latest")
     assert bad_alias.returncode != 0 and "reserved" in bad_alias.stderr
     assert json.loads(ok("models", "list", "--json")) == []  # nothing registered
+    typo = cli("models", "register", f"runs:/{run_id}/modle", "-n", "m")
+    assert typo.returncode != 0 and "No model at runs:/" in typo.stderr
+    assert "modle" in typo.stderr and "Traceback" not in typo.stderr
+    assert json.loads(ok("models", "list", "--json")) == []
     no_version = cli("models", "alias", "m", "champion")
     assert no_version.returncode != 0 and "VERSION" in no_version.stderr
     with pytest.raises(UserInputError, match="Invalid model URI"):

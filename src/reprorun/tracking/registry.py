@@ -157,6 +157,7 @@ def register_model(
         uri = f"runs:/{run_id}/{uri[len('runs:') :].strip('/').partition('/')[2]}"
         source = _run_location(store, uri)
         model_id = _logged_model_id(store, source)
+        _check_model_folder(store, uri, source)
     elif uri.startswith("models:"):
         ref = parse_models_uri(uri)
         if ref.model_id is not None:
@@ -182,6 +183,24 @@ def register_model(
         user_id=_user(),
     )
     return Registration(version, created)
+
+
+def _check_model_folder(store: Any, uri: str, location: str) -> None:
+    """A run's path registers only when a model is there (its ``MLmodel`` file), as
+    ``mlflow.register_model`` demands: a typo must not register an empty version."""
+    from reprorun.errors import ReprorunError
+    from reprorun.tracking import artifacts
+
+    try:
+        found = artifacts.list_artifacts(location, tracking_uri=getattr(store, "uri", None))
+    except (ReprorunError, OSError):
+        found = []
+    if any(f.path.rsplit("/", 1)[-1] == "MLmodel" for f in found):
+        return
+    raise UserInputError(
+        f"No model at {uri} (no MLmodel file in {location}, and the run logged no model of "
+        "that name). `reprorun runs show RUN_ID` lists the run's models and artifacts."
+    )
 
 
 def _as_uri(model_uri: str) -> str:
