@@ -1402,7 +1402,8 @@ def scale_table(results: dict[str, Any]) -> bool:
         f"\n{SCALE_PAGE} runs a page; each request timed {SCALE_REPEATS} times after a warm-up "
         "(--quick: 3). rr = reprorun, embedded store (open_store), one process per column;\n"
         "MLflow = mlflow.MlflowClient on its SQLite store (the same seeded runs). PostgreSQL is "
-        "ANALYZEd after seeding (as autovacuum does); SQLite has no statistics (as every store)."
+        "VACUUMed and ANALYZEd after seeding (as autovacuum does);\nSQLite has no statistics "
+        "(as every store)."
     )
     busy = ", ".join(f"{title(c)} {results[c].get('other_cores', 0):.2f}" for c in columns)
     print(

@@ -6,7 +6,9 @@ as a short sequence of *segments*, each an ordered range of one index (schema ve
 searched experiment (several experiments' ranges are merged, each read no further than a page):
 
 - newest first: ``runs`` by (experiment, start_time DESC, run_uuid); oldest first reads it
-  backwards (the rare runs started in the same millisecond sorted by id);
+  backwards (the rare runs started in the same millisecond sorted by id). With a filter that
+  compares a metric, the runs that have it, from ``latest_metrics`` by (experiment, key, time),
+  the value tested in the index;
 - ``metrics.k``: the runs with a real value of k (``latest_metrics`` by experiment, key, value,
   then newest first and run id), then those whose value is NaN, then the runs without k;
 - ``params.k``: the runs with k by its value, then the runs without it. A param is ordered
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reprorun.errors import SearchError
-from reprorun.tracking.search.grammar import ATTRIBUTE, METRIC, PARAM, OrderBy
+from reprorun.tracking.search.grammar import ATTRIBUTE, METRIC, NUMERIC_OPS, PARAM, Clause, OrderBy
 
 PARAM_PREFIX = 200  # schema.PARAM_PREFIX; schema.py imports SQLAlchemy, this module must not
 # Several experiments: each one's index range, merged (UNION ALL of one arm an experiment).
@@ -104,13 +106,40 @@ def long_param_probe(dialect: str) -> str:
     )
 
 
-def build_plan(kind: str, order: Sequence[OrderBy], bind: Any, dialect: str) -> Plan:
-    """The segments of plan ``kind``; ``bind(value)`` binds a value and returns its name."""
-    runs = Segment("runs", "runs r", (), _NEWEST)
-    if kind == "runs":
-        return Plan(kind, (runs,))
-    if kind == "oldest":  # start_time ASC, then run id (ties on a millisecond are rare)
-        return Plan(kind, (Segment("runs", "runs r", (), (("r.start_time", True), *_NEWEST[1:])),))
+def driving_metric(clauses: Sequence[Clause]) -> Clause | None:
+    """The filter's first comparison of a metric: a time-ordered search reads the runs that
+    have that metric from ``ix_latest_metrics_time``, testing the value in the index, rather
+    than every run (a run without the metric cannot match the comparison)."""
+    return next((c for c in clauses if c.entity == METRIC and c.op in NUMERIC_OPS), None)
+
+
+def build_plan(
+    kind: str,
+    order: Sequence[OrderBy],
+    bind: Any,
+    dialect: str,
+    driver: Clause | None = None,
+) -> Plan:
+    """The segments of plan ``kind``; ``bind(value)`` binds a value and returns its name.
+    ``driver``: the metric comparison (``driving_metric``) a time-ordered plan reads by; the
+    caller leaves it out of the filters it tests on each run."""
+    if kind in ("runs", "oldest"):
+        # Oldest first: start_time ASC, then run id (ties on a millisecond are rare).
+        newest = kind == "runs"
+        if driver is None:
+            by_time = _NEWEST if newest else (("r.start_time", True), ("r.run_uuid", True))
+            return Plan(kind, (Segment("runs", "runs r", (), by_time),))
+        where = (
+            "r.run_uuid = o.run_uuid",
+            f'o."key" = {bind(driver.key)}',
+            f"o.is_nan = {bind(False)}",
+            f"o.value {driver.op} {bind(driver.value)}",
+        )
+        by_time = (("o.start_time", not newest), ("o.run_uuid", True))
+        # SQLite, without statistics, would rather read the value's range and sort it.
+        hint = " INDEXED BY ix_latest_metrics_time" if dialect == "sqlite" else ""
+        source = f"latest_metrics o{hint} CROSS JOIN runs r"
+        return Plan(kind, (Segment("runs", source, where, by_time),))
     o = order[0]
     key = bind(o.key)
     table = "latest_metrics" if kind == "metric" else "params"

@@ -191,6 +191,17 @@ Index(
     latest_metrics.c.start_time.desc(),
     latest_metrics.c.run_uuid,
 )
+# A filter comparing a metric, newest first: the runs that have it in time order, the value
+# read from the index (search/plans.py's driving_metric).
+Index(
+    "ix_latest_metrics_time",
+    latest_metrics.c.experiment_id,
+    latest_metrics.c.key,
+    latest_metrics.c.start_time.desc(),
+    latest_metrics.c.run_uuid,
+    latest_metrics.c.is_nan,
+    latest_metrics.c.value,
+)
 Index(
     "ix_latest_metrics_order_desc",
     latest_metrics.c.experiment_id,

@@ -136,6 +136,8 @@ CREATE INDEX ix_latest_metrics_order_asc ON latest_metrics (experiment_id, "key"
 
 CREATE INDEX ix_latest_metrics_order_desc ON latest_metrics (experiment_id, "key", is_nan, value, start_time, run_uuid DESC);
 
+CREATE INDEX ix_latest_metrics_time ON latest_metrics (experiment_id, "key", start_time DESC, run_uuid, is_nan, value);
+
 CREATE TABLE logged_model_metrics (
 	model_id VARCHAR(64) NOT NULL, 
 	metric_name VARCHAR(250) NOT NULL, 

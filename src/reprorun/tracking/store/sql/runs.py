@@ -196,8 +196,12 @@ class RunStore(StoreBase):
                     "changes how this search is read (a param value over "
                     f"{plans.PARAM_PREFIX} characters); start again from the first page."
                 )
+            driver = plans.driving_metric(clauses) if kind in ("runs", "oldest") else None
             filters = search.compile_runs_filter(
-                clauses, sql, dataset_runs=dataset_runs, probe=kind is not None
+                [c for c in clauses if c is not driver],
+                sql,
+                dataset_runs=dataset_runs,
+                probe=kind is not None,
             )
             if kind is None:
                 offset = position if isinstance(position, int) else 0
@@ -211,7 +215,7 @@ class RunStore(StoreBase):
                     "Invalid page token: an offset token (from an older reprorun) cannot "
                     "continue this search, which now pages by position; start from the first page."
                 )
-            plan = plans.build_plan(kind, order, sql.bind, self.db.dialect)
+            plan = plans.build_plan(kind, order, sql.bind, self.db.dialect, driver)
             experiments = [sql.bind(e) for e in unique]
             cursor = position if isinstance(position, plans.Cursor) else None
             first = cursor.segment if cursor else 0

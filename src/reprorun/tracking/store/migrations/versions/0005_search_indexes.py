@@ -57,6 +57,11 @@ def upgrade() -> None:
             ["experiment_id", "key", "is_nan", "value", sa.text(start), sa.text(run)],
         )
     op.create_index(
+        "ix_latest_metrics_time",
+        "latest_metrics",
+        ["experiment_id", "key", sa.text("start_time DESC"), "run_uuid", "is_nan", "value"],
+    )
+    op.create_index(
         "ix_params_length", "params", ["experiment_id", "key", sa.text("length(value)")]
     )
     op.create_index("ix_tags_experiment_key", "tags", ["experiment_id", "key"])
