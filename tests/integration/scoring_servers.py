@@ -109,7 +109,7 @@ class ScoringServer:
             if self.process.poll() is not None:
                 raise AssertionError(
                     f"{self.argv[:5]} exited with {self.process.returncode} before answering "
-                    f"/ping:\n{self.output()}"
+                    f"/ping:\n{self.output('')}"
                 )
             try:
                 with urllib.request.urlopen(self.url + "/ping", timeout=2) as response:
@@ -120,11 +120,18 @@ class ScoringServer:
                 pass
             if time.monotonic() - started > timeout:
                 self.stop()
-                raise AssertionError(f"no answer on {self.url}/ping:\n{self.output()}")
+                raise AssertionError(f"no answer on {self.url}/ping:\n{self.output('')}")
             time.sleep(0.05)
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+    def output(self, waiting_for: str = "Serving ") -> str:
+        """What the server printed, once it holds ``waiting_for`` (the line saying where it
+        serves comes just after it starts answering)."""
+        deadline = time.monotonic() + 15
+        while True:
+            text = self.log.read_text(errors="replace") if self.log.exists() else ""
+            if waiting_for in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
