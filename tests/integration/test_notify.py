@@ -248,3 +248,72 @@ def test_a_run_whose_command_could_not_start_is_notified(
         "FAILED",
         "launch-error",
     )
+
+
+def _tagged_run(store: Any, command: str) -> Any:
+    experiment_id = store.get_or_create_experiment("tagged-cmd")
+    store.set_experiment_tag(experiment_id, notify.NOTIFY_TAG, command)
+    run = store.create_run(experiment_id, run_name="r", user_id="u", tags={}, params={})
+    return store.get_run(run.info.run_id)
+
+
+def test_a_command_named_by_the_tag_of_a_store_others_write_is_never_run(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever may tag an experiment would run commands as the notifying user: a tag's
+    command runs only from the user's own store, never in a server."""
+    command, out = recorder(tmp_path)
+    store = open_store()
+    run = _tagged_run(store, command)
+    notify.notify(store, notify.Event.FINISHED, run)  # the user's own SQLite file: runs
+    assert json.loads(out.read_text())["run_id"] == run.info.run_id
+    out.unlink()
+    # Group-writable: another user could have written the tag.
+    db = Path(store.db.path)  # type: ignore[attr-defined]
+    db.chmod(0o664)
+    notify.notify(store, notify.Event.FINISHED, run)
+    assert not out.exists()
+    said = store.get_run(run.info.run_id).data.tags[SystemTags.NOTIFY_ERROR]
+    assert "not run: a command named by the experiment's reprorun.notify tag" in said
+    assert "--notify or REPRORUN_NOTIFY" in said
+    db.chmod(0o644)
+    # A server never runs one, whatever its store.
+    monkeypatch.setattr(notify, "_tag_commands", True)
+    notify.refuse_tag_commands()
+    notify.notify(store, notify.Event.FINISHED, run)
+    assert not out.exists()
+    # The setting's command still runs there (the server's own configuration).
+    monkeypatch.setenv("REPRORUN_NOTIFY", command)
+    notify.notify(store, notify.Event.FINISHED, run)
+    assert json.loads(out.read_text())["run_id"] == run.info.run_id
+
+
+def test_a_command_gets_no_secrets_in_its_environment(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "env.json"
+    script = tmp_path / "env.py"
+    script.write_text(
+        f"import json, os\nopen({str(out)!r}, 'w').write(json.dumps(dict(os.environ)))\n"
+    )
+    secrets = {
+        "REPRORUN_SERVER_TOKEN": "t0k",
+        "MLFLOW_TRACKING_PASSWORD": "pw",
+        "AWS_SECRET_ACCESS_KEY": "k",
+        "AWS_ACCESS_KEY_ID": "id",
+        "GITHUB_TOKEN": "gh",
+        "REPRORUN_SERVER_CONFIG": "{}",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WIKI_URL", "http://ana:s3cret@wiki.example:5000/page")
+    monkeypatch.setenv("TEAM_CHANNEL", "ml-alerts")
+    monkeypatch.setenv("REPRORUN_NOTIFY", f"cmd:{sys.executable} {script}")
+    store = open_store()
+    run = store.create_run("0", run_name="r", user_id="u", tags={}, params={})
+    notify.notify(store, notify.Event.FINISHED, store.get_run(run.info.run_id))
+    env = json.loads(out.read_text())
+    assert not set(secrets) & set(env)
+    assert env["WIKI_URL"] == "http://wiki.example:5000/page"
+    assert env["TEAM_CHANNEL"] == "ml-alerts"  # what the command may need stays
+    assert "PATH" in env

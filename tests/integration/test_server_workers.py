@@ -185,19 +185,12 @@ def test_concurrent_reads_on_4_workers_close_each_stale_run_once(
     tmp_path: Path, store_uri: str | None
 ) -> None:
     script, received = _append_script(tmp_path)
-    with server_process(tmp_path / "srv", store_uri=store_uri, workers=WORKERS) as srv:
+    # The server's own setting: a command an experiment's tag names never runs on a server.
+    setting = {"REPRORUN_NOTIFY": f"cmd:{sys.executable} {script}"}
+    with server_process(tmp_path / "srv", store_uri=store_uri, workers=WORKERS, env=setting) as srv:
         workers = srv.workers()
         experiment = ok(call(srv, "POST", "experiments/create", {"name": "stale"}))
         experiment_id = experiment["experiment_id"]
-        notify = {"experiment_id": experiment_id, "key": "reprorun.notify"}
-        ok(
-            call(
-                srv,
-                "POST",
-                "experiments/set-experiment-tag",
-                {**notify, "value": f"cmd:{sys.executable} {script}"},
-            )
-        )
         local, remote = _stale_runs(srv, experiment_id)
         busy_before = {pid: cpu_seconds(pid) for pid in workers}
 
@@ -214,12 +207,13 @@ def test_concurrent_reads_on_4_workers_close_each_stale_run_once(
             assert run["info"]["status"] == "FAILED", (run_id, run["info"])
             assert run["info"]["end_time"] > 0
             assert tags[SystemTags.EXIT_REASON] == "node-lost", (run_id, tags)
-        # One notification per remote run (a lost heartbeat notifies; whoever closed it
-        # sends it): none twice, none missing.
+        # One notification per run (whoever closed it sends it: a lost heartbeat's node-lost,
+        # a dead supervisor's failed): none twice, none missing.
         lines = received.read_text().splitlines() if received.exists() else []
         notified = Counter(json.loads(line)["run_id"] for line in lines)
-        assert notified == Counter(remote), notified
-        assert {json.loads(line)["event"] for line in lines} == {"node-lost"}
+        assert notified == Counter(local + remote), notified
+        events = {json.loads(line)["run_id"]: json.loads(line)["event"] for line in lines}
+        assert events == {**dict.fromkeys(local, "failed"), **dict.fromkeys(remote, "node-lost")}
         # The workers' configuration (it may hold the auth token) is not passed on.
         assert not [
             line for line in lines if "REPRORUN_SERVER_CONFIG" in json.loads(line)["environment"]
@@ -228,7 +222,7 @@ def test_concurrent_reads_on_4_workers_close_each_stale_run_once(
         again = ok(call(srv, "POST", "runs/search", {"experiment_ids": [experiment_id]}))
         ends = {r["info"]["run_id"]: r["info"]["end_time"] for r in again["runs"]}
         assert ends == {r: run["info"]["end_time"] for r, run in runs.items()}
-        assert len(received.read_text().splitlines()) == len(remote)
+        assert len(received.read_text().splitlines()) == len(local + remote)
 
 
 # --- the process tree: a dead worker is replaced; SIGTERM stops them all --------------------

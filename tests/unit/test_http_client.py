@@ -157,3 +157,15 @@ def test_loopback_and_no_proxy_hosts_are_reached_directly(
     found = proxy_for("http", "workspace.example.test")
     assert found is not None and (found.host, found.port) == ("127.0.0.1", 9)
     assert proxy_for("https", "workspace.example.test") is None  # only HTTP_PROXY is set
+
+
+def test_messages_never_show_the_password_of_the_servers_url() -> None:
+    from reprorun.errors import ServerUnavailable
+    from reprorun.tracking.http import HttpClient, Retries
+
+    client = HttpClient("http://ana:s3cret@127.0.0.1:9/api", retries=Retries(delays=()))
+    with pytest.raises(ServerUnavailable) as caught:
+        client.request("GET", "/x")
+    assert "s3cret" not in str(caught.value) and "ana@" not in str(caught.value)
+    assert "http://127.0.0.1:9/api" in str(caught.value)
+    assert client.headers["Authorization"].startswith("Basic ")  # still sent, never shown

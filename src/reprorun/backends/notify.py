@@ -10,17 +10,25 @@ Delivery happens once the run's status is written, takes at most ``TIMEOUT_SECON
 target, and never fails the run: what could not be delivered is recorded on the run in the
 ``reprorun.notifyError`` tag. It lives in backends so that whatever closes a run (the launch,
 a retry, a reader that finds a lost heartbeat) can call ``notify``.
+
+A command runs as whoever delivers, so one named by an experiment's tag (which anyone who may
+tag experiments wrote) runs only from the user's own store: a SQLite file this user owns that
+nobody else may write. A tracking server (``refuse_tag_commands``), a shared database or
+another user's file never runs it, and says so on the run. A command gets this process's
+environment without its secrets (tokens, passwords, keys, credentials in URLs).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlparse
 
@@ -30,6 +38,21 @@ from reprorun.tracking.entities import Run, RunStatus, SystemTags
 from reprorun.tracking.store.base import TrackingStore
 
 NOTIFY_TAG = "reprorun.notify"  # on an experiment: its runs' targets, comma-separated
+_REFUSED = "refused-from-tag:"  # a command the experiment's tag named, not to be run here
+_SECRET_NAME = re.compile(
+    r"TOKEN|PASSW|SECRET|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_KEY|^AWS_|SERVER_CONFIG", re.I
+)
+_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]*@", re.I)
+_tag_commands = True  # False in a tracking server: its clients write the experiments' tags
+
+
+def refuse_tag_commands() -> None:
+    """Never run a command named by an experiment's tag in this process (a tracking server:
+    any client that may tag an experiment would run commands as the server's user)."""
+    global _tag_commands
+    _tag_commands = False
+
+
 TIMEOUT_SECONDS = 5.0  # per target
 MAX_METRICS = 10
 _MAX_ERROR = 4000  # characters of the reprorun.notifyError tag
@@ -107,8 +130,25 @@ def targets_for(store: TrackingStore, experiment_id: str, given: Iterable[str] =
         tags = store.get_experiment(experiment_id).tags
     except Exception:  # an experiment the store cannot read: its tag is not known
         tags = {}
-    found += split_targets(tags.get(NOTIFY_TAG))
+    for text in split_targets(tags.get(NOTIFY_TAG)):
+        command = text.startswith("cmd:")
+        found.append(_REFUSED + text if command and not _own_store(store) else text)
     return list(dict.fromkeys(found))
+
+
+def _own_store(store: TrackingStore) -> bool:
+    """Whether only this user writes ``store``'s experiments' tags: a SQLite file this user
+    owns that neither its group nor others may write, and this process no server."""
+    import os
+
+    path = getattr(getattr(store, "db", None), "path", None)
+    if not _tag_commands or not isinstance(path, str) or path == ":memory:":
+        return False
+    try:
+        info = Path(path).stat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
 def notify_end(
@@ -150,6 +190,14 @@ def notify(
     data = payload(event, run, experiment, getattr(store, "uri", None))
     errors = []
     for text in targets:
+        if text.startswith(_REFUSED):
+            errors.append(
+                f"{_name(text[len(_REFUSED) :])}: not run: a command named by the experiment's "
+                f"{NOTIFY_TAG} tag runs only from your own local store (on a server or a shared "
+                f"store, whoever may tag experiments would run commands as this user); name it "
+                f"with --notify or REPRORUN_NOTIFY instead"
+            )
+            continue
         try:
             deliver(parse_target(text), data)
         except UserInputError as exc:
@@ -333,6 +381,7 @@ def _command(command: str, data: dict[str, Any]) -> None:
         done = subprocess.run(
             argv,
             input=json.dumps(data).encode(),
+            env=command_env(),
             capture_output=True,
             timeout=TIMEOUT_SECONDS,
             check=False,
@@ -344,3 +393,16 @@ def _command(command: str, data: dict[str, Any]) -> None:
     if done.returncode != 0:
         said = done.stderr.decode("utf-8", "replace").strip()[-300:]
         raise RuntimeError(f"exit {done.returncode}" + (f": {said}" if said else ""))
+
+
+def command_env() -> dict[str, str]:
+    """This process's environment without what a notification command has no need of: the
+    variables that name a secret (tokens, passwords, keys, credentials, AWS_*, a server's
+    configuration) and the user:password of any URL in the others."""
+    import os
+
+    return {
+        name: _URL_USERINFO.sub(r"\1", value)
+        for name, value in os.environ.items()
+        if not _SECRET_NAME.search(name)
+    }

@@ -74,7 +74,7 @@ class SupervisedRun(SubmittedRun):
             "with SIGKILL, by the out-of-memory killer, or the machine restarted. The log up to "
             "then is kept."
         )
-        self._close(RunStatus.FAILED, reason, self._owner_lost(int(pid), reason))
+        self._close(RunStatus.FAILED, reason, self._owner_lost(int(pid), reason), tell=True)
         self._run = self.store.get_run(self.run_id)
         return self._run.info.status
 
@@ -206,12 +206,23 @@ class SupervisedRun(SubmittedRun):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
 
-    def _close(self, status: RunStatus, reason: str, ended: Exit) -> None:
+    def _close(self, status: RunStatus, reason: str, ended: Exit, *, tell: bool = False) -> None:
+        """End the run ``status`` unless it has ended: the status first (once, whoever is
+        first), then why, written only by the closer that won. ``tell``: the run's owner is
+        gone, so this closer notifies its targets (the setting's and the experiment's)."""
         current = self.store.get_run(self.run_id).info.status
         if current.is_terminal:
             return
+        closed = self.store.update_run(
+            self.run_id, status=status, end_time=now_ms(), only_if_status=current
+        )
+        if not closed:
+            return  # another closer won: its reason stands
         self.store.set_tags(self.run_id, {FAILURE_TAG: reason, **ended.tags()})
-        self.store.update_run(self.run_id, status=status, end_time=now_ms(), only_if_status=current)
+        if tell:
+            from reprorun.backends.notify import Event, notify
+
+            notify(self.store, Event.of(status), self.store.get_run(self.run_id))  # never raises
 
     def logs(self, start: int = 0) -> bytes:
         """The log as the command writes it (in the artifact folder, or the staging folder

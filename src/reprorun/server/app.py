@@ -110,8 +110,11 @@ def create_app(
     """The server's ASGI app over ``application``'s store (by default the application
     ``config`` names; ``config`` by default from the environment, as ``--workers`` processes
     get it)."""
+    from reprorun.backends.notify import refuse_tag_commands
     from reprorun.backends.status import refresh
 
+    # Clients tag experiments: a command their reprorun.notify tag names must never run here.
+    refuse_tag_commands()
     config = config or ServerConfig.from_env()
     store = (application or application_for(config)).store
     uris = ArtifactUris(store.artifact_root, proxied=config.serve_artifacts)

@@ -70,7 +70,9 @@ class HttpClient:
         keep_alive: bool = True,
     ):
         parsed = urlparse(base_url)
-        self.base_url = base_url.rstrip("/")
+        # As messages name it: never with the user:password it may carry.
+        netloc = parsed.netloc.rpartition("@")[2]
+        self.base_url = parsed._replace(netloc=netloc).geturl().rstrip("/")
         self.scheme = parsed.scheme
         self.host = parsed.hostname or "127.0.0.1"
         self.port = parsed.port
