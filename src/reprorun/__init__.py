@@ -41,11 +41,13 @@ if TYPE_CHECKING:
         start_run,
     )
     from reprorun.tracking.models import load_model, log_model
+    from reprorun.tracking.registry import register_model
     from reprorun.tracking.search_api import get_run, search_runs
 
 _FLUENT = "reprorun.tracking.fluent"
 _MODELS = "reprorun.tracking.models"
 _SEARCH = "reprorun.tracking.search_api"
+_REGISTRY = "reprorun.tracking.registry"
 # Subpackages reachable as attributes after a bare `import reprorun`, as `mlflow.projects` is.
 _SUBPACKAGES = ("projects", "tracking")
 _LAZY = {
@@ -66,6 +68,7 @@ _LAZY = {
     "start_run": _FLUENT,
     "load_model": _MODELS,
     "log_model": _MODELS,
+    "register_model": _REGISTRY,
     "get_run": _SEARCH,
     "search_runs": _SEARCH,
 }
@@ -88,6 +91,7 @@ __all__ = [
     "log_text",
     "param",
     "projects",
+    "register_model",
     "search_runs",
     "set_tag",
     "set_tags",

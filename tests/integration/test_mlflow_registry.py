@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from reprorun.tracking.models import model_dir
-from reprorun.tracking.registry import register_model, resolve_model_uri
+from reprorun.tracking.registry import register_version, resolve_model_uri
 from reprorun.tracking.store import open_store
 from tests.integration.mlflow_env import CLIENT_TIMEOUT, MLFLOW_VERSION, client_python
 from tests.integration.mlflow_env import tracking_server as sqlite_server
@@ -141,7 +141,7 @@ def test_the_mlflow_client_registers_aliases_and_loads_models(
     assert (model_dir(f"models:/{model_id}", server.url) / "MLmodel").is_file()
 
     # reprorun registers against the same server; MLflow's client would see it.
-    done = register_model(f"runs:/{run_id}/model", "iris", tracking_uri=server.url)
+    done = register_version(f"runs:/{run_id}/model", "iris", tracking_uri=server.url)
     assert (done.version.version, done.created_model) == (3, False)
     assert done.version.model_id == model_id
     listed = reprorun_cli("models", "list", "--json", "--tracking-uri", server.url)

@@ -95,6 +95,15 @@ def test_register_alias_and_load(run_id: str, tmp_path: Path) -> None:
     assert json.loads(ok("models", "list", "--json")) == []
 
 
+def test_the_python_api_registers_like_mlflow(run_id: str) -> None:
+    version = reprorun.register_model(f"runs:/{run_id}/model", "py", tags={"via": "api"})
+    assert (version.name, version.version, version.run_id) == ("py", 1, run_id)
+    assert version.tags == {"via": "api"}
+    assert reprorun.register_model(f"{run_id[:6]}/other", "py").version == 2
+    assert reprorun.load_model("models:/py/1") == {"w": 1}
+    assert reprorun.load_model("models:/py/latest") == {"w": 2}
+
+
 def test_clear_errors(run_id: str) -> None:
     missing = cli("models", "show", "nope")
     assert missing.returncode != 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import reprorun
-from reprorun.tracking.registry import register_model, resolve_model_uri
+from reprorun.tracking.registry import register_version, resolve_model_uri
 from reprorun.tracking.store import open_store
 from tests.conftest import reprorun_cli
 from tests.integration.test_runner_mlflow import mlflow_python, mlflow_server  # noqa: F401
@@ -26,7 +26,7 @@ def test_reprorun_uses_an_mlflow_servers_registry(
     monkeypatch.setenv("REPRORUN_TRACKING_URI", mlflow_server)
     with reprorun.start_run() as run:
         reprorun.log_model({"w": 3}, "model")
-    done = register_model(f"runs:/{run.run_id}/model", "rr-model")
+    done = register_version(f"runs:/{run.run_id}/model", "rr-model")
     assert (done.version.version, done.created_model) == (1, True)
     assert done.version.source.startswith("mlflow-artifacts:/")
     store = open_store(mlflow_server)

@@ -86,13 +86,13 @@ def register(
     first hex digits), runs:/RUN_ID/PATH, models:/m-<logged model id>, models:/NAME/VERSION,
     or an artifact location."""
     from reprorun.cli.render import echo_json
-    from reprorun.tracking.registry import register_model
+    from reprorun.tracking.registry import register_version
     from reprorun.tracking.store.sql.registry import check_alias
 
     for alias in aliases:  # before anything is registered
         check_alias(alias)
     store = current_app().store_at(tracking_uri)
-    done = register_model(
+    done = register_version(
         model_uri, name, tags=_pairs(tags, "--tag"), description=description, store=store
     )
     version = done.version

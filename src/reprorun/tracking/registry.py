@@ -25,6 +25,7 @@ __all__ = [
     "all_versions",
     "origin",
     "register_model",
+    "register_version",
     "resolve_model_uri",
     "resolve_version",
 ]
@@ -128,13 +129,13 @@ def _exists(base: str, sub: str) -> bool:
 
 @dataclass(frozen=True)
 class Registration:
-    """What ``register_model`` did: the version, and whether it created the model too."""
+    """What ``register_version`` did: the version, and whether it created the model too."""
 
     version: ModelVersion
     created_model: bool
 
 
-def register_model(
+def register_version(
     model_uri: str,
     name: str,
     *,
@@ -183,6 +184,24 @@ def register_model(
         user_id=_user(),
     )
     return Registration(version, created)
+
+
+def register_model(
+    model_uri: str,
+    name: str,
+    *,
+    tags: dict[str, str] | None = None,
+    description: str | None = None,
+    tracking_uri: str | None = None,
+) -> ModelVersion:
+    """``mlflow.register_model`` for reprorun: register the model at ``model_uri``
+    (``runs:/RUN_ID/PATH``, ``RUN_ID/PATH``, ``models:/<logged model id>``, ``models:/NAME/
+    VERSION``) as the next version of ``name`` (created if missing) and return that version;
+    load it back with ``reprorun.load_model(f"models:/{name}/{version.version}")``."""
+    done = register_version(
+        model_uri, name, tags=tags, description=description, tracking_uri=tracking_uri
+    )
+    return done.version
 
 
 def _check_model_folder(store: Any, uri: str, location: str) -> None:
