@@ -103,6 +103,34 @@ class MotoServer:
             stop_process(self.process, grace=5)
 
 
+_TEST_CLIENTS: dict[str, Any] = {}
+
+
+def bucket_client(endpoint: str) -> Any:
+    """A boto3 client of the tests' own for ``endpoint`` (one per endpoint, closed at the end)."""
+    if endpoint not in _TEST_CLIENTS:
+        import boto3
+
+        _TEST_CLIENTS[endpoint] = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+    return _TEST_CLIENTS[endpoint]
+
+
+def close_clients() -> None:
+    """Close the boto3 clients the tests and reprorun made (their pooled connections)."""
+    from reprorun.tracking import s3 as tracking_s3
+
+    for made in (*_TEST_CLIENTS.values(), *tracking_s3._CLIENTS.values()):
+        made.close()
+    _TEST_CLIENTS.clear()
+    tracking_s3._CLIENTS.clear()
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
@@ -110,6 +138,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
     try:
         yield server
     finally:
+        close_clients()
         server.stop()
 
 
@@ -122,6 +151,7 @@ def moto_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS
     try:
         yield server
     finally:
+        close_clients()
         server.stop()
 
 
@@ -138,15 +168,7 @@ class S3:
         return f"s3://{self.bucket}/root"
 
     def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
+        return bucket_client(self.endpoint)
 
     def keys(self, prefix: str = "") -> dict[str, bytes]:
         """Every object of the bucket under ``prefix``, with its bytes."""
