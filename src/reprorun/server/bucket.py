@@ -108,9 +108,10 @@ def _s3_download(where: Any, raw: str, inline_type: str | None = None) -> Respon
     type instead, for the UI's images)."""
     from reprorun.tracking import s3
 
-    if s3.head(where) is None:
+    found = s3.stream(where)
+    if found is None:
         raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"No artifact {raw!r}.")
-    size, chunks = s3.stream(where)
+    size, chunks = found
     name = PurePosixPath(where.key).name
     headers = {
         **DOWNLOAD_HEADERS,

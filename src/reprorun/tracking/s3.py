@@ -412,9 +412,18 @@ def download_file(where: Location, dest: Path, size: int | None = None) -> None:
         partial.unlink(missing_ok=True)
 
 
-def stream(where: Location, chunk: int = 1024 * 1024) -> tuple[int, Iterator[bytes]]:
-    """The object's size and its bytes in chunks (for a server's download response)."""
-    answer = call(where, "read", lambda s3: s3.get_object(Bucket=where.bucket, Key=where.key))
+def stream(where: Location, chunk: int = 1024 * 1024) -> tuple[int, Iterator[bytes]] | None:
+    """The object's size and its bytes in chunks (for a server's download response); None
+    when there is no such object (one request either way)."""
+    from botocore.exceptions import ClientError
+
+    with _failing(where, "read"):
+        try:
+            answer = client().get_object(Bucket=where.bucket, Key=where.key)
+        except ClientError as exc:
+            if (_code(exc) or ("", ""))[0] in ("NoSuchKey", "404"):
+                return None
+            raise
     body = answer["Body"]
 
     def chunks() -> Iterator[bytes]:
