@@ -237,9 +237,9 @@ def test_pages_read_in_chunks_keep_every_models_details(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tags, aliases and latest versions are read for a page's names a chunk at a time."""
-    from reprorun.tracking.store.sql import registry
+    from reprorun.tracking.store.sql import registry_rows
 
-    monkeypatch.setattr(registry, "_CHUNK", 2)
+    monkeypatch.setattr(registry_rows, "CHUNK", 2)
     for i in range(5):
         store.create_registered_model(f"m{i}", tags={"i": str(i)})
         for _ in range(i + 1):
