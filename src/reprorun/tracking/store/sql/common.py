@@ -74,12 +74,14 @@ def page(found: list[Any], limit: int, offset: int) -> Page[Any]:
 
 
 def exp_int(experiment_id: str) -> int:
+    """An experiment id as the database keeps it; an id that cannot be one is not found."""
     try:
-        return int(experiment_id)
+        number = int(experiment_id)
     except (TypeError, ValueError):
-        raise ResourceNotFound(
-            f"No experiment with id {experiment_id!r} (ids are integers)."
-        ) from None
+        number = None
+    if number is None or not -(2**63) <= number < 2**63:  # a 64-bit integer column
+        raise ResourceNotFound(f"No experiment with id {experiment_id!r} (ids are integers).")
+    return number
 
 
 def check_length(key: str, kind: str) -> None:
