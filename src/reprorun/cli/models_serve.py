@@ -14,7 +14,7 @@ from reprorun.cli.models import models
 if TYPE_CHECKING:
     from reprorun.envs.base import PreparedEnv
 
-ENV_MANAGERS = ["local", "uv", "virtualenv", "conda"]
+ENV_MANAGERS = ["local", "uv", "virtualenv"]
 
 model_option = click.option(
     "-m",
@@ -27,7 +27,7 @@ env_manager_option = click.option(
     "--env-manager",
     type=click.Choice(ENV_MANAGERS),
     help="Where the model runs: its own environment built from its recorded requirements "
-    "(uv, virtualenv, conda; cached, so later starts are instant) or local (this "
+    "(uv or virtualenv; cached, so later starts are instant) or local (this "
     "interpreter) [default: uv when the model records requirements, else local].",
 )
 

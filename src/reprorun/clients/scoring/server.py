@@ -38,6 +38,8 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body leave in one send (flushed after each request), and TCP_NODELAY: a
     # keep-alive client would otherwise wait ~40 ms on Nagle and delayed ACKs.
     wbufsize = 1 << 16
+    # A connection silent this long (a client that never sends its request) is closed.
+    timeout = 120
     server: _Server
 
     def setup(self) -> None:
