@@ -198,7 +198,7 @@ def reprorun_run(serve_home: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return done.stdout.strip()
 
 
-@pytest.mark.parametrize("manager", ["uv", "local"])
+@pytest.mark.parametrize("manager", ["uv", "virtualenv", "local"])
 def test_a_reprorun_model_by_its_runs_uri(
     reprorun_run: str, serve_home: Path, tmp_path: Path, manager: str
 ) -> None:
@@ -208,7 +208,7 @@ def test_a_reprorun_model_by_its_runs_uri(
     )
     server.start()
     try:
-        where = "(this process)" if manager == "local" else "(uv environment"
+        where = "(this process)" if manager == "local" else f"({manager} environment"
         assert where in server.output()
         status, answer = server.post(json.dumps({"inputs": ROWS}))
         assert status == 200 and len(answer["predictions"]) == 3
