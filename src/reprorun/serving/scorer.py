@@ -144,6 +144,8 @@ def start_scorer(
         process.kill()
         process.wait()
         tail = "".join(output[-20:]).strip()
+        if process.returncode == 2 and tail.startswith("Error: ") and "\n" not in tail:
+            raise UserInputError(tail.removeprefix("Error: "))  # the model or the address
         raise ExecutionError(
             f"The scoring process for {folder} stopped before serving "
             f"(exit {process.returncode}):\n{tail}"

@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
             def announce(host: str, port: int) -> None:
                 print(f"{READY} {host} {port}", flush=True)
 
-            serve(model, args.host, args.port, args.max_body, announce)
+            try:
+                serve(model, args.host, args.port, args.max_body, announce)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise ScoringError(f"Cannot listen on {args.host}:{args.port}: {reason}") from None
             return 0
         count = predict_file(
             model,
