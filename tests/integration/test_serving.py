@@ -170,6 +170,15 @@ def test_a_model_logged_to_a_server_by_the_mlflow_client(
             assert server.post(CSV, "text/csv") == (200, {"predictions": report["predictions"]})
         finally:
             server.stop()
+        (tmp_path / "rows.csv").write_text(CSV)
+        done = _predict(
+            serve_home, "-m", "models:/iris@champion", "--tracking-uri", tracking.url,
+            "-i", str(tmp_path / "rows.csv"), "-o", str(tmp_path / "out.json"),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads((tmp_path / "out.json").read_text()) == {
+            "predictions": report["predictions"]
+        }
 
 
 LOG_REPRORUN_MODEL = """

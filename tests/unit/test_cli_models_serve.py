@@ -4,6 +4,7 @@ scoring with --env-manager local; the real servers are in tests/integration/test
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,16 @@ def test_unknown_models_and_inputs_are_clear(home: Path, tmp_path: Path) -> None
     assert result.exit_code == 2 and "No input file" in result.output
     result = runner.invoke(cli, ["models", "serve", "--help"])
     assert result.exit_code == 0 and "127.0.0.1" in result.output
+
+
+def test_serve_on_a_port_in_use_is_a_clear_error(home: Path) -> None:
+    uri, _ = _logged_model(home)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(
+            cli, ["models", "serve", "-m", uri, "--port", port, "--env-manager", "local"]
+        )
+    assert result.exit_code == 2
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.output
