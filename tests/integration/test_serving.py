@@ -116,6 +116,20 @@ def test_answers_match_mlflow_models_serve(
         for body in [*GOOD, json.dumps(integers), json.dumps({"inputs": ROWS})]:
             assert served.post(body) == mlflow.post(body), body
         assert served.post(CSV, "text/csv") == mlflow.post(CSV, "text/csv")
+        parquet = tmp_path / "rows.parquet"
+        subprocess.run(
+            [
+                str(mlflow_python), "-c",
+                "import io, sys, pandas as pd; pd.read_csv(io.StringIO(sys.argv[1]))"
+                ".to_parquet(sys.argv[2])",
+                CSV, str(parquet),
+            ],
+            check=True, env=clean_env(),
+        )  # fmt: skip
+        ctype = "application/vnd.apache.parquet"
+        ours = served.post(parquet.read_bytes(), ctype)
+        assert ours == mlflow.post(parquet.read_bytes(), ctype)
+        assert ours == (200, {"predictions": saved["predictions"]})
         for what, body in BAD.items():
             ours, theirs = served.post(body), mlflow.post(body)
             assert ours[0] == theirs[0], (what, ours, theirs)

@@ -327,3 +327,13 @@ def test_predict_streams_a_file_larger_than_its_memory(model_dir: Path, tmp_path
     with target.open() as fh:
         assert sum(1 for _ in fh) == 150_001
     assert peak < size / 4, f"peak {peak} bytes for a {size}-byte file"
+
+
+def test_parquet_bodies_need_pyarrow(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprorun.clients.scoring import protocol
+
+    real = protocol.optional
+    monkeypatch.setattr(protocol, "optional", lambda n: None if "pyarrow" in n else real(n))
+    status, body = client.invoke(b"PAR1", "application/vnd.apache.parquet")
+    assert status == 400 and body["error_code"] == "BAD_REQUEST"
+    assert "needs pyarrow" in body["message"]

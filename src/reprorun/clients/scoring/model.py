@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reprorun.clients.scoring.protocol import (
+    CONTENT_TYPE_PARQUET,
     CONTENT_TYPES,
     NUMERIC_TYPES,
     ModelLoadError,
@@ -24,6 +25,7 @@ from reprorun.clients.scoring.protocol import (
     parse_content_type,
     parse_json_request,
     read_csv_text,
+    read_parquet_bytes,
 )
 
 
@@ -267,6 +269,9 @@ class Model:
         if self.pyfunc is not None:
             answer = self._fast_invocations(body) if self.fast is not None else None
             return answer or self._mlflow_invocations(body, content_type or mime)
+        if mime == CONTENT_TYPE_PARQUET:
+            predictions = self.predict(read_parquet_bytes(body))
+            return 200, dumps({"predictions": jsonable(predictions)}), "application/json"
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-CONTENT_TYPES = ("application/json", "text/csv")
+CONTENT_TYPE_PARQUET = "application/vnd.apache.parquet"
+CONTENT_TYPES = ("application/json", "text/csv", CONTENT_TYPE_PARQUET)
 REQUIRED_INPUT_FORMAT = (
     "The input must be a JSON dictionary with exactly one of the input fields "
     "{'dataframe_split', 'dataframe_records', 'instances', 'inputs'}"
@@ -165,6 +166,22 @@ def cell(text: str) -> Any:
     except ValueError:
         return text
     return int(text) if text.lstrip("+-").isdigit() else number
+
+
+def read_parquet_bytes(data: bytes) -> Table:
+    """A Parquet request body (MLflow's ``application/vnd.apache.parquet``); needs pyarrow."""
+    pq = optional("pyarrow.parquet")
+    if pq is None:
+        raise ScoringError(
+            "Parquet input needs pyarrow in the model's environment; send JSON or CSV."
+        )
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except Exception as exc:
+        raise ScoringError(f"Failed to parse input as Parquet: {exc}") from None
+    if optional("pandas") is not None:
+        return Table(frame=table.to_pandas())
+    return records_table(table.to_pylist(), "parquet")
 
 
 def read_csv_text(text: str) -> Table:
