@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -238,8 +239,23 @@ def test_a_reprorun_model_by_its_runs_uri(
         assert server.post(CSV, "text/csv") == (200, answer)
         status, answer = server.post(json.dumps({"inputs": [["a", "b", "c", "d"]]}))
         assert status == 400 and answer["error_code"] == "BAD_REQUEST"
+        if manager != "local":  # the scoring process ends with the command, even killed
+            assert server.process is not None
+            server.process.kill()
+            server.process.wait()
+            deadline = time.monotonic() + 20
+            while _answers(server) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _answers(server), "the scoring process outlived its killed parent"
     finally:
         server.stop()
+
+
+def _answers(server: ScoringServer) -> bool:
+    try:
+        return server.get("/ping")[0] == 200
+    except OSError:
+        return False
 
 
 def _predict(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -79,6 +79,8 @@ class Scorer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process is not None and self.process.stdin is not None:
+            self.process.stdin.close()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -128,10 +130,12 @@ def start_scorer(
         str(port),
         "--max-body",
         str(limit),
+        "--exit-with-parent",  # it holds our pipe: if this process is killed, the server ends
     ]
     process = subprocess.Popen(
         argv,
         env=_child_env(prepared),
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

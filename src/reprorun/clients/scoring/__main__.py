@@ -4,7 +4,9 @@ environment."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 from pathlib import Path
 
 from reprorun.clients.scoring.batch import CHUNK_ROWS, predict_file
@@ -25,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=5000)
     serve_cmd.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY)
+    serve_cmd.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when standard input closes (the parent that holds it has ended)",
+    )
     predict_cmd = sub.add_parser("predict")
     predict_cmd.add_argument("--model-dir", required=True, type=Path)
     predict_cmd.add_argument("--input", required=True, type=Path)
@@ -36,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = Model(args.model_dir)
         if args.command == "serve":
+            if args.exit_with_parent:
+                threading.Thread(target=_exit_on_eof, name="parent-watch", daemon=True).start()
 
             def announce(host: str, port: int) -> None:
                 print(f"{READY} {host} {port}", flush=True)
@@ -59,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, ScoringError, OSError) as exc:
         print(f"Error: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
         return 2
+
+
+def _exit_on_eof() -> None:
+    """End the process once standard input closes: a killed parent leaves no orphan server."""
+    while sys.stdin.buffer.read(4096):
+        pass
+    os._exit(0)
 
 
 if __name__ == "__main__":
