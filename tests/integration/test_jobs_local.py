@@ -86,6 +86,8 @@ def test_the_supervisor_survives_its_terminal_closing(home: Path, tmp_path: Path
             "sleep 60",
         ],
         start_new_session=True,
+        # A terminal's shell: SIGHUP ends it, even when the tests run under nohup.
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )
     try:
         wait_until(lambda: out.is_file() and len(out.read_text().strip()) == 32, what="run id")
