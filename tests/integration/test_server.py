@@ -750,37 +750,47 @@ def _worker_pids(pid: int) -> list[int]:
     return worker_pids(pid)
 
 
+def write_load(srv: ServerProcess, seconds: float) -> list[Writer]:
+    """LOAD_THREADS writers on two new runs for ``seconds``, each on its own keep-alive
+    connection; returns them once all have stopped (the server still alive)."""
+    runs = [create_run(srv), create_run(srv)]
+    writers = [Writer(i, runs[i % 2], f"load.w{i}") for i in range(LOAD_THREADS)]
+    deadline = time.monotonic() + seconds
+    threads = [threading.Thread(target=w.run, args=(srv, deadline)) for w in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()) + 120)
+    assert not any(t.is_alive() for t in threads), "writers still running after the bound"
+    assert srv.alive(), srv.log()
+    return writers
+
+
+def check_load(srv: ServerProcess, writers: list[Writer]) -> None:
+    """Every point a writer had acknowledged is stored exactly once, nothing else is, and
+    each run's latest values are its writers' last points (the highest step)."""
+    assert [e for w in writers for e in w.errors] == []
+    assert [w.unknown for w in writers] == [[] for _ in writers]
+    assert [w.reconnects for w in writers] == [0] * LOAD_THREADS  # keep-alive held
+    for w in writers:
+        assert w.requests >= 10, f"writer {w.index} sent only {w.requests} requests"
+        stored = metric_history(srv, w.run_id, w.key)
+        assert len(stored) == len(w.acked), (w.key, len(stored), len(w.acked))
+        duplicates = [p for p, n in Counter(stored).items() if n > 1]
+        assert duplicates == [], (w.key, duplicates[:5])
+        assert Counter(stored) == Counter(w.acked), w.key
+    for run_id in dict.fromkeys(w.run_id for w in writers):
+        latest = run_data(srv, run_id)["metrics"]
+        assert latest == {w.key: max(w.acked)[1] for w in writers if w.run_id == run_id}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_concurrent_writers_store_every_point_exactly_once(tmp_path: Path, workers: int) -> None:
     with server_process(tmp_path / "srv", "--workers", str(workers)) as srv:
         if workers > 1:  # uvicorn's supervisor with one process per worker
             assert len(_worker_pids(srv.process.pid)) == workers, srv.log()
-        runs = [create_run(srv), create_run(srv)]
-        writers = [Writer(i, runs[i % 2], f"load.w{i}") for i in range(LOAD_THREADS)]
-        deadline = time.monotonic() + LOAD_SECONDS
-        threads = [threading.Thread(target=w.run, args=(srv, deadline)) for w in writers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()) + 120)
-        assert not any(t.is_alive() for t in threads), "writers still running after the bound"
-        assert srv.alive(), srv.log()
-
-        assert [e for w in writers for e in w.errors] == []
-        assert [w.unknown for w in writers] == [[] for _ in writers]
-        assert [w.reconnects for w in writers] == [0] * LOAD_THREADS  # keep-alive held
-        for w in writers:
-            assert w.requests >= 10, f"writer {w.index} sent only {w.requests} requests"
-            stored = metric_history(srv, w.run_id, w.key)
-            assert len(stored) == len(w.acked), (w.key, len(stored), len(w.acked))
-            duplicates = [p for p, n in Counter(stored).items() if n > 1]
-            assert duplicates == [], (w.key, duplicates[:5])
-            assert Counter(stored) == Counter(w.acked), w.key
-        # The runs' latest values are each writer's last point (the highest step).
-        for run_id in runs:
-            latest = run_data(srv, run_id)["metrics"]
-            mine = {w.key: max(w.acked)[1] for w in writers if w.run_id == run_id}
-            assert latest == mine
+        writers = write_load(srv, LOAD_SECONDS)
+        check_load(srv, writers)
         total = sum(len(w.acked) for w in writers)
         print(f"workers={workers}: {total} points in {sum(w.requests for w in writers)} requests")

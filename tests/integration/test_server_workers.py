@@ -30,13 +30,11 @@ from tests.conftest import reprorun_cli
 from tests.integration.server_proc import ServerProcess, server_process, started_workers
 from tests.integration.test_server import (
     ARTIFACTS,
-    LOAD_THREADS,
-    Writer,
     call,
+    check_load,
     create_run,
-    metric_history,
     ok,
-    run_data,
+    write_load,
 )
 from tests.integration.test_stale_runs_read import _dead_identity
 
@@ -72,31 +70,10 @@ def test_concurrent_writers_on_4_workers_and_postgresql_store_every_point_once(
         workers = srv.workers()
         assert len(workers) == WORKERS, srv.log()
         busy_before = {pid: cpu_seconds(pid) for pid in workers}
-        runs = [create_run(srv), create_run(srv)]
-        writers = [Writer(i, runs[i % 2], f"load.w{i}") for i in range(LOAD_THREADS)]
-        deadline = time.monotonic() + LOAD_SECONDS
-        threads = [threading.Thread(target=w.run, args=(srv, deadline)) for w in writers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()) + 120)
-        assert not any(t.is_alive() for t in threads), "writers still running after the bound"
-        assert srv.alive(), srv.log()
+        writers = write_load(srv, LOAD_SECONDS)
         assert sorted(srv.workers()) == sorted(workers), "a worker died under load"
         busy = {pid: cpu_seconds(pid) - busy_before[pid] for pid in workers}
-
-        assert [e for w in writers for e in w.errors] == []
-        assert [w.unknown for w in writers] == [[] for _ in writers]
-        assert [w.reconnects for w in writers] == [0] * LOAD_THREADS  # keep-alive held
-        for w in writers:
-            assert w.requests >= 10, f"writer {w.index} sent only {w.requests} requests"
-            stored = metric_history(srv, w.run_id, w.key)
-            duplicates = [p for p, n in Counter(stored).items() if n > 1]
-            assert duplicates == [], (w.key, duplicates[:5])
-            assert Counter(stored) == Counter(w.acked), w.key
-        for run_id in runs:
-            latest = run_data(srv, run_id)["metrics"]
-            assert latest == {w.key: max(w.acked)[1] for w in writers if w.run_id == run_id}
+        check_load(srv, writers)
         # The 8 keep-alive connections were spread over the workers, not served by one.
         serving = [pid for pid, seconds in busy.items() if seconds > 0.5]
         assert len(serving) >= 2, busy
